@@ -1,0 +1,65 @@
+// The closed op list of qil's engine. Each op returns its output and, when gradients are on and an input
+// needs one, records a backward closure (autograd.h). Shapes are outermost-first: activations (N, C, H, W),
+// conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32, plain layout.
+// Heavy ops (conv2d, batch_norm2d, pools, linear) run on oneDNN; elementwise ops use OpenMP loops.
+#pragma once
+#include <cstdint>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace engine::ops {
+
+struct Conv2dGeom {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;  // symmetric zero padding
+  int64_t dil_h = 1, dil_w = 1;  // 1 = no dilation (PyTorch convention)
+  int64_t groups = 1;
+};
+// x (N, C, H, W), w (O, C/groups, KH, KW), b (O) or undefined -> (N, O, H', W').
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g);
+// Output spatial size of a convolution or pooling window.
+int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil = 1, bool ceil_mode = false);
+
+// x (N, in), w (out, in), b (out) or undefined -> (N, out).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// x (N, C, H, W); gamma, beta (C); running_mean, running_var (C) are buffers updated in place in training
+// mode (running = (1 - momentum) * running + momentum * batch, the variance unbiased, as PyTorch does).
+// Training normalizes with the batch statistics (biased variance); eval with the running ones.
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+
+struct Pool2dGeom {
+  int64_t kh = 2, kw = 2;
+  int64_t stride_h = 2, stride_w = 2;
+  int64_t pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg pool only, PyTorch's default
+};
+Tensor max_pool2d(const Tensor& x, const Pool2dGeom& g);  // (N, C, H, W) -> (N, C, H', W')
+Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g);
+// Adaptive average pooling to (oh, ow) with PyTorch's bin edges: floor(i*H/oh) .. ceil((i+1)*H/oh).
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow);
+Tensor global_avg_pool(const Tensor& x);  // (N, C, H, W) -> (N, C)
+
+Tensor relu(const Tensor& x);
+Tensor add(const Tensor& a, const Tensor& b);  // same shapes
+// y = x * s for a one-element tensor s (a learnable scalar, e.g. a quantized layer's output scale).
+Tensor mul_scalar(const Tensor& x, const Tensor& s);
+// Inverted dropout: zeroes with probability p and scales the rest by 1/(1-p) in training; identity in eval.
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);
+Tensor reshape(const Tensor& x, const Shape& shape);  // same storage; -1 infers one dimension
+Tensor flatten(const Tensor& x);                      // (N, ...) -> (N, prod(...))
+
+Tensor sum(const Tensor& x);   // -> one-element tensor, shape {}
+Tensor mean(const Tensor& x);  // -> one-element tensor, shape {}
+
+// Mean over the batch of -log softmax(logits)[label], with optional label smoothing eps (the target is
+// (1-eps) one-hot + eps/K uniform, as PyTorch's CrossEntropyLoss). logits (N, K), labels s32 (N).
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing = 0.f);
+
+// How many rows of logits (N, K) have their label among the k largest values (no autograd).
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
+
+}  // namespace engine::ops

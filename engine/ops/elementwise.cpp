@@ -1,0 +1,174 @@
+// Elementwise and shape ops on OpenMP loops: relu, add, mul_scalar, dropout, reshape, flatten, sum, mean.
+// Layout-agnostic. Backward closures accumulate (+=) into the buffers they are handed.
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace engine::ops {
+
+namespace {
+// Large loops only: thread start-up costs more than a few thousand floats.
+constexpr int64_t kParallelMin = 16384;
+void check_f32(const char* op, const Tensor& t) {
+  QIL_CHECK(t.defined(), op, ": undefined input");
+  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+}  // namespace
+
+// y = max(x, 0). x: any shape.
+Tensor relu(const Tensor& x) {
+  check_f32("relu", x);
+  Tensor y = Tensor::empty(x.shape());
+  const float* xp = x.data();
+  float* yp = y.data();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.f ? xp[i] : 0.f;
+  return record("relu", y, {x}, [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx) {
+    const float* g = gy.data();
+    const float* yv = ys.data();
+    float* dx = gx[0].data();
+    const int64_t n = ys.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dx[i] += yv[i] > 0.f ? g[i] : 0.f;
+  });
+}
+
+// y = a + b, same shapes.
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_f32("add", a);
+  check_f32("add", b);
+  QIL_CHECK(a.shape() == b.shape(), "add: shapes differ: ", a.shape(), " and ", b.shape());
+  Tensor y = Tensor::empty(a.shape());
+  const float* ap = a.data();
+  const float* bp = b.data();
+  float* yp = y.data();
+  const int64_t n = a.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
+  return record("add", y, {a, b}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    const float* g = gy.data();
+    const int64_t n = gy.numel();
+    for (Tensor& d : gx) {
+      if (!d.defined()) continue;
+      float* dp = d.data();
+#pragma omp parallel for simd if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) dp[i] += g[i];
+    }
+  });
+}
+
+// y = x * s, s a one-element tensor.
+Tensor mul_scalar(const Tensor& x, const Tensor& s) {
+  check_f32("mul_scalar", x);
+  check_f32("mul_scalar", s);
+  QIL_CHECK(s.numel() == 1, "mul_scalar: the scale must have one element, got shape ", s.shape());
+  Tensor y = Tensor::empty(x.shape());
+  const float sv = s.item();
+  const float* xp = x.data();
+  float* yp = y.data();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * sv;
+  return record("mul_scalar", y, {x, s},
+                [xs = x.detach(), sv](const Tensor& gy, std::vector<Tensor>& gx) {
+                  const float* g = gy.data();
+                  const int64_t n = gy.numel();
+                  if (gx[0].defined()) {
+                    float* dx = gx[0].data();
+#pragma omp parallel for simd if (n > kParallelMin)
+                    for (int64_t i = 0; i < n; ++i) dx[i] += g[i] * sv;
+                  }
+                  if (gx[1].defined()) {
+                    const float* xp = xs.data();
+                    double acc = 0.0;
+#pragma omp parallel for reduction(+ : acc) if (n > kParallelMin)
+                    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(g[i]) * xp[i];
+                    gx[1].data()[0] += static_cast<float>(acc);
+                  }
+                });
+}
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  check_f32("dropout", x);
+  QIL_CHECK(p >= 0.f && p < 1.f, "dropout: probability must be in [0, 1), got ", p);
+  if (!training || p == 0.f) return x;
+  const int64_t n = x.numel();
+  Tensor mask = Tensor::empty(x.shape());  // 0 or 1/(1-p)
+  Tensor y = Tensor::empty(x.shape());
+  const float keep_scale = 1.f / (1.f - p);
+  float* m = mask.data();
+  for (int64_t i = 0; i < n; ++i) m[i] = gen.uniform() < p ? 0.f : keep_scale;  // serial: reproducible
+  const float* xp = x.data();
+  float* yp = y.data();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * m[i];
+  return record("dropout", y, {x}, [mask](const Tensor& gy, std::vector<Tensor>& gx) {
+    const float* g = gy.data();
+    const float* m = mask.data();
+    float* dx = gx[0].data();
+    const int64_t n = gy.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dx[i] += g[i] * m[i];
+  });
+}
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_f32("reshape", x);
+  Shape s = shape;
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      QIL_CHECK(infer < 0, "reshape: more than one -1 in ", shape);
+      infer = static_cast<int64_t>(i);
+    } else {
+      QIL_CHECK(s[i] >= 0, "reshape: negative dimension in ", shape);
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    QIL_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot reshape ", x.shape(), " into ", shape);
+    s[infer] = x.numel() / known;
+  }
+  QIL_CHECK(shape_numel(s) == x.numel(), "reshape: cannot reshape ", x.shape(), " (", x.numel(),
+            " elements) into ", shape);
+  Tensor y = x.view(s);
+  return record("reshape", y, {x}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    const float* g = gy.data();
+    float* dx = gx[0].data();
+    const int64_t n = gy.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dx[i] += g[i];
+  });
+}
+
+Tensor flatten(const Tensor& x) {
+  QIL_CHECK(x.dim() >= 1, "flatten: needs at least one dimension, got ", x.shape());
+  return reshape(x, {x.size(0), -1});
+}
+
+Tensor sum(const Tensor& x) {
+  check_f32("sum", x);
+  const float* xp = x.data();
+  const int64_t n = x.numel();
+  double acc = 0.0;
+#pragma omp parallel for reduction(+ : acc) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) acc += xp[i];
+  Tensor y = Tensor::scalar(static_cast<float>(acc));
+  return record("sum", y, {x}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    const float g = gy.item();
+    float* dx = gx[0].data();
+    const int64_t n = gx[0].numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dx[i] += g;
+  });
+}
+
+Tensor mean(const Tensor& x) {
+  QIL_CHECK(x.numel() > 0, "mean: empty tensor ", x);
+  Tensor s = sum(x);
+  return mul_scalar(s, Tensor::scalar(1.f / static_cast<float>(x.numel())));
+}
+
+}  // namespace engine::ops

@@ -1,0 +1,104 @@
+// Tensor: a cheap, reference-counted handle to contiguous, 64-byte-aligned storage with a shape, a dtype
+// and a layout tag, plus the autograd hooks (requires_grad, grad, the node that produced it).
+// Not a strided view library: every tensor is contiguous; views alias whole storage with an offset.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/check.h"
+
+namespace engine {
+
+using Shape = std::vector<int64_t>;
+
+enum class DType : uint8_t { f32 = 0, bf16 = 1, s8 = 2, u8 = 3, s32 = 4 };
+// Plain is row-major in shape order. Blocked is reserved for oneDNN's blocked activation formats.
+enum class Layout : uint8_t { plain = 0, blocked = 1 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+int64_t shape_numel(const Shape& s);
+
+struct Node;  // autograd.h
+
+// Owns one aligned allocation.
+struct Storage {
+  explicit Storage(size_t bytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined tensor: defined() == false
+
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
+  static Tensor full(const Shape& shape, float value);
+  static Tensor scalar(float value) { return full({}, value); }
+  static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int64_t dim() const { return static_cast<int64_t>(shape().size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const;
+  DType dtype() const;
+  Layout layout() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+
+  // Typed access; checks the dtype.
+  template <class T = float> T* data();
+  template <class T = float> const T* data() const;
+  float item() const;  // the value of a one-element f32 tensor
+  std::vector<float> to_vector() const;
+
+  // Same storage, no autograd history, requires_grad false.
+  Tensor detach() const;
+  // Deep copy, no autograd history.
+  Tensor clone() const;
+  // Same storage with another shape of equal numel (no autograd; see ops::reshape for the recorded one).
+  Tensor view(const Shape& shape) const;
+  void fill_(float v);
+  void copy_from(const Tensor& src);  // same numel and dtype; plain copy
+
+  // Autograd.
+  bool requires_grad() const;
+  Tensor& set_requires_grad(bool r);
+  Tensor& grad();  // undefined until a backward pass writes it (or zero_grad allocates)
+  const Tensor& grad() const;
+  void zero_grad();  // fills an existing grad with zeros (allocates one if missing)
+  const std::shared_ptr<Node>& grad_fn() const;
+  void set_grad_fn(std::shared_ptr<Node> n);
+  // Runs backward from this one-element tensor (seed 1) or with an explicit seed gradient.
+  void backward() const;
+  void backward(const Tensor& seed) const;
+
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+  const void* id() const { return impl_.get(); }
+
+ private:
+  struct Impl;  // tensor.cpp
+  std::shared_ptr<Impl> impl_;
+  void* raw() const;
+  void check_dtype(DType t) const;
+  template <class T> static DType dtype_of();
+};
+
+template <> inline DType Tensor::dtype_of<float>() { return DType::f32; }
+template <> inline DType Tensor::dtype_of<uint8_t>() { return DType::u8; }
+template <> inline DType Tensor::dtype_of<int8_t>() { return DType::s8; }
+template <> inline DType Tensor::dtype_of<int32_t>() { return DType::s32; }
+template <> inline DType Tensor::dtype_of<uint16_t>() { return DType::bf16; }
+
+template <class T> T* Tensor::data() { check_dtype(dtype_of<T>()); return static_cast<T*>(raw()); }
+template <class T> const T* Tensor::data() const { check_dtype(dtype_of<T>()); return static_cast<const T*>(raw()); }
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);  // "Tensor[f32 (2, 3)]"
+
+}  // namespace engine

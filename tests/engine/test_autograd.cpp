@@ -1,0 +1,117 @@
+// Autograd core: accumulation, fan-out, graph freeing, no-grad, misuse errors; elementwise ops and the loss.
+#include "gradcheck.h"
+
+#include "engine/ops.h"
+
+using namespace engine;
+using namespace qiltest;
+
+TEST_CASE("backward accumulates into pre-filled parameter gradients") {
+  Tensor w = Tensor::from_vector({1.f, -2.f, 3.f}, {3}).set_requires_grad(true);
+  w.grad() = Tensor::from_vector({10.f, 10.f, 10.f}, {3});
+  Tensor loss = ops::sum(ops::relu(w));  // d/dw = [1, 0, 1]
+  loss.backward();
+  CHECK(w.grad().to_vector() == std::vector<float>{11.f, 10.f, 11.f});
+}
+
+TEST_CASE("fan-out: a tensor used twice gets both gradients") {
+  Tensor x = Tensor::from_vector({1.f, 2.f}, {2}).set_requires_grad(true);
+  Tensor y = ops::add(x, x);  // dy/dx = 2
+  Tensor z = ops::add(y, x);  // dz/dx = 3
+  ops::sum(z).backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{3.f, 3.f});
+}
+
+TEST_CASE("backward frees the graph: a second backward is a no-op on the parameters") {
+  Tensor x = Tensor::from_vector({1.f}, {1}).set_requires_grad(true);
+  Tensor l = ops::sum(ops::relu(x));
+  l.backward();
+  CHECK(x.grad().item() == 1.f);
+  l.backward();  // the nodes were released; the root node has nothing left to do
+  CHECK(x.grad().item() == 1.f);
+}
+
+TEST_CASE("NoGradGuard records nothing") {
+  Tensor x = Tensor::from_vector({1.f}, {1}).set_requires_grad(true);
+  NoGradGuard ng;
+  Tensor y = ops::relu(x);
+  CHECK_FALSE(y.requires_grad());
+  CHECK_THROWS_WITH_AS(y.backward(), doctest::Contains("does not require grad"), Error);
+}
+
+TEST_CASE("misuse names the op and the shapes") {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({3, 2});
+  CHECK_THROWS_WITH_AS(ops::add(a, b), doctest::Contains("add: shapes differ: [2, 3] and [3, 2]"), Error);
+  Tensor x = Tensor::zeros({2, 3}).set_requires_grad(true);
+  Tensor y = ops::relu(x);
+  CHECK_THROWS_WITH_AS(y.backward(), doctest::Contains("scalar"), Error);
+  CHECK_THROWS_WITH_AS(ops::reshape(a, {4, 2}), doctest::Contains("cannot reshape [2, 3]"), Error);
+  Tensor labels = Tensor::zeros({2}, DType::s32);
+  labels.data<int32_t>()[1] = 7;
+  CHECK_THROWS_WITH_AS(ops::softmax_cross_entropy(a, labels), doctest::Contains("label 7 at row 1"), Error);
+  CHECK_THROWS_WITH_AS(a.data<int32_t>(), doctest::Contains("s32 data of a f32 tensor"), Error);
+}
+
+TEST_CASE("gradients of elementwise ops match finite differences") {
+  Generator g(7);
+  // Keep relu inputs off the kink at 0.
+  Tensor x = randn({3, 5, 4}, g);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (std::fabs(x.data()[i]) < 0.05f) x.data()[i] = 0.3f;
+  x.set_requires_grad(true);
+  gradcheck([](const std::vector<Tensor>& in) { return ops::relu(in[0]); }, {x}, {}, "relu");
+
+  Tensor a = randn({4, 6}, g).set_requires_grad(true), b = randn({4, 6}, g).set_requires_grad(true);
+  gradcheck([](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); }, {a, b}, {}, "add");
+
+  Tensor s = Tensor::scalar(0.7f).set_requires_grad(true);
+  gradcheck([](const std::vector<Tensor>& in) { return ops::mul_scalar(in[0], in[1]); }, {a, s}, {}, "mul_scalar");
+
+  gradcheck([](const std::vector<Tensor>& in) { return ops::reshape(in[0], {2, -1, 3}); }, {a}, {}, "reshape");
+  gradcheck([](const std::vector<Tensor>& in) { return ops::mean(in[0]); }, {a}, {}, "mean");
+}
+
+TEST_CASE("softmax cross-entropy: value by hand and gradient") {
+  // Two classes, logits (0, 0): loss = log 2 whatever the label.
+  Tensor z = Tensor::zeros({1, 2});
+  Tensor lab = Tensor::zeros({1}, DType::s32);
+  CHECK(ops::softmax_cross_entropy(z, lab).item() == doctest::Approx(std::log(2.0)).epsilon(1e-6));
+  // Smoothing 0.2 over K=2 at logits (log 3, 0): p = (3/4, 1/4); target (0.9, 0.1);
+  // loss = -(0.9 log 0.75 + 0.1 log 0.25).
+  Tensor z2 = Tensor::from_vector({std::log(3.f), 0.f}, {1, 2});
+  const double want = -(0.9 * std::log(0.75) + 0.1 * std::log(0.25));
+  CHECK(ops::softmax_cross_entropy(z2, lab, 0.2f).item() == doctest::Approx(want).epsilon(1e-5));
+
+  Generator g(3);
+  Tensor logits = randn({5, 7}, g).set_requires_grad(true);
+  Tensor labels = Tensor::empty({5}, DType::s32);
+  for (int i = 0; i < 5; ++i) labels.data<int32_t>()[i] = (i * 3) % 7;
+  for (float eps : {0.f, 0.1f})
+    gradcheck([&](const std::vector<Tensor>& in) { return ops::softmax_cross_entropy(in[0], labels, eps); },
+              {logits}, {}, "softmax_cross_entropy");
+}
+
+TEST_CASE("dropout: eval is identity, training scales kept values and passes gradient through the mask") {
+  Generator g(1);
+  Tensor x = Tensor::full({1000}, 1.f).set_requires_grad(true);
+  CHECK(ops::dropout(x, 0.5f, false, g).same(x));
+  Tensor y = ops::dropout(x, 0.25f, true, g);
+  int zeros = 0;
+  for (float v : y.to_vector()) {
+    CHECK((v == 0.f || std::fabs(v - 1.f / 0.75f) < 1e-6f));
+    zeros += v == 0.f;
+  }
+  CHECK(zeros > 200);
+  CHECK(zeros < 300);
+  ops::sum(y).backward();
+  CHECK(x.grad().to_vector() == y.detach().to_vector());
+}
+
+TEST_CASE("top-k counts") {
+  Tensor logits = Tensor::from_vector({0.1f, 0.5f, 0.4f, 0.9f, 0.0f, 0.2f}, {2, 3});
+  Tensor labels = Tensor::empty({2}, DType::s32);
+  labels.data<int32_t>()[0] = 2;  // row 0: 0.4 is second -> top-2 yes, top-1 no
+  labels.data<int32_t>()[1] = 0;  // row 1: 0.9 is first
+  CHECK(ops::topk_correct(logits, labels, 1) == 1);
+  CHECK(ops::topk_correct(logits, labels, 2) == 2);
+}
