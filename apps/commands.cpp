@@ -1,0 +1,104 @@
+// eval, models, inspect.
+#include "apps/commands.h"
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "apps/data_setup.h"
+#include "apps/model_io.h"
+#include "apps/report.h"
+#include "apps/train.h"
+#include "engine/check.h"
+#include "layers/models.h"
+
+namespace apps {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+void add_eval_flags(CLI::App& app, EvalOptions& o) {
+  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
+  app.add_option("--data", o.data, "data kind: fashion-mnist | idx | cifar10 | cifar100")->capture_default_str();
+  app.add_option("--data-dir", o.data_dir, "data folder (fashion-mnist default: Debian's)");
+  app.add_option("--batch", o.batch, "batch size")->capture_default_str();
+  app.add_option("--subset", o.subset, "evaluate the first N images only (0 = all)");
+  app.add_option("--workers", o.workers, "data decode threads")->capture_default_str();
+  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  app.add_option("--progress", o.progress, "auto | bar | lines | none")->capture_default_str();
+  app.add_flag("--json", o.json, "print the result as JSON");
+}
+
+int run_eval(const EvalOptions& o) {
+  QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
+  if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  std::string name;
+  auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
+  EvalResult r = evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
+  if (o.json) {
+    std::cout << json{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
+                      {"top1", r.top1}, {"top5", r.top5}}
+                     .dump()
+              << "\n";
+  } else {
+    std::printf("%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
+                name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
+  }
+  return 0;
+}
+
+void add_models_flags(CLI::App& app, ModelsOptions& o) {
+  app.add_option("--image-size", o.image_size, "input side for the FLOP count (0 = each model's usual size)");
+  app.add_option("--in-channels", o.in_channels, "input channels")->capture_default_str();
+  app.add_option("--num-classes", o.num_classes, "classes")->capture_default_str();
+}
+
+int run_models(const ModelsOptions& o) {
+  std::printf("%-10s %14s %6s %12s  %s\n", "model", "parameters", "input", "GMAC/image", "description");
+  for (const auto& info : layers::model_infos()) {
+    layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size ? o.image_size : info.default_image_size, 0};
+    auto m = layers::build_model(info.name, spec);
+    const double gmac = layers::forward_macs(*m, spec) / 1e9;
+    std::printf("%-10s %14lld %6lld %12.4f  %s\n", info.name.c_str(), static_cast<long long>(m->num_parameters()),
+                static_cast<long long>(spec.image_size), gmac, info.description.c_str());
+  }
+  std::printf("(GMAC: multiply-accumulates of one forward pass; a training step costs about 3x, 2 FLOP each)\n");
+  return 0;
+}
+
+void add_inspect_flags(CLI::App& app, InspectOptions& o) {
+  app.add_option("target", o.target, "run directory or checkpoint file")->required();
+  app.add_flag("--json", o.json, "print JSON (one object per layer)");
+  app.add_flag("--csv", o.csv, "print CSV");
+  app.add_option("--html", o.html, "write a self-contained HTML report to this file");
+}
+
+int run_inspect(const InspectOptions& o) {
+  std::string ckpt = o.target;
+  if (fs::is_directory(o.target)) {
+    ckpt = (fs::path(o.target) / "last.ckpt").string();
+    QIL_CHECK(fs::exists(ckpt), "inspect: '", o.target, "' has no last.ckpt (is it a run directory?)");
+  }
+  QIL_CHECK(fs::exists(ckpt), "inspect: no such file '", ckpt, "'");
+  LoadedModel lm = load_model_checkpoint(ckpt);
+  const auto reports = layers::quant_report(*lm.model);
+  if (o.json) {
+    json arr = json::array();
+    for (const auto& r : reports) arr.push_back(layer_report_json(r));
+    std::cout << arr.dump(2) << "\n";
+  } else if (o.csv) {
+    std::cout << interval_csv(reports);
+  } else {
+    std::cout << ckpt << ": " << lm.meta.model << ", " << reports.size() << " quantized layers\n";
+    if (!reports.empty()) std::cout << interval_table(reports);
+  }
+  return 0;
+}
+
+}  // namespace apps

@@ -1,0 +1,42 @@
+// The smaller subcommands: eval, models, inspect. Each has an options struct, a flag registration and a run.
+#pragma once
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace apps {
+
+struct EvalOptions {
+  std::string checkpoint;
+  std::string data = "fashion-mnist";
+  std::string data_dir;
+  int64_t batch = 256;
+  int64_t subset = 0;
+  int64_t workers = 1;
+  int64_t threads = 0;
+  std::string progress = "auto";
+  bool json = false;
+};
+void add_eval_flags(CLI::App& app, EvalOptions& o);
+int run_eval(const EvalOptions& o);
+
+struct ModelsOptions {
+  int64_t image_size = 0;  // 0 = each model's usual size
+  int64_t in_channels = 3;
+  int64_t num_classes = 1000;
+};
+void add_models_flags(CLI::App& app, ModelsOptions& o);
+int run_models(const ModelsOptions& o);
+
+struct InspectOptions {
+  std::string target;  // run directory or checkpoint
+  bool json = false;
+  bool csv = false;
+  std::string html;
+};
+void add_inspect_flags(CLI::App& app, InspectOptions& o);
+int run_inspect(const InspectOptions& o);
+
+}  // namespace apps

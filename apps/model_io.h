@@ -1,0 +1,47 @@
+// Models in and out of files: what a checkpoint records about the network (architecture, input
+// normalization, each layer's quantization), building a network back from it, and strict loading of named
+// tensors that names every mismatch. The run state (optimizer, position) is train.cpp's business.
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/serialize.h"
+#include "layers/models.h"
+#include "layers/quantize.h"
+
+namespace apps {
+
+struct ModelMeta {
+  std::string model;
+  layers::ModelSpec spec;
+  std::vector<float> mean, std;  // input normalization the network was trained with
+};
+
+nlohmann::json meta_to_json(const ModelMeta& m);
+ModelMeta meta_from_json(const nlohmann::json& j, const std::string& file);
+// Per-layer quantization of a network: {"layer1.0.conv1": {"wbits":4,"abits":4,"signed":false,"fix_gamma":false}}.
+nlohmann::json quant_layout(layers::Module& model);
+void apply_quant_layout(layers::Module& model, const nlohmann::json& layout, const std::string& file);
+
+// Adds the network's parameters and buffers as "model.<name>" tensor sections, the meta as JSON "model_meta"
+// and the quantization layout as JSON "quant_layout".
+void add_model(engine::Checkpoint& ck, layers::Module& model, const ModelMeta& meta);
+
+// Copies tensors into the network. Every parameter and buffer of the network must be present with its shape,
+// except quantizer parameters when allow_missing_quant (starting a quantized stage from a full-precision
+// file); keys the network does not have are errors. Quantizers that received parameters count as calibrated.
+void load_model_tensors(layers::Module& model, const engine::NamedTensors& tensors, const std::string& file,
+                        bool allow_missing_quant);
+
+struct LoadedModel {
+  std::unique_ptr<layers::Module> model;
+  ModelMeta meta;
+};
+// Builds the network a checkpoint describes, with its quantization, and loads its tensors.
+LoadedModel load_model_checkpoint(const std::string& path);
+
+bool is_safetensors_path(const std::string& path);
+
+}  // namespace apps

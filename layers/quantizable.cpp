@@ -1,0 +1,80 @@
+// Quantized forward, calibration phases and parameter registration shared by Conv2d and Linear.
+#include "layers/quantizable.h"
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace layers {
+
+void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
+  if (spec.wbits < 32) {
+    if (!w_q_) {
+      w_q_ = std::make_unique<quant::QilWeightQuantizer>(spec.wbits, spec.fix_gamma);
+      for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);
+      if (spec.fix_gamma) w_q_->gamma().set_requires_grad(false);
+    } else {
+      w_q_->set_bits(spec.wbits);
+    }
+  }
+  if (spec.abits < 32) {
+    if (!a_q_) {
+      a_q_ = std::make_unique<quant::QilActQuantizer>(spec.abits, spec.signed_input);
+      for (auto& [n, t] : a_q_->named_parameters()) register_parameter("act_quant." + n, t, ParamKind::quant);
+    } else {
+      a_q_->set_bits(spec.abits);
+    }
+  }
+  if (spec.quantized() && !scale_.defined())
+    scale_ = register_parameter("out_scale", Tensor::scalar(1.f), ParamKind::quant);
+  spec_ = spec;
+}
+
+Tensor QuantizableModule::forward_quantized(const Tensor& x,
+                                            const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
+  const Tensor w = weight();
+  if (!quantized()) return op(x, w);
+  const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
+  if (phase_ == CalibPhase::observe) {
+    if (wq) w_q_->observe(w);
+    if (aq) a_q_->observe(x);
+    return op(x, w);  // the network stays full precision while its statistics are gathered
+  }
+  if (phase_ == CalibPhase::fit_scale) {
+    engine::NoGradGuard ng;
+    Tensor y_fp = op(x, w);
+    Tensor y_q = op(aq ? (*a_q_)(x) : x, wq ? (*w_q_)(w) : w);
+    // Fit s in ||y_fp - s*y_q||^2 over every calibration batch: accumulate the two inner products.
+    const float* a = y_fp.data();
+    const float* b = y_q.data();
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < y_fp.numel(); ++i) {
+      num += static_cast<double>(a[i]) * b[i];
+      den += static_cast<double>(b[i]) * b[i];
+    }
+    fit_num_ += num;
+    fit_den_ += den;
+    return y_fp;
+  }
+  Tensor xin = aq ? (*a_q_)(x) : x;
+  Tensor wbar = wq ? (*w_q_)(w) : w;
+  return op(xin, engine::ops::mul_scalar(wbar, scale_));
+}
+
+void QuantizableModule::finish_observe() {
+  if (w_q_ && spec_.wbits < 32) w_q_->finish_calibration();
+  if (a_q_ && spec_.abits < 32) a_q_->finish_calibration();
+}
+
+void QuantizableModule::finish_fit_scale() {
+  if (!quantized() || scale_fitted_) return;
+  scale_.data()[0] = fit_den_ > 0 ? static_cast<float>(fit_num_ / fit_den_) : 1.f;
+  fit_num_ = fit_den_ = 0;
+  scale_fitted_ = true;
+}
+
+void QuantizableModule::project() {
+  if (w_q_) w_q_->project();
+  if (a_q_) a_q_->project();
+}
+
+}  // namespace layers

@@ -1,0 +1,61 @@
+// QuantizableModule: what Conv2d and Linear share to run quantized. When enabled, forward quantizes the layer's
+// input (act_quant) and weight (weight_quant) and multiplies the weight by a learnable output scale, since
+// conv(x̄, s·w̄) = s·conv(x̄, w̄) and the weight is the smaller tensor. Parameters are registered as
+// `weight_quant.{c,d,gamma}`, `act_quant.{c,d}` and `out_scale`.
+// Calibration is a mode of forward: observe inputs and weights, then fit the output scale by least squares
+// against the full-precision output; it is driven by quantize.h, never by the layer itself.
+#pragma once
+#include <memory>
+
+#include "layers/module.h"
+#include "quant/quantizer.h"
+
+namespace layers {
+
+struct LayerQuantSpec {
+  int wbits = 32;  // 32 = full precision
+  int abits = 32;
+  bool signed_input = false;  // the first conv's input can be negative: symmetric rule
+  bool fix_gamma = false;
+  bool quantized() const { return wbits < 32 || abits < 32; }
+};
+
+enum class CalibPhase { none, observe, fit_scale };
+
+class QuantizableModule : public Module {
+ public:
+  // Creates the quantizers on first use (registering their parameters), or changes their widths; a later
+  // stage keeps the intervals and scale it had. Width 32 switches that side off (its parameters remain).
+  void set_quant(const LayerQuantSpec& spec);
+  const LayerQuantSpec& quant_spec() const { return spec_; }
+  bool quantized() const { return spec_.quantized(); }
+  quant::QilWeightQuantizer* weight_quantizer() const { return w_q_.get(); }
+  quant::QilActQuantizer* act_quantizer() const { return a_q_.get(); }
+  Tensor out_scale() const { return scale_; }
+  // The weight the layer trains (full precision).
+  virtual Tensor weight() const = 0;
+
+  void set_calib_phase(CalibPhase p) { phase_ = p; }
+  // After CalibPhase::observe: set the intervals of uncalibrated quantizers. After fit_scale: set out_scale.
+  void finish_observe();
+  void finish_fit_scale();
+  bool scale_fitted() const { return scale_fitted_; }
+  void set_scale_fitted(bool f) { scale_fitted_ = f; }
+  // Constraints of the quantizer parameters (after each optimizer step).
+  void project();
+
+ protected:
+  // The layer's compute: y = op(x, w). forward_quantized wraps it with quantization and calibration.
+  Tensor forward_quantized(const Tensor& x, const std::function<Tensor(const Tensor&, const Tensor&)>& op);
+
+ private:
+  LayerQuantSpec spec_;
+  std::unique_ptr<quant::QilWeightQuantizer> w_q_;
+  std::unique_ptr<quant::QilActQuantizer> a_q_;
+  Tensor scale_;  // one element
+  bool scale_fitted_ = false;
+  CalibPhase phase_ = CalibPhase::none;
+  double fit_num_ = 0, fit_den_ = 0;
+};
+
+}  // namespace layers

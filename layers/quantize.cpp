@@ -1,0 +1,118 @@
+// Quantization plans, calibration passes, constraints, freezing and reports over a whole network.
+#include "layers/quantize.h"
+
+#include <set>
+
+#include "engine/autograd.h"
+#include "engine/check.h"
+#include "layers/basic.h"
+
+namespace layers {
+
+std::vector<std::pair<std::string, QuantizableModule*>> quantizable_layers(Module& m) {
+  std::vector<std::pair<std::string, QuantizableModule*>> out;
+  for (auto& [name, mod] : m.named_modules())
+    if (auto* q = dynamic_cast<QuantizableModule*>(mod)) out.emplace_back(name, q);
+  return out;
+}
+
+std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
+  auto layers = quantizable_layers(m);
+  std::set<std::string> names;
+  for (auto& [n, l] : layers) names.insert(n);
+  for (auto& [n, o] : plan.overrides)
+    QIL_CHECK(names.count(n), "quantization: the config names layer '", n,
+              "', which this model does not have (its quantizable layers are Conv2d and Linear, e.g. '",
+              layers.empty() ? std::string() : layers.front().first, "')");
+  // The first conv and the last linear, by definition order.
+  std::string first_conv, last_linear;
+  for (auto& [n, l] : layers) {
+    if (first_conv.empty() && dynamic_cast<Conv2d*>(l)) first_conv = n;
+    if (dynamic_cast<Linear*>(l)) last_linear = n;
+  }
+  std::vector<std::string> quantized;
+  for (auto& [n, l] : layers) {
+    LayerQuantSpec s;
+    s.fix_gamma = plan.fix_gamma;
+    const bool edge = n == first_conv || n == last_linear;
+    if (!edge) {
+      s.wbits = plan.wbits;
+      s.abits = plan.abits;
+    } else if (plan.first_last_8bit && (plan.wbits < 32 || plan.abits < 32)) {
+      s.wbits = s.abits = 8;
+      s.signed_input = n == first_conv;  // normalized images are negative too
+    }
+    if (auto it = plan.overrides.find(n); it != plan.overrides.end()) {
+      if (it->second.exclude) s.wbits = s.abits = 32;
+      if (it->second.wbits) s.wbits = it->second.wbits;
+      if (it->second.abits) s.abits = it->second.abits;
+    }
+    // A layer that has run quantized keeps its quantizers; a full-precision stage after a quantized one is
+    // not a thing the stage list allows.
+    l->set_quant(s);
+    if (s.quantized()) quantized.push_back(n);
+  }
+  return quantized;
+}
+
+void calibrate(Module& m, int64_t batches, const std::function<bool(Tensor& x)>& next_batch) {
+  auto layers = quantizable_layers(m);
+  bool needed = false;
+  for (auto& [n, l] : layers) {
+    if (!l->quantized()) continue;
+    const bool w_new = l->weight_quantizer() && l->quant_spec().wbits < 32 && !l->weight_quantizer()->calibrated();
+    const bool a_new = l->act_quantizer() && l->quant_spec().abits < 32 && !l->act_quantizer()->calibrated();
+    needed = needed || w_new || a_new || !l->scale_fitted();
+  }
+  if (!needed) return;
+  engine::NoGradGuard ng;
+  const bool was_training = m.is_training();
+  m.eval();
+  std::vector<Tensor> cache;  // the same batches serve both passes
+  Tensor x;
+  for (int64_t i = 0; i < batches && next_batch(x); ++i) cache.push_back(x);
+  QIL_CHECK(!cache.empty(), "calibration: no data to calibrate the quantizers on");
+  for (CalibPhase phase : {CalibPhase::observe, CalibPhase::fit_scale}) {
+    for (auto& [n, l] : layers) l->set_calib_phase(phase);
+    for (const Tensor& b : cache) m.forward(b);
+    for (auto& [n, l] : layers) {
+      if (phase == CalibPhase::observe) l->finish_observe();
+      else l->finish_fit_scale();
+      l->set_calib_phase(CalibPhase::none);
+    }
+  }
+  m.train(was_training);
+}
+
+void project_quantizers(Module& m) {
+  for (auto& [n, l] : quantizable_layers(m)) l->project();
+}
+
+void freeze_weights(Module& m, bool frozen) {
+  for (auto& p : m.named_parameters())
+    if (p.kind != ParamKind::quant) p.tensor.set_requires_grad(!frozen);
+  for (auto& [n, mod] : m.named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(mod)) bn->set_frozen(frozen);
+  // A pinned gamma stays out of training either way.
+  for (auto& [n, l] : quantizable_layers(m))
+    if (l->weight_quantizer() && l->weight_quantizer()->fix_gamma())
+      l->weight_quantizer()->gamma().set_requires_grad(false);
+}
+
+std::vector<LayerReport> quant_report(Module& m) {
+  std::vector<LayerReport> out;
+  for (auto& [n, l] : quantizable_layers(m)) {
+    if (!l->quantized()) continue;
+    LayerReport r;
+    r.name = n;
+    r.type = dynamic_cast<Conv2d*>(l) ? "Conv2d" : "Linear";
+    r.spec = l->quant_spec();
+    r.out_scale = l->out_scale().item();
+    if (r.spec.wbits < 32 && l->weight_quantizer()->calibrated()) r.weight = l->weight_quantizer()->stats(l->weight());
+    if (r.spec.abits < 32 && l->act_quantizer()->calibrated()) r.activation = l->act_quantizer()->stats();
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace layers

@@ -1,0 +1,59 @@
+// Network-level quantization: which layers are quantized at which widths (first conv and last linear full
+// precision or 8-bit, per-layer overrides), calibration of new quantizers, constraints, freezing for
+// quantizer-only training, and per-layer statistics.
+#pragma once
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "layers/module.h"
+#include "layers/quantizable.h"
+
+namespace layers {
+
+// A per-layer override (the config file's [layers."name"] table).
+struct LayerOverride {
+  int wbits = 0;  // 0 = the stage's width
+  int abits = 0;
+  bool exclude = false;  // keep this layer full precision
+};
+
+struct QuantPlan {
+  int wbits = 32, abits = 32;   // the stage's widths (32 = full precision)
+  bool first_last_8bit = false;  // otherwise the first conv and the last linear stay full precision
+  bool fix_gamma = false;
+  std::map<std::string, LayerOverride> overrides;
+};
+
+// Every Conv2d and Linear in forward-definition order, with its dotted name.
+std::vector<std::pair<std::string, QuantizableModule*>> quantizable_layers(Module& m);
+
+// Applies the plan to every layer; returns the names of the layers that are now quantized. Overrides naming
+// a layer that does not exist are errors (the message names it).
+std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan);
+
+// Calibrates quantizers that have no interval yet (a new stage keeps the previous stage's intervals): one
+// pass observing `batches` inputs, then one fitting output scales. next_batch fills x and returns false when
+// out of data. Runs without gradients, in eval mode, and restores the training mode after.
+void calibrate(Module& m, int64_t batches, const std::function<bool(Tensor& x)>& next_batch);
+
+// Constraints after every optimizer step.
+void project_quantizers(Module& m);
+
+// Quantizer-only training: weights, biases and BN affine parameters stop training; BN uses its running
+// statistics and stops updating them. Unfreezing restores both.
+void freeze_weights(Module& m, bool frozen);
+
+struct LayerReport {
+  std::string name;
+  std::string type;  // "Conv2d" / "Linear"
+  LayerQuantSpec spec;
+  float out_scale = 1.f;
+  quant::QuantStats weight;      // bits 0 when weights are full precision
+  quant::QuantStats activation;  // bits 0 when inputs are full precision
+};
+// Current state of every quantized layer, with weight statistics over the layer's weight.
+std::vector<LayerReport> quant_report(Module& m);
+
+}  // namespace layers

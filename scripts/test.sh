@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite (ctest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+build=${QIL_BUILD_DIR:-build}
+cd "$build"
+ctest --output-on-failure -j "$(nproc)" --timeout 900

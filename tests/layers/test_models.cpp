@@ -1,0 +1,89 @@
+// Model zoo: parameter counts against torchvision's, parameter names, shapes through forward, FLOPs.
+#include "gradcheck.h"
+
+#include <set>
+
+#include "engine/autograd.h"
+#include "layers/models.h"
+
+using namespace layers;
+
+namespace {
+std::set<std::string> names_of(const Module& m) {
+  std::set<std::string> s;
+  for (const auto& p : m.named_parameters()) s.insert(p.name);
+  for (const auto& b : m.named_buffers()) s.insert(b.name);
+  return s;
+}
+}  // namespace
+
+TEST_CASE("parameter counts match torchvision at 1000 classes") {
+  ModelSpec spec;  // 3 channels, 1000 classes
+  CHECK(build_model("resnet18", spec)->num_parameters() == 11689512);
+  CHECK(build_model("resnet34", spec)->num_parameters() == 21797672);
+  CHECK(build_model("alexnet", spec)->num_parameters() == 61100840);
+  // CIFAR ResNet-20 with 10 classes: He et al.'s 272,474 (option A shortcuts) plus the two projection
+  // shortcuts of option B: 1x1 convs 16*32 + 32*64 = 2,560 weights, their BNs 2*(32+64) = 192.
+  ModelSpec cifar{3, 10, 32, 0};
+  CHECK(build_model("resnet20", cifar)->num_parameters() == 272474 + 2560 + 192);
+}
+
+TEST_CASE("parameter and buffer names follow torchvision's state_dict") {
+  ModelSpec spec;
+  auto r18 = names_of(*build_model("resnet18", spec));
+  for (const char* n : {"conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
+                        "layer1.0.conv1.weight", "layer1.1.bn2.running_var", "layer2.0.downsample.0.weight",
+                        "layer2.0.downsample.1.weight", "layer4.1.conv2.weight", "fc.weight", "fc.bias"})
+    CHECK_MESSAGE(r18.count(n) == 1, n);
+  CHECK(r18.count("layer1.0.downsample.0.weight") == 0);  // identity shortcut in layer1
+  auto alex = names_of(*build_model("alexnet", spec));
+  for (const char* n : {"features.0.weight", "features.0.bias", "features.3.weight", "features.10.weight",
+                        "classifier.1.weight", "classifier.4.bias", "classifier.6.weight"})
+    CHECK_MESSAGE(alex.count(n) == 1, n);
+}
+
+TEST_CASE("models run on 1-channel 28x28 input and produce (N, classes)") {
+  engine::NoGradGuard ng;
+  for (const char* name : {"lenet", "resnet20", "resnet18"}) {
+    ModelSpec spec{1, 10, 28, 1};
+    auto m = build_model(name, spec);
+    m->eval();
+    Tensor y = m->forward(Tensor::zeros({2, 1, 28, 28}));
+    CHECK_MESSAGE((y.shape() == Shape{2, 10}), name);
+  }
+}
+
+TEST_CASE("forward MACs of resnet18 at 224 are torchvision's 1.82 G") {
+  ModelSpec spec;
+  auto m = build_model("resnet18", spec);
+  const double g = forward_macs(*m, spec) / 1e9;
+  CHECK(g == doctest::Approx(1.814).epsilon(0.01));
+}
+
+TEST_CASE("unknown model and bad specs are named") {
+  CHECK_THROWS_WITH_AS(build_model("resnet19", ModelSpec{}), doctest::Contains("unknown model 'resnet19'"),
+                       engine::Error);
+  CHECK_THROWS_WITH_AS(build_model("lenet", ModelSpec{1, 0, 28, 0}), doctest::Contains("class count"),
+                       engine::Error);
+}
+
+TEST_CASE("initializers: Kaiming fan-out conv, BN 1/0, linear uniform bound") {
+  ModelSpec spec{3, 10, 32, 5};
+  auto m = build_model("resnet20", spec);
+  for (const auto& p : m->named_parameters()) {
+    const auto v = p.tensor.to_vector();
+    if (p.name == "layer3.0.conv2.weight") {  // (64, 64, 3, 3): std sqrt(2 / (64 * 9)) = 0.0589
+      double ss = 0;
+      for (float x : v) ss += x * x;
+      CHECK(std::sqrt(ss / v.size()) == doctest::Approx(0.0589).epsilon(0.05));
+    }
+    if (p.name == "bn1.weight") CHECK(v == std::vector<float>(16, 1.f));
+    if (p.name == "bn1.bias") CHECK(v == std::vector<float>(16, 0.f));
+    if (p.name == "fc.weight") {  // U(-1/8, 1/8)
+      float mx = 0;
+      for (float x : v) mx = std::max(mx, std::fabs(x));
+      CHECK(mx <= 0.125f);
+      CHECK(mx > 0.11f);
+    }
+  }
+}
