@@ -37,8 +37,8 @@ void check_channel_vector(const char* what, const Tensor& t, int64_t c, const Te
 // variance) or from the running buffers (eval).
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps) {
-  QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4, "batch_norm2d: input must be f32 (N, C, H, W), got ",
-            x);
+  QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
+            "batch_norm2d: input must be f32 (N, C, H, W), got ", x);
   const int64_t c = x.size(1);
   const int64_t m = x.size(0) * x.size(2) * x.size(3);  // values per channel
   QIL_CHECK(gamma.defined() == beta.defined(), "batch_norm2d: gamma and beta must both be given or both be omitted");

@@ -110,16 +110,22 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                 [xs = x.detach(), ws = w.detach(), d, with_bias](const Tensor& gy, std::vector<Tensor>& gx) {
                   auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
                   const memory gy_plain = wrap(gy, plain_md(d.dst, tag::nchw));
+                  memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)
+                  auto gy_as = [&](const memory::desc& md) {
+                    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_plain, md);
+                    return gy_m;
+                  };
                   if (gx[0].defined()) {  // dx = conv_transpose(gy, w)
                     dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, any_md(d.src),
                                                                any_md(d.wei), any_md(d.dst), d.strides, d.dilates,
                                                                d.pad_l, d.pad_r);
                     dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory gy_m = to_layout(gy_plain, pd.diff_dst_desc());
                     memory w_m = to_layout(wrap(ws, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
                     memory dx_m(pd.diff_src_desc(), cpu_engine());  // oneDNN overwrites: scratch, then add
-                    dnnl::convolution_backward_data(pd).execute(
-                        cpu_stream(), {{DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DIFF_SRC, dx_m}});
+                    dnnl::convolution_backward_data(pd).execute(cpu_stream(),
+                                                                {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
+                                                                 {DNNL_ARG_WEIGHTS, w_m},
+                                                                 {DNNL_ARG_DIFF_SRC, dx_m}});
                     accumulate(dx_m, wrap(gx[0], plain_md(d.src, tag::nchw)));
                   }
                   const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
@@ -131,10 +137,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                                                                   d.pad_r);
                     dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
                     memory x_m = to_layout(wrap(xs, plain_md(d.src, tag::nchw)), pd.src_desc());
-                    memory gy_m = to_layout(gy_plain, pd.diff_dst_desc());
                     memory dw_m(pd.diff_weights_desc(), cpu_engine());
                     std::unordered_map<int, memory> args{
-                        {DNNL_ARG_SRC, x_m}, {DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
+                        {DNNL_ARG_SRC, x_m},
+                        {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
+                        {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
                     memory db_m;
                     if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(db_md, cpu_engine());
                     dnnl::convolution_backward_weights(pd).execute(cpu_stream(), args);
