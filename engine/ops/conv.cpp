@@ -1,0 +1,155 @@
+// 2-D convolution on oneDNN (forward, backward-data, backward-weights with the bias gradient) and the
+// output-size rule shared with pooling. Tensors stay plain NCHW / OIHW at the op boundary; inside, oneDNN
+// picks its own (blocked) layouts and we reorder in and out. Not a layout-propagating implementation.
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/dnnl_common.h"
+
+namespace engine::ops {
+
+using namespace dnnl_glue;
+
+int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil, bool ceil_mode) {
+  QIL_CHECK(in >= 1 && k >= 1 && stride >= 1 && pad >= 0 && dil >= 1, "conv_out_size: invalid input ", in,
+            ", kernel ", k, ", stride ", stride, ", padding ", pad, ", dilation ", dil);
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;  // room left after the first window
+  if (span < 0) return 0;
+  int64_t out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
+  // PyTorch: in ceil mode the last window must start inside the input or its left padding.
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+namespace {
+
+// Everything a convolution primitive needs, derived once from the shapes.
+struct ConvDims {
+  memory::dims src, wei, bias, dst;        // plain dims; grouped weights as (G, O/G, I/G, KH, KW)
+  memory::dims strides, dilates, pad_l, pad_r;
+  tag wei_tag;
+};
+
+ConvDims conv_dims(const Tensor& x, const Tensor& w, const Conv2dGeom& g, int64_t oh, int64_t ow) {
+  ConvDims d;
+  const int64_t n = x.size(0), c = x.size(1), o = w.size(0), kh = w.size(2), kw = w.size(3);
+  d.src = {n, c, x.size(2), x.size(3)};
+  d.dst = {n, o, oh, ow};
+  d.bias = {o};
+  if (g.groups == 1) {
+    d.wei = {o, c, kh, kw};
+    d.wei_tag = tag::oihw;
+  } else {  // (O, I/G, KH, KW) in memory is exactly goihw with O split as (G, O/G)
+    d.wei = {g.groups, o / g.groups, c / g.groups, kh, kw};
+    d.wei_tag = tag::goihw;
+  }
+  d.strides = {g.stride_h, g.stride_w};
+  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts dilation from 0
+  d.pad_l = {g.pad_h, g.pad_w};
+  d.pad_r = {g.pad_h, g.pad_w};  // oneDNN floors the output size as PyTorch does
+  return d;
+}
+
+memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+
+dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvDims& d, bool with_bias, dnnl::prop_kind pk) {
+  const memory::desc bias_md = with_bias ? plain_md(d.bias, tag::x) : memory::desc();
+  dnnl::convolution_forward::desc desc(pk, dnnl::algorithm::convolution_direct, any_md(d.src), any_md(d.wei),
+                                       bias_md, any_md(d.dst), d.strides, d.dilates, d.pad_l, d.pad_r);
+  return dnnl::convolution_forward::primitive_desc(desc, cpu_engine());
+}
+
+void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g) {
+  QIL_CHECK(x.defined() && w.defined(), "conv2d: undefined input or weight");
+  QIL_CHECK(x.dtype() == DType::f32 && w.dtype() == DType::f32, "conv2d: expected f32 tensors, got ", x, " and ",
+            w);
+  QIL_CHECK(x.dim() == 4, "conv2d: input must be (N, C, H, W), got ", x.shape());
+  QIL_CHECK(w.dim() == 4, "conv2d: weight must be (O, C/groups, KH, KW), got ", w.shape());
+  QIL_CHECK(g.groups >= 1, "conv2d: groups must be >= 1, got ", g.groups);
+  QIL_CHECK(x.size(1) % g.groups == 0 && w.size(0) % g.groups == 0, "conv2d: groups ", g.groups,
+            " must divide the input channels ", x.size(1), " and output channels ", w.size(0), " (input ",
+            x.shape(), ", weight ", w.shape(), ")");
+  QIL_CHECK(w.size(1) * g.groups == x.size(1), "conv2d: weight ", w.shape(), " with groups ", g.groups,
+            " expects ", w.size(1) * g.groups, " input channels, input is ", x.shape());
+  QIL_CHECK(g.stride_h >= 1 && g.stride_w >= 1 && g.dil_h >= 1 && g.dil_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0,
+            "conv2d: invalid stride (", g.stride_h, ", ", g.stride_w, "), dilation (", g.dil_h, ", ", g.dil_w,
+            ") or padding (", g.pad_h, ", ", g.pad_w, ")");
+  if (b.defined()) {
+    QIL_CHECK(b.dtype() == DType::f32 && b.dim() == 1 && b.size(0) == w.size(0), "conv2d: bias must be (",
+              w.size(0), "), got ", b.shape());
+  }
+}
+
+}  // namespace
+
+// y[n,o,i,j] = b[o] + sum_{c in group(o), p, q} x[n, c, i*s - pad + p*dil, j*s - pad + q*dil] * w[o, c', p, q]
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g) {
+  check_conv(x, w, b, g);
+  const int64_t oh = conv_out_size(x.size(2), w.size(2), g.stride_h, g.pad_h, g.dil_h);
+  const int64_t ow = conv_out_size(x.size(3), w.size(3), g.stride_w, g.pad_w, g.dil_w);
+  QIL_CHECK(oh >= 1 && ow >= 1, "conv2d: output size (", oh, ", ", ow, ") < 1 for input ", x.shape(),
+            ", weight ", w.shape(), ", stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h, ", ",
+            g.pad_w, "), dilation (", g.dil_h, ", ", g.dil_w, ")");
+  const ConvDims d = conv_dims(x, w, g, oh, ow);
+  const bool with_bias = b.defined();
+  const bool training = grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  auto pd = conv_fwd_pd(d, with_bias,
+                        training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+
+  Tensor y = Tensor::empty({x.size(0), w.size(0), oh, ow});  // (N, O, OH, OW)
+  memory x_m = to_layout(wrap(x, plain_md(d.src, tag::nchw)), pd.src_desc());
+  memory w_m = to_layout(wrap(w, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
+  memory y_plain = wrap(y, plain_md(d.dst, tag::nchw));
+  memory y_m = output_in(y_plain, pd.dst_desc());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DST, y_m}};
+  if (with_bias) args[DNNL_ARG_BIAS] = wrap(b, plain_md(d.bias, tag::x));
+  dnnl::convolution_forward(pd).execute(cpu_stream(), args);
+  copy_back(y_m, y_plain);
+  cpu_stream().wait();
+
+  return record("conv2d", y, {x, w, b},
+                [xs = x.detach(), ws = w.detach(), d, with_bias](const Tensor& gy, std::vector<Tensor>& gx) {
+                  auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
+                  const memory gy_plain = wrap(gy, plain_md(d.dst, tag::nchw));
+                  memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)
+                  auto gy_as = [&](const memory::desc& md) {
+                    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_plain, md);
+                    return gy_m;
+                  };
+                  if (gx[0].defined()) {  // dx = conv_transpose(gy, w)
+                    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, any_md(d.src),
+                                                               any_md(d.wei), any_md(d.dst), d.strides, d.dilates,
+                                                               d.pad_l, d.pad_r);
+                    dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
+                    memory w_m = to_layout(wrap(ws, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
+                    memory dx_m(pd.diff_src_desc(), cpu_engine());  // oneDNN overwrites: scratch, then add
+                    dnnl::convolution_backward_data(pd).execute(cpu_stream(),
+                                                                {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
+                                                                 {DNNL_ARG_WEIGHTS, w_m},
+                                                                 {DNNL_ARG_DIFF_SRC, dx_m}});
+                    accumulate(dx_m, wrap(gx[0], plain_md(d.src, tag::nchw)));
+                  }
+                  const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
+                  if (need_w || need_b) {  // dw = corr(x, gy); db = sum of gy over N, H, W
+                    const memory::desc db_md = with_bias ? plain_md(d.bias, tag::x) : memory::desc();
+                    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct,
+                                                                  any_md(d.src), any_md(d.wei), db_md,
+                                                                  any_md(d.dst), d.strides, d.dilates, d.pad_l,
+                                                                  d.pad_r);
+                    dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
+                    memory x_m = to_layout(wrap(xs, plain_md(d.src, tag::nchw)), pd.src_desc());
+                    memory dw_m(pd.diff_weights_desc(), cpu_engine());
+                    std::unordered_map<int, memory> args{
+                        {DNNL_ARG_SRC, x_m},
+                        {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
+                        {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
+                    memory db_m;
+                    if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(db_md, cpu_engine());
+                    dnnl::convolution_backward_weights(pd).execute(cpu_stream(), args);
+                    if (need_w) accumulate(dw_m, wrap(gx[1], plain_md(d.wei, d.wei_tag)));
+                    if (need_b) accumulate(db_m, wrap(gx[2], db_md));
+                  }
+                  cpu_stream().wait();
+                });
+}
+
+}  // namespace engine::ops

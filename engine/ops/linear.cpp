@@ -1,0 +1,87 @@
+// Fully connected layer y = x wᵀ + b on oneDNN's inner product (forward, backward-data, backward-weights with
+// the bias gradient). Plain (N, in) / (out, in) layouts throughout: for 2-D data oneDNN runs a GEMM either way.
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/dnnl_common.h"
+
+namespace engine::ops {
+
+using namespace dnnl_glue;
+
+namespace {
+
+struct LinearDims {
+  memory::desc src, wei, bias, dst;
+};
+
+LinearDims linear_dims(int64_t n, int64_t in, int64_t out, bool with_bias) {
+  return {plain_md({n, in}, tag::nc), plain_md({out, in}, tag::oi),
+          with_bias ? plain_md({out}, tag::x) : memory::desc(), plain_md({n, out}, tag::nc)};
+}
+
+dnnl::inner_product_forward::primitive_desc linear_fwd_pd(const LinearDims& d, dnnl::prop_kind pk) {
+  dnnl::inner_product_forward::desc desc(pk, d.src, d.wei, d.bias, d.dst);
+  return dnnl::inner_product_forward::primitive_desc(desc, cpu_engine());
+}
+
+}  // namespace
+
+// y[n, o] = b[o] + sum_i x[n, i] * w[o, i]
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  QIL_CHECK(x.defined() && w.defined(), "linear: undefined input or weight");
+  QIL_CHECK(x.dtype() == DType::f32 && w.dtype() == DType::f32, "linear: expected f32 tensors, got ", x, " and ", w);
+  QIL_CHECK(x.dim() == 2, "linear: input must be (N, in), got ", x.shape());
+  QIL_CHECK(w.dim() == 2, "linear: weight must be (out, in), got ", w.shape());
+  QIL_CHECK(x.size(1) == w.size(1), "linear: input ", x.shape(), " has ", x.size(1), " features, weight ", w.shape(),
+            " expects ", w.size(1));
+  QIL_CHECK(x.size(0) >= 1 && w.size(0) >= 1 && w.size(1) >= 1, "linear: empty input ", x.shape(), " or weight ",
+            w.shape());
+  const bool with_bias = b.defined();
+  if (with_bias) {
+    QIL_CHECK(b.dtype() == DType::f32 && b.dim() == 1 && b.size(0) == w.size(0), "linear: bias must be (",
+              w.size(0), "), got ", b.shape());
+  }
+  const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
+  const LinearDims d = linear_dims(n, in, out, with_bias);
+  const bool training = grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  auto pd = linear_fwd_pd(d, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+
+  Tensor y = Tensor::empty({n, out});  // (N, out)
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, wrap(x, d.src)}, {DNNL_ARG_WEIGHTS, wrap(w, d.wei)}, {DNNL_ARG_DST, wrap(y, d.dst)}};
+  if (with_bias) args[DNNL_ARG_BIAS] = wrap(b, d.bias);
+  dnnl::inner_product_forward(pd).execute(cpu_stream(), args);
+  cpu_stream().wait();
+
+  return record("linear", y, {x, w, b},
+                [xs = x.detach(), ws = w.detach(), d](const Tensor& gy, std::vector<Tensor>& gx) {
+                  auto fwd = linear_fwd_pd(d, dnnl::prop_kind::forward_training);
+                  const memory gy_m = wrap(gy, d.dst);
+                  const bool with_bias = !d.bias.is_zero();
+                  if (gx[0].defined()) {  // dx = gy w; written to scratch, then added (accumulate contract)
+                    dnnl::inner_product_backward_data::desc desc(d.src, d.wei, d.dst);
+                    dnnl::inner_product_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
+                    memory dx_m(d.src, cpu_engine());
+                    dnnl::inner_product_backward_data(pd).execute(
+                        cpu_stream(),
+                        {{DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_WEIGHTS, wrap(ws, d.wei)}, {DNNL_ARG_DIFF_SRC, dx_m}});
+                    accumulate(dx_m, wrap(gx[0], d.src));
+                  }
+                  const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
+                  if (need_w || need_b) {  // dw = gyᵀ x; db = column sums of gy
+                    dnnl::inner_product_backward_weights::desc desc(d.src, d.wei, d.bias, d.dst);
+                    dnnl::inner_product_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
+                    memory dw_m(d.wei, cpu_engine());
+                    std::unordered_map<int, memory> args{
+                        {DNNL_ARG_SRC, wrap(xs, d.src)}, {DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
+                    memory db_m;
+                    if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(d.bias, cpu_engine());
+                    dnnl::inner_product_backward_weights(pd).execute(cpu_stream(), args);
+                    if (need_w) accumulate(dw_m, wrap(gx[1], d.wei));
+                    if (need_b) accumulate(db_m, wrap(gx[2], d.bias));
+                  }
+                  cpu_stream().wait();
+                });
+}
+
+}  // namespace engine::ops

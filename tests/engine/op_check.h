@@ -1,0 +1,63 @@
+// Helpers for the heavy-op suites: double-precision reference results with the magnitude of what they summed,
+// the "poison" backward check (pre-filled gradients must come out as poison + reference), and error-message
+// checks. Not a reference implementation of any op: each suite writes its own loops.
+#pragma once
+#include <cmath>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "gradcheck.h"
+
+namespace qiltest {
+
+// A reference value per element and the sum of |terms| that produced it. Float32 summation error grows with
+// that sum, not with the (possibly cancelled) result, so it sets the absolute floor of the comparison.
+struct Ref {
+  std::vector<double> val, mag;
+  explicit Ref(int64_t n = 0) : val(static_cast<size_t>(n), 0.0), mag(static_cast<size_t>(n), 0.0) {}
+  void add(int64_t i, double term) {
+    val[i] += term;
+    mag[i] += std::fabs(term);
+  }
+};
+
+// |actual - (base + ref)| <= 1e-4 |base + ref| + 1e-6 (mag + |base|). 1e-6 is ~16 float32 roundoffs of the
+// summed magnitude: far above the ~sqrt(terms) roundoffs a float sum really accumulates, far below any real
+// error (a missing term, a wrong index, an overwritten gradient).
+inline void check_ref(const Tensor& actual, const Ref& ref, const std::string& what, const Tensor& base = Tensor()) {
+  REQUIRE_MESSAGE(static_cast<size_t>(actual.numel()) == ref.val.size(), what << ": size " << actual.numel()
+                                                                              << " vs reference " << ref.val.size());
+  const float* a = actual.data();
+  const float* b = base.defined() ? base.data() : nullptr;
+  for (size_t i = 0; i < ref.val.size(); ++i) {
+    const double bi = b ? b[i] : 0.0;
+    const double want = bi + ref.val[i];
+    const double tol = 1e-4 * std::fabs(want) + 1e-6 * (ref.mag[i] + std::fabs(bi));
+    if (!(std::fabs(a[i] - want) <= tol)) {
+      FAIL_CHECK(what << ": element " << i << " is " << a[i] << ", expected " << want << " (tol " << tol << ")");
+      return;
+    }
+  }
+}
+
+// Gives t a random "poison" gradient and returns a copy of it: backward must add to it, never overwrite it.
+inline Tensor poison_grad(Tensor& t, Generator& g) {
+  t.grad() = randn(t.shape(), g, 3.f);
+  return t.grad().clone();
+}
+
+// The call throws engine::Error whose message contains every one of `parts`.
+template <class F>
+void check_error(F&& f, std::initializer_list<const char*> parts) {
+  std::string msg;
+  try {
+    f();
+  } catch (const engine::Error& e) {
+    msg = e.what();
+  }
+  REQUIRE_MESSAGE(!msg.empty(), "expected an engine::Error containing '" << *parts.begin() << "'");
+  for (const char* p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
+}
+
+}  // namespace qiltest
