@@ -1,0 +1,259 @@
+// The QIL quantizers: parameters, calibration, constraints, statistics; and the output-scale fit.
+#include "quant/quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "quant/qil_ops.h"
+
+namespace quant {
+
+using engine::DType;
+
+namespace {
+Tensor learnable_scalar(float v) {
+  Tensor t = Tensor::scalar(v);
+  t.set_requires_grad(true);
+  return t;
+}
+
+void check_input(const char* op, const Tensor& t) {
+  QIL_CHECK(t.defined(), op, ": undefined input");
+  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+
+// max(0, max v) or max |v|.
+double max_value(const Tensor& t, bool absolute) {
+  const float* p = t.data();
+  const int64_t n = t.numel();
+  float m = 0.f;
+#pragma omp parallel for reduction(max : m) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, absolute ? std::fabs(p[i]) : p[i]);
+  return m;
+}
+
+// The pct-th percentile (linear interpolation between order statistics, as numpy's default) of v, or of |v|,
+// over every stride-th element so that a large activation costs at most kCalibSample values.
+double strided_percentile(const Tensor& t, double pct, bool absolute) {
+  const float* p = t.data();
+  const int64_t n = t.numel();
+  const int64_t stride = (n + QilActQuantizer::kCalibSample - 1) / QilActQuantizer::kCalibSample;
+  std::vector<float> s;
+  s.reserve(static_cast<size_t>(n / stride + 1));
+  for (int64_t i = 0; i < n; i += stride) s.push_back(absolute ? std::fabs(p[i]) : p[i]);
+  const double pos = pct / 100.0 * static_cast<double>(s.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  std::nth_element(s.begin(), s.begin() + lo, s.end());
+  const double v_lo = s[lo];
+  if (lo + 1 >= s.size()) return v_lo;
+  const double v_hi = *std::min_element(s.begin() + lo + 1, s.end());
+  return v_lo + (pos - lo) * (v_hi - v_lo);
+}
+
+// Fractions of discretized values at level 0 and at the top level, and how many levels appear.
+// y holds the op's output: k/q for integer levels k in [−q, q] (symmetric) or [0, q].
+void level_stats(const Tensor& y, int q, bool symmetric, QuantStats& st) {
+  std::vector<int64_t> hist(static_cast<size_t>(2 * q + 1), 0);
+  const float* yp = y.data();
+  const int64_t n = y.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const long k = std::lround(static_cast<double>(yp[i]) * q);
+    ++hist[static_cast<size_t>(k + q)];
+  }
+  const double nn = n > 0 ? static_cast<double>(n) : 1.0;
+  st.pruned_fraction = static_cast<double>(hist[static_cast<size_t>(q)]) / nn;
+  st.clipped_fraction = static_cast<double>(hist[static_cast<size_t>(2 * q)] + (symmetric ? hist[0] : 0)) / nn;
+  st.levels_used = static_cast<int>(std::count_if(hist.begin(), hist.end(), [](int64_t h) { return h > 0; }));
+}
+}  // namespace
+
+double qil_prune_threshold(double c, double d, double gamma, int q) {
+  return c - d + 2.0 * d * std::pow(2.0 * q, -1.0 / gamma);
+}
+
+double qil_clip_threshold(double c, double d, double gamma, int q) {
+  return c - d + 2.0 * d * std::pow(1.0 - 1.0 / (2.0 * q), 1.0 / gamma);
+}
+
+double least_squares_scale(const Tensor& y_fp, const Tensor& y_q) {
+  check_input("least_squares_scale", y_fp);
+  check_input("least_squares_scale", y_q);
+  QIL_CHECK(y_fp.shape() == y_q.shape(), "least_squares_scale: shapes differ: ", y_fp.shape(), " and ",
+            y_q.shape());
+  const float* a = y_fp.data();
+  const float* b = y_q.data();
+  const int64_t n = y_fp.numel();
+  double ab = 0.0, bb = 0.0;
+#pragma omp parallel for reduction(+ : ab, bb) if (n > 16384)
+  for (int64_t i = 0; i < n; ++i) {
+    ab += static_cast<double>(a[i]) * b[i];
+    bb += static_cast<double>(b[i]) * b[i];
+  }
+  return bb > 0.0 ? ab / bb : 1.0;
+}
+
+// ---- shared -----------------------------------------------------------------------------------------------
+
+QilQuantizerBase::QilQuantizerBase(int bits)
+    : bits_(bits), c_(learnable_scalar(0.5f)), d_(learnable_scalar(0.5f)) {}
+
+void QilQuantizerBase::set_calibrated(bool calibrated) {
+  calibrated_ = calibrated;
+  if (!calibrated) reference_width_ = 0.0;
+  else if (reference_width_ <= 0.0) reference_width_ = 2.0 * d_.item();
+}
+
+void QilQuantizerBase::require_calibrated(const char* op) const {
+  QIL_CHECK(calibrated_, op, ": quantizer used before calibration (observe() a few batches, then "
+                             "finish_calibration(), or set_calibrated(true) after loading its intervals)");
+}
+
+void QilQuantizerBase::set_interval(double c, double d) {
+  c_.data()[0] = static_cast<float>(c);
+  d_.data()[0] = static_cast<float>(d);
+  reference_width_ = 2.0 * d;
+  calibrated_ = true;
+}
+
+void QilQuantizerBase::project_interval() {
+  engine::NoGradGuard ng;
+  float& c = c_.data()[0];
+  float& d = d_.data()[0];
+  d = std::max(d, static_cast<float>(d_min()));
+  c = std::max(c, d);
+}
+
+// ---- weights ----------------------------------------------------------------------------------------------
+
+QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma)
+    : QilQuantizerBase(bits), gamma_(learnable_scalar(1.f)), fix_gamma_(fix_gamma) {
+  qil_weight_levels(bits, "QilWeightQuantizer");
+  if (fix_gamma_) gamma_.set_requires_grad(false);
+}
+
+Tensor QilWeightQuantizer::operator()(const Tensor& w) const {
+  require_calibrated("QilWeightQuantizer");
+  return qil_weight(w, c_, d_, gamma_, bits_);
+}
+
+void QilWeightQuantizer::set_bits(int bits) {
+  qil_weight_levels(bits, "QilWeightQuantizer::set_bits");
+  bits_ = bits;
+}
+
+NamedTensors QilWeightQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}, {"gamma", gamma_}}; }
+
+void QilWeightQuantizer::observe(const Tensor& w) {
+  if (calibrated_) return;
+  check_input("QilWeightQuantizer::observe", w);
+  max_abs_ = std::max(max_abs_, max_value(w, true));
+  ++observed_;
+}
+
+void QilWeightQuantizer::finish_calibration() {
+  if (calibrated_) return;
+  QIL_CHECK(observed_ > 0, "QilWeightQuantizer::finish_calibration: nothing observed");
+  QIL_CHECK(max_abs_ > 0.0, "QilWeightQuantizer::finish_calibration: all observed weights are zero");
+  set_interval(max_abs_ / 2.0, max_abs_ / 2.0);
+  gamma_.data()[0] = 1.f;
+  max_abs_ = 0.0;
+  observed_ = 0;
+}
+
+void QilWeightQuantizer::project() {
+  project_interval();
+  float& g = gamma_.data()[0];
+  g = fix_gamma_ ? 1.f
+                 : std::min(static_cast<float>(kGammaMax), std::max(static_cast<float>(kGammaMin), g));
+}
+
+QuantStats QilWeightQuantizer::stats() const {
+  QuantStats st;
+  st.kind = kind();
+  st.bits = bits_;
+  const int q = qil_weight_levels(bits_);
+  st.levels_total = 2 * q + 1;
+  st.c = c_.item();
+  st.d = d_.item();
+  st.gamma = gamma_.item();
+  st.prune_threshold = qil_prune_threshold(st.c, st.d, st.gamma, q);
+  st.clip_threshold = qil_clip_threshold(st.c, st.d, st.gamma, q);
+  return st;
+}
+
+QuantStats QilWeightQuantizer::stats(const Tensor& w) const {
+  QuantStats st = stats();
+  engine::NoGradGuard ng;
+  level_stats((*this)(w), qil_weight_levels(bits_), true, st);
+  return st;
+}
+
+// ---- activations ------------------------------------------------------------------------------------------
+
+QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile)
+    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile) {
+  qil_activation_levels(bits, "QilActQuantizer");
+  QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "QilActQuantizer: percentile must be in (0, 100], got ",
+            percentile);
+}
+
+Tensor QilActQuantizer::operator()(const Tensor& x) const {
+  require_calibrated("QilActQuantizer");
+  return qil_activation(x, c_, d_, bits_, is_signed_);
+}
+
+void QilActQuantizer::set_bits(int bits) {
+  qil_activation_levels(bits, "QilActQuantizer::set_bits");
+  bits_ = bits;
+}
+
+NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}}; }
+
+void QilActQuantizer::observe(const Tensor& x) {
+  if (calibrated_) return;
+  check_input("QilActQuantizer::observe", x);
+  if (x.numel() == 0) return;
+  percentile_sum_ += strided_percentile(x, percentile_, is_signed_);
+  max_value_ = std::max(max_value_, max_value(x, is_signed_));
+  ++observed_;
+}
+
+void QilActQuantizer::finish_calibration() {
+  if (calibrated_) return;
+  QIL_CHECK(observed_ > 0, "QilActQuantizer::finish_calibration: nothing observed");
+  double p = percentile_sum_ / static_cast<double>(observed_);
+  if (!(p > 0.0)) p = max_value_;
+  QIL_CHECK(p > 0.0, "QilActQuantizer::finish_calibration: all ", observed_,
+            " observed inputs are zero (or negative for an unsigned quantizer)");
+  set_interval(p / 2.0, p / 2.0);
+  percentile_sum_ = 0.0;
+  max_value_ = 0.0;
+  observed_ = 0;
+}
+
+void QilActQuantizer::project() { project_interval(); }
+
+QuantStats QilActQuantizer::stats() const {
+  QuantStats st;
+  st.kind = kind();
+  st.bits = bits_;
+  const int q = is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
+  st.levels_total = is_signed_ ? 2 * q + 1 : q + 1;
+  st.c = c_.item();
+  st.d = d_.item();
+  st.gamma = 1.0;
+  st.prune_threshold = qil_prune_threshold(st.c, st.d, 1.0, q);
+  st.clip_threshold = qil_clip_threshold(st.c, st.d, 1.0, q);
+  return st;
+}
+
+QuantStats QilActQuantizer::stats(const Tensor& x) const {
+  QuantStats st = stats();
+  engine::NoGradGuard ng;
+  const int q = is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
+  level_stats((*this)(x), q, is_signed_, st);
+  return st;
+}
+
+}  // namespace quant

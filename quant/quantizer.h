@@ -1,0 +1,158 @@
+// Parameter-owning quantizers: the Quantizer interface a layer holds (so LSQ, PACT or DoReFa can sit beside
+// QIL), the two QIL quantizers (weights: c, d, γ; activations: c, d), their calibration, the constraint step
+// project(), the per-layer statistics QuantStats, and the least-squares output-scale fit.
+// Not the ops themselves (qil_ops.h), not the layer that applies out_scale, not the optimizer.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace quant {
+
+using engine::Tensor;
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// What one quantizer has learned, for `qil inspect`. Thresholds are on |v| (weights, signed activations)
+// or on v (post-ReLU activations), after discretization: |v| < prune_threshold -> 0;
+// |v| >= clip_threshold -> the top level (±1 or 1).
+struct QuantStats {
+  std::string kind;  // "qil_weight", "qil_activation", "qil_activation_signed"
+  int bits = 0;
+  int levels_total = 0;  // distinct output values the rule can produce: 2q+1 (symmetric) or q+1
+  double c = 0.0, d = 0.0, gamma = 1.0;
+  double prune_threshold = 0.0;
+  double clip_threshold = 0.0;
+  // Over one tensor (stats(v)); -1 when no tensor was given (stats()).
+  double pruned_fraction = -1.0;   // elements discretized to 0
+  double clipped_fraction = -1.0;  // elements discretized to the top level ±1 (or 1): |v| >= clip_threshold
+  int levels_used = -1;            // distinct discretized values present
+};
+
+class Quantizer {
+ public:
+  virtual ~Quantizer() = default;
+  virtual const char* kind() const = 0;
+
+  // The fake-quantized tensor, recorded for autograd. Throws until calibrated().
+  virtual Tensor operator()(const Tensor& v) const = 0;
+
+  virtual int bits() const = 0;
+  virtual void set_bits(int bits) = 0;  // 2..8; keeps the current parameters (progressive reduction)
+
+  // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them
+  // ("weight_quant." / "act_quant."). Entries that must not train (a pinned γ) have requires_grad false.
+  virtual NamedTensors named_parameters() const = 0;
+
+  // Calibration: observe() a few batches, then finish_calibration() sets the parameters. Once calibrated
+  // (by calibration, or set_calibrated(true) after loading a checkpoint or a previous stage's intervals),
+  // observe() and finish_calibration() leave the parameters alone.
+  virtual void observe(const Tensor& v) = 0;
+  virtual void finish_calibration() = 0;
+  virtual bool calibrated() const = 0;
+  virtual void set_calibrated(bool calibrated) = 0;
+
+  // Constraints, after each optimizer step (never inside forward).
+  virtual void project() = 0;
+
+  virtual QuantStats stats() const = 0;                 // parameters and thresholds only
+  virtual QuantStats stats(const Tensor& v) const = 0;  // plus fractions and levels over v
+};
+
+// Shared state of the QIL quantizers: bits, c, d, calibration bookkeeping.
+class QilQuantizerBase : public Quantizer {
+ public:
+  int bits() const override { return bits_; }
+  bool calibrated() const override { return calibrated_; }
+  // true: keep the current c, d; d_min is taken from the current width 2d unless already known.
+  // false: forget the interval; the next observe()/finish_calibration() recalibrate.
+  void set_calibrated(bool calibrated) override;
+
+  // Lower bound on d enforced by project(): kDMinFraction × the interval width 2d at calibration (0 before).
+  double d_min() const { return kDMinFraction * reference_width_; }
+  static constexpr double kDMinFraction = 1e-4;
+
+  Tensor& c() { return c_; }
+  Tensor& d() { return d_; }
+  const Tensor& c() const { return c_; }
+  const Tensor& d() const { return d_; }
+
+ protected:
+  explicit QilQuantizerBase(int bits);
+  void require_calibrated(const char* op) const;
+  void set_interval(double c, double d);  // writes c, d; marks calibrated; records the reference width
+  void project_interval();                // d >= d_min, then c >= d
+
+  int bits_;
+  Tensor c_, d_;  // one-element, requires_grad
+  bool calibrated_ = false;
+  double reference_width_ = 0.0;
+};
+
+// Weights: c, d, γ. Calibration c = d = max|w| / 2 (interval [0, max|w|]). γ in [0.25, 4]; fix_gamma pins it
+// to 1 and keeps it out of training.
+class QilWeightQuantizer : public QilQuantizerBase {
+ public:
+  explicit QilWeightQuantizer(int bits, bool fix_gamma = false);
+  const char* kind() const override { return "qil_weight"; }
+  Tensor operator()(const Tensor& w) const override;
+  void set_bits(int bits) override;
+  NamedTensors named_parameters() const override;
+  void observe(const Tensor& w) override;
+  void finish_calibration() override;
+  void project() override;
+  QuantStats stats() const override;
+  QuantStats stats(const Tensor& w) const override;
+
+  bool fix_gamma() const { return fix_gamma_; }
+  Tensor& gamma() { return gamma_; }
+  const Tensor& gamma() const { return gamma_; }
+  static constexpr double kGammaMin = 0.25, kGammaMax = 4.0;
+
+ private:
+  Tensor gamma_;
+  bool fix_gamma_;
+  double max_abs_ = 0.0;
+  int64_t observed_ = 0;
+};
+
+// Activations: c, d. Calibration c = d = p/2, p the `percentile`-th percentile of the observed inputs (of |x|
+// when signed), computed per observed batch on a strided subsample of at most kCalibSample values and
+// averaged over the batches. is_signed: a first conv's input (can be negative), quantized by the
+// weights' symmetric rule with γ = 1.
+class QilActQuantizer : public QilQuantizerBase {
+ public:
+  explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9);
+  const char* kind() const override { return is_signed_ ? "qil_activation_signed" : "qil_activation"; }
+  Tensor operator()(const Tensor& x) const override;
+  void set_bits(int bits) override;
+  NamedTensors named_parameters() const override;
+  void observe(const Tensor& x) override;
+  void finish_calibration() override;
+  void project() override;
+  QuantStats stats() const override;
+  QuantStats stats(const Tensor& x) const override;
+
+  bool is_signed() const { return is_signed_; }
+  static constexpr int64_t kCalibSample = int64_t{1} << 20;
+
+ private:
+  bool is_signed_;
+  double percentile_;
+  double percentile_sum_ = 0.0;
+  double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
+  int64_t observed_ = 0;
+};
+
+// Effective thresholds after discretization (DESIGN §3), on |v|:
+// weights (any γ): pruning c − d + 2d·(2q)^(−1/γ), clipping c − d + 2d·(1 − 1/(2q))^(1/γ);
+// activations (γ = 1): c − d + d/q and c + d − d/q.
+double qil_prune_threshold(double c, double d, double gamma, int q);
+double qil_clip_threshold(double c, double d, double gamma, int q);
+
+// The least-squares scale s minimizing ||y_fp − s·y_q||²: ⟨y_fp, y_q⟩ / ⟨y_q, y_q⟩, in double.
+// Returns 1 when y_q is all zeros (any scale fits equally; 1 leaves the output untouched).
+double least_squares_scale(const Tensor& y_fp, const Tensor& y_q);
+
+}  // namespace quant
