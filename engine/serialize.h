@@ -1,0 +1,81 @@
+// Files that hold tensors: qil's own checkpoint format (versioned, every section checksummed, written
+// atomically) and safetensors (the interchange format other tools read). Both validate everything they read
+// and name the file and the part of it that is bad. Not a model format: what the tensors and text sections
+// mean (parameter names, optimizer state, loader position) is the caller's business. The byte layout is
+// documented in docs/checkpoints.md.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+// (name, tensor) pairs in a fixed order (also declared in optim.h).
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// ---- qil checkpoints ----
+
+constexpr uint32_t kCheckpointVersion = 1;  // the format version this build writes and the newest it reads
+
+enum class SectionType : uint8_t { tensor = 1, text = 2, json = 3 };
+const char* section_type_name(SectionType t);
+
+struct Section {
+  std::string name;
+  SectionType type = SectionType::text;
+  Tensor tensor;     // type == tensor: any dtype, plain layout
+  std::string text;  // type == text or json (json: a complete JSON document)
+};
+
+// An ordered set of uniquely named sections: tensors (parameters, buffers, optimizer state) and text or JSON
+// (resolved config, RNG state, loader position, metadata).
+class Checkpoint {
+ public:
+  // Tensors are held by handle and read when written: do not modify them in between.
+  void add_tensor(const std::string& name, const Tensor& t);
+  // Adds every tensor as prefix + name (e.g. prefix "optim." for optimizer buffers).
+  void add_tensors(const NamedTensors& tensors, const std::string& prefix = "");
+  void add_text(const std::string& name, std::string text);
+  void add_json(const std::string& name, std::string json);  // checked to parse
+
+  bool has(const std::string& name) const { return find(name) != nullptr; }
+  const Section* find(const std::string& name) const;
+  // Throw, naming the section, when it is missing or of another type.
+  const Tensor& tensor(const std::string& name) const;
+  const std::string& text(const std::string& name) const;  // text or json
+  // Tensor sections whose name starts with prefix, in file order, with the prefix removed.
+  NamedTensors tensors(const std::string& prefix = "") const;
+  const std::vector<Section>& sections() const { return sections_; }
+
+ private:
+  void add(Section s);
+  std::vector<Section> sections_;
+};
+
+// Writes atomically: a temporary file in the target's folder, fsync, rename over the target, fsync of the
+// folder. On failure the target is untouched, the temporary file removed, and the error names the path.
+void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
+// Validates the magic, the format version, the header checksum, every section's length and CRC-32 and the
+// tensor metadata; errors name the file and the section (index and name) that is bad.
+Checkpoint read_checkpoint(const std::string& path);
+
+// ---- safetensors ----
+
+struct SafeTensors {
+  NamedTensors tensors;                          // in data-offset order
+  std::map<std::string, std::string> metadata;   // the "__metadata__" object (string values only)
+};
+
+// dtypes written: F32 (and BF16, I8, U8, I32 for the other qil dtypes); plain layout. Written atomically.
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+// Reads F32, BF16, I8, U8, I32, and I64 (converted to s32 when every value fits, e.g. PyTorch's
+// num_batches_tracked). Validates the header length, the JSON, every dtype, shape and data_offsets (within
+// the buffer, matching the shape, no overlap, no gap).
+SafeTensors read_safetensors(const std::string& path);
+
+}  // namespace engine
