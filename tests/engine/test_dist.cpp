@@ -1,0 +1,116 @@
+// MPI helpers: the single-rank fast path (before init, and as an MPI singleton), argument checks, and a
+// two-rank run of this same binary under mpirun that checks the mean, the sums and the broadcast.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "engine/dist.h"
+
+using namespace engine;
+
+namespace {
+void check_single_rank_collectives() {
+  CHECK(dist::rank() == 0);
+  CHECK(dist::world_size() == 1);
+  Tensor a = Tensor::from_vector({1.f, -2.f, 3.5f}, {3});
+  Tensor b = Tensor::from_vector({0.25f}, {1});
+  std::vector<Tensor> grads{a, b};
+  dist::allreduce_mean(grads);  // the mean over one rank is the value itself
+  CHECK(a.to_vector() == std::vector<float>{1.f, -2.f, 3.5f});
+  CHECK(b.item() == 0.25f);
+  dist::broadcast(grads, 0);
+  CHECK(a.to_vector() == std::vector<float>{1.f, -2.f, 3.5f});
+  CHECK(dist::allreduce_sum_i64(int64_t(41)) == 41);
+  std::vector<int64_t> counts{3, 5};
+  dist::allreduce_sum_i64(counts);
+  CHECK(counts == std::vector<int64_t>{3, 5});
+  dist::barrier();
+}
+}  // namespace
+
+TEST_CASE("dist before init: one rank, every collective a no-op") {
+  CHECK_FALSE(dist::active());
+  check_single_rank_collectives();
+}
+
+TEST_CASE("dist rejects undefined or non-f32 tensors and a root outside the world") {
+  std::vector<Tensor> bad{Tensor::zeros({2}), Tensor()};
+  CHECK_THROWS_WITH_AS(dist::allreduce_mean(bad), doctest::Contains("allreduce_mean: tensor 1 is Tensor[undefined]"),
+                       Error);
+  std::vector<Tensor> ints{Tensor::zeros({2}, DType::s32)};
+  CHECK_THROWS_WITH_AS(dist::allreduce_mean(ints), doctest::Contains("expected a defined f32 tensor"), Error);
+  CHECK_THROWS_WITH_AS(dist::broadcast(bad, 0), doctest::Contains("broadcast: tensor 1 is undefined"), Error);
+  std::vector<Tensor> ok{Tensor::zeros({2})};
+  CHECK_THROWS_WITH_AS(dist::broadcast(ok, 1), doctest::Contains("root 1 outside [0, 1)"), Error);
+}
+
+TEST_CASE("dist as an MPI singleton (no mpirun): one rank") {
+  int argc = 0;
+  char** argv = nullptr;
+  dist::init(&argc, &argv);
+  dist::init(&argc, &argv);  // idempotent
+  CHECK(dist::active());
+  check_single_rank_collectives();
+  dist::finalize();
+  CHECK_FALSE(dist::active());
+  CHECK(dist::world_size() == 1);  // back on the no-MPI path
+  CHECK_THROWS_WITH_AS(dist::init(&argc, &argv), doctest::Contains("already finalized"), Error);
+}
+
+// Run by the next test under mpirun with two ranks; skipped in a normal run.
+TEST_CASE("dist worker: two ranks" * doctest::skip()) {
+  int argc = 0;
+  char** argv = nullptr;
+  dist::init(&argc, &argv);
+  const int r = dist::rank();
+  REQUIRE(dist::world_size() == 2);
+  // Rank 0 holds a = [1, 10], b = [[2]]; rank 1 holds a = [2, 20], b = [[6]]: means [1.5, 15] and 4.
+  Tensor a = Tensor::from_vector({1.f + r, 10.f * (1 + r)}, {2});
+  Tensor b = Tensor::from_vector({2.f + 4.f * r}, {1, 1});
+  std::vector<Tensor> grads{a, b};
+  dist::allreduce_mean(grads);
+  CHECK(a.to_vector() == std::vector<float>{1.5f, 15.f});
+  CHECK(b.item() == 4.f);
+  // Sums: 1 + 2 = 3; vector [r, 100] -> [1, 200].
+  CHECK(dist::allreduce_sum_i64(int64_t(r + 1)) == 3);
+  std::vector<int64_t> v{r, 100};
+  dist::allreduce_sum_i64(v);
+  CHECK(v == std::vector<int64_t>{1, 200});
+  // Broadcast from rank 1, mixed dtypes: every rank ends with rank 1's values.
+  Tensor w = Tensor::from_vector({r ? 7.f : 0.f, r ? -8.f : 0.f}, {2});
+  Tensor n = Tensor::zeros({1}, DType::s32);
+  n.data<int32_t>()[0] = r ? 12345 : -1;
+  std::vector<Tensor> params{w, n};
+  dist::broadcast(params, 1);
+  CHECK(w.to_vector() == std::vector<float>{7.f, -8.f});
+  CHECK(n.data<int32_t>()[0] == 12345);
+  dist::barrier();
+  dist::finalize();
+}
+
+TEST_CASE("dist with two ranks under mpirun") {
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    MESSAGE("mpirun not found: the two-rank run is not exercised");
+    return;
+  }
+  const std::string cmd =
+      "timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 " +
+      std::filesystem::read_symlink("/proc/self/exe").string() + " --no-skip --no-colors --test-case='dist worker: two ranks' 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  std::array<char, 4096> chunk;
+  size_t got;
+  while ((got = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0) out.append(chunk.data(), got);
+  const int status = ::pclose(pipe);
+  INFO(out);
+  CHECK(status == 0);
+  // Each rank runs the worker once and reports its own summary.
+  size_t passes = 0;
+  for (size_t at = 0; (at = out.find("test cases: 1 | 1 passed | 0 failed", at)) != std::string::npos; ++at) ++passes;
+  CHECK(passes == 2);
+}
