@@ -22,10 +22,11 @@ TEST_CASE("parameter counts match torchvision at 1000 classes") {
   CHECK(build_model("resnet18", spec)->num_parameters() == 11689512);
   CHECK(build_model("resnet34", spec)->num_parameters() == 21797672);
   CHECK(build_model("alexnet", spec)->num_parameters() == 61100840);
-  // CIFAR ResNet-20 with 10 classes: He et al.'s 272,474 (option A shortcuts) plus the two projection
-  // shortcuts of option B: 1x1 convs 16*32 + 32*64 = 2,560 weights, their BNs 2*(32+64) = 192.
+  // CIFAR ResNet-20 with 10 classes: 269,722 with He et al.'s parameter-free shortcuts (option A, "0.27M"),
+  // plus the two projection shortcuts of option B: 1x1 convs 16*32 + 32*64 = 2,560 weights and their BNs'
+  // 2*(32+64) = 192 affine parameters.
   ModelSpec cifar{3, 10, 32, 0};
-  CHECK(build_model("resnet20", cifar)->num_parameters() == 272474 + 2560 + 192);
+  CHECK(build_model("resnet20", cifar)->num_parameters() == 269722 + 2560 + 192);
 }
 
 TEST_CASE("parameter and buffer names follow torchvision's state_dict") {
