@@ -53,7 +53,6 @@ Interval interval_of(const char* op, const Tensor& c, const Tensor& d) {
 }
 
 // u(v) = (v − c)/(2d) + 0.5, clamped so that rounding at the interval's edges cannot leave [0, 1].
-// (Clamps written as selects on the value itself, which GCC turns into min/max and vectorizes.)
 inline float u_of(float v, float c, float inv2d) {
   float u = (v - c) * inv2d + 0.5f;
   u = u < 0.f ? 0.f : u;
@@ -67,21 +66,21 @@ inline float log_unit(float u) { return fast_log(u < 1e-30f ? 1e-30f : u); }
 // u^γ for u in [0, 1], exactly 0 at u = 0 and 1 at u = 1.
 inline float pow_unit(float u, float g) { return fast_exp(g * log_unit(u)) * static_cast<float>(u > 0.f); }
 
-// Symmetric forward: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above; q > 0 discretizes.
+// Symmetric forward: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above; kDiscretize rounds to q levels.
 // Templated so that each variant is a branch-free loop the compiler can vectorize.
 template <bool kUnitGamma, bool kDiscretize>
 void symmetric_forward(const float* wp, float* yp, int64_t n, const Interval iv, float g, float qf) {
   // Scalars in locals and every value computed unconditionally, then selected: that keeps the loop
   // branch-free for the vectorizer.
-  const float c = iv.c, inv2d = iv.inv2d;
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(wp[i]);
     const float s = 1.f - 2.f * static_cast<float>(wp[i] < 0.f);
-    // Below the interval u clamps to 0 and u^γ = 0; above it u clamps to 1 and u^γ = 1: the three cases of
-    // the rule without a branch (to within one rounding of u at the edges, where the levels agree).
     const float u = u_of(a, c, inv2d);
-    const float h = kUnitGamma ? u : pow_unit(u, g);  // |ŵ|
+    float h = kUnitGamma ? u : pow_unit(u, g);  // |ŵ|
+    h = a < lo ? 0.f : h;                        // pruned
+    h = a > hi ? 1.f : h;                        // clipped
     if (kDiscretize)
       yp[i] = s * static_cast<float>(round_nonneg(h * qf)) / qf + 0.f;  // + 0 turns -0 into +0
     else
@@ -104,7 +103,8 @@ ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(wv[i]);
     const float s = 1.f - 2.f * static_cast<float>(wv[i] < 0.f);
-    // pruned or clipped: ŵ is constant, every gradient 0
+    // Pruned or clipped: ŵ is constant there, every gradient 0. A 0/1 float mask rather than a select keeps
+    // this reduction loop vectorized.
     const float inside = static_cast<float>(a >= lo) * static_cast<float>(a <= hi);
     const float u = u_of(a, c, inv2d);
     float dh = 1.f, ph = u, lf = 0.f;
@@ -135,10 +135,13 @@ auto dispatch(bool b, F&& f) {
 // Unsigned forward: x̂ = 0 below c − d, 1 above c + d, u(x) inside; discretized when kDiscretize.
 template <bool kDiscretize>
 void unsigned_forward(const float* xp, float* yp, int64_t n, const Interval iv, float qf) {
-  const float c = iv.c, inv2d = iv.inv2d;
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    const float h = u_of(xp[i], c, inv2d);  // clamped: 0 below the interval, 1 above
+    const float v = xp[i];
+    float h = u_of(v, c, inv2d);
+    h = v < lo ? 0.f : h;
+    h = v > hi ? 1.f : h;
     yp[i] = kDiscretize ? static_cast<float>(round_nonneg(h * qf)) / qf : h;
   }
 }
@@ -214,7 +217,7 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
 #pragma omp parallel for simd reduction(+ : gc, gd) if (n > kParallelMin)
       for (int64_t i = 0; i < n; ++i) {
         const float v = xv[i];
-        const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);
+        const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
         const float t = inside * gyp[i] * inv2d;  // gy·∂x̂/∂x
         if (kNeedX) dx[i] += t;
         gc -= t;
