@@ -4,10 +4,19 @@
 // accumulate (+=) like every other gradient.
 #include "quant/qil_ops.h"
 
+// Floating-point exceptions are never enabled in qil. Without this GCC refuses to turn a comparison-driven
+// select (the clamps below) into vector code, and every loop of this file would run one element at a time.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <utility>
 
 #include "engine/autograd.h"
+#include "quant/fast_math.h"
 
 namespace quant {
 
@@ -44,41 +53,120 @@ Interval interval_of(const char* op, const Tensor& c, const Tensor& d) {
 }
 
 // u(v) = (v − c)/(2d) + 0.5, clamped so that rounding at the interval's edges cannot leave [0, 1].
-inline float u_of(float v, const Interval& iv) {
-  return std::min(1.f, std::max(0.f, (v - iv.c) * iv.inv2d + 0.5f));
+inline float u_of(float v, float c, float inv2d) {
+  float u = (v - c) * inv2d + 0.5f;
+  u = u < 0.f ? 0.f : u;
+  return u > 1.f ? 1.f : u;
 }
 
-// q = 0 means "no discretizer" (the transform-only ops).
-inline float discretize(float h, float q) { return q > 0.f ? std::round(h * q) / q : h; }
+const float kLnUFloor = std::log(kQilUFloor);
 
-// Weights and signed activations: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above.
-// gamma undefined means γ = 1 and no gradient to it (the signed activation rule).
+// ln max(u, 1e-30): finite for u = 0.
+inline float log_unit(float u) { return fast_log(u < 1e-30f ? 1e-30f : u); }
+// u^γ for u in [0, 1], exactly 0 at u = 0 and 1 at u = 1.
+inline float pow_unit(float u, float g) { return fast_exp(g * log_unit(u)) * static_cast<float>(u > 0.f); }
+
+// Symmetric forward: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above; kDiscretize rounds to q levels.
+// Templated so that each variant is a branch-free loop the compiler can vectorize.
+template <bool kUnitGamma, bool kDiscretize>
+void symmetric_forward(const float* wp, float* yp, int64_t n, const Interval iv, float g, float qf) {
+  // Scalars in locals and every value computed unconditionally, then selected: that keeps the loop
+  // branch-free for the vectorizer.
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(wp[i]);
+    const float s = 1.f - 2.f * static_cast<float>(wp[i] < 0.f);
+    const float u = u_of(a, c, inv2d);
+    float h = kUnitGamma ? u : pow_unit(u, g);  // |ŵ|
+    h = a < lo ? 0.f : h;                        // pruned
+    h = a > hi ? 1.f : h;                        // clipped
+    if (kDiscretize)
+      yp[i] = s * static_cast<float>(round_nonneg(h * qf)) / qf + 0.f;  // + 0 turns -0 into +0
+    else
+      yp[i] = s * h + 0.f;
+  }
+}
+
+// Symmetric backward: accumulates gy·∂ŵ/∂w into dw (if given) and returns Σ gy·∂ŵ/∂{c, d, γ} in double.
+// Inside the interval, with dh = γ·u^(γ−1): ∂ŵ/∂w = dh/(2d), ∂ŵ/∂c = −s·dh/(2d),
+// ∂ŵ/∂d = −s·dh·(|w| − c)/(2d²), ∂ŵ/∂γ = s·u^γ·ln u; u floored at kQilUFloor inside ln u and u^(γ−1).
+struct ScalarGrads {
+  double c = 0.0, d = 0.0, g = 0.0;
+};
+template <bool kUnitGamma, bool kNeedGamma, bool kNeedW>
+ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int64_t n, const Interval iv,
+                               float g) {
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+  double gc = 0.0, gd = 0.0, gg = 0.0;  // gd: Σ s·t·(|w| − c), scaled by −1/d below
+#pragma omp parallel for simd reduction(+ : gc, gd, gg) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(wv[i]);
+    const float s = 1.f - 2.f * static_cast<float>(wv[i] < 0.f);
+    // Pruned or clipped: ŵ is constant there, every gradient 0. A 0/1 float mask rather than a select keeps
+    // this reduction loop vectorized.
+    const float inside = static_cast<float>(a >= lo) * static_cast<float>(a <= hi);
+    const float u = u_of(a, c, inv2d);
+    float dh = 1.f, ph = u, lf = 0.f;
+    if (!kUnitGamma || kNeedGamma) {
+      const float lu = log_unit(u);
+      lf = lu < kLnUFloor ? kLnUFloor : lu;  // ln max(u, floor)
+      if (!kUnitGamma) {
+        dh = g * fast_exp((g - 1.f) * lf);
+        ph = fast_exp(g * lu) * static_cast<float>(u > 0.f);
+      }
+    }
+    const float go = inside * gyp[i];
+    const float t = go * dh * inv2d;  // gy·∂ŵ/∂w
+    if (kNeedW) dw[i] += t;
+    gc -= s * t;
+    gd += s * t * (a - c);
+    if (kNeedGamma) gg += go * s * ph * lf;
+  }
+  return {gc, -gd / iv.d, gg};
+}
+
+// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
+template <class F>
+auto dispatch(bool b, F&& f) {
+  return b ? f(std::true_type{}) : f(std::false_type{});
+}
+
+// Unsigned forward: x̂ = 0 below c − d, 1 above c + d, u(x) inside; discretized when kDiscretize.
+template <bool kDiscretize>
+void unsigned_forward(const float* xp, float* yp, int64_t n, const Interval iv, float qf) {
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = xp[i];
+    float h = u_of(v, c, inv2d);
+    h = v < lo ? 0.f : h;
+    h = v > hi ? 1.f : h;
+    yp[i] = kDiscretize ? static_cast<float>(round_nonneg(h * qf)) / qf : h;
+  }
+}
+
+// Weights and signed activations. gamma undefined means γ = 1 and no gradient to it (the signed
+// activation rule). q = 0: no discretizer.
 Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma,
                     int q) {
   check_input(op, w);
   const Interval iv = interval_of(op, c, d);
   const float g = gamma.defined() ? scalar_of(op, "gamma", gamma) : 1.f;
   QIL_CHECK(g > 0.f, op, ": gamma must be positive, got ", g);
-  const bool unit_gamma = g == 1.f;
   const float qf = static_cast<float>(q);
 
   Tensor y = Tensor::empty(w.shape());
   const float* wp = w.data();
   float* yp = y.data();
   const int64_t n = w.numel();
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(wp[i]);
-    const float s = wp[i] < 0.f ? -1.f : 1.f;
-    float h;
-    if (a < iv.lo) h = 0.f;
-    else if (a > iv.hi) h = s;
-    else {
-      const float u = u_of(a, iv);
-      h = s * (unit_gamma ? u : std::pow(u, g));
-    }
-    yp[i] = discretize(h, qf);
-  }
+  dispatch(g == 1.f, [&](auto unit) {
+    dispatch(q > 0, [&](auto disc) {
+      symmetric_forward<decltype(unit)::value, decltype(disc)::value>(wp, yp, n, iv, g, qf);
+      return 0;
+    });
+    return 0;
+  });
 
   std::vector<Tensor> inputs{w, c, d};
   if (gamma.defined()) inputs.push_back(gamma);
@@ -87,40 +175,23 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
     const float* gyp = gy.data();
     const float* wv = ws.data();
     float* dw = gx[0].defined() ? gx[0].data() : nullptr;
-    const bool need_c = gx[1].defined(), need_d = gx[2].defined();
     const bool need_g = gx.size() > 3 && gx[3].defined();
-    const bool unit_gamma = g == 1.f;
     const int64_t n = ws.numel();
-    double gc = 0.0, gd = 0.0, gg = 0.0;
-#pragma omp parallel for reduction(+ : gc, gd, gg) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const float a = std::fabs(wv[i]);
-      if (a < iv.lo || a > iv.hi) continue;  // pruned or clipped: ŵ is constant there
-      const float s = wv[i] < 0.f ? -1.f : 1.f;
-      const float u = u_of(a, iv);
-      const float uf = std::max(u, kQilUFloor);
-      // dh = dŵ/du without the sign: γ·u^(γ−1); ph = u^γ (exact, unfloored) for ∂ŵ/∂γ = s·u^γ·ln u.
-      float dh = 1.f, lu = 0.f, ph = u;
-      if (!unit_gamma || need_g) lu = std::log(uf);
-      if (!unit_gamma) {
-        const float pf = std::exp(g * lu);
-        dh = g * pf / uf;
-        ph = u >= kQilUFloor ? pf : std::pow(u, g);
-      }
-      const float go = gyp[i];
-      const float t = go * dh * iv.inv2d;  // go · ∂ŵ/∂w
-      if (dw) dw[i] += t;
-      if (need_c) gc -= static_cast<double>(s * t);
-      if (need_d) gd -= static_cast<double>(s * t) * (a - iv.c) / iv.d;
-      if (need_g) gg += static_cast<double>(go * s * ph * lu);
-    }
-    if (need_c) gx[1].data()[0] += static_cast<float>(gc);
-    if (need_d) gx[2].data()[0] += static_cast<float>(gd);
-    if (need_g) gx[3].data()[0] += static_cast<float>(gg);
+    const ScalarGrads sg = dispatch(g == 1.f, [&](auto unit) {
+      return dispatch(need_g, [&](auto ng) {
+        return dispatch(dw != nullptr, [&](auto nw) {
+          return symmetric_backward<decltype(unit)::value, decltype(ng)::value, decltype(nw)::value>(wv, gyp, dw,
+                                                                                                     n, iv, g);
+        });
+      });
+    });
+    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(sg.c);
+    if (gx[2].defined()) gx[2].data()[0] += static_cast<float>(sg.d);
+    if (need_g) gx[3].data()[0] += static_cast<float>(sg.g);
   });
 }
 
-// Post-ReLU activations: x̂ = clamp(u(x), 0, 1).
+// Post-ReLU activations: x̂ = 0 below c − d, 1 above c + d, u(x) inside. q = 0: no discretizer.
 Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const Tensor& d, int q) {
   check_input(op, x);
   const Interval iv = interval_of(op, c, d);
@@ -129,30 +200,33 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
   const float* xp = x.data();
   float* yp = y.data();
   const int64_t n = x.numel();
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = xp[i];
-    const float h = v < iv.lo ? 0.f : v > iv.hi ? 1.f : u_of(v, iv);
-    yp[i] = discretize(h, qf);
-  }
+  dispatch(q > 0, [&](auto disc) {
+    unsigned_forward<decltype(disc)::value>(xp, yp, n, iv, qf);
+    return 0;
+  });
+  // ∂x̂/∂x = 1/(2d), ∂x̂/∂c = −1/(2d), ∂x̂/∂d = −(x − c)/(2d²) inside; 0 outside.
   return engine::record(op, y, {x, c, d}, [xs = x.detach(), iv](const Tensor& gy, std::vector<Tensor>& gx) {
     const float* gyp = gy.data();
     const float* xv = xs.data();
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;
-    const bool need_c = gx[1].defined(), need_d = gx[2].defined();
     const int64_t n = xs.numel();
-    double gc = 0.0, gd = 0.0;
-#pragma omp parallel for reduction(+ : gc, gd) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = xv[i];
-      if (v < iv.lo || v > iv.hi) continue;
-      const float t = gyp[i] * iv.inv2d;  // gy · ∂x̂/∂x
-      if (dx) dx[i] += t;
-      if (need_c) gc -= t;
-      if (need_d) gd -= static_cast<double>(t) * (v - iv.c) / iv.d;
-    }
-    if (need_c) gx[1].data()[0] += static_cast<float>(gc);
-    if (need_d) gx[2].data()[0] += static_cast<float>(gd);
+    const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+    const auto [gc, gd] = dispatch(dx != nullptr, [&](auto need_x) {
+      constexpr bool kNeedX = decltype(need_x)::value;
+      double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
+#pragma omp parallel for simd reduction(+ : gc, gd) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = xv[i];
+        const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
+        const float t = inside * gyp[i] * inv2d;  // gy·∂x̂/∂x
+        if (kNeedX) dx[i] += t;
+        gc -= t;
+        gd += t * (v - c);
+      }
+      return std::pair<double, double>(gc, -gd / iv.d);
+    });
+    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(gc);
+    if (gx[2].defined()) gx[2].data()[0] += static_cast<float>(gd);
   });
 }
 

@@ -129,7 +129,13 @@ void QilQuantizerBase::project_interval() {
 QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma)
     : QilQuantizerBase(bits), gamma_(learnable_scalar(1.f)), fix_gamma_(fix_gamma) {
   qil_weight_levels(bits, "QilWeightQuantizer");
-  if (fix_gamma_) gamma_.set_requires_grad(false);
+  set_fix_gamma(fix_gamma);
+}
+
+void QilWeightQuantizer::set_fix_gamma(bool fix) {
+  fix_gamma_ = fix;
+  gamma_.set_requires_grad(!fix);
+  if (fix) gamma_.data()[0] = 1.f;
 }
 
 Tensor QilWeightQuantizer::operator()(const Tensor& w) const {

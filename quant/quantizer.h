@@ -106,6 +106,8 @@ class QilWeightQuantizer : public QilQuantizerBase {
   QuantStats stats(const Tensor& w) const override;
 
   bool fix_gamma() const { return fix_gamma_; }
+  // Pinning sets γ = 1 and stops its training; unpinning makes it trainable from its current value.
+  void set_fix_gamma(bool fix);
   Tensor& gamma() { return gamma_; }
   const Tensor& gamma() const { return gamma_; }
   static constexpr double kGammaMin = 0.25, kGammaMax = 4.0;

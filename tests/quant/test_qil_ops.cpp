@@ -171,6 +171,9 @@ TEST_CASE("discretizer golden values") {
   Tensor w = Tensor::from_vector({0.49f, 0.5f, -0.5f, -0.3f, 1.7f, -2.f}, {6});
   CHECK(qil_weight(w, Tensor::scalar(0.5f), Tensor::scalar(0.5f), Tensor::scalar(1.f), 2).to_vector() ==
         std::vector<float>{0.f, 1.f, -1.f, 0.f, 1.f, -1.f});
+  // A pruned negative weight is +0, not -0 (integer export and sign tests see a plain zero).
+  for (float v : qil_weight(w, Tensor::scalar(0.5f), Tensor::scalar(0.5f), Tensor::scalar(1.f), 2).to_vector())
+    if (v == 0.f) CHECK_FALSE(std::signbit(v));
   // 2-bit weights are exactly ternary whatever gamma.
   Generator g(51);
   Tensor wr = randn({500}, g);

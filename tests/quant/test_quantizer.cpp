@@ -151,6 +151,14 @@ TEST_CASE("project(): d >= d_min, c >= d, gamma in [0.25, 4]; fix_gamma pins gam
   set(fq.gamma(), 2.f);
   fq.project();
   CHECK(fq.gamma().item() == 1.f);
+  fq.set_fix_gamma(false);
+  CHECK(fq.gamma().requires_grad());
+  set(fq.gamma(), 2.f);
+  fq.project();
+  CHECK(fq.gamma().item() == 2.f);
+  fq.set_fix_gamma(true);
+  CHECK(fq.gamma().item() == 1.f);
+  CHECK_FALSE(fq.gamma().requires_grad());
 
   QilActQuantizer aq(4);
   aq.observe(Tensor::from_vector({0.f, 4.f}, {2}));  // percentile 0.999·4 = 3.996 -> d = 1.998
