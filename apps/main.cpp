@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "apps/bench.h"
 #include "apps/commands.h"
 #include "apps/config.h"
 #include "apps/train.h"
@@ -42,6 +43,10 @@ int main(int argc, char** argv) {
   apps::InspectOptions inspect_opt;
   CLI::App* inspect = app.add_subcommand("inspect", "what each quantized layer learned (intervals, thresholds)");
   apps::add_inspect_flags(*inspect, inspect_opt);
+
+  apps::BenchOptions bench_opt;
+  CLI::App* bench = app.add_subcommand("bench", "training-step throughput (img/s) on synthetic data");
+  apps::add_bench_flags(*bench, bench_opt);
 
   try {
     // A config file (--config, or a resumed run's own config.toml) supplies tokens ahead of the command line,
@@ -81,6 +86,7 @@ int main(int argc, char** argv) {
     if (*eval) return apps::run_eval(eval_opt);
     if (*models) return apps::run_models(models_opt);
     if (*inspect) return apps::run_inspect(inspect_opt);
+    if (*bench) return apps::run_bench(bench_opt);
   } catch (const engine::Error& e) {
     std::cerr << "qil: error: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,90 @@
+// Training-step throughput on synthetic data.
+#include "apps/bench.h"
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "apps/stages.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "layers/models.h"
+#include "layers/quantize.h"
+
+namespace apps {
+
+using engine::Tensor;
+
+void add_bench_flags(CLI::App& app, BenchOptions& o) {
+  app.add_option("--model", o.model, "model name")->capture_default_str();
+  app.add_option("--batch", o.batch, "batch size")->capture_default_str();
+  app.add_option("--image-size", o.image_size, "input side")->capture_default_str();
+  app.add_option("--in-channels", o.in_channels, "input channels")->capture_default_str();
+  app.add_option("--num-classes", o.num_classes, "classes")->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps per repeat")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
+  app.add_option("--repeat", o.repeat, "repeats (the median is reported)")->capture_default_str();
+  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
+  app.add_flag("--json", o.json, "print JSON");
+}
+
+int run_bench(const BenchOptions& o) {
+  QIL_CHECK(o.batch >= 1 && o.steps >= 1 && o.repeat >= 1 && o.warmup >= 0, "bench: batch, steps and repeat must be >= 1");
+  if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
+  auto model = layers::build_model(o.model, spec);
+  const Stage st = parse_stage_entry(o.quant);
+  engine::Generator g(1);
+  Tensor x = Tensor::empty({o.batch, o.in_channels, o.image_size, o.image_size});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = g.normal();
+  Tensor y = Tensor::empty({o.batch}, engine::DType::s32);
+  for (int64_t i = 0; i < o.batch; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(g.below(o.num_classes));
+  if (st.quantized()) {
+    layers::QuantPlan plan;
+    plan.wbits = st.wbits;
+    plan.abits = st.abits;
+    layers::apply_quant_plan(*model, plan);
+    layers::calibrate(*model, 1, [&, done = false](Tensor& in) mutable {
+      if (done) return false;
+      in = x;
+      done = true;
+      return true;
+    });
+  }
+  std::vector<Tensor> params;
+  for (auto& p : model->named_parameters()) params.push_back(p.tensor);
+  engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
+  model->train();
+  auto step = [&] {
+    opt.zero_grad();
+    Tensor loss = engine::ops::softmax_cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt.step(0.01f);
+    layers::project_quantizers(*model);
+  };
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  std::vector<double> rates;
+  for (int64_t r = 0; r < o.repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.steps; ++i) step();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(o.batch * o.steps / s);
+  }
+  std::sort(rates.begin(), rates.end());
+  const double med = rates[rates.size() / 2];
+  if (o.json)
+    std::printf("{\"model\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"quant\":\"%s\",\"threads\":%d,\"img_per_s\":%.3f}\n",
+                o.model.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.image_size),
+                st.name().c_str(), omp_get_max_threads(), med);
+  else
+    std::printf("%s batch %lld @%lld %s, %d threads: img/s=%.2f\n", o.model.c_str(), static_cast<long long>(o.batch),
+                static_cast<long long>(o.image_size), st.name().c_str(), omp_get_max_threads(), med);
+  return 0;
+}
+
+}  // namespace apps

@@ -1,0 +1,29 @@
+// `qil bench`: training-step throughput (images/s) of a model at a batch size and resolution, full precision
+// or quantized, on synthetic in-memory data. A benchmark, never a test.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace apps {
+
+struct BenchOptions {
+  std::string model = "resnet18";
+  int64_t batch = 32;
+  int64_t image_size = 224;
+  int64_t in_channels = 3;
+  int64_t num_classes = 1000;
+  int64_t steps = 10;   // timed SGD steps per repeat
+  int64_t warmup = 2;   // untimed steps first
+  int64_t repeat = 3;   // the median of the repeats is reported
+  int64_t threads = 0;  // 0 = OpenMP's default
+  std::string quant = "32";  // a stage entry: 32, 4, w4a8 ...
+  bool json = false;
+};
+void add_bench_flags(CLI::App& app, BenchOptions& o);
+int run_bench(const BenchOptions& o);
+
+}  // namespace apps
