@@ -64,6 +64,7 @@ int run_bench(const BenchOptions& o) {
     opt.zero_grad();
     Tensor loss = engine::ops::softmax_cross_entropy(model->forward(x), y);
     loss.backward();
+    if (st.quantized()) layers::scale_quantizer_gradients(*model);
     opt.step(0.01f);
     layers::project_quantizers(*model);
   };

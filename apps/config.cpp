@@ -53,6 +53,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"stage-epochs", &c.stage_epochs, "epochs per stage, one number or one per stage (default: --epochs)"},
       {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given"},
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR"},
+      {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none"},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
       {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)"},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage"},
@@ -178,6 +179,8 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.schedule == "cosine" || c.schedule == "multistep" || c.schedule == "constant",
             "--schedule: unknown schedule '", c.schedule, "' (cosine, multistep, constant)");
   QIL_CHECK(c.quant_lr_scale > 0, "--quant-lr-scale must be positive, got ", c.quant_lr_scale);
+  QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "none", "--quant-grad-scale must be sqrt or none, got '",
+            c.quant_grad_scale, "'");
   QIL_CHECK(c.first_last == "fp" || c.first_last == "8", "--first-last must be fp or 8, got '", c.first_last, "'");
   QIL_CHECK(c.calib_batches >= 1, "--calib-batches must be at least 1, got ", c.calib_batches);
   QIL_CHECK(c.threads >= 0, "--threads must be >= 0, got ", c.threads);

@@ -46,6 +46,7 @@ struct TrainConfig {
   std::string stage_epochs;  // default: --epochs for every stage
   int64_t epochs = 10;
   double quant_lr_scale = 0.01;  // quantizer parameters' LR = this x the weights' LR
+  std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
   std::string first_last = "fp";  // fp | 8: the first conv and the last linear
   int64_t calib_batches = 8;

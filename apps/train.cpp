@@ -385,6 +385,7 @@ int run_train(TrainConfig cfg) {
               if (p.grad().defined()) grads.push_back(p.grad());
           engine::dist::allreduce_mean(grads);
         }
+        if (st.quantized() && cfg.quant_grad_scale == "sqrt") layers::scale_quantizer_gradients(*r.model);
         opt.step(lr);
         layers::project_quantizers(*r.model);
         const int64_t n = b.labels.size(0);

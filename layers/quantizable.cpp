@@ -3,6 +3,9 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/qil_ops.h"
+
+#include <cmath>
 
 namespace layers {
 
@@ -33,6 +36,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x,
                                             const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
   const Tensor w = weight();
   if (!quantized()) return op(x, w);
+  if (x.dim() > 0 && x.size(0) > 0) input_per_image_ = x.numel() / x.size(0);
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);
@@ -70,6 +74,25 @@ void QuantizableModule::finish_fit_scale() {
   scale_.data()[0] = fit_den_ > 0 ? static_cast<float>(fit_num_ / fit_den_) : 1.f;
   fit_num_ = fit_den_ = 0;
   scale_fitted_ = true;
+}
+
+void QuantizableModule::scale_quant_grads() {
+  auto scale = [](const Tensor& t, double f) {
+    if (!t.requires_grad() || !t.grad().defined()) return;
+    Tensor g = t.grad();
+    g.data()[0] = static_cast<float>(g.data()[0] * f);
+  };
+  const double nw = static_cast<double>(weight().numel());
+  if (w_q_ && spec_.wbits < 32) {
+    const double f = 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits));
+    for (auto& [n, t] : w_q_->named_parameters()) scale(t, f);
+  }
+  if (a_q_ && spec_.abits < 32 && input_per_image_ > 0) {
+    const int q = spec_.signed_input ? quant::qil_weight_levels(spec_.abits) : quant::qil_activation_levels(spec_.abits);
+    const double f = 1.0 / std::sqrt(static_cast<double>(input_per_image_) * q);
+    for (auto& [n, t] : a_q_->named_parameters()) scale(t, f);
+  }
+  if (scale_.defined()) scale(scale_, 1.0 / std::sqrt(nw));
 }
 
 void QuantizableModule::project() {

@@ -43,6 +43,11 @@ class QuantizableModule : public Module {
   void set_scale_fitted(bool f) { scale_fitted_ = f; }
   // Constraints of the quantizer parameters (after each optimizer step).
   void project();
+  // Multiplies the gradients of this layer's quantizer parameters by 1/sqrt(N·q) (N: elements quantized per
+  // image for activations, per weight tensor for weights; q: positive levels), and out_scale's by
+  // 1/sqrt(N_w). A quantizer parameter's gradient is a sum over N elements and scales with 1/d, so one LR
+  // cannot suit a 2k-weight conv and an 800k-weight linear alike; this balances them (as LSQ does).
+  void scale_quant_grads();
 
  protected:
   // The layer's compute: y = op(x, w). forward_quantized wraps it with quantization and calibration.
@@ -56,6 +61,7 @@ class QuantizableModule : public Module {
   bool scale_fitted_ = false;
   CalibPhase phase_ = CalibPhase::none;
   double fit_num_ = 0, fit_den_ = 0;
+  int64_t input_per_image_ = 0;  // elements of one image's input, seen by the last forward
 };
 
 }  // namespace layers

@@ -88,6 +88,10 @@ void project_quantizers(Module& m) {
   for (auto& [n, l] : quantizable_layers(m)) l->project();
 }
 
+void scale_quantizer_gradients(Module& m) {
+  for (auto& [n, l] : quantizable_layers(m)) l->scale_quant_grads();
+}
+
 void freeze_weights(Module& m, bool frozen) {
   for (auto& p : m.named_parameters())
     if (p.kind != ParamKind::quant) p.tensor.set_requires_grad(!frozen);

@@ -40,6 +40,8 @@ void calibrate(Module& m, int64_t batches, const std::function<bool(Tensor& x)>&
 
 // Constraints after every optimizer step.
 void project_quantizers(Module& m);
+// Per-layer gradient balancing of quantizer parameters (QuantizableModule::scale_quant_grads), before a step.
+void scale_quantizer_gradients(Module& m);
 
 // Quantizer-only training: weights, biases and BN affine parameters stop training; BN uses its running
 // statistics and stops updating them. Unfreezing restores both.

@@ -120,8 +120,15 @@ void QilQuantizerBase::project_interval() {
   engine::NoGradGuard ng;
   float& c = c_.data()[0];
   float& d = d_.data()[0];
-  d = std::max(d, static_cast<float>(d_min()));
-  c = std::max(c, d);
+  // The Euclidean projection of (c, d) onto {c >= d, d >= d_min}. Clamping c up to d instead would turn a step
+  // that lowers c and raises d (which the gradient asks for whenever most |w| lie below c) into a rise of
+  // both, and the interval then drifts wider until every weight rounds to 0.
+  if (c < d) c = d = 0.5f * (c + d);
+  const float dm = static_cast<float>(d_min());
+  if (d < dm) {
+    d = dm;
+    c = std::max(c, dm);
+  }
 }
 
 // ---- weights ----------------------------------------------------------------------------------------------

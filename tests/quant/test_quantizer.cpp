@@ -133,13 +133,16 @@ TEST_CASE("project(): d >= d_min, c >= d, gamma in [0.25, 4]; fix_gamma pins gam
   CHECK(wq.d().item() == doctest::Approx(2e-4f));
   CHECK(wq.c().item() == doctest::Approx(2e-4f));
   CHECK(wq.gamma().item() == 4.f);
+  // c < d: the nearest point with c >= d is the midpoint on c = d, (0.25, 0.25) — not (0.3, 0.3), which
+  // would move c up without moving d down.
   set(wq.d(), 0.3f);
   set(wq.c(), 0.2f);
   set(wq.gamma(), 0.1f);
   wq.project();
-  CHECK(wq.d().item() == doctest::Approx(0.3f));
-  CHECK(wq.c().item() == doctest::Approx(0.3f));
+  CHECK(wq.d().item() == doctest::Approx(0.25f));
+  CHECK(wq.c().item() == doctest::Approx(0.25f));
   CHECK(wq.gamma().item() == 0.25f);
+  set(wq.d(), 0.3f);
   set(wq.c(), 0.7f);
   set(wq.gamma(), 1.7f);
   wq.project();  // already feasible: untouched
