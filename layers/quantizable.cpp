@@ -33,6 +33,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x,
                                             const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
   const Tensor w = weight();
   if (!quantized()) return op(x, w);
+  if (input_hook_) input_hook_(x);
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);

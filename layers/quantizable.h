@@ -5,6 +5,7 @@
 // Calibration is a mode of forward: observe inputs and weights, then fit the output scale by least squares
 // against the full-precision output; it is driven by quantize.h, never by the layer itself.
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "layers/module.h"
@@ -43,6 +44,9 @@ class QuantizableModule : public Module {
   void set_scale_fitted(bool f) { scale_fitted_ = f; }
   // Constraints of the quantizer parameters (after each optimizer step).
   void project();
+  // Called with the layer's input (before quantization) on every quantized forward; empty = none. For
+  // inspection (`qil inspect --data`), never for training.
+  void set_input_hook(std::function<void(const Tensor&)> hook) { input_hook_ = std::move(hook); }
 
  protected:
   // The layer's compute: y = op(x, w). forward_quantized wraps it with quantization and calibration.
@@ -56,6 +60,7 @@ class QuantizableModule : public Module {
   bool scale_fitted_ = false;
   CalibPhase phase_ = CalibPhase::none;
   double fit_num_ = 0, fit_den_ = 0;
+  std::function<void(const Tensor&)> input_hook_;
 };
 
 }  // namespace layers
