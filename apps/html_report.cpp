@@ -365,7 +365,7 @@ std::string Chart::svg() const {
   o << "<g class=\"grid\">";
   std::vector<double> yt = nice_ticks(y0, y1, 5);
   if (log_bars) {
-    yt = {0.0};
+    yt.clear();  // 1, 10, 100, ... (0 would sit on top of 1)
     for (double k = 0; k <= y1; k += 1) yt.push_back(std::log10(1.0 + std::pow(10.0, k)));
   }
   for (double t : yt)
@@ -507,6 +507,7 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px;
 th,td{border:1px solid #dde1e7;padding:3px 8px;text-align:right}th{background:#eef1f5;font-weight:600}
 td.l,th.l{text-align:left}
 .kv td:first-child{text-align:left;color:#5b6473}
+.layer h2{margin-top:10px}
 .layer{background:#fff;border:1px solid #e1e4ea;border-radius:6px;padding:6px 16px 14px;margin:18px 0}
 .row{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 svg.chart{background:#fff;border:1px solid #e6e8ec;border-radius:4px}
@@ -758,8 +759,8 @@ std::string html_report(const InspectData& in) {
     o << "<p class=\"note\">This run directory has no metrics.csv: no accuracy history.</p>";
   o << "<h2>Quantized layers</h2>";
   if (in.reports.empty()) {
-    o << "<p class=\"note\">This network has no quantized layer (every stage ran at full precision): there are no "
-         "intervals to show.</p>";
+    o << "<p class=\"note\">This network has no quantized layer (it runs at full precision): there are no intervals "
+         "to show.</p>";
   } else {
     o << overview_table(in);
     if (!in.run_dir.empty() && in.intervals.empty())
@@ -786,7 +787,8 @@ std::string html_report(const InspectData& in) {
     }
     o << "</section>";
   }
-  o << "<p class=\"sub\">Thresholds are after discretization: |w| below the pruning threshold becomes 0, |w| at or "
+  if (!in.reports.empty())
+    o << "<p class=\"sub\">Thresholds are after discretization: |w| below the pruning threshold becomes 0, |w| at or "
        "above the clipping threshold becomes &plusmn;1 (activations: 0 and 1). Hover over points and lines for "
        "values.</p>";
   o << "</main></body></html>\n";
