@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -336,4 +338,38 @@ TEST_CASE("inspecting something that is not a checkpoint names it") {
   CHECK_THROWS_WITH_AS(load_inspect_data(dir.file("missing.ckpt")), doctest::Contains("missing.ckpt"), engine::Error);
   // A folder without last.ckpt is not a run directory.
   CHECK_THROWS_WITH_AS(load_inspect_data(dir.path), doctest::Contains("has no last.ckpt"), engine::Error);
+}
+
+TEST_CASE("qil inspect on the command line: --html writes the page, --json prints records, bad files fail") {
+  // QIL_BINARY, else the qil beside the tests (ctest runs them in the build folder).
+  std::string bin = std::getenv("QIL_BINARY") ? std::getenv("QIL_BINARY") : "";
+  if (bin.empty() && fs::exists("qil")) bin = fs::absolute("qil").string();
+  if (bin.empty()) {
+    MESSAGE("no qil binary (set QIL_BINARY): skipped");
+    return;
+  }
+  TempDir dir;
+  auto m = tiny_quantized_model();
+  write_run_dir(dir, *m);
+  const std::string q = "'" + bin + "' inspect ";
+  const std::string page = dir.file("report.html");
+  REQUIRE(std::system((q + "'" + dir.path + "' --html '" + page + "' 2>/dev/null").c_str()) == 0);
+  std::ifstream f(page);
+  const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CHECK(count(html, "<section class=\"layer\"") == 2);
+
+  REQUIRE(std::system((q + "'" + dir.path + "' --json > '" + dir.file("out.json") + "'").c_str()) == 0);
+  std::ifstream jf(dir.file("out.json"));
+  const nlohmann::json j = nlohmann::json::parse(jf);
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["layer"] == "conv2");
+  CHECK(!j[0].contains("input_stats"));
+
+  std::ofstream(dir.file("notes.txt")) << "plain text\n";
+  const int rc = std::system((q + "'" + dir.file("notes.txt") + "' 2> '" + dir.file("err.txt") + "'").c_str());
+  CHECK(rc != 0);
+  std::ifstream ef(dir.file("err.txt"));
+  const std::string err((std::istreambuf_iterator<char>(ef)), std::istreambuf_iterator<char>());
+  CHECK(err.find(dir.file("notes.txt")) != std::string::npos);
+  CHECK(err.find("not a readable model checkpoint") != std::string::npos);
 }
