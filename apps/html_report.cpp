@@ -118,6 +118,10 @@ std::vector<IntervalRecord> read_intervals_jsonl(const std::string& path, const 
 // ---------------------------------------------------------------------------------------------------------
 // Activation statistics
 
+namespace {
+constexpr int64_t kActivationBins = 80;
+}
+
 std::vector<ActivationStats> activation_stats(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds,
                                               int64_t batches, int64_t batch_size) {
   QIL_CHECK(batches >= 1, "inspect: --batches must be at least 1, got ", batches);
@@ -125,15 +129,19 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
     ActivationStats s;
     double zeroed = 0, saturated = 0, sum = 0;
   };
-  auto layers_ = layers::quantizable_layers(model);
+  auto qlayers = layers::quantizable_layers(model);
   std::vector<Acc> acc;
-  acc.reserve(layers_.size());
-  for (auto& [name, l] : layers_) {
+  acc.reserve(qlayers.size());
+  for (auto& [name, l] : qlayers) {
     quant::QilActQuantizer* aq = l->act_quantizer();
     if (!aq || l->quant_spec().abits >= 32) continue;
     acc.push_back(Acc{});
-    acc.back().s.layer = name;
     Acc* a = &acc.back();
+    a->s.layer = name;
+    const quant::QuantStats q = aq->stats();
+    a->s.hist_hi = 1.25 * std::max(q.clip_threshold, 1e-6);
+    a->s.hist_lo = aq->is_signed() ? -a->s.hist_hi : 0.0;
+    a->s.hist.assign(kActivationBins, 0);
     l->set_input_hook([a, aq](const Tensor& x) {
       const quant::QuantStats st = aq->stats(x);  // the quantizer's own discretization of this input
       const double n = static_cast<double>(x.numel());
@@ -141,9 +149,12 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
       a->saturated += st.clipped_fraction * n;
       const float* xp = x.data();
       double sum = 0, mx = a->s.values ? a->s.max : -INFINITY;
+      const double lo = a->s.hist_lo, scale = kActivationBins / (a->s.hist_hi - a->s.hist_lo);
       for (int64_t i = 0; i < x.numel(); ++i) {
         sum += xp[i];
         mx = std::max(mx, static_cast<double>(xp[i]));
+        const auto b = static_cast<int64_t>(std::floor((xp[i] - lo) * scale));
+        ++a->s.hist[static_cast<size_t>(std::clamp<int64_t>(b, 0, kActivationBins - 1))];
       }
       a->sum += sum;
       a->s.max = mx;
@@ -151,6 +162,12 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
       ++a->s.batches;
     });
   }
+  struct HookGuard {  // the hooks point into acc: remove them however the forward ends
+    decltype(qlayers)& ls;
+    ~HookGuard() {
+      for (auto& [name, l] : ls) l->set_input_hook(nullptr);
+    }
+  } guard{qlayers};
   {
     engine::NoGradGuard ng;
     const bool was_training = model.is_training();
@@ -164,7 +181,6 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
     for (int64_t i = 0; i < batches && loader.next(b); ++i) model.forward(b.images);
     model.train(was_training);
   }
-  for (auto& [name, l] : layers_) l->set_input_hook(nullptr);
   std::vector<ActivationStats> out;
   for (auto& a : acc) {
     if (a.s.values) {
@@ -180,7 +196,8 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
 
 json activation_stats_json(const ActivationStats& s) {
   return json{{"values", s.values},     {"batches", s.batches}, {"zeroed_fraction", s.zeroed_fraction},
-              {"saturated_fraction", s.saturated_fraction}, {"mean", s.mean},       {"max", s.max}};
+              {"saturated_fraction", s.saturated_fraction}, {"mean", s.mean},       {"max", s.max},
+              {"hist_lo", s.hist_lo}, {"hist_hi", s.hist_hi}, {"hist", s.hist}};
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -678,6 +695,52 @@ std::string weight_chart(const layers::LayerReport& r, const std::vector<float>&
   return finish_svg(c.svg(), ids);
 }
 
+// Histogram of a layer's measured inputs with the activation thresholds, and the quantizer's x̂(x) and x̄(x).
+std::string activation_chart(const layers::LayerReport& r, const ActivationStats& as, int& ids) {
+  const quant::QuantStats& s = r.activation;
+  const bool is_signed = s.kind == "qil_activation_signed";
+  const double lo = as.hist_lo, hi = as.hist_hi;
+  Chart c;
+  c.title = "Inputs (" + std::to_string(as.values) + ") and the " + std::to_string(s.bits) + "-bit quantizer";
+  c.xlabel = is_signed ? "x (values beyond the range in the end bins)" : "x (values beyond the range in the last bin)";
+  c.ylabel = "count (log scale)";
+  c.log_bars = true;
+  c.y2label = "quantized value";
+  c.xmin = lo;
+  c.xmax = hi;
+  c.ymin = 0;
+  if (!is_signed) c.y2min = -0.05;
+  const size_t n = as.hist.size();
+  for (size_t i = 0; i < n; ++i)
+    c.bars.push_back({lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(n),
+                      lo + (hi - lo) * static_cast<double>(i + 1) / static_cast<double>(n),
+                      static_cast<double>(as.hist[i])});
+  c.vlines = {{s.prune_threshold, "prune", "#e08a00"}, {s.clip_threshold, "clip", "#c81e1e"}};
+  if (is_signed) {
+    c.vlines.push_back({-s.prune_threshold, "prune", "#e08a00"});
+    c.vlines.push_back({-s.clip_threshold, "clip", "#c81e1e"});
+  }
+  constexpr int kPts = 801;
+  std::vector<float> grid(kPts);
+  for (int i = 0; i < kPts; ++i) grid[size_t(i)] = static_cast<float>(lo + (hi - lo) * i / (kPts - 1));
+  engine::NoGradGuard ng;
+  const Tensor x = Tensor::from_vector(grid, {kPts});
+  const Tensor tc = Tensor::scalar(static_cast<float>(s.c)), td = Tensor::scalar(static_cast<float>(s.d));
+  const Tensor hat = quant::qil_activation_transform(x, tc, td, is_signed);
+  const Tensor bar = quant::qil_activation(x, tc, td, s.bits, is_signed);
+  Series sh{"x\u0302 (transformer)", "#2563eb"}, sb{"x\u0304 (discretized)", "#15803d"};
+  sh.secondary = sb.secondary = true;
+  sh.markers = sb.markers = false;
+  sb.width = 1.4;
+  for (int i = 0; i < kPts; ++i) {
+    sh.pts.push_back({grid[size_t(i)], hat.data()[i]});
+    if (i > 0 && bar.data()[i] != bar.data()[i - 1]) sb.pts.push_back({grid[size_t(i)], bar.data()[i - 1]});
+    sb.pts.push_back({grid[size_t(i)], bar.data()[i]});
+  }
+  c.series = {sh, sb};
+  return finish_svg(c.svg(), ids);
+}
+
 std::string layer_table(const layers::LayerReport& r, const ActivationStats* as) {
   const quant::QuantStats& w = r.weight;
   const quant::QuantStats& a = r.activation;
@@ -778,6 +841,7 @@ std::string html_report(const InspectData& in) {
       auto it = in.weights.find(r.name);
       if (it != in.weights.end()) o << weight_chart(r, it->second, ids);
     }
+    if (r.activation.bits && as && as->values > 0 && !as->hist.empty()) o << activation_chart(r, *as, ids);
     o << "<div>" << layer_table(r, as) << "</div></div>";
     if (!in.intervals.empty()) {
       o << "<div class=\"row\">";

@@ -46,6 +46,10 @@ struct ActivationStats {
   int64_t batches = 0;
   double zeroed_fraction = 0, saturated_fraction = 0;
   double mean = 0, max = 0;  // of the raw input
+  // Histogram of the raw input over [hist_lo, hist_hi] (values outside land in the end bins): [0, R] or, for a
+  // signed quantizer, [−R, R], with R = 1.25 × the clipping threshold.
+  double hist_lo = 0, hist_hi = 0;
+  std::vector<int64_t> hist;
 };
 // Runs `batches` batches of `ds` through the model (eval mode, no gradients) and measures each layer that
 // has an active input quantizer.

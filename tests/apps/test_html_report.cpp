@@ -320,6 +320,11 @@ TEST_CASE("activation statistics: shares of the input zeroed and saturated by th
   CHECK(std::abs(stats[0].saturated_fraction - saturated / 1024.0) <= 1.5 / 1024);
   CHECK(stats[0].mean == doctest::Approx(sum / 1024.0));
   CHECK(stats[0].max == doctest::Approx(mx));
+  int64_t in_hist = 0;
+  for (int64_t h : stats[0].hist) in_hist += h;
+  CHECK(in_hist == stats[0].values);
+  CHECK(stats[0].hist_lo == -stats[0].hist_hi);  // signed input: a symmetric range
+  CHECK(stats[1].hist_lo == 0);
   for (const auto& s : stats) {
     CHECK(s.values > 0);
     CHECK(s.zeroed_fraction >= 0);
@@ -328,6 +333,22 @@ TEST_CASE("activation statistics: shares of the input zeroed and saturated by th
   // The hooks are gone afterwards: another forward does not change the numbers.
   const auto again = activation_stats(*m, ds, 2, 8);
   CHECK(again[0].values == stats[0].values);
+
+  // In the report: one input histogram per measured layer, and the shares in the tables.
+  TempDir dir;
+  write_ckpt(dir.file("m.ckpt"), *m);
+  InspectData in = load_inspect_data(dir.file("m.ckpt"));
+  const int charts_before = count(html_report(in), "<svg");
+  in.activations = stats;
+  in.data_name = "ramps";
+  const std::string html = html_report(in);
+  CHECK(count(html, "<svg") == charts_before + 4);
+  CHECK(count(html, "Inputs (") == 4);
+  char share[32];
+  std::snprintf(share, sizeof share, "%.2f%%", 100 * stats[0].zeroed_fraction);
+  CHECK(html.find(share) != std::string::npos);
+  check_balanced_tags(html);
+  check_self_contained(html);
 }
 
 TEST_CASE("inspecting something that is not a checkpoint names it") {
