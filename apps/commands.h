@@ -35,6 +35,11 @@ struct InspectOptions {
   bool json = false;
   bool csv = false;
   std::string html;
+  // Activation statistics over a few batches of this data (empty = none).
+  std::string data;
+  std::string data_dir;
+  int64_t batches = 4;
+  int64_t batch = 128;
 };
 void add_inspect_flags(CLI::App& app, InspectOptions& o);
 int run_inspect(const InspectOptions& o);

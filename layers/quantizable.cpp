@@ -37,6 +37,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x,
   const Tensor w = weight();
   if (!quantized()) return op(x, w);
   if (x.dim() > 0 && x.size(0) > 0) input_per_image_ = x.numel() / x.size(0);
+  if (input_hook_) input_hook_(x);
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);

@@ -5,6 +5,7 @@
 // Calibration is a mode of forward: observe inputs and weights, then fit the output scale by least squares
 // against the full-precision output; it is driven by quantize.h, never by the layer itself.
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "layers/module.h"
@@ -48,6 +49,9 @@ class QuantizableModule : public Module {
   // 1/sqrt(N_w). A quantizer parameter's gradient is a sum over N elements and scales with 1/d, so one LR
   // cannot suit a 2k-weight conv and an 800k-weight linear alike; this balances them (as LSQ does).
   void scale_quant_grads();
+  // Called with the layer's input (before quantization) on every quantized forward; empty = none. For
+  // inspection (`qil inspect --data`), never for training.
+  void set_input_hook(std::function<void(const Tensor&)> hook) { input_hook_ = std::move(hook); }
 
  protected:
   // The layer's compute: y = op(x, w). forward_quantized wraps it with quantization and calibration.
@@ -62,6 +66,7 @@ class QuantizableModule : public Module {
   CalibPhase phase_ = CalibPhase::none;
   double fit_num_ = 0, fit_den_ = 0;
   int64_t input_per_image_ = 0;  // elements of one image's input, seen by the last forward
+  std::function<void(const Tensor&)> input_hook_;
 };
 
 }  // namespace layers
