@@ -8,6 +8,7 @@
 #include "apps/bench.h"
 #include "apps/commands.h"
 #include "apps/config.h"
+#include "apps/export.h"
 #include "apps/train.h"
 #include "engine/check.h"
 #include "engine/dist.h"
@@ -48,6 +49,14 @@ int main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "training-step throughput (img/s) on synthetic data");
   apps::add_bench_flags(*bench, bench_opt);
 
+  apps::ExportOptions export_opt;
+  CLI::App* export_cmd = app.add_subcommand("export", "write a checkpoint as safetensors (float or integer weights)");
+  apps::add_export_flags(*export_cmd, export_opt);
+
+  apps::PredictOptions predict_opt;
+  CLI::App* predict = app.add_subcommand("predict", "logits of a .npy batch (float32 N,C,H,W) as .npy");
+  apps::add_predict_flags(*predict, predict_opt);
+
   try {
     // A config file (--config, or a resumed run's own config.toml) supplies tokens ahead of the command line,
     // so that flags given on the command line win.
@@ -87,6 +96,8 @@ int main(int argc, char** argv) {
     if (*models) return apps::run_models(models_opt);
     if (*inspect) return apps::run_inspect(inspect_opt);
     if (*bench) return apps::run_bench(bench_opt);
+    if (*export_cmd) return apps::run_export(export_opt);
+    if (*predict) return apps::run_predict(predict_opt);
   } catch (const engine::Error& e) {
     std::cerr << "qil: error: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,233 @@
+// export (safetensors, float or integer weights) and predict (.npy in, logits .npy out).
+#include "apps/export.h"
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "apps/npy.h"
+#include "engine/autograd.h"
+#include "engine/check.h"
+#include "quant/qil_ops.h"
+
+namespace apps {
+
+using engine::str_cat;
+using engine::Tensor;
+using nlohmann::json;
+
+namespace {
+
+bool weight_quantized(const layers::QuantizableModule& l) {
+  return l.quant_spec().wbits < 32 && l.weight_quantizer();
+}
+bool input_quantized(const layers::QuantizableModule& l) { return l.quant_spec().abits < 32 && l.act_quantizer(); }
+
+// w̄ (normalized to [−1, 1]) of a layer whose weights are quantized.
+Tensor fake_quantized_weight(const layers::QuantizableModule& l) {
+  engine::NoGradGuard ng;
+  return (*l.weight_quantizer())(l.weight()).detach();
+}
+
+Tensor times(const Tensor& t, float s) {  // a new tensor t·s
+  Tensor out = Tensor::empty(t.shape());
+  const float* a = t.data();
+  float* o = out.data();
+  for (int64_t i = 0; i < t.numel(); ++i) o[i] = a[i] * s;
+  return out;
+}
+
+Tensor scalar(float v) { return Tensor::scalar(v); }
+
+// Metadata both kinds of file share: the network, its input normalization and each quantized layer's widths.
+std::map<std::string, std::string> common_metadata(layers::Module& model, const ModelMeta& meta,
+                                                   const char* format) {
+  json layers_json = json::object();
+  for (auto& [name, l] : layers::quantizable_layers(model)) {
+    if (!l->quantized()) continue;
+    const auto& s = l->quant_spec();
+    layers_json[name] = {{"wbits", weight_quantized(*l) ? s.wbits : 32},
+                         {"abits", input_quantized(*l) ? s.abits : 32},
+                         {"signed_input", input_quantized(*l) && l->act_quantizer()->is_signed()}};
+  }
+  return {{"format", format},
+          {"model", meta.model},
+          {"in_channels", std::to_string(meta.spec.in_channels)},
+          {"num_classes", std::to_string(meta.spec.num_classes)},
+          {"image_size", std::to_string(meta.spec.image_size)},
+          {"input_mean", json(meta.mean).dump()},
+          {"input_std", json(meta.std).dump()},
+          {"quant_layers", layers_json.dump()}};
+}
+
+const char* kActivationRule =
+    "x_bar = round(clamp((x - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers "
+    "x_bar = sign(x) * round(clamp((|x| - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^(bits-1) - 1; "
+    "round is half away from zero";
+
+std::map<std::string, layers::QuantizableModule*> layer_map(layers::Module& model) {
+  std::map<std::string, layers::QuantizableModule*> out;
+  for (auto& [name, l] : layers::quantizable_layers(model)) out[name] = l;
+  return out;
+}
+
+// The layer whose weight parameter this is, or nullptr.
+layers::QuantizableModule* owner_of_weight(const std::map<std::string, layers::QuantizableModule*>& layers,
+                                           const std::string& param) {
+  const std::string w = "weight";
+  if (param.size() < w.size() || param.compare(param.size() - w.size(), w.size(), w) != 0) return nullptr;
+  std::string layer = param.substr(0, param.size() - w.size());
+  if (!layer.empty()) {
+    if (layer.back() != '.') return nullptr;
+    layer.pop_back();
+  }
+  auto it = layers.find(layer);
+  return it == layers.end() ? nullptr : it->second;
+}
+
+}  // namespace
+
+Tensor effective_weight(const layers::QuantizableModule& l) {
+  if (!l.quantized()) return l.weight().clone();
+  const float s = l.out_scale().item();
+  return times(weight_quantized(l) ? fake_quantized_weight(l) : l.weight().detach(), s);
+}
+
+ExportedModel export_float(layers::Module& model, const ModelMeta& meta, bool with_quant_params) {
+  ExportedModel out;
+  const auto layers = layer_map(model);
+  for (const auto& p : model.named_parameters()) {
+    if (p.kind == layers::ParamKind::quant && !with_quant_params) continue;
+    layers::QuantizableModule* l = owner_of_weight(layers, p.name);
+    out.tensors.emplace_back(p.name, l ? effective_weight(*l) : p.tensor.detach());
+  }
+  for (const auto& b : model.named_buffers()) out.tensors.emplace_back(b.name, b.tensor.detach());
+  out.metadata = common_metadata(model, meta, kExportFormatFloat);
+  out.metadata["weights"] =
+      "effective: the weight of each quantized layer is its fake-quantized weight times its out_scale (w_bar * s), "
+      "so the file loads into the full-precision network; reproducing qil's outputs exactly also needs each "
+      "quantized layer's input quantization (abits in quant_layers; c and d in <layer>.act_quant.* when exported "
+      "with --with-quant-params)";
+  out.metadata["activation_rule"] = kActivationRule;
+  return out;
+}
+
+ExportedModel export_int(layers::Module& model, const ModelMeta& meta) {
+  ExportedModel out;
+  const auto layers = layer_map(model);
+  for (const auto& p : model.named_parameters()) {
+    if (p.kind == layers::ParamKind::quant) continue;  // written per layer below
+    layers::QuantizableModule* l = owner_of_weight(layers, p.name);
+    if (!l) {
+      out.tensors.emplace_back(p.name, p.tensor.detach());
+      continue;
+    }
+    const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
+    if (weight_quantized(*l)) {
+      const int q = quant::qil_weight_levels(l->quant_spec().wbits, "export");
+      const Tensor wbar = fake_quantized_weight(*l);
+      Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
+      const float* w = wbar.data();
+      int8_t* c = codes.data<int8_t>();
+      for (int64_t i = 0; i < wbar.numel(); ++i) {
+        // w̄ = round(ŵ·q)/q, so w̄·q is an integer up to float rounding.
+        const long code = std::lround(w[i] * q);
+        QIL_CHECK(code >= -q && code <= q, "export: layer '", pre, "' has a weight code ", code, " outside [", -q,
+                  ", ", q, "]");
+        c[i] = static_cast<int8_t>(code);
+      }
+      out.tensors.emplace_back(pre + "weight_int", codes);
+      out.tensors.emplace_back(pre + "weight_scale", scalar(l->out_scale().item() / static_cast<float>(q)));
+    } else {
+      out.tensors.emplace_back(p.name, effective_weight(*l));
+    }
+    if (input_quantized(*l)) {
+      const auto* a = l->act_quantizer();
+      out.tensors.emplace_back(pre + "act_quant.c", scalar(a->c().item()));
+      out.tensors.emplace_back(pre + "act_quant.d", scalar(a->d().item()));
+      out.tensors.emplace_back(pre + "act_quant.bits", scalar(static_cast<float>(l->quant_spec().abits)));
+    }
+  }
+  for (const auto& b : model.named_buffers()) out.tensors.emplace_back(b.name, b.tensor.detach());
+  out.metadata = common_metadata(model, meta, kExportFormatInt);
+  out.metadata["weights"] =
+      "<layer>.weight = <layer>.weight_int (int8 codes) * <layer>.weight_scale for layers with quantized weights; "
+      "other weights are f32 (already multiplied by the layer's output scale where only the input is quantized)";
+  out.metadata["activations"] =
+      str_cat("a layer with <layer>.act_quant.{c,d,bits} computes op(x_bar, weight) + bias, where ", kActivationRule);
+  return out;
+}
+
+void add_export_flags(CLI::App& app, ExportOptions& o) {
+  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
+  app.add_option("--out", o.out, "output .safetensors file")->required();
+  app.add_option("--format", o.format, "safetensors (float, torchvision names) | int (integer weight codes)")
+      ->capture_default_str();
+  app.add_flag("--with-quant-params", o.with_quant_params,
+               "safetensors: also write the quantizer parameters (<layer>.weight_quant.c, ...) and output scales");
+}
+
+int run_export(const ExportOptions& o) {
+  QIL_CHECK(o.format == "safetensors" || o.format == "int", "export: --format must be safetensors or int, got '",
+            o.format, "'");
+  QIL_CHECK(!(o.with_quant_params && o.format == "int"),
+            "export: --with-quant-params applies to --format safetensors (the int format always has them)");
+  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  ExportedModel e = o.format == "int" ? export_int(*lm.model, lm.meta)
+                                      : export_float(*lm.model, lm.meta, o.with_quant_params);
+  engine::write_safetensors(o.out, e.tensors, e.metadata);
+  std::printf("%s: %zu tensors (%s) written to %s\n", o.checkpoint.c_str(), e.tensors.size(), o.format.c_str(),
+              o.out.c_str());
+  return 0;
+}
+
+void add_predict_flags(CLI::App& app, PredictOptions& o) {
+  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
+  app.add_option("--input", o.input, ".npy float32 (N, C, H, W), already normalized")->required();
+  app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
+  app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
+  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+}
+
+Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const Tensor& x, int64_t batch,
+                      const std::string& where) {
+  QIL_CHECK(batch >= 1, "predict: --batch must be at least 1, got ", batch);
+  const engine::Shape want{spec.in_channels, spec.image_size, spec.image_size};
+  QIL_CHECK(x.dim() == 4 && engine::Shape(x.shape().begin() + 1, x.shape().end()) == want, where,
+            ": shape ", x.shape(), " does not match the network's input (N, ", want[0], ", ", want[1], ", ", want[2],
+            ")");
+  const int64_t n = x.size(0), per_image = x.numel() / std::max<int64_t>(n, 1);
+  QIL_CHECK(n >= 1, where, ": holds no images (shape ", x.shape(), ")");
+  Tensor logits = Tensor::empty({n, spec.num_classes});  // (N, K)
+  engine::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  for (int64_t i0 = 0; i0 < n; i0 += batch) {
+    const int64_t b = std::min(batch, n - i0);
+    Tensor xb = Tensor::empty({b, want[0], want[1], want[2]});  // (b, C, H, W)
+    std::memcpy(xb.data(), x.data() + i0 * per_image, static_cast<size_t>(b * per_image) * sizeof(float));
+    const std::vector<float> y = model.forward(xb).to_vector();
+    QIL_CHECK(static_cast<int64_t>(y.size()) == b * spec.num_classes, "predict: the network returned ", y.size(),
+              " values for ", b, " images, expected ", b, " x ", spec.num_classes);
+    std::memcpy(logits.data() + i0 * spec.num_classes, y.data(), y.size() * sizeof(float));
+  }
+  model.train(was_training);
+  return logits;
+}
+
+int run_predict(const PredictOptions& o) {
+  if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  const Tensor x = read_npy(o.input);
+  const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
+  write_npy(o.output, y);
+  std::printf("%s: logits (%lld, %lld) of %s written to %s\n", o.checkpoint.c_str(), static_cast<long long>(y.size(0)),
+              static_cast<long long>(y.size(1)), o.input.c_str(), o.output.c_str());
+  return 0;
+}
+
+}  // namespace apps

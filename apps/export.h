@@ -1,0 +1,68 @@
+// `qil export` and `qil predict`: a trained network out of qil. export writes safetensors, either float
+// tensors under torchvision's names (quantized layers as the effective weight w̄·s they compute with) or
+// integer weight codes with their scales and the activation quantizers' parameters; predict runs a NumPy
+// `.npy` batch through a checkpoint and writes the logits as `.npy`. Not an importer (train's --init reads
+// checkpoints and safetensors), not an ONNX or TorchScript exporter.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "apps/model_io.h"
+#include "engine/serialize.h"
+
+namespace CLI {
+class App;
+}
+
+namespace apps {
+
+// The value of "format" in the metadata of each kind of file.
+constexpr const char* kExportFormatFloat = "qil-export-v1";
+constexpr const char* kExportFormatInt = "qil-export-int-v1";
+
+struct ExportOptions {
+  std::string checkpoint;
+  std::string out;
+  std::string format = "safetensors";  // safetensors | int
+  bool with_quant_params = false;      // safetensors: also <layer>.weight_quant.c ... and <layer>.out_scale
+};
+void add_export_flags(CLI::App& app, ExportOptions& o);
+int run_export(const ExportOptions& o);
+
+// Tensors and "__metadata__" of an export, before they are written.
+struct ExportedModel {
+  engine::NamedTensors tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+// The weight a layer computes with: w̄·s when its weights are quantized, w·s when only its input is, w when it
+// is full precision. A new tensor, no autograd history.
+engine::Tensor effective_weight(const layers::QuantizableModule& layer);
+
+// Every parameter and buffer under its own name, quantized layers' `weight` replaced by effective_weight;
+// quantizer parameters (weight_quant.*, act_quant.*, out_scale) only when with_quant_params.
+ExportedModel export_float(layers::Module& model, const ModelMeta& meta, bool with_quant_params);
+
+// Layers with quantized weights: `<layer>.weight_int` (s8 codes round(ŵ·q_W)) and `<layer>.weight_scale`
+// (f32 scalar s/q_W), so that w̄·s = code × scale. Layers with quantized inputs: `<layer>.act_quant.{c,d,bits}`
+// (f32 scalars). Everything else (full-precision weights, scaled by s where only the input is quantized,
+// biases, BatchNorm) as f32 under its own name. The metadata says how to dequantize.
+ExportedModel export_int(layers::Module& model, const ModelMeta& meta);
+
+struct PredictOptions {
+  std::string checkpoint;
+  std::string input;
+  std::string output;
+  int64_t batch = 64;
+  int64_t threads = 0;  // 0 = OpenMP's default
+};
+void add_predict_flags(CLI::App& app, PredictOptions& o);
+int run_predict(const PredictOptions& o);
+
+// Logits (N, K) of x (N, C, H, W), in eval mode without gradients, `batch` images at a time. x must have the
+// network's C, H, W (spec); `where` names the input in errors.
+engine::Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const engine::Tensor& x,
+                              int64_t batch, const std::string& where);
+
+}  // namespace apps

@@ -1,0 +1,110 @@
+// Fixtures for the export and npy tests: a self-deleting temp folder, raw file writing, and a small LeNet
+// checkpoint (optionally quantized, with γ and output scales moved off their defaults).
+#pragma once
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "apps/model_io.h"
+#include "engine/random.h"
+#include "layers/quantize.h"
+
+namespace exporttest {
+
+namespace fs = std::filesystem;
+
+// Runs f, which must throw engine::Error with a message containing every one of parts.
+template <class F>
+void check_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    FAIL("no error; expected one mentioning '", parts.back(), "'");
+  } catch (const engine::Error& e) {
+    const std::string msg = e.what();
+    for (const auto& part : parts) CHECK_MESSAGE(msg.find(part) != std::string::npos, "'", part, "' not in: ", msg);
+  }
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("qil_export_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(f.good());
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+inline engine::Tensor random_tensor(const engine::Shape& shape, uint64_t seed) {
+  engine::Generator g(seed);
+  engine::Tensor t = engine::Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = g.normal();
+  return t;
+}
+
+// LeNet on 1x8x8 inputs, 3 classes.
+inline apps::ModelMeta tiny_meta() { return apps::ModelMeta{"lenet", layers::ModelSpec{1, 3, 8, 7}, {0.5f}, {0.25f}}; }
+
+inline void set_scalar(layers::Module& m, const std::string& name, float v) {
+  for (auto& p : m.named_parameters())
+    if (p.name == name) {
+      p.tensor.data()[0] = v;
+      return;
+    }
+  FAIL("no parameter ", name);
+}
+
+// Writes a LeNet checkpoint. quantized: conv2 at W4A4 and fc1 at W3A4 (conv1 and fc2 stay full precision),
+// calibrated on random batches, then γ and out_scale set by hand so that the test sees γ ≠ 1 and s ≠ 1.
+inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
+  const apps::ModelMeta meta = tiny_meta();
+  auto model = layers::build_model(meta.model, meta.spec);
+  if (quantized) {
+    layers::QuantPlan plan;
+    plan.wbits = plan.abits = 4;
+    plan.overrides["fc1"] = layers::LayerOverride{3, 4, false};
+    layers::apply_quant_plan(*model, plan);
+    int left = 2;
+    uint64_t seed = 100;
+    layers::calibrate(*model, 2, [&](engine::Tensor& x) {
+      if (left-- == 0) return false;
+      x = random_tensor({4, 1, 8, 8}, seed++);
+      return true;
+    });
+    set_scalar(*model, "conv2.weight_quant.gamma", 1.3f);
+    set_scalar(*model, "fc1.weight_quant.gamma", 0.7f);
+    set_scalar(*model, "conv2.out_scale", 0.8f);
+    set_scalar(*model, "fc1.out_scale", 1.7f);
+  }
+  engine::Checkpoint ck;
+  apps::add_model(ck, *model, meta);
+  engine::write_checkpoint(path, ck);
+}
+
+}  // namespace exporttest
