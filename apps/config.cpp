@@ -65,7 +65,21 @@ std::vector<Field> fields(TrainConfig& c) {
       {"threads", &c.threads, "compute threads (0 = OpenMP's default)"},
       {"workers", &c.workers, "data decode threads"},
       {"progress", &c.progress, "progress display: auto | bar | lines | none"},
+      {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)"},
   };
+}
+
+// The shortest decimal that reads back as the same double, always with a '.' or exponent (a TOML float).
+std::string shortest(double v) {
+  std::string out;
+  for (int prec = 6; prec <= 17; ++prec) {
+    std::ostringstream os;
+    os << std::setprecision(prec) << v;
+    out = os.str();
+    if (std::stod(out) == v) break;
+  }
+  if (out.find_first_of(".eEn") == std::string::npos) out += ".0";
+  return out;
 }
 
 std::string toml_key_to_flag(std::string k) {
@@ -160,6 +174,7 @@ std::vector<std::string> config_file_tokens(const std::string& path, const CLI::
     QIL_CHECK(flag != "--config" && flag != "--resume" && app.get_option_no_throw(flag) != nullptr, "config ",
               path, ": unknown key '", key, "'");
     const std::string value = node_to_string(v, key, path);
+    if (value.empty()) continue;  // an empty string is the flag's default ("not given")
     tokens.push_back(flag + "=" + value);
   }
   return tokens;
@@ -183,6 +198,7 @@ void validate(const TrainConfig& c) {
             c.quant_grad_scale, "'");
   QIL_CHECK(c.first_last == "fp" || c.first_last == "8", "--first-last must be fp or 8, got '", c.first_last, "'");
   QIL_CHECK(c.calib_batches >= 1, "--calib-batches must be at least 1, got ", c.calib_batches);
+  QIL_CHECK(c.stop_after_steps >= 0, "--stop-after-steps must be >= 0, got ", c.stop_after_steps);
   QIL_CHECK(c.threads >= 0, "--threads must be >= 0, got ", c.threads);
   QIL_CHECK(c.workers >= 1, "--workers must be at least 1, got ", c.workers);
   QIL_CHECK(c.crop_padding >= 0, "--crop-padding must be >= 0, got ", c.crop_padding);
@@ -212,14 +228,14 @@ std::string to_toml(const TrainConfig& cfg) {
         [&](auto* p) {
           using T = std::remove_pointer_t<decltype(p)>;
           if constexpr (std::is_same_v<T, std::string>) {
-            if (key == "resume") return;  // a run's config never asks to resume itself
+            if (key == "resume" || key == "config") return;  // a run's config never points elsewhere
             os << key << " = " << toml::value<std::string>(*p) << "\n";
           } else if constexpr (std::is_same_v<T, bool>) {
             os << key << " = " << (*p ? "true" : "false") << "\n";
           } else if constexpr (std::is_same_v<T, double>) {
-            os << key << " = " << std::setprecision(17) << *p << (*p == static_cast<int64_t>(*p) ? ".0" : "")
-               << "\n";
+            os << key << " = " << shortest(*p) << "\n";
           } else {
+            if (key == "stop_after_steps") return;  // a test hook, never part of a run's configuration
             os << key << " = " << *p << "\n";
           }
         },

@@ -61,6 +61,7 @@ struct TrainConfig {
   int64_t workers = 1;  // data decode threads
   std::string progress = "auto";  // auto | bar | lines | none
   std::string config;             // the TOML file these came from, if any
+  int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)
 };
 
 // Registers every TrainConfig field as a flag on `app`.

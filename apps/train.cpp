@@ -51,11 +51,15 @@ struct Position {
   int64_t step = 0;       // optimizer steps within the stage
   int64_t global_epoch = 0;
   std::vector<double> best_val;  // per stage, -1 = none yet
+  // The running training statistics of the current epoch, so a resumed epoch reports the whole epoch.
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
 };
 
 json position_json(const Position& p) {
   return json{{"stage", p.stage}, {"epoch", p.epoch}, {"batch", p.batch}, {"step", p.step},
-              {"global_epoch", p.global_epoch}, {"best_val", p.best_val}};
+              {"global_epoch", p.global_epoch}, {"best_val", p.best_val}, {"loss_sum", p.loss_sum},
+              {"correct", p.correct}, {"seen", p.seen}};
 }
 Position position_from_json(const json& j) {
   Position p;
@@ -65,6 +69,9 @@ Position position_from_json(const json& j) {
   p.step = j.at("step").get<int64_t>();
   p.global_epoch = j.at("global_epoch").get<int64_t>();
   p.best_val = j.at("best_val").get<std::vector<double>>();
+  p.loss_sum = j.value("loss_sum", 0.0);
+  p.correct = j.value("correct", int64_t{0});
+  p.seen = j.value("seen", int64_t{0});
   return p;
 }
 
@@ -301,6 +308,7 @@ int run_train(TrainConfig cfg) {
   };
   std::vector<StageResult> results;
   const auto t0 = std::chrono::steady_clock::now();
+  int64_t steps_this_process = 0;
 
   for (int si = pos.stage; si < static_cast<int>(r.stages.size()); ++si) {
     const Stage& st = r.stages[si];
@@ -362,10 +370,12 @@ int run_train(TrainConfig cfg) {
     for (; pos.epoch < st.epochs; ++pos.epoch, ++pos.global_epoch) {
       r.model->train();
       loader.start_epoch(pos.global_epoch, pos.batch);
-      Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), steps_per_epoch * cfg.batch,
+      Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (steps_per_epoch - pos.batch) * cfg.batch,
                    r.lead ? progress_mode(cfg.progress) : ProgressMode::none);
-      double loss_sum = 0;
-      int64_t correct = 0, seen = 0;
+      double& loss_sum = pos.loss_sum;
+      int64_t& correct = pos.correct;
+      int64_t& seen = pos.seen;
+      const int64_t seen_before = seen;  // images of this epoch run before a resume
       float lr = 0;
       auto last_save = std::chrono::steady_clock::now();
       data::Batch b;
@@ -394,8 +404,10 @@ int run_train(TrainConfig cfg) {
         seen += n;
         ++pos.step;
         pos.batch = b.index + 1;
-        bar.update(seen, str_cat("loss ", fmt_pct(loss_sum / seen), " acc ", fmt_pct(100.0 * correct / seen), "%"));
-        const bool stop = g_stop_signal != 0;
+        bar.update(seen - seen_before, str_cat("loss ", fmt_pct(loss_sum / seen), " acc ", fmt_pct(100.0 * correct / seen), "%"));
+        ++steps_this_process;
+        const bool stop_requested = cfg.stop_after_steps > 0 && steps_this_process >= cfg.stop_after_steps;
+        const bool stop = g_stop_signal != 0 || stop_requested;
         if (stop || std::chrono::steady_clock::now() - last_save > std::chrono::minutes(10)) {
           save_checkpoint(r, "last.ckpt", &opt, pos);
           last_save = std::chrono::steady_clock::now();
@@ -403,14 +415,19 @@ int run_train(TrainConfig cfg) {
         if (stop) {
           bar.finish();
           if (r.lead)
-            std::cout << "stopped by signal " << g_stop_signal << "; saved " << r.dir
-                      << "/last.ckpt — continue with: qil train --resume " << r.dir << "\n";
-          return 128 + g_stop_signal;
+            std::cout << "stopped "
+                      << (stop_requested ? str_cat("after ", steps_this_process, " steps")
+                                         : str_cat("by signal ", g_stop_signal.load()))
+                      << "; saved " << r.dir << "/last.ckpt; continue with: qil train --resume " << r.dir << "\n";
+          return stop_requested ? 0 : 128 + g_stop_signal;
         }
       }
       bar.finish();
-      const double img_s = seen / std::max(1e-9, bar.elapsed_seconds());
+      const double img_s = (seen - seen_before) / std::max(1e-9, bar.elapsed_seconds());
+      const double epoch_loss = seen ? loss_sum / seen : 0.0, epoch_acc = seen ? 100.0 * correct / seen : 0.0;
       pos.batch = 0;
+      pos.loss_sum = 0;
+      pos.correct = pos.seen = 0;
       EvalResult val, test;
       if (r.data.val) val = evaluate(*r.model, r.data.val, cfg.batch, cfg.workers, r.lead ? cfg.progress : "none", "val");
       if (r.data.test) test = evaluate(*r.model, r.data.test, cfg.batch, cfg.workers, r.lead ? cfg.progress : "none", "test");
@@ -431,7 +448,7 @@ int run_train(TrainConfig cfg) {
         char line[512];
         std::snprintf(line, sizeof line, "%d,%s,%d,%lld,%.6g,%.6f,%.4f,%.6f,%.4f,%.4f,%.6f,%.4f,%.4f,%.1f,%.1f", si + 1,
                       st.name().c_str(), pos.epoch + 1, static_cast<long long>(pos.global_epoch + 1), lr,
-                      seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0, val.loss, val.top1,
+                      epoch_loss, epoch_acc, val.loss, val.top1,
                       val.top5, test.loss, test.top1, test.top5, img_s, wall);
         append_line(metrics_path, line);
         for (const auto& rep : layers::quant_report(*r.model)) {
@@ -444,8 +461,8 @@ int run_train(TrainConfig cfg) {
         std::snprintf(line, sizeof line,
                       "[%s] epoch %d/%d  train loss %.4f acc %.2f%%  val %.2f%%  test %.2f%% (top-5 %.2f%%)  lr %.4g  "
                       "%.0f img/s  %s",
-                      st.name().c_str(), pos.epoch + 1, st.epochs, seen ? loss_sum / seen : 0.0,
-                      seen ? 100.0 * correct / seen : 0.0, val.top1, test.top1, test.top5, lr, img_s,
+                      st.name().c_str(), pos.epoch + 1, st.epochs, epoch_loss, epoch_acc, val.top1, test.top1, test.top5,
+                      lr, img_s,
                       format_duration(wall).c_str());
         std::cout << line << std::endl;
       }

@@ -1,0 +1,51 @@
+// Runs the real `qil` binary for command-line tests: exit code and combined output, in a temporary folder.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <sys/wait.h>
+
+namespace qiltest {
+
+struct CmdResult {
+  int code = -1;
+  std::string out;  // stdout and stderr
+};
+
+inline std::string qil_binary() {
+  const char* b = std::getenv("QIL_BINARY");
+  if (b && *b) return b;
+  return std::filesystem::exists("./qil") ? "./qil" : "";
+}
+
+inline CmdResult run_qil(const std::string& args) {
+  CmdResult r;
+  const std::string cmd = "'" + qil_binary() + "' " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE_MESSAGE(p != nullptr, "cannot run " << cmd);
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+struct ScratchDir {
+  std::filesystem::path path;
+  ScratchDir() {
+    char tmpl[] = "/tmp/qil-test-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+}  // namespace qiltest

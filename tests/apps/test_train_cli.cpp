@@ -1,0 +1,185 @@
+// `qil train` / `qil eval` from the command line: bad input answers with a clear error and a non-zero exit,
+// a short run writes its run directory, same seed gives the same losses, and an interrupted run resumed from
+// its checkpoint ends exactly where an uninterrupted one does.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "apps/stages.h"
+#include "engine/check.h"
+#include "run_qil.h"
+
+using qiltest::run_qil;
+using qiltest::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kFashion = "/usr/share/datasets/fashion-mnist";
+// A small, fast run on Fashion-MNIST: 10 steps of 64 images per epoch.
+const std::string kSmall =
+    " --model lenet --train-subset 768 --val-size 128 --test-subset 256 --batch 64 --progress none --lr 0.05";
+
+bool have_fashion() {
+  if (fs::exists(std::string(kFashion) + "/train-images-idx3-ubyte.gz")) return true;
+  MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+  return false;
+}
+
+std::vector<std::string> csv_column(const std::string& path, const std::string& col) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  std::vector<std::string> head;
+  std::stringstream hs(line);
+  for (std::string h; std::getline(hs, h, ',');) head.push_back(h);
+  const size_t k = std::find(head.begin(), head.end(), col) - head.begin();
+  REQUIRE_MESSAGE(k < head.size(), "no column " << col << " in " << path);
+  std::vector<std::string> out;
+  while (std::getline(f, line)) {
+    std::stringstream ls(line);
+    std::string v;
+    for (size_t i = 0; i <= k; ++i) std::getline(ls, v, ',');
+    out.push_back(v);
+  }
+  return out;
+}
+
+void expect_error(const std::string& args, const std::string& message) {
+  auto r = run_qil(args);
+  CHECK_MESSAGE(r.code != 0, args << "\n" << r.out);
+  CHECK_MESSAGE(r.out.find(message) != std::string::npos, "expected '" << message << "' in:\n" << r.out);
+  CHECK_MESSAGE(r.out.find("internal error") == std::string::npos, r.out);
+}
+
+}  // namespace
+
+TEST_CASE("stage lists: widths, epochs and what is rejected") {
+  auto s = apps::parse_stages("32,w8a8,5,w4a5,4,2", "10,3,3,3,3,6");
+  REQUIRE(s.size() == 6);
+  CHECK(s[0].name() == "fp32");
+  CHECK(!s[0].quantized());
+  CHECK((s[1].wbits == 8 && s[1].abits == 8 && s[1].epochs == 3));
+  CHECK((s[3].wbits == 4 && s[3].abits == 5));
+  CHECK(s[3].name() == "w4a5");
+  CHECK((s[5].wbits == 2 && s[5].epochs == 6));
+  CHECK(apps::parse_stages("4,3", "7")[1].epochs == 7);  // one number serves every stage
+  auto bad = [](const char* st, const char* ep, const char* msg) {
+    CHECK_THROWS_WITH_AS(apps::parse_stages(st, ep), doctest::Contains(msg), engine::Error);
+  };
+  bad("32,9", "1", "bit width 9");
+  bad("1", "1", "bit width 1");
+  bad("4,5", "1", "not decreasing at stage 2 (w4a4 -> w5a5)");
+  bad("4,4", "1", "not decreasing");
+  bad("w4a4,w3a8", "1", "not decreasing");
+  bad("32,4", "1,2,3", "gives 3 numbers for 2 stages");
+  bad("32,4", "1,0", "'0' is not a positive epoch count");
+  bad("32,x", "1", "cannot read 'x'");
+  bad("w4", "1", "no 'a' activation width");
+}
+
+TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
+  ScratchDir tmp;
+  expect_error("train --bogus-flag 3", "--bogus-flag");
+  expect_error("train --batch 0", "--batch must be at least 1, got 0");
+  expect_error("train --lr -0.1", "--lr must be positive, got -0.1");
+  expect_error("train --model resnet19", "unknown model 'resnet19'");
+  expect_error("train --data idx --data-dir " + tmp / "nowhere", "nowhere");
+  expect_error("train --stages 32,9", "bit width 9");
+  expect_error("train --stages 4,8", "not decreasing");
+  expect_error("train --stages 4 --freeze-weights", "--freeze-weights needs --init");
+  expect_error("train --schedule linear", "unknown schedule 'linear'");
+  {
+    std::ofstream(tmp / "bad.toml") << "model = \"lenet\"\nlearning_rate = 0.1\n";
+    expect_error("train --config " + tmp / "bad.toml", "unknown key 'learning_rate'");
+    std::ofstream(tmp / "broken.toml") << "model = \n";
+    expect_error("train --config " + tmp / "broken.toml", "broken.toml");
+    std::ofstream(tmp / "layers.toml") << "[layers.\"conv9\"]\nwbits = 12\n";
+    expect_error("train --config " + tmp / "layers.toml", "layers.conv9.wbits must be an integer in 2..8");
+    expect_error("train --config " + tmp / "missing.toml", "no such file");
+  }
+  {  // an IDX folder whose images file is cut short
+    fs::create_directories(tmp / "idx");
+    std::ofstream f(tmp / "idx/train-images-idx3-ubyte", std::ios::binary);
+    const unsigned char head[] = {0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3};
+    f.write(reinterpret_cast<const char*>(head), sizeof head);
+    f.close();
+    std::ofstream l(tmp / "idx/train-labels-idx1-ubyte", std::ios::binary);
+    const unsigned char lh[] = {0, 0, 8, 1, 0, 0, 0, 10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    l.write(reinterpret_cast<const char*>(lh), sizeof lh);
+    l.close();
+    expect_error("train --data idx --data-dir " + tmp / "idx", "train-images-idx3-ubyte");
+  }
+  expect_error("eval " + tmp / "nothing.ckpt", "nothing.ckpt");
+  std::ofstream(tmp / "text.ckpt") << "not a checkpoint";
+  expect_error("inspect " + tmp / "text.ckpt", "text.ckpt");
+  if (!have_fashion()) return;
+  std::ofstream(tmp / "file") << "x";
+  expect_error("train" + kSmall + " --epochs 1 --out " + tmp / "file/run", "--out: cannot create run directory");
+}
+
+TEST_CASE("a short run writes its run directory; eval and inspect read it; a different model is refused") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  auto r = run_qil("train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --out " + tmp / "run");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  for (const char* f : {"config.toml", "metrics.csv", "intervals.jsonl", "last.ckpt", "best.ckpt", "best-w4a4.ckpt"})
+    CHECK_MESSAGE(fs::exists(tmp / ("run/" + std::string(f))), f);
+  CHECK(csv_column(tmp / "run/metrics.csv", "stage_name") == std::vector<std::string>{"fp32", "w4a4"});
+  CHECK(r.out.find("learned intervals") != std::string::npos);
+  CHECK(r.out.find("conv2") != std::string::npos);  // the one quantized conv of lenet (first conv stays fp)
+
+  auto e = run_qil("eval " + tmp / "run/best.ckpt" + " --subset 256 --progress none --json");
+  REQUIRE_MESSAGE(e.code == 0, e.out);
+  CHECK(e.out.find("\"images\":256") != std::string::npos);
+  auto i = run_qil("inspect " + tmp / "run");
+  REQUIRE_MESSAGE(i.code == 0, i.out);
+  CHECK(i.out.find("fc1") != std::string::npos);
+
+  // The saved config reproduces the run's settings.
+  std::ifstream cf(tmp / "run/config.toml");
+  std::string cfg((std::istreambuf_iterator<char>(cf)), {});
+  CHECK(cfg.find("stages = '32,4'") != std::string::npos);
+  CHECK(cfg.find("lr = 0.05\n") != std::string::npos);
+  CHECK(cfg.find("batch = 64") != std::string::npos);
+
+  expect_error("train" + kSmall + " --model resnet20 --init " + tmp / "run/last.ckpt" + " --out " + tmp / "x",
+               "holds a 'lenet' network, but --model is 'resnet20'");
+  expect_error("train" + kSmall + " --resume " + tmp / "run", "finished all its stages");
+}
+
+TEST_CASE("same seed and thread count: identical losses") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  const std::string a = "train" + kSmall + " --epochs 1 --threads 2 --seed 5 --out ";
+  REQUIRE(run_qil(a + tmp / "a").code == 0);
+  REQUIRE(run_qil(a + tmp / "b").code == 0);
+  auto la = csv_column(tmp / "a/metrics.csv", "train_loss");
+  CHECK(la == csv_column(tmp / "b/metrics.csv", "train_loss"));
+  CHECK(csv_column(tmp / "a/metrics.csv", "val_loss") == csv_column(tmp / "b/metrics.csv", "val_loss"));
+  REQUIRE(run_qil("train" + kSmall + " --epochs 1 --threads 2 --seed 6 --out " + tmp / "c").code == 0);
+  CHECK(la != csv_column(tmp / "c/metrics.csv", "train_loss"));  // the seed matters
+}
+
+TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted one does") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  // Two stages, 2 epochs each (10 steps per epoch): stop mid-epoch in the first stage, then mid-epoch in
+  // the quantized one, resuming each time.
+  const std::string base = "train" + kSmall + " --stages 32,4 --stage-epochs 2 --calib-batches 2 --threads 2 --out ";
+  auto full = run_qil(base + tmp / "full");
+  REQUIRE_MESSAGE(full.code == 0, full.out);
+  auto p1 = run_qil(base + tmp / "cut" + " --stop-after-steps 13");
+  REQUIRE_MESSAGE(p1.code == 0, p1.out);
+  CHECK(p1.out.find("stopped after 13 steps") != std::string::npos);
+  auto p2 = run_qil("train --resume " + tmp / "cut" + " --stop-after-steps 12");
+  REQUIRE_MESSAGE(p2.code == 0, p2.out);
+  CHECK(p2.out.find("resuming at epoch 2 batch 3") != std::string::npos);
+  auto p3 = run_qil("train --resume " + tmp / "cut");
+  REQUIRE_MESSAGE(p3.code == 0, p3.out);
+  const auto want = csv_column(tmp / "full/metrics.csv", "test_loss");
+  REQUIRE(want.size() == 4);
+  CHECK(csv_column(tmp / "cut/metrics.csv", "test_loss") == want);
+  CHECK(csv_column(tmp / "cut/metrics.csv", "train_loss") == csv_column(tmp / "full/metrics.csv", "train_loss"));
+}
