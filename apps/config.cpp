@@ -39,6 +39,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"image-size", &c.image_size, "input side in pixels (0 = the data's own; ImageNet 224)"},
       {"augment", &c.augment, "training augmentation: comma list of crop, flip; or none"},
       {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels"},
+      {"max-bad-files", &c.max_bad_files, "imagenet: undecodable files skipped (with a warning) before the run stops"},
       {"batch", &c.batch, "batch size (per process)"},
       {"lr", &c.lr, "base learning rate of the weights"},
       {"momentum", &c.momentum, "SGD momentum"},
@@ -201,6 +202,7 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.stop_after_steps >= 0, "--stop-after-steps must be >= 0, got ", c.stop_after_steps);
   QIL_CHECK(c.threads >= 0, "--threads must be >= 0, got ", c.threads);
   QIL_CHECK(c.workers >= 1, "--workers must be at least 1, got ", c.workers);
+  QIL_CHECK(c.max_bad_files >= 0, "--max-bad-files must be >= 0, got ", c.max_bad_files);
   QIL_CHECK(c.crop_padding >= 0, "--crop-padding must be >= 0, got ", c.crop_padding);
   QIL_CHECK(c.image_size >= 0, "--image-size must be >= 0, got ", c.image_size);
   QIL_CHECK(c.progress == "auto" || c.progress == "bar" || c.progress == "lines" || c.progress == "none",

@@ -30,6 +30,7 @@ struct TrainConfig {
   int64_t image_size = 0;              // 0 = the data's own size (IDX/CIFAR) or 224 (ImageNet)
   std::string augment = "crop,flip";   // comma list of crop, flip; or none
   int64_t crop_padding = 2;
+  int64_t max_bad_files = 100;         // imagenet: undecodable files tolerated before the run stops
   // Optimization.
   int64_t batch = 128;
   double lr = 0.1;

@@ -5,6 +5,7 @@
 
 #include "data/cifar.h"
 #include "data/idx.h"
+#include "data/imagenet.h"
 #include "engine/check.h"
 
 namespace apps {
@@ -31,9 +32,67 @@ Splits load_kind(const std::string& kind, const std::string& dir_in) {
     s.test = std::make_shared<data::ImageSet>(std::move(c.test));
   } else {
     throw engine::Error(str_cat("--data: unknown data kind '", kind,
-                                "' (fashion-mnist, idx, cifar10, cifar100)"));
+                                "' (fashion-mnist, idx, cifar10, cifar100, imagenet)"));
   }
   return s;
+}
+
+// Every k-th of `total` so that about n remain (class folders are stored in order; a prefix would be a few
+// classes only).
+std::vector<int64_t> strided(int64_t total, int64_t n) {
+  std::vector<int64_t> idx;
+  if (n <= 0 || n >= total) n = total;
+  for (int64_t i = 0; i < n; ++i) idx.push_back(i * total / n);
+  return idx;
+}
+
+data::ImageFolderIndex select(const data::ImageFolderIndex& in, const std::vector<int64_t>& idx) {
+  data::ImageFolderIndex out;
+  out.classes = in.classes;
+  out.root = in.root;
+  for (int64_t i : idx) out.samples.push_back(in.samples[static_cast<size_t>(i)]);
+  return out;
+}
+
+RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, const std::vector<float>& std) {
+  QIL_CHECK(!cfg.data_dir.empty(), "--data imagenet needs --data-dir (a folder with train/ and val/)");
+  data::ImageNetSplits sp = data::scan_imagenet(cfg.data_dir);
+  QIL_CHECK(!sp.train.samples.empty(), "--data-dir ", cfg.data_dir, ": no training images under train/");
+  const int64_t size = cfg.image_size ? cfg.image_size : 224;
+  const int64_t resize = (size * 256 + 112) / 224;  // 224 -> 256, as torchvision's recipe
+  data::ImageFolderOptions opt;
+  opt.max_bad_files = cfg.max_bad_files;
+  RunData r;
+  r.train_name = "imagenet (" + cfg.data_dir + ")";
+  std::vector<int64_t> pool = strided(static_cast<int64_t>(sp.train.samples.size()), cfg.train_subset);
+  QIL_CHECK(cfg.val_size < static_cast<int64_t>(pool.size()), "--val-size ", cfg.val_size,
+            " leaves no training images out of ", pool.size());
+  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), cfg.val_size, cfg.seed);
+  std::vector<int64_t> train_idx, val_idx;
+  for (int64_t i : split.train) train_idx.push_back(pool[i]);
+  for (int64_t i : split.val) val_idx.push_back(pool[i]);
+  data::ImageNetTransform tr = data::ImageNetTransform::train_default(size);
+  data::ImageNetTransform ev = data::ImageNetTransform::eval_default(size, resize);
+  if (!mean.empty()) {
+    QIL_CHECK(mean.size() == 3, "the network expects ", mean.size(), "-channel images, but imagenet data is RGB");
+    tr.mean = ev.mean = mean;
+    tr.std = ev.std = std;
+  }
+  tr.flip = cfg.augment.find("flip") != std::string::npos;
+  r.mean = tr.mean;
+  r.std = tr.std;
+  r.train = std::make_shared<data::ImageFolderDataset>(select(sp.train, train_idx), tr, opt);
+  r.calib = std::make_shared<data::ImageFolderDataset>(select(sp.train, train_idx), ev, opt);
+  if (!val_idx.empty()) r.val = std::make_shared<data::ImageFolderDataset>(select(sp.train, val_idx), ev, opt);
+  if (!sp.val.samples.empty()) {
+    r.test = std::make_shared<data::ImageFolderDataset>(
+        select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), cfg.test_subset)), ev, opt);
+    r.test_name = "imagenet val";
+  }
+  r.in_channels = 3;
+  r.num_classes = static_cast<int64_t>(sp.train.classes.size());
+  r.image_size = size;
+  return r;
 }
 
 std::vector<int64_t> first_n(int64_t total, int64_t n) {
@@ -50,6 +109,12 @@ std::string default_data_dir(const std::string& kind) {
 }
 
 RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, const std::vector<float>& std) {
+  if (cfg.data == "imagenet") {
+    RunData r = load_imagenet(cfg, mean, std);
+    if (!cfg.eval_data.empty())
+      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.mean, r.std, &r.test_name);
+    return r;
+  }
   Splits s = load_kind(cfg.data, cfg.data_dir);
   RunData r;
   r.train_name = cfg.data + (cfg.data_dir.empty() ? "" : " (" + cfg.data_dir + ")");
@@ -100,6 +165,18 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
 std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, const std::string& dir,
                                                     int64_t subset, const std::vector<float>& mean,
                                                     const std::vector<float>& std, std::string* name) {
+  if (kind == "imagenet") {
+    QIL_CHECK(!dir.empty(), "imagenet evaluation needs a data folder (with val/)");
+    data::ImageNetSplits sp = data::scan_imagenet(dir);
+    QIL_CHECK(!sp.val.samples.empty(), dir, ": no validation images under val/");
+    QIL_CHECK(mean.size() == 3, "the network expects ", mean.size(), "-channel images, but imagenet data is RGB");
+    data::ImageNetTransform ev = data::ImageNetTransform::eval_default();
+    ev.mean = mean;
+    ev.std = std;
+    if (name) *name = "imagenet val";
+    return std::make_shared<data::ImageFolderDataset>(
+        select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), subset)), ev);
+  }
   Splits s = load_kind(kind, dir);
   // A folder without a test split (e.g. a single IDX pair) is evaluated whole.
   auto set = s.test ? s.test : s.train;

@@ -21,6 +21,7 @@
 #include "apps/progress.h"
 #include "apps/report.h"
 #include "apps/stages.h"
+#include "data/imagenet.h"
 #include "data/loader.h"
 #include "engine/autograd.h"
 #include "engine/dist.h"
@@ -465,6 +466,9 @@ int run_train(TrainConfig cfg) {
                       lr, img_s,
                       format_duration(wall).c_str());
         std::cout << line << std::endl;
+        if (auto* f = dynamic_cast<const data::ImageFolderDataset*>(r.data.train.get()); f && f->bad_files() > 0)
+          std::cout << "  " << f->bad_files() << " undecodable training file(s) skipped so far (named above); "
+                    << "the run stops past --max-bad-files " << cfg.max_bad_files << std::endl;
       }
       save_checkpoint(r, "last.ckpt", &opt, next);
       if (is_best) {

@@ -183,3 +183,31 @@ TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted
   CHECK(csv_column(tmp / "cut/metrics.csv", "test_loss") == want);
   CHECK(csv_column(tmp / "cut/metrics.csv", "train_loss") == csv_column(tmp / "full/metrics.csv", "train_loss"));
 }
+
+#include <stb_image_write.h>
+
+TEST_CASE("imagenet-style folders: a network trains on generated JPEGs and skips a broken file") {
+  ScratchDir tmp;
+  // Two classes told apart by colour; 40x30 pixels, so the 32-pixel crops resample.
+  for (const char* split : {"train", "val"})
+    for (int c = 0; c < 2; ++c) {
+      const std::string dir = tmp / (std::string(split) + "/n0" + std::to_string(c));
+      fs::create_directories(dir);
+      for (int i = 0; i < (split[0] == 't' ? 24 : 6); ++i) {
+        std::vector<unsigned char> px(40 * 30 * 3);
+        for (size_t k = 0; k < px.size(); ++k) px[k] = static_cast<unsigned char>((k % 3 == static_cast<size_t>(c) ? 200 : 40) + (k * 7 + i) % 30);
+        REQUIRE(stbi_write_jpg((dir + "/img" + std::to_string(i) + ".JPEG").c_str(), 40, 30, 3, px.data(), 90));
+      }
+    }
+  std::ofstream(tmp / "train/n01/broken.JPEG") << "this is not an image";
+  auto r = run_qil("train --model resnet18 --data imagenet --data-dir " + tmp.path.string() +
+                   " --image-size 32 --batch 8 --epochs 1 --val-size 8 --progress none --lr 0.01 --out " + tmp / "run");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(r.out.find("broken.JPEG") != std::string::npos);
+  CHECK(r.out.find("1 undecodable training file(s) skipped") != std::string::npos);
+  CHECK(r.out.find("12 test") != std::string::npos);
+  expect_error("train --model resnet18 --data imagenet --data-dir " + tmp.path.string() +
+                   " --image-size 32 --batch 8 --epochs 1 --val-size 8 --progress none --max-bad-files 0 --out " +
+                   tmp / "run2",
+               "broken.JPEG");
+}
