@@ -37,6 +37,16 @@ Splits load_kind(const std::string& kind, const std::string& dir_in) {
   return s;
 }
 
+// The seeded validation hold-out (--val-size) of the training pool.
+void hold_out(const std::vector<int64_t>& pool, const TrainConfig& cfg, std::vector<int64_t>& train_idx,
+              std::vector<int64_t>& val_idx) {
+  QIL_CHECK(cfg.val_size < static_cast<int64_t>(pool.size()), "--val-size ", cfg.val_size,
+            " leaves no training images out of ", pool.size());
+  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), cfg.val_size, cfg.seed);
+  for (int64_t i : split.train) train_idx.push_back(pool[i]);
+  for (int64_t i : split.val) val_idx.push_back(pool[i]);
+}
+
 // Every k-th of `total` so that about n remain (class folders are stored in order; a prefix would be a few
 // classes only).
 std::vector<int64_t> strided(int64_t total, int64_t n) {
@@ -65,12 +75,8 @@ RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, co
   RunData r;
   r.train_name = "imagenet (" + cfg.data_dir + ")";
   std::vector<int64_t> pool = strided(static_cast<int64_t>(sp.train.samples.size()), cfg.train_subset);
-  QIL_CHECK(cfg.val_size < static_cast<int64_t>(pool.size()), "--val-size ", cfg.val_size,
-            " leaves no training images out of ", pool.size());
-  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), cfg.val_size, cfg.seed);
   std::vector<int64_t> train_idx, val_idx;
-  for (int64_t i : split.train) train_idx.push_back(pool[i]);
-  for (int64_t i : split.val) val_idx.push_back(pool[i]);
+  hold_out(pool, cfg, train_idx, val_idx);
   data::ImageNetTransform tr = data::ImageNetTransform::train_default(size);
   data::ImageNetTransform ev = data::ImageNetTransform::eval_default(size, resize);
   if (!mean.empty()) {
@@ -119,12 +125,8 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
   RunData r;
   r.train_name = cfg.data + (cfg.data_dir.empty() ? "" : " (" + cfg.data_dir + ")");
   std::vector<int64_t> pool = first_n(s.train->size(), cfg.train_subset);
-  QIL_CHECK(cfg.val_size < static_cast<int64_t>(pool.size()), "--val-size ", cfg.val_size,
-            " leaves no training images out of ", pool.size());
-  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), cfg.val_size, cfg.seed);
   std::vector<int64_t> train_idx, val_idx;
-  for (int64_t i : split.train) train_idx.push_back(pool[i]);
-  for (int64_t i : split.val) val_idx.push_back(pool[i]);
+  hold_out(pool, cfg, train_idx, val_idx);
   if (mean.empty()) {
     data::ChannelStats st = data::channel_stats(*s.train, train_idx);
     r.mean = st.mean;

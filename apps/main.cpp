@@ -1,5 +1,5 @@
-// The `qil` command: subcommands train, eval, models, inspect. Every error is reported on one line naming the
-// bad value or file, with a non-zero exit code.
+// The `qil` command: subcommands train, eval, models, inspect, bench, export, predict. Every error is reported
+// on one line naming the bad value or file, with a non-zero exit code.
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
