@@ -296,7 +296,7 @@ int run_train(TrainConfig cfg) {
               << r.data.train_name << ": " << r.data.train->size() << " train, "
               << (r.data.val ? r.data.val->size() : 0) << " val, " << (r.data.test ? r.data.test->size() : 0)
               << " test (" << r.data.test_name << "); stages " << cfg.stages << "; run directory " << r.dir
-              << (resume_ck ? " (resumed)" : "") << "\n";
+              << (resume_ck ? " (resumed)" : "") << std::endl;
   }
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
@@ -366,7 +366,7 @@ int run_train(TrainConfig cfg) {
                 << " epochs, " << qnames.size() << " quantized layers"
                 << (cfg.freeze_weights && st.quantized() ? ", quantizer-only" : "")
                 << (resumed_here ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : "")
-                << "\n";
+                << std::endl;
 
     for (; pos.epoch < st.epochs; ++pos.epoch, ++pos.global_epoch) {
       r.model->train();
