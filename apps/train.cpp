@@ -424,7 +424,13 @@ int run_train(TrainConfig cfg) {
         }
       }
       bar.finish();
-      const double img_s = (seen - seen_before) / std::max(1e-9, bar.elapsed_seconds());
+      if (r.world > 1) {  // BN statistics were gathered per rank: evaluate and save their average
+        std::vector<Tensor> bufs;
+        for (auto& b2 : r.model->named_buffers())
+          if (b2.tensor.dtype() == engine::DType::f32) bufs.push_back(b2.tensor);
+        engine::dist::allreduce_mean(bufs);
+      }
+      const double img_s = r.world * (seen - seen_before) / std::max(1e-9, bar.elapsed_seconds());  // all ranks
       const double epoch_loss = seen ? loss_sum / seen : 0.0, epoch_acc = seen ? 100.0 * correct / seen : 0.0;
       pos.batch = 0;
       pos.loss_sum = 0;

@@ -211,3 +211,27 @@ TEST_CASE("imagenet-style folders: a network trains on generated JPEGs and skips
                    tmp / "run2",
                "broken.JPEG");
 }
+
+TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run") {
+  if (!have_fashion()) return;
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    MESSAGE("mpirun not installed: skipped");
+    return;
+  }
+  ScratchDir tmp;
+  const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 '" + qiltest::qil_binary() +
+                          "' train" + kSmall + " --epochs 1 --threads 1 --out " + tmp / "run" + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int st = pclose(p);
+  REQUIRE_MESSAGE((WIFEXITED(st) && WEXITSTATUS(st) == 0), out);
+  CHECK(fs::exists(tmp / "run/last.ckpt"));
+  // One summary: only rank 0 logs.
+  size_t count = 0;
+  for (size_t at = out.find("== summary"); at != std::string::npos; at = out.find("== summary", at + 1)) ++count;
+  CHECK(count == 1);
+  CHECK(csv_column(tmp / "run/metrics.csv", "train_loss").size() == 1);
+}
