@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 pkgs=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev libstb-dev doctest-dev libopenmpi-dev openmpi-bin
       zlib1g-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev dataset-fashion-mnist)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(imagemagick libjpeg-turbo-progs)
+  pkgs+=()  # the tests make their own fixtures
 fi
 
 missing=()
