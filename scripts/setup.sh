@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Installs what qil needs from Debian's packages (only what is missing) and builds it into build/.
-# Usage: scripts/setup.sh [--test]   (--test also installs the test-only tools)
+# Usage: scripts/setup.sh
 # Environment: QIL_BUILD_DIR (default build), QIL_JOBS (default: number of cores), QIL_NATIVE=1 for -march=native.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev libstb-dev doctest-dev libopenmpi-dev openmpi-bin
       zlib1g-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev dataset-fashion-mnist)
-if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=()  # the tests make their own fixtures
-fi
 
 missing=()
 for p in "${pkgs[@]}"; do
