@@ -24,8 +24,8 @@ int run_eval(const EvalOptions& o);
 
 struct ModelsOptions {
   int64_t image_size = 0;  // 0 = each model's usual size
-  int64_t in_channels = 3;
-  int64_t num_classes = 1000;
+  int64_t in_channels = 0;  // 0 = each model's usual
+  int64_t num_classes = 0;
 };
 void add_models_flags(CLI::App& app, ModelsOptions& o);
 int run_models(const ModelsOptions& o);

@@ -156,13 +156,13 @@ Tensor BasicBlock::forward(const Tensor& x) {
 
 const std::vector<ModelInfo>& model_infos() {
   static const std::vector<ModelInfo> infos = {
-      {"lenet", "LeNet-class CNN: 2 conv-BN-ReLU-pool blocks (32, 64), fc 256, fc", 28},
-      {"resnet20", "CIFAR-style ResNet-20 (3x3 blocks of 16/32/64 channels)", 32},
-      {"resnet32", "CIFAR-style ResNet-32", 32},
-      {"resnet56", "CIFAR-style ResNet-56", 32},
-      {"resnet18", "torchvision ResNet-18", 224},
-      {"resnet34", "torchvision ResNet-34", 224},
-      {"alexnet", "torchvision AlexNet", 224},
+      {"lenet", "LeNet-class CNN: 2 conv-BN-ReLU-pool blocks (32, 64), fc 256, fc", 28, 1, 10},
+      {"resnet20", "CIFAR-style ResNet-20 (3x3 blocks of 16/32/64 channels)", 32, 3, 10},
+      {"resnet32", "CIFAR-style ResNet-32", 32, 3, 10},
+      {"resnet56", "CIFAR-style ResNet-56", 32, 3, 10},
+      {"resnet18", "torchvision ResNet-18", 224, 3, 1000},
+      {"resnet34", "torchvision ResNet-34", 224, 3, 1000},
+      {"alexnet", "torchvision AlexNet", 224, 3, 1000},
   };
   return infos;
 }

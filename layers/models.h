@@ -21,6 +21,8 @@ struct ModelInfo {
   std::string name;
   std::string description;
   int64_t default_image_size;
+  int64_t default_channels;  // of the data the model is usually trained on
+  int64_t default_classes;
 };
 
 const std::vector<ModelInfo>& model_infos();
