@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   DistScope dist(&argc, &argv);
   CLI::App app{"qil: train convolutional networks on CPUs and quantize them to 2-8 bits with learned "
                "quantization intervals (QIL)"};
+  app.name("qil");
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 

@@ -31,19 +31,19 @@ run() {
 
 if [[ $doc_only == 0 ]]; then
   [[ -x "$QIL" ]] || bash scripts/setup.sh
-  run lenet-fp --model lenet --epochs 3 --lr 0.05 --augment flip --seed 1
+  run lenet-fp --model lenet --epochs 3 --lr 0.05 --augment flip
   FP=$R/lenet-fp/best.ckpt
-  run lenet-w4a4 --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --augment flip --seed 1
-  run lenet-w4a4-qonly --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --freeze-weights --seed 1
-  run lenet-progressive --model lenet --init "$FP" --stages 4,3,2 --stage-epochs 1 --lr 0.005 --augment flip --seed 1
-  run lenet-w2a2-direct --model lenet --init "$FP" --stages 2 --epochs 3 --lr 0.005 --augment flip --seed 1
+  run lenet-w4a4 --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --augment flip
+  run lenet-w4a4-qonly --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --freeze-weights
+  run lenet-progressive --model lenet --init "$FP" --stages 4,3,2 --stage-epochs 1 --lr 0.005 --augment flip
+  run lenet-w2a2-direct --model lenet --init "$FP" --stages 2 --epochs 3 --lr 0.005 --augment flip
   if [[ -d "$DIGITS" ]]; then
     run lenet-w4a4-qonly-digits --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --freeze-weights \
-      --data idx --data-dir "$DIGITS" --val-size 1000 --eval-data fashion-mnist --seed 1
+      --data idx --data-dir "$DIGITS" --val-size 1000 --eval-data fashion-mnist
   fi
   if [[ $long == 1 ]]; then
-    run resnet20-fp --model resnet20 --epochs 16 --lr 0.1 --seed 1
-    run resnet20-w4a4 --model resnet20 --init "$R/resnet20-fp/best.ckpt" --stages 4 --epochs 1 --lr 0.005 --seed 1
+    run resnet20-fp --model resnet20 --epochs 16 --lr 0.1
+    run resnet20-w4a4 --model resnet20 --init "$R/resnet20-fp/best.ckpt" --stages 4 --epochs 1 --lr 0.005
   fi
 fi
 
