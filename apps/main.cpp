@@ -1,11 +1,12 @@
-// The `qil` command: subcommands train, eval, models, inspect, bench, export, predict. Every error is reported
-// on one line naming the bad value or file, with a non-zero exit code.
+// The `qil` command: subcommands train, eval, models, inspect, bench, bench-data, export, predict. Every error
+// is reported on one line naming the bad value or file, with a non-zero exit code.
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <iostream>
 
 #include "apps/bench.h"
+#include "apps/bench_data.h"
 #include "apps/commands.h"
 #include "apps/config.h"
 #include "apps/export.h"
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
   apps::BenchOptions bench_opt;
   CLI::App* bench = app.add_subcommand("bench", "training-step throughput (img/s) on synthetic data");
   apps::add_bench_flags(*bench, bench_opt);
+
+  apps::BenchDataOptions bench_data_opt;
+  CLI::App* bench_data = app.add_subcommand("bench-data", "input-pipeline throughput (img/s) on an ImageNet-style folder");
+  apps::add_bench_data_flags(*bench_data, bench_data_opt);
 
   apps::ExportOptions export_opt;
   CLI::App* export_cmd = app.add_subcommand("export", "write a checkpoint as safetensors (float or integer weights)");
@@ -97,6 +102,7 @@ int main(int argc, char** argv) {
     if (*models) return apps::run_models(models_opt);
     if (*inspect) return apps::run_inspect(inspect_opt);
     if (*bench) return apps::run_bench(bench_opt);
+    if (*bench_data) return apps::run_bench_data(bench_data_opt);
     if (*export_cmd) return apps::run_export(export_opt);
     if (*predict) return apps::run_predict(predict_opt);
   } catch (const engine::Error& e) {

@@ -1,0 +1,91 @@
+// `qil bench-data` on a tiny ImageNet-style tree written here: it reads the whole tree, reports a positive
+// img/s on its last line, counts undecodable files, and a missing folder is an error naming it.
+// Never checks a speed: the machine's load is not the test's business.
+#include <stb_image_write.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "run_qil.h"
+
+using qiltest::run_qil;
+using qiltest::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// root/train/{c0, c1}/img<k>.JPEG, 40x30 JPEGs whose colour depends on the class and the index.
+void make_tree(const ScratchDir& d, int per_class) {
+  for (int c = 0; c < 2; ++c) {
+    const std::string cdir = d / ("train/c" + std::to_string(c));
+    fs::create_directories(cdir);
+    for (int k = 0; k < per_class; ++k) {
+      std::vector<uint8_t> px(40 * 30 * 3);
+      for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(c * 100 + k * 10 + (i % 97));
+      const std::string path = cdir + "/img" + std::to_string(k) + ".JPEG";
+      REQUIRE(stbi_write_jpg(path.c_str(), 40, 30, 3, px.data(), 90));
+    }
+  }
+}
+
+std::string last_line(const std::string& out) {
+  std::string s = out;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t p = s.rfind('\n');
+  return p == std::string::npos ? s : s.substr(p + 1);
+}
+
+const std::string kQuick = " --image-size 32 --batch 2 --batches 3 --repeat 2";
+
+}  // namespace
+
+TEST_CASE("bench-data: reads the tree and ends with img/s=<positive value>") {
+  ScratchDir d;
+  make_tree(d, 3);
+  for (const std::string mode : {"--train", "--eval"}) {
+    CAPTURE(mode);
+    auto r = run_qil("bench-data '" + d.path.string() + "'" + kQuick + " --workers 2 " + mode);
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    CHECK_MESSAGE(r.out.find("6 images, 2 classes") != std::string::npos, r.out);
+    CHECK_MESSAGE(r.out.find(std::string(mode == "--train" ? "train" : "eval") + " transform @32") != std::string::npos, r.out);
+    const std::string last = last_line(r.out);
+    REQUIRE_MESSAGE(last.rfind("img/s=", 0) == 0, r.out);
+    std::istringstream v(last.substr(6));
+    double rate = -1;
+    v >> rate;
+    CHECK_MESSAGE((!v.fail() && rate > 0), last);
+  }
+}
+
+TEST_CASE("bench-data: an undecodable file is replaced and counted") {
+  ScratchDir d;
+  make_tree(d, 2);
+  {
+    std::ofstream(d / "train/c1/broken.JPEG") << "not a jpeg";
+  }
+  auto r = run_qil("bench-data '" + d.path.string() + "'" + kQuick);
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE(r.out.find("broken.JPEG") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("1 undecodable files were replaced") != std::string::npos, r.out);
+  CHECK_MESSAGE(last_line(r.out).rfind("img/s=", 0) == 0, r.out);
+}
+
+TEST_CASE("bench-data: a missing folder, or one without train/, is an error naming it") {
+  ScratchDir d;
+  const std::string missing = d / "no-such-tree";
+  auto r = run_qil("bench-data '" + missing + "'");
+  CHECK(r.code != 0);
+  CHECK_MESSAGE(r.out.find(missing + ": no such folder") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("img/s=") == std::string::npos, r.out);
+
+  r = run_qil("bench-data '" + d.path.string() + "'");
+  CHECK(r.code != 0);
+  CHECK_MESSAGE(r.out.find((d.path / "train").string() + ": no such folder") != std::string::npos, r.out);
+
+  r = run_qil("bench-data '" + d.path.string() + "' --workers 0");
+  CHECK(r.code != 0);
+  CHECK_MESSAGE(r.out.find("workers") != std::string::npos, r.out);
+}
