@@ -3,7 +3,10 @@
 // conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32, plain layout.
 // Heavy ops (conv2d, batch_norm2d, pools, linear) run on oneDNN; elementwise ops use OpenMP loops.
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -61,5 +64,36 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
 
 // How many rows of logits (N, K) have their label among the k largest values (no autograd).
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
+
+// Per-op wall-clock totals for `qil bench --profile`. Off by default; when on, every op's forward and backward
+// adds its elapsed time to a counter named after it ("conv2d", "conv2d.bwd", ...). One clock-read pair per
+// call, so the totals are honest for ops of a few microseconds and up; not a sampling profiler.
+void set_op_profiling(bool on);
+bool op_profiling();
+struct OpTime {
+  std::string name;
+  double seconds = 0;
+  int64_t calls = 0;
+};
+std::vector<OpTime> op_profile();  // largest total first
+void reset_op_profile();
+void add_op_time(const char* name, double seconds);
+
+// Times one op call into the counter `name` (a string literal) when profiling is on.
+class OpTimer {
+ public:
+  explicit OpTimer(const char* name) : name_(op_profiling() ? name : nullptr) {
+    if (name_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (name_) add_op_time(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  const char* name_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace engine::ops

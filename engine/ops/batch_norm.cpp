@@ -37,6 +37,7 @@ void check_channel_vector(const char* what, const Tensor& t, int64_t c, const Te
 // variance) or from the running buffers (eval).
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps) {
+  OpTimer timer("batch_norm2d");
   QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
             "batch_norm2d: input must be f32 (N, C, H, W), got ", x);
   const int64_t c = x.size(1);
@@ -100,6 +101,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
                 [xs = x.detach(), gs = affine ? gamma.detach() : Tensor(), bs = affine ? beta.detach() : Tensor(), mean,
                  var, s](
                     const Tensor& gy, std::vector<Tensor>& gx) {
+                  OpTimer timer("batch_norm2d.bwd");
                   const bool affine = gs.defined();
                   auto fwd = bn_fwd_pd(s, dnnl::prop_kind::forward_training);
                   // With use_global_stats oneDNN treats mean/var as constants, which is exactly eval mode.

@@ -83,6 +83,7 @@ void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dG
 
 // y[n,o,i,j] = b[o] + sum_{c in group(o), p, q} x[n, c, i*s - pad + p*dil, j*s - pad + q*dil] * w[o, c', p, q]
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g) {
+  OpTimer timer("conv2d");
   check_conv(x, w, b, g);
   const int64_t oh = conv_out_size(x.size(2), w.size(2), g.stride_h, g.pad_h, g.dil_h);
   const int64_t ow = conv_out_size(x.size(3), w.size(3), g.stride_w, g.pad_w, g.dil_w);
@@ -108,6 +109,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
 
   return record("conv2d", y, {x, w, b},
                 [xs = x.detach(), ws = w.detach(), d, with_bias](const Tensor& gy, std::vector<Tensor>& gx) {
+                  OpTimer timer("conv2d.bwd");
                   auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
                   const memory gy_plain = wrap(gy, plain_md(d.dst, tag::nchw));
                   memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)

@@ -18,6 +18,7 @@ void check_f32(const char* op, const Tensor& t) {
 
 // y = max(x, 0). x: any shape.
 Tensor relu(const Tensor& x) {
+  OpTimer timer("relu");
   check_f32("relu", x);
   Tensor y = Tensor::empty(x.shape());
   const float* xp = x.data();
@@ -26,6 +27,7 @@ Tensor relu(const Tensor& x) {
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.f ? xp[i] : 0.f;
   return record("relu", y, {x}, [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("relu.bwd");
     const float* g = gy.data();
     const float* yv = ys.data();
     float* dx = gx[0].data();
@@ -37,6 +39,7 @@ Tensor relu(const Tensor& x) {
 
 // y = a + b, same shapes.
 Tensor add(const Tensor& a, const Tensor& b) {
+  OpTimer timer("add");
   check_f32("add", a);
   check_f32("add", b);
   QIL_CHECK(a.shape() == b.shape(), "add: shapes differ: ", a.shape(), " and ", b.shape());
@@ -48,6 +51,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
   return record("add", y, {a, b}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("add.bwd");
     const float* g = gy.data();
     const int64_t n = gy.numel();
     for (Tensor& d : gx) {
@@ -61,6 +65,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 // y = x * s, s a one-element tensor.
 Tensor mul_scalar(const Tensor& x, const Tensor& s) {
+  OpTimer timer("mul_scalar");
   check_f32("mul_scalar", x);
   check_f32("mul_scalar", s);
   QIL_CHECK(s.numel() == 1, "mul_scalar: the scale must have one element, got shape ", s.shape());
@@ -73,6 +78,7 @@ Tensor mul_scalar(const Tensor& x, const Tensor& s) {
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * sv;
   return record("mul_scalar", y, {x, s},
                 [xs = x.detach(), sv](const Tensor& gy, std::vector<Tensor>& gx) {
+                  OpTimer timer("mul_scalar.bwd");
                   const float* g = gy.data();
                   const int64_t n = gy.numel();
                   if (gx[0].defined()) {
@@ -91,6 +97,7 @@ Tensor mul_scalar(const Tensor& x, const Tensor& s) {
 }
 
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  OpTimer timer("dropout");
   check_f32("dropout", x);
   QIL_CHECK(p >= 0.f && p < 1.f, "dropout: probability must be in [0, 1), got ", p);
   if (!training || p == 0.f) return x;
@@ -105,6 +112,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * m[i];
   return record("dropout", y, {x}, [mask](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("dropout.bwd");
     const float* g = gy.data();
     const float* m = mask.data();
     float* dx = gx[0].data();
@@ -115,6 +123,7 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
+  OpTimer timer("reshape");
   check_f32("reshape", x);
   Shape s = shape;
   int64_t known = 1, infer = -1;
@@ -135,6 +144,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
             " elements) into ", shape);
   Tensor y = x.view(s);
   return record("reshape", y, {x}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("reshape.bwd");
     const float* g = gy.data();
     float* dx = gx[0].data();
     const int64_t n = gy.numel();
@@ -149,6 +159,7 @@ Tensor flatten(const Tensor& x) {
 }
 
 Tensor sum(const Tensor& x) {
+  OpTimer timer("sum");
   check_f32("sum", x);
   const float* xp = x.data();
   const int64_t n = x.numel();
@@ -157,6 +168,7 @@ Tensor sum(const Tensor& x) {
   for (int64_t i = 0; i < n; ++i) acc += xp[i];
   Tensor y = Tensor::scalar(static_cast<float>(acc));
   return record("sum", y, {x}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("sum.bwd");
     const float g = gy.item();
     float* dx = gx[0].data();
     const int64_t n = gx[0].numel();

@@ -94,6 +94,7 @@ void scale_planes(Tensor& t, const std::vector<float>& f) {
 
 // y[n,c,i,j] = max over the window; padding never wins (it counts as -inf).
 Tensor max_pool2d(const Tensor& x, const Pool2dGeom& g) {
+  OpTimer timer("max_pool2d");
   const PoolSetup s = pool_setup("max_pool2d", x, g, dnnl::algorithm::pooling_max);
   const bool training = grad_enabled() && x.requires_grad();
   auto pd = pool_fwd_pd(s, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
@@ -104,12 +105,14 @@ Tensor max_pool2d(const Tensor& x, const Pool2dGeom& g) {
   dnnl::pooling_forward(pd).execute(cpu_stream(), args);
   cpu_stream().wait();
   return record("max_pool2d", y, {x}, [s, ws](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("max_pool2d.bwd");
     pool_backward(s, gy, ws, gx[0]);
   });
 }
 
 // y = mean over the window; the divisor counts padding when count_include_pad (PyTorch's default).
 Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
+  OpTimer timer("avg_pool2d");
   const PoolSetup s = pool_setup("avg_pool2d", x, g,
                                  g.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                                      : dnnl::algorithm::pooling_avg_exclude_padding);
@@ -122,6 +125,7 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
   cpu_stream().wait();
   if (!fix.empty()) scale_planes(y, fix);
   return record("avg_pool2d", y, {x}, [s, fix](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("avg_pool2d.bwd");
     if (fix.empty()) return pool_backward(s, gy, memory(), gx[0]);
     Tensor g2 = gy.clone();  // y = fix * pool(x)  =>  dx = pool_backward(fix * gy)
     scale_planes(g2, fix);
@@ -131,6 +135,7 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
 
 // Output bin i covers rows floor(i*H/OH) .. ceil((i+1)*H/OH) - 1 (PyTorch's adaptive edges; bins may overlap).
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
+  OpTimer timer("adaptive_avg_pool2d");
   QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
             "adaptive_avg_pool2d: input must be f32 (N, C, H, W), got ", x);
   QIL_CHECK(oh >= 1 && ow >= 1, "adaptive_avg_pool2d: output size (", oh, ", ", ow, ") < 1 for input ", x.shape());
@@ -154,6 +159,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
     }
   }
   return record("adaptive_avg_pool2d", y, {x}, [h, w, oh, ow, planes](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("adaptive_avg_pool2d.bwd");
     const float* g = gy.data();
     float* dx = gx[0].data();
     // One thread per plane: overlapping bins then never race on a dx element.
@@ -175,6 +181,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
 
 // y[n, c] = mean of x[n, c, :, :]
 Tensor global_avg_pool(const Tensor& x) {
+  OpTimer timer("global_avg_pool");
   QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
             "global_avg_pool: input must be f32 (N, C, H, W), got ", x);
   const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
@@ -189,6 +196,7 @@ Tensor global_avg_pool(const Tensor& x) {
     yp[k] = acc / static_cast<float>(hw);
   }
   return record("global_avg_pool", y, {x}, [planes, hw](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("global_avg_pool.bwd");
     const float* g = gy.data();
     float* dx = gx[0].data();
 #pragma omp parallel for if (planes * hw > kParallelMin)
