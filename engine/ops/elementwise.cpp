@@ -1,5 +1,12 @@
 // Elementwise and shape ops on OpenMP loops: relu, add, mul_scalar, dropout, reshape, flatten, sum, mean.
 // Layout-agnostic. Backward closures accumulate (+=) into the buffers they are handed.
+// Floating-point exceptions are never enabled in qil. Without this GCC refuses to turn relu's select into
+// vector code and runs it one element at a time behind a mispredicted branch (measured: relu's backward cost
+// 12% of a ResNet-20 step).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include <cmath>
 
 #include "engine/autograd.h"
