@@ -40,7 +40,10 @@ Tensor relu(const Tensor& x) {
     float* dx = gx[0].data();
     const int64_t n = ys.numel();
 #pragma omp parallel for simd if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) dx[i] += yv[i] > 0.f ? g[i] : 0.f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float gi = g[i];  // loaded unconditionally: a conditional load keeps GCC from vectorizing
+      dx[i] += yv[i] > 0.f ? gi : 0.f;
+    }
   });
 }
 
