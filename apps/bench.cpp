@@ -31,6 +31,7 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
   app.add_flag("--json", o.json, "print JSON");
+  app.add_flag("--plain", o.plain, "plain NCHW activations between ops (default: blocked where oneDNN picks it)");
   app.add_flag("--profile", o.profile, "print the time per op type (forward and backward) per step");
 }
 
@@ -75,6 +76,7 @@ int run_bench(const BenchOptions& o) {
       return true;
     });
   }
+  engine::ops::set_keep_blocked(!o.plain);
   std::vector<Tensor> params;
   for (auto& p : model->named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
@@ -99,6 +101,7 @@ int run_bench(const BenchOptions& o) {
     total_s += s;
   }
   engine::ops::set_op_profiling(false);
+  engine::ops::set_keep_blocked(false);
   std::sort(rates.begin(), rates.end());
   const double med = rates[rates.size() / 2];
   if (o.profile) print_profile(total_s, o.steps * o.repeat);

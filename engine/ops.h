@@ -1,6 +1,7 @@
 // The closed op list of qil's engine. Each op returns its output and, when gradients are on and an input
 // needs one, records a backward closure (autograd.h). Shapes are outermost-first: activations (N, C, H, W),
-// conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32, plain layout.
+// conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32; activations plain, or blocked
+// between the ops that support it when set_keep_blocked is on (below).
 // Heavy ops (conv2d, batch_norm2d, pools, linear) run on oneDNN; elementwise ops use OpenMP loops.
 #pragma once
 #include <chrono>
@@ -64,6 +65,17 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
 
 // How many rows of logits (N, K) have their label among the k largest values (no autograd).
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
+
+// Blocked activations between ops (Layout::blocked, tensor.h). When on, conv2d returns oneDNN's nChw16c
+// whenever oneDNN picks it for the output and the channels are a multiple of 16, so no reorder runs between
+// convolutions; batch_norm2d, relu, add, mul_scalar, dropout, max_pool2d and the QIL ops keep their input's
+// layout; reshape/flatten, linear, avg/adaptive/global pooling and the loss convert to plain first. Each
+// gradient buffer is in the layout of the tensor it belongs to. Off by default (process-wide): read op
+// outputs with to_vector() or Tensor::plain() when it is on.
+void set_keep_blocked(bool on);
+bool keep_blocked();
+// x in plain layout, recorded: backward converts the gradient back. Returns x itself when x is plain.
+Tensor to_plain(const Tensor& x);
 
 // Per-op wall-clock totals for `qil bench --profile`. Off by default; when on, every op's forward and backward
 // adds its elapsed time to a counter named after it ("conv2d", "conv2d.bwd", ...). One clock-read pair per

@@ -168,7 +168,7 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
   QIL_CHECK(g > 0.f, op, ": gamma must be positive, got ", g);
   const float qf = static_cast<float>(q);
 
-  Tensor y = Tensor::empty(w.shape());
+  Tensor y = Tensor::empty_like(w);
   const float* wp = w.data();
   float* yp = y.data();
   const int64_t n = w.numel();
@@ -210,7 +210,7 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
   check_input(op, x);
   const Interval iv = interval_of(op, c, d);
   const float qf = static_cast<float>(q);
-  Tensor y = Tensor::empty(x.shape());
+  Tensor y = Tensor::empty_like(x);
   const float* xp = x.data();
   float* yp = y.data();
   const int64_t n = x.numel();
