@@ -2,7 +2,7 @@
 // needs one, records a backward closure (autograd.h). Shapes are outermost-first: activations (N, C, H, W),
 // conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32; activations plain, or blocked
 // between the ops that support it when set_keep_blocked is on (below).
-// Heavy ops (conv2d, batch_norm2d, pools, linear) run on oneDNN; elementwise ops use OpenMP loops.
+// Heavy ops (conv2d, max/avg pools, linear) run on oneDNN; batch_norm2d and elementwise ops use OpenMP loops.
 #pragma once
 #include <chrono>
 #include <cstdint>

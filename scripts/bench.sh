@@ -80,7 +80,7 @@ for c in "${configs[@]}"; do
   fi
 done
 
-report="Threads: $threads; $runs interleaved runs per side; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"$'\n'
+report="Threads: $threads; $runs interleaved runs per side; $(nproc --all) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"$'\n'
 report+="Busy processes at start (>20% CPU): ${busy:-none}"$'\n\n'"$table"
 if [[ -n $bf16_rows ]]; then
   report+=$'\n'"| configuration | PyTorch autocast bf16 img/s (one run, context only) |"$'\n'"|---|---:|"$'\n'"$bf16_rows"
