@@ -31,7 +31,27 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
   app.add_flag("--json", o.json, "print JSON");
+  app.add_flag("--plain", o.plain, "plain NCHW activations between ops (default: blocked where oneDNN picks it)");
+  app.add_flag("--profile", o.profile, "print the time per op type (forward and backward) per step");
 }
+
+namespace {
+
+// One row per op counter: ms per step, share of the step, calls per step; the rest of the step (autograd
+// bookkeeping and gradient buffers, the optimizer, quantizer projection) as "other".
+void print_profile(double total_s, int64_t steps) {
+  const auto rows = engine::ops::op_profile();
+  double ops_s = 0;
+  for (const auto& r : rows) ops_s += r.seconds;
+  std::printf("%-28s %10s %7s %8s\n", "op", "ms/step", "share", "calls");
+  for (const auto& r : rows)
+    std::printf("%-28s %10.2f %6.1f%% %8.1f\n", r.name.c_str(), 1e3 * r.seconds / steps, 100 * r.seconds / total_s,
+                static_cast<double>(r.calls) / steps);
+  std::printf("%-28s %10.2f %6.1f%%\n", "other", 1e3 * (total_s - ops_s) / steps, 100 * (total_s - ops_s) / total_s);
+  std::printf("%-28s %10.2f\n", "step", 1e3 * total_s / steps);
+}
+
+}  // namespace
 
 int run_bench(const BenchOptions& o) {
   QIL_CHECK(o.batch >= 1 && o.steps >= 1 && o.repeat >= 1 && o.warmup >= 0, "bench: batch, steps and repeat must be >= 1");
@@ -56,6 +76,7 @@ int run_bench(const BenchOptions& o) {
       return true;
     });
   }
+  engine::ops::set_keep_blocked(!o.plain);
   std::vector<Tensor> params;
   for (auto& p : model->named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
@@ -69,15 +90,22 @@ int run_bench(const BenchOptions& o) {
     layers::project_quantizers(*model);
   };
   for (int64_t i = 0; i < o.warmup; ++i) step();
+  engine::ops::reset_op_profile();
+  engine::ops::set_op_profiling(o.profile);
+  double total_s = 0;
   std::vector<double> rates;
   for (int64_t r = 0; r < o.repeat; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < o.steps; ++i) step();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rates.push_back(o.batch * o.steps / s);
+    total_s += s;
   }
+  engine::ops::set_op_profiling(false);
+  engine::ops::set_keep_blocked(false);
   std::sort(rates.begin(), rates.end());
   const double med = rates[rates.size() / 2];
+  if (o.profile) print_profile(total_s, o.steps * o.repeat);
   if (o.json)
     std::printf("{\"model\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"quant\":\"%s\",\"threads\":%d,\"img_per_s\":%.3f}\n",
                 o.model.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.image_size),

@@ -22,6 +22,8 @@ struct BenchOptions {
   int64_t threads = 0;  // 0 = OpenMP's default
   std::string quant = "32";  // a stage entry: 32, 4, w4a8 ...
   bool json = false;
+  bool plain = false;    // plain NCHW activations between ops instead of oneDNN's blocked layout
+  bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)
 };
 void add_bench_flags(CLI::App& app, BenchOptions& o);
 int run_bench(const BenchOptions& o);

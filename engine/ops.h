@@ -1,9 +1,13 @@
 // The closed op list of qil's engine. Each op returns its output and, when gradients are on and an input
 // needs one, records a backward closure (autograd.h). Shapes are outermost-first: activations (N, C, H, W),
-// conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32, plain layout.
-// Heavy ops (conv2d, batch_norm2d, pools, linear) run on oneDNN; elementwise ops use OpenMP loops.
+// conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32; activations plain, or blocked
+// between the ops that support it when set_keep_blocked is on (below).
+// Heavy ops (conv2d, max/avg pools, linear) run on oneDNN; batch_norm2d and elementwise ops use OpenMP loops.
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -61,5 +65,47 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
 
 // How many rows of logits (N, K) have their label among the k largest values (no autograd).
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
+
+// Blocked activations between ops (Layout::blocked, tensor.h). When on, conv2d returns oneDNN's nChw16c
+// whenever oneDNN picks it for the output and the channels are a multiple of 16, so no reorder runs between
+// convolutions; batch_norm2d, relu, add, mul_scalar, dropout, max_pool2d and the QIL ops keep their input's
+// layout; reshape/flatten, linear, avg/adaptive/global pooling and the loss convert to plain first. Each
+// gradient buffer is in the layout of the tensor it belongs to. Off by default (process-wide): read op
+// outputs with to_vector() or Tensor::plain() when it is on.
+void set_keep_blocked(bool on);
+bool keep_blocked();
+// x in plain layout, recorded: backward converts the gradient back. Returns x itself when x is plain.
+Tensor to_plain(const Tensor& x);
+
+// Per-op wall-clock totals for `qil bench --profile`. Off by default; when on, every op's forward and backward
+// adds its elapsed time to a counter named after it ("conv2d", "conv2d.bwd", ...). One clock-read pair per
+// call, so the totals are honest for ops of a few microseconds and up; not a sampling profiler.
+void set_op_profiling(bool on);
+bool op_profiling();
+struct OpTime {
+  std::string name;
+  double seconds = 0;
+  int64_t calls = 0;
+};
+std::vector<OpTime> op_profile();  // largest total first
+void reset_op_profile();
+void add_op_time(const char* name, double seconds);
+
+// Times one op call into the counter `name` (a string literal) when profiling is on.
+class OpTimer {
+ public:
+  explicit OpTimer(const char* name) : name_(op_profiling() ? name : nullptr) {
+    if (name_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (name_) add_op_time(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  const char* name_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace engine::ops

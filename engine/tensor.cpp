@@ -58,15 +58,23 @@ Storage::Storage(size_t b) : bytes(b) {
 }
 Storage::~Storage() { std::free(ptr); }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, Layout layout) {
+  if (layout == Layout::blocked) {
+    QIL_CHECK(dtype == DType::f32 && shape.size() == 4 && shape[1] % kBlock == 0,
+              "tensor: the blocked layout needs f32 (N, C, H, W) with C a multiple of ", kBlock, ", got ",
+              dtype_name(dtype), " ", shape);
+  }
   Tensor t;
   t.impl_ = std::make_shared<Impl>();
   t.impl_->shape = shape;
   t.impl_->numel = shape_numel(shape);
   t.impl_->dtype = dtype;
+  t.impl_->layout = layout;
   t.impl_->storage = std::make_shared<Storage>(static_cast<size_t>(t.impl_->numel) * dtype_size(dtype));
   return t;
 }
+
+Tensor Tensor::empty_like(const Tensor& t) { return empty(t.shape(), t.dtype(), t.layout()); }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype) {
   Tensor t = empty(shape, dtype);
@@ -117,8 +125,22 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
-  const float* p = data<float>();
-  return std::vector<float>(p, p + numel());
+  const Tensor p = plain();
+  const float* d = p.data<float>();
+  return std::vector<float>(d, d + numel());
+}
+
+Tensor Tensor::plain() const {
+  QIL_CHECK(impl_, "plain: undefined tensor");
+  if (layout() == Layout::plain) return *this;
+  const int64_t n = size(0), cb = size(1) / kBlock, hw = size(2) * size(3);
+  Tensor t = empty(shape(), dtype());
+  const float* src = data<float>();  // (N, C/16, H, W, 16)
+  float* dst = t.data<float>();      // (N, C, H, W)
+  for (int64_t i = 0; i < n * cb; ++i)
+    for (int64_t k = 0; k < hw; ++k)
+      for (int64_t l = 0; l < kBlock; ++l) dst[(i * kBlock + l) * hw + k] = src[(i * hw + k) * kBlock + l];
+  return t;
 }
 
 Tensor Tensor::detach() const {
@@ -135,13 +157,15 @@ Tensor Tensor::detach() const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = empty(shape(), dtype());
+  Tensor t = empty(shape(), dtype(), layout());
   std::memcpy(t.raw(), raw(), nbytes());
   return t;
 }
 
 Tensor Tensor::view(const Shape& s) const {
   QIL_CHECK(shape_numel(s) == numel(), "view: cannot view shape ", shape(), " as ", s);
+  QIL_CHECK(layout() == Layout::plain || s == shape(), "view: cannot view blocked tensor ", *this, " as ", s,
+            " (convert it with plain() first)");
   Tensor t = detach();
   t.impl_->shape = s;
   return t;
@@ -188,7 +212,8 @@ void Tensor::set_grad_fn(std::shared_ptr<Node> n) {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor[undefined]";
-  return os << "Tensor[" << dtype_name(t.dtype()) << ' ' << t.shape() << ']';
+  return os << "Tensor[" << dtype_name(t.dtype()) << ' ' << t.shape()
+            << (t.layout() == Layout::blocked ? " nChw16c" : "") << ']';
 }
 
 }  // namespace engine

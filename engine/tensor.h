@@ -14,8 +14,11 @@ namespace engine {
 using Shape = std::vector<int64_t>;
 
 enum class DType : uint8_t { f32 = 0, bf16 = 1, s8 = 2, u8 = 3, s32 = 4 };
-// Plain is row-major in shape order. Blocked is reserved for oneDNN's blocked activation formats.
+// Plain is row-major in shape order. Blocked is oneDNN's nChw16c for f32 activations (N, C, H, W) with C a
+// multiple of 16: memory order (N, C/16, H, W, 16), so numel and bytes equal the plain tensor's. Only ops
+// produce blocked tensors (ops::set_keep_blocked); to_vector() and plain() always see plain order.
 enum class Layout : uint8_t { plain = 0, blocked = 1 };
+constexpr int64_t kBlock = 16;  // channels per block of Layout::blocked
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -37,7 +40,8 @@ class Tensor {
  public:
   Tensor() = default;  // undefined tensor: defined() == false
 
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Layout layout = Layout::plain);
+  static Tensor empty_like(const Tensor& t);  // same shape, dtype and layout
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
   static Tensor full(const Shape& shape, float value);
   static Tensor scalar(float value) { return full({}, value); }
@@ -56,13 +60,16 @@ class Tensor {
   template <class T = float> T* data();
   template <class T = float> const T* data() const;
   float item() const;  // the value of a one-element f32 tensor
-  std::vector<float> to_vector() const;
+  std::vector<float> to_vector() const;  // plain order whatever the layout
+  // This tensor when plain, else a plain-layout copy (no autograd; see ops::to_plain for the recorded one).
+  Tensor plain() const;
 
   // Same storage, no autograd history, requires_grad false.
   Tensor detach() const;
-  // Deep copy, no autograd history.
+  // Deep copy (same layout), no autograd history.
   Tensor clone() const;
   // Same storage with another shape of equal numel (no autograd; see ops::reshape for the recorded one).
+  // Plain tensors only (a blocked tensor may be viewed with its own shape).
   Tensor view(const Shape& shape) const;
   void fill_(float v);
   void copy_from(const Tensor& src);  // same numel and dtype; plain copy

@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <type_traits>
 #include <utility>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "quant/fast_math.h"
 
 namespace quant {
@@ -38,6 +40,15 @@ float scalar_of(const char* op, const char* name, const Tensor& t) {
   const float v = t.item();
   QIL_CHECK(std::isfinite(v), op, ": ", name, " is not finite (", v, ")");
   return v;
+}
+
+// The profile counter of an op's backward (op is one of the four literals below).
+const char* backward_name(const char* op) {
+  const std::string o = op;
+  if (o == "qil_weight") return "qil_weight.bwd";
+  if (o == "qil_activation") return "qil_activation.bwd";
+  if (o == "qil_weight_transform") return "qil_weight_transform.bwd";
+  return "qil_activation_transform.bwd";
 }
 
 // The interval [c − d, c + d] and α = 1/(2d), as captured by a forward call.
@@ -150,13 +161,14 @@ void unsigned_forward(const float* xp, float* yp, int64_t n, const Interval iv, 
 // activation rule). q = 0: no discretizer.
 Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma,
                     int q) {
+  engine::ops::OpTimer timer(op);
   check_input(op, w);
   const Interval iv = interval_of(op, c, d);
   const float g = gamma.defined() ? scalar_of(op, "gamma", gamma) : 1.f;
   QIL_CHECK(g > 0.f, op, ": gamma must be positive, got ", g);
   const float qf = static_cast<float>(q);
 
-  Tensor y = Tensor::empty(w.shape());
+  Tensor y = Tensor::empty_like(w);
   const float* wp = w.data();
   float* yp = y.data();
   const int64_t n = w.numel();
@@ -170,8 +182,9 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
 
   std::vector<Tensor> inputs{w, c, d};
   if (gamma.defined()) inputs.push_back(gamma);
-  return engine::record(op, y, std::move(inputs), [ws = w.detach(), iv, g](const Tensor& gy,
+  return engine::record(op, y, std::move(inputs), [ws = w.detach(), iv, g, op](const Tensor& gy,
                                                                            std::vector<Tensor>& gx) {
+    engine::ops::OpTimer timer(backward_name(op));
     const float* gyp = gy.data();
     const float* wv = ws.data();
     float* dw = gx[0].defined() ? gx[0].data() : nullptr;
@@ -193,10 +206,11 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
 
 // Post-ReLU activations: x̂ = 0 below c − d, 1 above c + d, u(x) inside. q = 0: no discretizer.
 Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const Tensor& d, int q) {
+  engine::ops::OpTimer timer(op);
   check_input(op, x);
   const Interval iv = interval_of(op, c, d);
   const float qf = static_cast<float>(q);
-  Tensor y = Tensor::empty(x.shape());
+  Tensor y = Tensor::empty_like(x);
   const float* xp = x.data();
   float* yp = y.data();
   const int64_t n = x.numel();
@@ -205,7 +219,8 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
     return 0;
   });
   // ∂x̂/∂x = 1/(2d), ∂x̂/∂c = −1/(2d), ∂x̂/∂d = −(x − c)/(2d²) inside; 0 outside.
-  return engine::record(op, y, {x, c, d}, [xs = x.detach(), iv](const Tensor& gy, std::vector<Tensor>& gx) {
+  return engine::record(op, y, {x, c, d}, [xs = x.detach(), iv, op](const Tensor& gy, std::vector<Tensor>& gx) {
+    engine::ops::OpTimer timer(backward_name(op));
     const float* gyp = gy.data();
     const float* xv = xs.data();
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;

@@ -1,6 +1,7 @@
 // 2-D convolution on oneDNN (forward, backward-data, backward-weights with the bias gradient) and the
-// output-size rule shared with pooling. Tensors stay plain NCHW / OIHW at the op boundary; inside, oneDNN
-// picks its own (blocked) layouts and we reorder in and out. Not a layout-propagating implementation.
+// output-size rule shared with pooling. oneDNN picks its own (blocked) layouts; the input is taken in its own
+// layout, and the output is returned blocked when set_keep_blocked is on and oneDNN chose nChw16c, else
+// reordered to plain NCHW. Weights stay plain OIHW at the op boundary.
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/dnnl_common.h"
@@ -83,6 +84,7 @@ void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dG
 
 // y[n,o,i,j] = b[o] + sum_{c in group(o), p, q} x[n, c, i*s - pad + p*dil, j*s - pad + q*dil] * w[o, c', p, q]
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g) {
+  OpTimer timer("conv2d");
   check_conv(x, w, b, g);
   const int64_t oh = conv_out_size(x.size(2), w.size(2), g.stride_h, g.pad_h, g.dil_h);
   const int64_t ow = conv_out_size(x.size(3), w.size(3), g.stride_w, g.pad_w, g.dil_w);
@@ -95,24 +97,33 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
   auto pd = conv_fwd_pd(d, with_bias,
                         training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
 
-  Tensor y = Tensor::empty({x.size(0), w.size(0), oh, ow});  // (N, O, OH, OW)
-  memory x_m = to_layout(wrap(x, plain_md(d.src, tag::nchw)), pd.src_desc());
+  // In and out in the tensors' own layouts; reorders only where oneDNN wants another one.
+  const memory::desc x_md = act_md(x);
+  memory x_m = to_layout(wrap(x, x_md), pd.src_desc());
   memory w_m = to_layout(wrap(w, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
-  memory y_plain = wrap(y, plain_md(d.dst, tag::nchw));
-  memory y_m = output_in(y_plain, pd.dst_desc());
+  const bool out_blocked = keep_blocked() && w.size(0) % kBlock == 0 && pd.dst_desc() == blocked_md(d.dst);
+  Tensor y = Tensor::empty({x.size(0), w.size(0), oh, ow}, DType::f32,
+                           out_blocked ? Layout::blocked : Layout::plain);  // (N, O, OH, OW)
+  const memory::desc y_md = act_md(y);
+  memory y_user = wrap(y, y_md);
+  memory y_m = output_in(y_user, pd.dst_desc());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DST, y_m}};
   if (with_bias) args[DNNL_ARG_BIAS] = wrap(b, plain_md(d.bias, tag::x));
   dnnl::convolution_forward(pd).execute(cpu_stream(), args);
-  copy_back(y_m, y_plain);
+  copy_back(y_m, y_user);
   cpu_stream().wait();
 
+  // Backward keeps x as the forward primitive read it (x itself, or its reordered copy), so backward-weights
+  // does not reorder x a second time; xs keeps x's storage alive when x_m aliases it.
   return record("conv2d", y, {x, w, b},
-                [xs = x.detach(), ws = w.detach(), d, with_bias](const Tensor& gy, std::vector<Tensor>& gx) {
+                [xs = x.detach(), x_m, x_md, y_md, ws = w.detach(), d, with_bias](const Tensor& gy,
+                                                                                  std::vector<Tensor>& gx) {
+                  OpTimer timer("conv2d.bwd");
                   auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
-                  const memory gy_plain = wrap(gy, plain_md(d.dst, tag::nchw));
+                  const memory gy_user = wrap(gy, y_md);  // gradients come in their tensor's layout
                   memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)
                   auto gy_as = [&](const memory::desc& md) {
-                    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_plain, md);
+                    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_user, md);
                     return gy_m;
                   };
                   if (gx[0].defined()) {  // dx = conv_transpose(gy, w)
@@ -126,7 +137,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                                                                 {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
                                                                  {DNNL_ARG_WEIGHTS, w_m},
                                                                  {DNNL_ARG_DIFF_SRC, dx_m}});
-                    accumulate(dx_m, wrap(gx[0], plain_md(d.src, tag::nchw)));
+                    accumulate(dx_m, wrap(gx[0], x_md));
                   }
                   const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
                   if (need_w || need_b) {  // dw = corr(x, gy); db = sum of gy over N, H, W
@@ -136,10 +147,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                                                                   any_md(d.dst), d.strides, d.dilates, d.pad_l,
                                                                   d.pad_r);
                     dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory x_m = to_layout(wrap(xs, plain_md(d.src, tag::nchw)), pd.src_desc());
+                    memory xb_m = to_layout(x_m, pd.src_desc());
                     memory dw_m(pd.diff_weights_desc(), cpu_engine());
                     std::unordered_map<int, memory> args{
-                        {DNNL_ARG_SRC, x_m},
+                        {DNNL_ARG_SRC, xb_m},
                         {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
                         {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
                     memory db_m;

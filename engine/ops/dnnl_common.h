@@ -27,6 +27,12 @@ inline memory::dims dims_of(const Tensor& t) { return memory::dims(t.shape().beg
 
 inline memory::desc plain_md(const memory::dims& d, tag t) { return memory::desc(d, memory::data_type::f32, t); }
 
+// An activation (N, C, H, W) as oneDNN sees it: nchw, or nChw16c for Layout::blocked.
+inline memory::desc act_md(const Tensor& t) {
+  return plain_md(dims_of(t), t.layout() == Layout::blocked ? tag::nChw16c : tag::nchw);
+}
+inline memory::desc blocked_md(const memory::dims& d) { return plain_md(d, tag::nChw16c); }
+
 // A dnnl::memory over a tensor's storage (no copy). oneDNN takes non-const pointers even for inputs.
 inline memory wrap(const Tensor& t, const memory::desc& md) {
   return memory(md, cpu_engine(), const_cast<float*>(t.data()));

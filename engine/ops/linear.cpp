@@ -28,6 +28,7 @@ dnnl::inner_product_forward::primitive_desc linear_fwd_pd(const LinearDims& d, d
 
 // y[n, o] = b[o] + sum_i x[n, i] * w[o, i]
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  OpTimer timer("linear");
   QIL_CHECK(x.defined() && w.defined(), "linear: undefined input or weight");
   QIL_CHECK(x.dtype() == DType::f32 && w.dtype() == DType::f32, "linear: expected f32 tensors, got ", x, " and ", w);
   QIL_CHECK(x.dim() == 2, "linear: input must be (N, in), got ", x.shape());
@@ -55,6 +56,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 
   return record("linear", y, {x, w, b},
                 [xs = x.detach(), ws = w.detach(), d](const Tensor& gy, std::vector<Tensor>& gx) {
+                  OpTimer timer("linear.bwd");
                   auto fwd = linear_fwd_pd(d, dnnl::prop_kind::forward_training);
                   const memory gy_m = wrap(gy, d.dst);
                   const bool with_bias = !d.bias.is_zero();

@@ -22,6 +22,7 @@ void check_logits(const char* op, const Tensor& logits, const Tensor& labels) {
 }  // namespace
 
 Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing) {
+  OpTimer timer("softmax_cross_entropy");
   check_logits("softmax_cross_entropy", logits, labels);
   QIL_CHECK(label_smoothing >= 0.f && label_smoothing < 1.f,
             "softmax_cross_entropy: label smoothing must be in [0, 1), got ", label_smoothing);
@@ -53,6 +54,7 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
   Tensor y = Tensor::scalar(static_cast<float>(loss / n));
   return record("softmax_cross_entropy", y, {logits},
                 [prob, lab = labels, eps](const Tensor& gy, std::vector<Tensor>& gx) {
+                  OpTimer timer("softmax_cross_entropy.bwd");
                   const int64_t n = prob.size(0), k = prob.size(1);
                   const float scale = gy.item() / n;
                   const float* pp = prob.data();
@@ -67,6 +69,7 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
 }
 
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k) {
+  OpTimer timer("topk_correct");
   check_logits("topk_correct", logits, labels);
   const int64_t n = logits.size(0), kk = logits.size(1);
   QIL_CHECK(k >= 1, "topk_correct: k must be >= 1, got ", k);

@@ -1,5 +1,6 @@
 // Spatial pooling: max and average pooling on oneDNN (the max-pool workspace from a training forward is kept
-// for backward), adaptive and global average pooling on plain OpenMP loops. Plain NCHW in and out.
+// for backward), adaptive and global average pooling on plain OpenMP loops. Max pooling keeps its input's
+// layout (plain or blocked); the others convert blocked input to plain first.
 #include <algorithm>
 
 #include "engine/autograd.h"
@@ -35,8 +36,9 @@ PoolSetup pool_setup(const char* op, const Tensor& x, const Pool2dGeom& g, dnnl:
             g.kh, ", ", g.kw, "), stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h, ", ", g.pad_w,
             ")");
   PoolSetup s;
-  s.src = plain_md(dims_of(x), tag::nchw);
-  s.dst = plain_md({x.size(0), x.size(1), oh, ow}, tag::nchw);
+  const tag t = x.layout() == Layout::blocked ? tag::nChw16c : tag::nchw;  // the output keeps x's layout
+  s.src = plain_md(dims_of(x), t);
+  s.dst = plain_md({x.size(0), x.size(1), oh, ow}, t);
   s.strides = {g.stride_h, g.stride_w};
   s.kernel = {g.kh, g.kw};
   s.pad_l = {g.pad_h, g.pad_w};
@@ -94,22 +96,28 @@ void scale_planes(Tensor& t, const std::vector<float>& f) {
 
 // y[n,c,i,j] = max over the window; padding never wins (it counts as -inf).
 Tensor max_pool2d(const Tensor& x, const Pool2dGeom& g) {
+  OpTimer timer("max_pool2d");
   const PoolSetup s = pool_setup("max_pool2d", x, g, dnnl::algorithm::pooling_max);
   const bool training = grad_enabled() && x.requires_grad();
   auto pd = pool_fwd_pd(s, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  Tensor y = Tensor::empty({s.dst.dims()[0], s.dst.dims()[1], s.dst.dims()[2], s.dst.dims()[3]});  // (N,C,OH,OW)
+  Tensor y = Tensor::empty({s.dst.dims()[0], s.dst.dims()[1], s.dst.dims()[2], s.dst.dims()[3]}, DType::f32,
+                           x.layout());  // (N, C, OH, OW)
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap(x, s.src)}, {DNNL_ARG_DST, wrap(y, s.dst)}};
   memory ws;  // where each maximum came from; backward routes the gradient there without re-reading x
   if (training) args[DNNL_ARG_WORKSPACE] = ws = memory(pd.workspace_desc(), cpu_engine());
   dnnl::pooling_forward(pd).execute(cpu_stream(), args);
   cpu_stream().wait();
   return record("max_pool2d", y, {x}, [s, ws](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("max_pool2d.bwd");
     pool_backward(s, gy, ws, gx[0]);
   });
 }
 
 // y = mean over the window; the divisor counts padding when count_include_pad (PyTorch's default).
-Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
+Tensor avg_pool2d(const Tensor& x_in, const Pool2dGeom& g) {
+  QIL_CHECK(x_in.defined(), "avg_pool2d: undefined input");
+  const Tensor x = to_plain(x_in);  // the ceil-mode correction works on plain planes
+  OpTimer timer("avg_pool2d");
   const PoolSetup s = pool_setup("avg_pool2d", x, g,
                                  g.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                                      : dnnl::algorithm::pooling_avg_exclude_padding);
@@ -122,6 +130,7 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
   cpu_stream().wait();
   if (!fix.empty()) scale_planes(y, fix);
   return record("avg_pool2d", y, {x}, [s, fix](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("avg_pool2d.bwd");
     if (fix.empty()) return pool_backward(s, gy, memory(), gx[0]);
     Tensor g2 = gy.clone();  // y = fix * pool(x)  =>  dx = pool_backward(fix * gy)
     scale_planes(g2, fix);
@@ -130,7 +139,10 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dGeom& g) {
 }
 
 // Output bin i covers rows floor(i*H/OH) .. ceil((i+1)*H/OH) - 1 (PyTorch's adaptive edges; bins may overlap).
-Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
+Tensor adaptive_avg_pool2d(const Tensor& x_in, int64_t oh, int64_t ow) {
+  QIL_CHECK(x_in.defined(), "adaptive_avg_pool2d: undefined input");
+  const Tensor x = to_plain(x_in);
+  OpTimer timer("adaptive_avg_pool2d");
   QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
             "adaptive_avg_pool2d: input must be f32 (N, C, H, W), got ", x);
   QIL_CHECK(oh >= 1 && ow >= 1, "adaptive_avg_pool2d: output size (", oh, ", ", ow, ") < 1 for input ", x.shape());
@@ -154,6 +166,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
     }
   }
   return record("adaptive_avg_pool2d", y, {x}, [h, w, oh, ow, planes](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("adaptive_avg_pool2d.bwd");
     const float* g = gy.data();
     float* dx = gx[0].data();
     // One thread per plane: overlapping bins then never race on a dx element.
@@ -174,7 +187,10 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
 }
 
 // y[n, c] = mean of x[n, c, :, :]
-Tensor global_avg_pool(const Tensor& x) {
+Tensor global_avg_pool(const Tensor& x_in) {
+  QIL_CHECK(x_in.defined(), "global_avg_pool: undefined input");
+  const Tensor x = to_plain(x_in);
+  OpTimer timer("global_avg_pool");
   QIL_CHECK(x.defined() && x.dtype() == DType::f32 && x.dim() == 4,
             "global_avg_pool: input must be f32 (N, C, H, W), got ", x);
   const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
@@ -189,6 +205,7 @@ Tensor global_avg_pool(const Tensor& x) {
     yp[k] = acc / static_cast<float>(hw);
   }
   return record("global_avg_pool", y, {x}, [planes, hw](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("global_avg_pool.bwd");
     const float* g = gy.data();
     float* dx = gx[0].data();
 #pragma omp parallel for if (planes * hw > kParallelMin)
