@@ -16,6 +16,7 @@
 #include "apps/report.h"
 #include "apps/train.h"
 #include "engine/check.h"
+#include "engine/ops.h"
 #include "layers/models.h"
 
 namespace apps {
@@ -38,6 +39,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  engine::ops::set_keep_blocked(true);
   LoadedModel lm = load_model_checkpoint(o.checkpoint);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);

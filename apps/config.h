@@ -46,7 +46,7 @@ struct TrainConfig {
   std::string stages = "32";
   std::string stage_epochs;  // default: --epochs for every stage
   int64_t epochs = 10;
-  double quant_lr_scale = 0.01;  // quantizer parameters' LR = this x the weights' LR
+  double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
   std::string first_last = "fp";  // fp | 8: the first conv and the last linear

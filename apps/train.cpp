@@ -215,6 +215,8 @@ int run_train(TrainConfig cfg) {
   r.world = engine::dist::world_size();
   r.lead = r.rank == 0;
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
+  // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance.md).
+  engine::ops::set_keep_blocked(true);
   r.stages = parse_stages(cfg.stages, cfg.stage_epochs.empty() ? std::to_string(cfg.epochs) : cfg.stage_epochs);
   if (cfg.out.empty()) {
     std::string s = cfg.stages;
