@@ -3,7 +3,7 @@
 # Usage: scripts/results.sh [--long] [--doc-only]
 #   --long      also the ResNet-20 run (about an hour and a half on 2 cores)
 #   --doc-only  rebuild docs/results.md from the runs already in $QIL_RESULTS (default runs/results)
-# A finished run is not repeated; delete its folder to run it again.
+# A finished run is not repeated; delete its folder to run it again. QIL_THREADS sets --threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 long=0; doc_only=0
@@ -25,7 +25,7 @@ run() {
   if [[ -f "$R/$name/done" ]]; then return; fi
   rm -rf "${R:?}/$name"
   echo "== $name: qil train $*" >&2
-  "$QIL" train --progress lines --out "$R/$name" "$@" > "$R/$name.log" 2>&1
+  "$QIL" train --progress lines --out "$R/$name" ${QIL_THREADS:+--threads "$QIL_THREADS"} "$@" > "$R/$name.log" 2>&1
   touch "$R/$name/done"
 }
 
