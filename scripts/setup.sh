@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what qil needs from Debian's packages (only what is missing) and builds it into build/.
 # Usage: scripts/setup.sh
-# Environment: QIL_BUILD_DIR (default build), QIL_JOBS (default: number of cores), QIL_NATIVE=1 for -march=native.
+# Environment: QIL_BUILD_DIR (default build), QIL_JOBS (default: number of cores), QIL_NATIVE=1 for -march=native,
+# QIL_EXTRA_PKGS (more Debian packages to install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev libstb-dev doctest-dev libopenmpi-dev openmpi-bin
       zlib1g-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev dataset-fashion-mnist)
+# Extra packages for one purpose (the test command adds ImageMagick for JPEG fixtures stb cannot write).
+read -r -a extra <<< "${QIL_EXTRA_PKGS:-}"
+pkgs+=("${extra[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -3,6 +3,9 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 
+#include <cstdlib>
+#include <fstream>
+
 #include "data/image.h"
 #include "fixtures.h"
 
@@ -70,6 +73,38 @@ TEST_CASE("decode: baseline JPEG, PNG named .JPEG, grayscale, non-ASCII names") 
   const std::string uni = d.file("\xC3\xA9t\xC3\xA9_\xE7\x8C\xAB.JPEG");  // "été_猫.JPEG"
   REQUIRE(stbi_write_png(uni.c_str(), 2, 2, 3, px.data(), 6));
   CHECK(decode_file(uni).pixels == px);
+}
+
+TEST_CASE("decode: progressive and CMYK JPEGs (made with ImageMagick) come out as the right RGB") {
+  // stb_image_write makes only baseline JPEGs. The test command installs ImageMagick for these two.
+  const char* convert = "/usr/bin/convert";
+  if (!std::ifstream(convert).good()) {
+    MESSAGE("ImageMagick not installed (scripts/test.sh installs it): skipped");
+    return;
+  }
+  TempDir d;
+  REQUIRE(stbi_write_png(d.file("src.png").c_str(), 16, 8, 3, solid(16, 8, 3, {200, 100, 50}).data(), 48));
+  const std::string base = std::string(convert) + " '" + d.file("src.png") + "' -quality 95 ";
+  REQUIRE(std::system((base + "-interlace JPEG '" + d.file("prog.JPEG") + "'").c_str()) == 0);
+  REQUIRE(std::system((base + "-colorspace CMYK '" + d.file("cmyk.JPEG") + "'").c_str()) == 0);
+  // The files really are what they claim: a progressive (SOF2) and a 4-component (CMYK) JPEG.
+  auto has_marker = [](const std::vector<uint8_t>& b, uint8_t m) {
+    for (size_t i = 0; i + 1 < b.size(); ++i)
+      if (b[i] == 0xFF && b[i + 1] == m) return true;
+    return false;
+  };
+  CHECK(has_marker(file_bytes(d.file("prog.JPEG")), 0xC2));
+  int w, h, comp;
+  REQUIRE(stbi_info(d.file("cmyk.JPEG").c_str(), &w, &h, &comp));
+  for (const char* f : {"prog.JPEG", "cmyk.JPEG"}) {
+    data::RgbImage im = decode_file(d.file(f));
+    REQUIRE_MESSAGE(im.pixels.size() == 16 * 8 * 3, f);
+    for (size_t i = 0; i < im.pixels.size(); i += 3) {
+      CHECK_MESSAGE(std::abs(int(im.pixels[i]) - 200) <= 6, f);
+      CHECK_MESSAGE(std::abs(int(im.pixels[i + 1]) - 100) <= 6, f);
+      CHECK_MESSAGE(std::abs(int(im.pixels[i + 2]) - 50) <= 6, f);
+    }
+  }
 }
 
 TEST_CASE("decode: broken and hostile files name the file and the problem") {
