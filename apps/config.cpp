@@ -60,6 +60,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage"},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
       {"freeze-weights", &c.freeze_weights, "quantizer-only training: weights and BatchNorm frozen"},
+      {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)"},
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
       {"seed", &c.seed, "seed of initialization, data order and augmentation"},
@@ -209,6 +210,9 @@ void validate(const TrainConfig& c) {
             "--progress must be auto, bar, lines or none, got '", c.progress, "'");
   QIL_CHECK(!c.freeze_weights || !c.init.empty() || !c.resume.empty(),
             "--freeze-weights needs --init: quantizer-only training starts from a trained network");
+  QIL_CHECK(c.targets == "labels" || c.targets == "teacher", "--targets must be labels or teacher, got '", c.targets, "'");
+  QIL_CHECK(c.targets == "labels" || !c.init.empty() || !c.resume.empty(),
+            "--targets teacher needs --init: the teacher is the network it names");
   parse_stages(c.stages, c.stage_epochs.empty() ? std::to_string(c.epochs) : c.stage_epochs);
   if (c.augment != "none") {
     std::stringstream ss(c.augment);

@@ -53,6 +53,7 @@ struct TrainConfig {
   int64_t calib_batches = 8;
   std::string init;           // checkpoint or safetensors to start from
   bool freeze_weights = false;  // quantizer-only training
+  std::string targets = "labels";  // labels | teacher: the --init network's softmax (data with other labels)
   std::map<std::string, LayerOverride> layers;
   // Run.
   std::string out;     // run directory (default runs/<model>-<stages>)

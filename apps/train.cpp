@@ -247,6 +247,14 @@ int run_train(TrainConfig cfg) {
                 "' network, but --model is '", cfg.model, "'");
     }
   }
+  // The teacher (--targets teacher): the --init network as it was, in eval mode, never trained.
+  std::unique_ptr<layers::Module> teacher;
+  if (cfg.targets == "teacher") {
+    QIL_CHECK(!cfg.init.empty() && !is_safetensors_path(cfg.init),
+              "--targets teacher needs --init with a qil checkpoint (the teacher), got '", cfg.init, "'");
+    teacher = load_model_checkpoint(cfg.init).model;
+    teacher->eval();
+  }
   r.data = load_run_data(cfg, r.meta.mean, r.meta.std);
   r.cfg = cfg;
   if (resume_ck || init) {
@@ -386,7 +394,17 @@ int run_train(TrainConfig cfg) {
         lr = sched.lr(pos.step, steps_per_epoch);
         opt.zero_grad();
         Tensor logits = r.model->forward(b.images);
-        Tensor loss = engine::ops::softmax_cross_entropy(logits, b.labels, static_cast<float>(cfg.label_smoothing));
+        Tensor loss;
+        if (teacher) {
+          Tensor soft;
+          {
+            engine::NoGradGuard ng;
+            soft = engine::ops::softmax(teacher->forward(b.images));
+          }
+          loss = engine::ops::soft_cross_entropy(logits, soft);
+        } else {
+          loss = engine::ops::softmax_cross_entropy(logits, b.labels, static_cast<float>(cfg.label_smoothing));
+        }
         const float lv = loss.item();
         QIL_CHECK(std::isfinite(lv), "training diverged: loss is ", lv, " at stage ", st.name(), " epoch ",
                   pos.epoch + 1, " batch ", b.index, " (try a lower --lr)");

@@ -63,6 +63,12 @@ Tensor mean(const Tensor& x);  // -> one-element tensor, shape {}
 // (1-eps) one-hot + eps/K uniform, as PyTorch's CrossEntropyLoss). logits (N, K), labels s32 (N).
 Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing = 0.f);
 
+// Mean over the batch of -sum_j t_ij log softmax(logits)_ij for soft targets t (N, K), rows summing to 1
+// (e.g. a teacher network's softmax). No gradient flows to the targets.
+Tensor soft_cross_entropy(const Tensor& logits, const Tensor& targets);
+// Row-wise softmax of (N, K) logits, no autograd.
+Tensor softmax(const Tensor& logits);
+
 // How many rows of logits (N, K) have their label among the k largest values (no autograd).
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
 

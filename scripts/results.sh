@@ -39,7 +39,7 @@ if [[ $doc_only == 0 ]]; then
   run lenet-w2a2-direct --model lenet --init "$FP" --stages 2 --epochs 3 --lr 0.005 --augment flip
   if [[ -d "$DIGITS" ]]; then
     run lenet-w4a4-qonly-digits --model lenet --init "$FP" --stages 4 --epochs 1 --lr 0.005 --freeze-weights \
-      --data idx --data-dir "$DIGITS" --val-size 1000 --eval-data fashion-mnist
+      --targets teacher --data idx --data-dir "$DIGITS" --val-size 1000 --eval-data fashion-mnist
   fi
   if [[ $long == 1 ]]; then
     run resnet20-fp --model resnet20 --epochs 16 --lr 0.1
@@ -72,7 +72,7 @@ line() {  # line NAME DESCRIPTION
   line lenet-fp "LeNet, full precision, 3 epochs"
   line lenet-w4a4 "LeNet W4A4, 1 epoch from the FP checkpoint"
   line lenet-w4a4-qonly "LeNet W4A4 quantizer-only (weights and BN frozen), 1 epoch"
-  line lenet-w4a4-qonly-digits "LeNet W4A4 quantizer-only, intervals trained on MNIST digits, tested on Fashion-MNIST"
+  line lenet-w4a4-qonly-digits "LeNet W4A4 quantizer-only, intervals trained on MNIST digits (teacher targets), tested on Fashion-MNIST"
   line lenet-progressive "LeNet progressive W4A4 → W3A3 → W2A2, 1 epoch each"
   line lenet-w2a2-direct "LeNet W2A2 direct from FP, 3 epochs"
   line resnet20-fp "ResNet-20, full precision, 16 epochs"

@@ -21,18 +21,15 @@ void check_logits(const char* op, const Tensor& logits, const Tensor& labels) {
 }
 }  // namespace
 
-Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing) {
-  OpTimer timer("softmax_cross_entropy");
-  check_logits("softmax_cross_entropy", logits, labels);
-  QIL_CHECK(label_smoothing >= 0.f && label_smoothing < 1.f,
-            "softmax_cross_entropy: label smoothing must be in [0, 1), got ", label_smoothing);
+namespace {
+// Mean over rows of -sum_j t_ij log softmax(z_i)_j for dense targets t (N, K); gradient (p - t) / N to z.
+Tensor cross_entropy_dense(const char* op, const Tensor& logits, Tensor targets) {
   const int64_t n = logits.size(0), k = logits.size(1);
-  QIL_CHECK(n > 0, "softmax_cross_entropy: empty batch");
+  QIL_CHECK(n > 0, op, ": empty batch");
   Tensor prob = Tensor::empty({n, k});  // (N, K) softmax, kept for backward
   const float* lp = logits.data();
-  const int32_t* yp = labels.data<int32_t>();
+  const float* tp = targets.data();
   float* pp = prob.data();
-  const float eps = label_smoothing;
   double loss = 0.0;
 #pragma omp parallel for reduction(+ : loss) if (n * k > 16384)
   for (int64_t i = 0; i < n; ++i) {
@@ -42,30 +39,62 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float l
     double z = 0.0;
     for (int64_t j = 0; j < k; ++j) z += std::exp(static_cast<double>(row[j] - mx));
     const double logz = std::log(z) + mx;
-    double li = 0.0;  // -sum_j target_j * log p_j
+    double li = 0.0;
     for (int64_t j = 0; j < k; ++j) {
       const double logp = row[j] - logz;
       pp[i * k + j] = static_cast<float>(std::exp(logp));
-      const double t = (j == yp[i] ? 1.0 - eps : 0.0) + eps / k;
-      li -= t * logp;
+      li -= tp[i * k + j] * logp;
     }
     loss += li;
   }
   Tensor y = Tensor::scalar(static_cast<float>(loss / n));
-  return record("softmax_cross_entropy", y, {logits},
-                [prob, lab = labels, eps](const Tensor& gy, std::vector<Tensor>& gx) {
-                  OpTimer timer("softmax_cross_entropy.bwd");
-                  const int64_t n = prob.size(0), k = prob.size(1);
-                  const float scale = gy.item() / n;
-                  const float* pp = prob.data();
-                  const int32_t* yp = lab.data<int32_t>();
-                  float* dx = gx[0].data();
-                  for (int64_t i = 0; i < n; ++i)
-                    for (int64_t j = 0; j < k; ++j) {
-                      const float t = (j == yp[i] ? 1.f - eps : 0.f) + eps / k;
-                      dx[i * k + j] += scale * (pp[i * k + j] - t);
-                    }
-                });
+  return record(op, y, {logits}, [prob, targets](const Tensor& gy, std::vector<Tensor>& gx) {
+    OpTimer timer("softmax_cross_entropy.bwd");
+    const int64_t n = prob.size(0), k = prob.size(1);
+    const float scale = gy.item() / n;
+    const float* pp = prob.data();
+    const float* tp = targets.data();
+    float* dx = gx[0].data();
+    for (int64_t i = 0; i < n * k; ++i) dx[i] += scale * (pp[i] - tp[i]);
+  });
+}
+}  // namespace
+
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing) {
+  OpTimer timer("softmax_cross_entropy");
+  check_logits("softmax_cross_entropy", logits, labels);
+  QIL_CHECK(label_smoothing >= 0.f && label_smoothing < 1.f,
+            "softmax_cross_entropy: label smoothing must be in [0, 1), got ", label_smoothing);
+  const int64_t n = logits.size(0), k = logits.size(1);
+  // The target: (1 - eps) one-hot + eps / K uniform.
+  Tensor t = Tensor::full({n, k}, label_smoothing / k);
+  const int32_t* yp = labels.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i) t.data()[i * k + yp[i]] += 1.f - label_smoothing;
+  return cross_entropy_dense("softmax_cross_entropy", logits, t);
+}
+
+Tensor soft_cross_entropy(const Tensor& logits, const Tensor& targets) {
+  OpTimer timer("softmax_cross_entropy");
+  QIL_CHECK(logits.defined() && logits.dim() == 2, "soft_cross_entropy: logits must be (N, K), got ", logits.shape());
+  QIL_CHECK(targets.defined() && targets.shape() == logits.shape() && targets.dtype() == DType::f32,
+            "soft_cross_entropy: targets ", targets, " must match logits ", logits.shape());
+  return cross_entropy_dense("soft_cross_entropy", logits, targets.detach());
+}
+
+Tensor softmax(const Tensor& logits) {
+  QIL_CHECK(logits.defined() && logits.dim() == 2, "softmax: logits must be (N, K), got ", logits.shape());
+  const int64_t n = logits.size(0), k = logits.size(1);
+  Tensor p = Tensor::empty({n, k});
+  const float* lp = logits.data();
+  float* pp = p.data();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = lp + i * k;
+    const float mx = *std::max_element(row, row + k);
+    double z = 0.0;
+    for (int64_t j = 0; j < k; ++j) z += std::exp(static_cast<double>(row[j] - mx));
+    for (int64_t j = 0; j < k; ++j) pp[i * k + j] = static_cast<float>(std::exp(row[j] - mx) / z);
+  }
+  return p;
 }
 
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k) {

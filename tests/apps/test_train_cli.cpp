@@ -144,6 +144,12 @@ TEST_CASE("a short run writes its run directory; eval and inspect read it; a dif
   CHECK(cfg.find("lr = 0.05\n") != std::string::npos);
   CHECK(cfg.find("batch = 64") != std::string::npos);
 
+  // Quantizer-only training towards the network's own predictions (for data labelled for another task).
+  auto q = run_qil("train" + kSmall + " --init " + tmp / "run/best-fp32.ckpt" +
+                   " --stages 4 --epochs 1 --freeze-weights --targets teacher --calib-batches 2 --out " + tmp / "q");
+  REQUIRE_MESSAGE(q.code == 0, q.out);
+  CHECK(q.out.find("quantizer-only") != std::string::npos);
+  expect_error("train" + kSmall + " --stages 4 --targets teacher --out " + tmp / "t", "--targets teacher needs --init");
   expect_error("train" + kSmall + " --model resnet20 --init " + tmp / "run/last.ckpt" + " --out " + tmp / "x",
                "holds a 'lenet' network, but --model is 'resnet20'");
   expect_error("train" + kSmall + " --resume " + tmp / "run", "finished all its stages");

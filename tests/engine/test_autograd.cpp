@@ -115,3 +115,31 @@ TEST_CASE("top-k counts") {
   CHECK(ops::topk_correct(logits, labels, 1) == 1);
   CHECK(ops::topk_correct(logits, labels, 2) == 2);
 }
+
+TEST_CASE("soft-target cross-entropy: one-hot targets match the label loss; gradient; softmax rows") {
+  Generator g(9);
+  Tensor logits = randn({4, 6}, g).set_requires_grad(true);
+  Tensor labels = Tensor::empty({4}, DType::s32);
+  Tensor onehot = Tensor::zeros({4, 6});
+  for (int i = 0; i < 4; ++i) {
+    labels.data<int32_t>()[i] = (i * 5) % 6;
+    onehot.data()[i * 6 + (i * 5) % 6] = 1.f;
+  }
+  CHECK(ops::soft_cross_entropy(logits, onehot).item() ==
+        doctest::Approx(ops::softmax_cross_entropy(logits, labels).item()).epsilon(1e-6));
+  // Targets equal to the model's own softmax: the gradient (p - t)/N vanishes; the loss is the entropy.
+  Tensor p = ops::softmax(logits);
+  for (int i = 0; i < 4; ++i) {
+    double s = 0;
+    for (int j = 0; j < 6; ++j) s += p.data()[i * 6 + j];
+    CHECK(s == doctest::Approx(1.0).epsilon(1e-6));
+  }
+  Tensor l = ops::soft_cross_entropy(logits, p);
+  l.backward();
+  for (float v : logits.grad().to_vector()) CHECK(std::fabs(v) < 1e-6f);
+  Tensor t = ops::softmax(randn({4, 6}, g));
+  logits.grad() = Tensor();
+  gradcheck([&](const std::vector<Tensor>& in) { return ops::soft_cross_entropy(in[0], t); }, {logits}, {},
+            "soft_cross_entropy");
+  CHECK_THROWS_WITH_AS(ops::soft_cross_entropy(logits, Tensor::zeros({4, 5})), doctest::Contains("must match"), Error);
+}
