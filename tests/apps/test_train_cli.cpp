@@ -241,3 +241,44 @@ TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run
   CHECK(count == 1);
   CHECK(csv_column(tmp / "run/metrics.csv", "train_loss").size() == 1);
 }
+
+#include <CLI/CLI.hpp>
+
+#include "apps/config.h"
+
+TEST_CASE("config file: values become flags that the command line overrides; per-layer tables") {
+  ScratchDir tmp;
+  std::ofstream(tmp / "run.toml") << "model = \"resnet20\"\nlr = 0.02\nstages = \"32,4\"\nnesterov = true\n"
+                                  << "stage_epochs = [3, 1]\n\n[layers.\"layer1.0.conv1\"]\nwbits = 3\n"
+                                  << "[layers.fc]\nexclude = true\n";
+  apps::TrainConfig cfg;
+  CLI::App app;
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  apps::add_train_flags(app, cfg);
+  std::vector<std::string> tokens = apps::config_file_tokens(tmp / "run.toml", app, cfg);
+  tokens.push_back("--lr=0.5");  // the command line comes after the file and wins
+  std::vector<std::string> rev(tokens.rbegin(), tokens.rend());
+  app.parse(rev);
+  CHECK(cfg.model == "resnet20");
+  CHECK(cfg.lr == 0.5);
+  CHECK(cfg.nesterov);
+  CHECK(cfg.stage_epochs == "3,1");
+  REQUIRE(cfg.layers.count("layer1.0.conv1") == 1);
+  CHECK(cfg.layers["layer1.0.conv1"].wbits == 3);
+  CHECK(cfg.layers["fc"].exclude);
+  // The resolved config reads back to the same values.
+  std::ofstream(tmp / "resolved.toml") << apps::to_toml(cfg);
+  apps::TrainConfig again;
+  CLI::App app2;
+  app2.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  apps::add_train_flags(app2, again);
+  auto t2 = apps::config_file_tokens(tmp / "resolved.toml", app2, again);
+  std::vector<std::string> rev2(t2.rbegin(), t2.rend());
+  app2.parse(rev2);
+  CHECK(again.lr == 0.5);
+  CHECK(again.model == "resnet20");
+  CHECK(again.nesterov);
+  CHECK(again.weight_decay == cfg.weight_decay);
+  CHECK(again.layers["layer1.0.conv1"].wbits == 3);
+  CHECK(again.layers["fc"].exclude);
+}
