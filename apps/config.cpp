@@ -52,6 +52,7 @@ std::vector<Field> fields(TrainConfig& c) {
       {"label-smoothing", &c.label_smoothing, "label smoothing of the cross-entropy"},
       {"stages", &c.stages, "bit widths per stage, e.g. 32,4,3,2 or w4a8 (32 = full precision)"},
       {"stage-epochs", &c.stage_epochs, "epochs per stage, one number or one per stage (default: --epochs)"},
+      {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005"},
       {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given"},
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR"},
       {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none"},
@@ -213,7 +214,7 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.targets == "labels" || c.targets == "teacher", "--targets must be labels or teacher, got '", c.targets, "'");
   QIL_CHECK(c.targets == "labels" || !c.init.empty() || !c.resume.empty(),
             "--targets teacher needs --init: the teacher is the network it names");
-  parse_stages(c.stages, c.stage_epochs.empty() ? std::to_string(c.epochs) : c.stage_epochs);
+  parse_stages(c.stages, c.stage_epochs.empty() ? std::to_string(c.epochs) : c.stage_epochs, c.stage_lr);
   if (c.augment != "none") {
     std::stringstream ss(c.augment);
     std::string a;

@@ -45,6 +45,7 @@ struct TrainConfig {
   // Stages and quantization.
   std::string stages = "32";
   std::string stage_epochs;  // default: --epochs for every stage
+  std::string stage_lr;      // default: --lr for every stage
   int64_t epochs = 10;
   double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none

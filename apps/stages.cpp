@@ -60,7 +60,8 @@ Stage parse_stage_entry(const std::string& entry) {
   return st;
 }
 
-std::vector<Stage> parse_stages(const std::string& stages, const std::string& stage_epochs) {
+std::vector<Stage> parse_stages(const std::string& stages, const std::string& stage_epochs,
+                                const std::string& stage_lr) {
   std::vector<Stage> out;
   for (const std::string& e : split(stages, ',')) out.push_back(parse_stage_entry(e));
   for (size_t i = 1; i < out.size(); ++i) {
@@ -84,6 +85,23 @@ std::vector<Stage> parse_stages(const std::string& stages, const std::string& st
     }
     QIL_CHECK(used == s.size() && !s.empty() && v >= 1, "--stage-epochs: '", s, "' is not a positive epoch count");
     out[i].epochs = v;
+  }
+  if (!stage_lr.empty()) {
+    std::vector<std::string> lrs = split(stage_lr, ',');
+    QIL_CHECK(lrs.size() == 1 || lrs.size() == out.size(), "--stage-lr: '", stage_lr, "' gives ", lrs.size(),
+              " numbers for ", out.size(), " stages");
+    for (size_t i = 0; i < out.size(); ++i) {
+      const std::string& s = lrs.size() == 1 ? lrs[0] : lrs[i];
+      size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(s, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      QIL_CHECK(used == s.size() && !s.empty() && v > 0, "--stage-lr: '", s, "' is not a positive learning rate");
+      out[i].lr = v;
+    }
   }
   return out;
 }

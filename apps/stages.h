@@ -1,5 +1,6 @@
 // Training stages: `--stages 32,5,4,3,2` (one entry per stage; `32` = full precision, `N` = N-bit weights and
-// activations, `wNaM` = different widths) and `--stage-epochs 10,5,...` (or one number for all stages).
+// activations, `wNaM` = different widths), `--stage-epochs 10,5,...` and `--stage-lr 0.1,0.01,...` (each one
+// number for all stages or one per stage).
 #pragma once
 #include <string>
 #include <vector>
@@ -10,13 +11,15 @@ struct Stage {
   int wbits = 32;  // 32 = full precision
   int abits = 32;
   int epochs = 1;
+  double lr = 0;  // base LR of this stage (0 = --lr)
   bool quantized() const { return wbits < 32 || abits < 32; }
   std::string name() const;  // "fp32", "w4a4"
 };
 
 // Throws engine::Error naming the bad entry: bits outside 2..8 (or 32), a list that is not decreasing,
 // an epoch count that does not match the stage count or is < 1.
-std::vector<Stage> parse_stages(const std::string& stages, const std::string& stage_epochs);
+std::vector<Stage> parse_stages(const std::string& stages, const std::string& stage_epochs,
+                                const std::string& stage_lr = "");
 // "w4a8", "4" (= w4a4), "32" -> widths; throws on anything else.
 Stage parse_stage_entry(const std::string& entry);
 

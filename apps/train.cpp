@@ -132,17 +132,19 @@ std::vector<engine::ParamGroup> param_groups(layers::Module& m, const TrainConfi
   return out;
 }
 
-engine::LrSchedule make_schedule(const TrainConfig& cfg, int epochs) {
-  engine::LrSchedule s = engine::LrSchedule::constant(static_cast<float>(cfg.lr));
+engine::LrSchedule make_schedule(const TrainConfig& cfg, const Stage& st) {
+  const int epochs = st.epochs;
+  const float base = static_cast<float>(st.lr > 0 ? st.lr : cfg.lr);
+  engine::LrSchedule s = engine::LrSchedule::constant(base);
   if (cfg.schedule == "cosine") {
-    s = engine::LrSchedule::cosine(static_cast<float>(cfg.lr), epochs);
+    s = engine::LrSchedule::cosine(base, epochs);
   } else if (cfg.schedule == "multistep") {
     std::vector<double> ms;
     std::stringstream ss(cfg.milestones);
     for (std::string t; std::getline(ss, t, ',');)
       if (!t.empty()) ms.push_back(std::stod(t));
     QIL_CHECK(!ms.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");
-    s = engine::LrSchedule::multistep(static_cast<float>(cfg.lr), ms, static_cast<float>(cfg.lr_gamma));
+    s = engine::LrSchedule::multistep(base, ms, static_cast<float>(cfg.lr_gamma));
   }
   if (cfg.warmup_epochs > 0) s.with_warmup(cfg.warmup_epochs);
   return s;
@@ -217,7 +219,8 @@ int run_train(TrainConfig cfg) {
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
   // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance.md).
   engine::ops::set_keep_blocked(true);
-  r.stages = parse_stages(cfg.stages, cfg.stage_epochs.empty() ? std::to_string(cfg.epochs) : cfg.stage_epochs);
+  r.stages = parse_stages(cfg.stages, cfg.stage_epochs.empty() ? std::to_string(cfg.epochs) : cfg.stage_epochs,
+                          cfg.stage_lr);
   if (cfg.out.empty()) {
     std::string s = cfg.stages;
     for (char& ch : s)
@@ -354,7 +357,7 @@ int run_train(TrainConfig cfg) {
       pos.batch = 0;
       pos.step = 0;
     }
-    const engine::LrSchedule sched = make_schedule(cfg, st.epochs);
+    const engine::LrSchedule sched = make_schedule(cfg, st);
     data::LoaderOptions lo;
     lo.batch_size = cfg.batch;
     lo.shuffle = true;

@@ -77,6 +77,13 @@ TEST_CASE("stage lists: widths, epochs and what is rejected") {
   bad("32,4", "1,0", "'0' is not a positive epoch count");
   bad("32,x", "1", "cannot read 'x'");
   bad("w4", "1", "no 'a' activation width");
+  auto l = apps::parse_stages("32,4,2", "1", "0.1,0.01,0.005");
+  CHECK((l[0].lr == 0.1 && l[1].lr == 0.01 && l[2].lr == 0.005));
+  CHECK(apps::parse_stages("32,4", "1", "0.02")[1].lr == 0.02);
+  CHECK(apps::parse_stages("32,4", "1")[1].lr == 0);  // --lr applies
+  CHECK_THROWS_WITH_AS(apps::parse_stages("32,4", "1", "0.1,0.1,0.1"), doctest::Contains("--stage-lr"), engine::Error);
+  CHECK_THROWS_WITH_AS(apps::parse_stages("32,4", "1", "0.1,-1"), doctest::Contains("'-1' is not a positive"),
+                       engine::Error);
 }
 
 TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
