@@ -9,8 +9,8 @@ bash scripts/setup.sh
 build=${QIL_BUILD_DIR:-build}
 out=${QIL_DEMO_OUT:-runs/demo}
 rm -rf "$out"
-"$build/qil" train --model lenet --data fashion-mnist --stages 32,4,3,2 --stage-epochs 3,1,1,1 --lr 0.05 \
-  --augment flip --out "$out" "$@"
+"$build/qil" train --model lenet --data fashion-mnist --stages 32,4,3,2 --stage-epochs 3,1,1,1 \
+  --stage-lr 0.05,0.005,0.005,0.005 --augment flip --out "$out" "$@"
 echo
 echo "Run directory: $out  (metrics.csv, intervals.jsonl, checkpoints)."
 echo "See what each layer learned: $build/qil inspect $out --html $out/report.html"
