@@ -647,6 +647,23 @@ std::string interval_chart(const InspectData& in, const std::string& layer, bool
 }
 
 // Histogram of the final weights with the thresholds, and the transformer ŵ(w) with its discretized
+
+// The transformer (smooth) and the discretizer (a staircase) over a grid, on the secondary axis.
+std::vector<Series> quantizer_curves(const std::vector<float>& grid, const Tensor& hat, const Tensor& bar,
+                                     const char* hat_label, const char* bar_label) {
+  Series sh{hat_label, "#2563eb"}, sb{bar_label, "#15803d"};
+  sh.secondary = sb.secondary = true;
+  sh.markers = sb.markers = false;
+  sb.width = 1.4;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    sh.pts.push_back({grid[i], hat.data()[i]});
+    // A staircase: hold the previous level up to each jump so risers are vertical.
+    if (i > 0 && bar.data()[i] != bar.data()[i - 1]) sb.pts.push_back({grid[i], bar.data()[i - 1]});
+    sb.pts.push_back({grid[i], bar.data()[i]});
+  }
+  return {sh, sb};
+}
+
 // staircase w̄(w) on the right-hand axis, computed by the quantizer's own ops.
 std::string weight_chart(const layers::LayerReport& r, const std::vector<float>& w, int& ids) {
   const quant::QuantStats& s = r.weight;
@@ -681,17 +698,7 @@ std::string weight_chart(const layers::LayerReport& r, const std::vector<float>&
                tg = Tensor::scalar(static_cast<float>(s.gamma));
   const Tensor hat = quant::qil_weight_transform(x, tc, td, tg);
   const Tensor bar = quant::qil_weight(x, tc, td, tg, s.bits);
-  Series sh{"\u0175 (transformer)", "#2563eb"}, sb{"w\u0304 (discretized)", "#15803d"};
-  sh.secondary = sb.secondary = true;
-  sh.markers = sb.markers = false;
-  sb.width = 1.4;
-  for (int i = 0; i < kPts; ++i) {
-    sh.pts.push_back({grid[size_t(i)], hat.data()[i]});
-    // A staircase: hold the previous level up to each jump so risers are vertical.
-    if (i > 0 && bar.data()[i] != bar.data()[i - 1]) sb.pts.push_back({grid[size_t(i)], bar.data()[i - 1]});
-    sb.pts.push_back({grid[size_t(i)], bar.data()[i]});
-  }
-  c.series = {sh, sb};
+  c.series = quantizer_curves(grid, hat, bar, "\u0175 (transformer)", "w\u0304 (discretized)");
   return finish_svg(c.svg(), ids);
 }
 
@@ -728,16 +735,7 @@ std::string activation_chart(const layers::LayerReport& r, const ActivationStats
   const Tensor tc = Tensor::scalar(static_cast<float>(s.c)), td = Tensor::scalar(static_cast<float>(s.d));
   const Tensor hat = quant::qil_activation_transform(x, tc, td, is_signed);
   const Tensor bar = quant::qil_activation(x, tc, td, s.bits, is_signed);
-  Series sh{"x\u0302 (transformer)", "#2563eb"}, sb{"x\u0304 (discretized)", "#15803d"};
-  sh.secondary = sb.secondary = true;
-  sh.markers = sb.markers = false;
-  sb.width = 1.4;
-  for (int i = 0; i < kPts; ++i) {
-    sh.pts.push_back({grid[size_t(i)], hat.data()[i]});
-    if (i > 0 && bar.data()[i] != bar.data()[i - 1]) sb.pts.push_back({grid[size_t(i)], bar.data()[i - 1]});
-    sb.pts.push_back({grid[size_t(i)], bar.data()[i]});
-  }
-  c.series = {sh, sb};
+  c.series = quantizer_curves(grid, hat, bar, "x\u0302 (transformer)", "x\u0304 (discretized)");
   return finish_svg(c.svg(), ids);
 }
 

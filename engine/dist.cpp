@@ -24,17 +24,6 @@ void check_mpi(int rc, const char* what) {
   throw Error(str_cat("dist::", what, ": MPI error: ", std::string(msg, static_cast<size_t>(len))));
 }
 
-const void* bytes_of(const Tensor& t) {
-  switch (t.dtype()) {
-    case DType::f32: return t.data<float>();
-    case DType::bf16: return t.data<uint16_t>();
-    case DType::s8: return t.data<int8_t>();
-    case DType::u8: return t.data<uint8_t>();
-    case DType::s32: return t.data<int32_t>();
-  }
-  return nullptr;
-}
-
 // The packing buffer is kept between calls: gradients are averaged every step with the same total size.
 std::vector<char>& scratch(size_t bytes) {
   static std::vector<char> buf;
@@ -147,7 +136,7 @@ void broadcast(std::vector<Tensor>& tensors, int root) {
   int64_t off = 0;
   if (is_root)
     for (const Tensor& t : tensors) {
-      std::memcpy(buf + off, bytes_of(t), t.nbytes());
+      std::memcpy(buf + off, t.bytes(), t.nbytes());
       off += static_cast<int64_t>(t.nbytes());
     }
   for (int64_t at = 0; at < total; at += kMaxCount) {
@@ -157,7 +146,7 @@ void broadcast(std::vector<Tensor>& tensors, int root) {
   if (is_root) return;
   off = 0;
   for (Tensor& t : tensors) {
-    std::memcpy(const_cast<void*>(bytes_of(t)), buf + off, t.nbytes());
+    std::memcpy(t.bytes(), buf + off, t.nbytes());
     off += static_cast<int64_t>(t.nbytes());
   }
 }

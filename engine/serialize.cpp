@@ -31,17 +31,6 @@ void check_little_endian() {
   QIL_CHECK(b == 1, "serialize: big-endian hosts are not supported");
 }
 
-const void* tensor_bytes(const Tensor& t) {
-  switch (t.dtype()) {
-    case DType::f32: return t.data<float>();
-    case DType::bf16: return t.data<uint16_t>();
-    case DType::s8: return t.data<int8_t>();
-    case DType::u8: return t.data<uint8_t>();
-    case DType::s32: return t.data<int32_t>();
-  }
-  return nullptr;
-}
-void* tensor_bytes(Tensor& t) { return const_cast<void*>(tensor_bytes(static_cast<const Tensor&>(t))); }
 
 bool valid_dtype(uint8_t d) { return d <= static_cast<uint8_t>(DType::s32); }
 
@@ -270,7 +259,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   for (size_t i = 0; i < secs.size(); ++i) {
     const Section& s = secs[i];
     std::string meta = s.type == SectionType::tensor ? tensor_meta(s.tensor) : std::string();
-    const void* data = s.type == SectionType::tensor ? tensor_bytes(s.tensor) : s.text.data();
+    const void* data = s.type == SectionType::tensor ? s.tensor.bytes() : s.text.data();
     const size_t nbytes = s.type == SectionType::tensor ? s.tensor.nbytes() : s.text.size();
     std::string& h = heads[i];
     put_le<uint32_t>(h, static_cast<uint32_t>(s.name.size()));
@@ -396,7 +385,7 @@ class CheckpointParser {
     QIL_CHECK(numel <= len && want == len - meta, where(), ": shape ", shape, " of ",
               dtype_name(static_cast<DType>(dtype)), " needs ", want, " data bytes, the section holds ", len - meta);
     Tensor t = Tensor::empty(shape, static_cast<DType>(dtype));
-    if (want) std::memcpy(tensor_bytes(t), p + meta, want);
+    if (want) std::memcpy(t.bytes(), p + meta, want);
     return t;
   }
 
@@ -494,7 +483,7 @@ Tensor load_entry(const std::string& where, const StEntry& e, const uint8_t* dat
       dst[i] = static_cast<int32_t>(v);
     }
   } else if (numel) {
-    std::memcpy(tensor_bytes(t), src, numel * elem);
+    std::memcpy(t.bytes(), src, numel * elem);
   }
   return t;
 }
@@ -517,7 +506,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     const uint64_t n = t.nbytes();
     header[name] = {{"dtype", st_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
-    data.push_back({tensor_bytes(t), n});
+    data.push_back({t.bytes(), n});
   }
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // the buffer then starts 8-byte aligned

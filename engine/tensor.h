@@ -59,6 +59,9 @@ class Tensor {
   // Typed access; checks the dtype.
   template <class T = float> T* data();
   template <class T = float> const T* data() const;
+  // Untyped bytes of any dtype (nbytes() of them), for serialization and communication.
+  void* bytes() { return raw(); }
+  const void* bytes() const { return raw(); }
   float item() const;  // the value of a one-element f32 tensor
   std::vector<float> to_vector() const;  // plain order whatever the layout
   // This tensor when plain, else a plain-layout copy (no autograd; see ops::to_plain for the recorded one).
