@@ -71,27 +71,14 @@ std::vector<Stage> parse_stages(const std::string& stages, const std::string& st
               "--stages: '", stages, "' is not decreasing at stage ", i + 1, " (", p.name(), " -> ", c.name(),
               "); each stage must lower the bit width of the one before");
   }
-  std::vector<std::string> ep = split(stage_epochs, ',');
-  QIL_CHECK(ep.size() == 1 || ep.size() == out.size(), "--stage-epochs: '", stage_epochs, "' gives ", ep.size(),
-            " numbers for ", out.size(), " stages");
-  for (size_t i = 0; i < out.size(); ++i) {
-    const std::string& s = ep.size() == 1 ? ep[0] : ep[i];
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    QIL_CHECK(used == s.size() && !s.empty() && v >= 1, "--stage-epochs: '", s, "' is not a positive epoch count");
-    out[i].epochs = v;
-  }
-  if (!stage_lr.empty()) {
-    std::vector<std::string> lrs = split(stage_lr, ',');
-    QIL_CHECK(lrs.size() == 1 || lrs.size() == out.size(), "--stage-lr: '", stage_lr, "' gives ", lrs.size(),
+  // One number for every stage, or one per stage.
+  auto per_stage = [&](const char* flag, const std::string& list, const char* what) {
+    std::vector<std::string> items = split(list, ',');
+    QIL_CHECK(items.size() == 1 || items.size() == out.size(), flag, ": '", list, "' gives ", items.size(),
               " numbers for ", out.size(), " stages");
+    std::vector<double> values;
     for (size_t i = 0; i < out.size(); ++i) {
-      const std::string& s = lrs.size() == 1 ? lrs[0] : lrs[i];
+      const std::string& s = items.size() == 1 ? items[0] : items[i];
       size_t used = 0;
       double v = 0;
       try {
@@ -99,9 +86,20 @@ std::vector<Stage> parse_stages(const std::string& stages, const std::string& st
       } catch (const std::exception&) {
         used = 0;
       }
-      QIL_CHECK(used == s.size() && !s.empty() && v > 0, "--stage-lr: '", s, "' is not a positive learning rate");
-      out[i].lr = v;
+      QIL_CHECK(used == s.size() && !s.empty() && v > 0, flag, ": '", s, "' is not a positive ", what);
+      values.push_back(v);
     }
+    return values;
+  };
+  const std::vector<double> epochs = per_stage("--stage-epochs", stage_epochs, "epoch count");
+  for (size_t i = 0; i < out.size(); ++i) {
+    QIL_CHECK(epochs[i] <= 1e6 && epochs[i] == static_cast<int>(epochs[i]), "--stage-epochs: ", epochs[i],
+              " is not a whole number of epochs");
+    out[i].epochs = static_cast<int>(epochs[i]);
+  }
+  if (!stage_lr.empty()) {
+    const std::vector<double> lrs = per_stage("--stage-lr", stage_lr, "learning rate");
+    for (size_t i = 0; i < out.size(); ++i) out[i].lr = lrs[i];
   }
   return out;
 }
