@@ -104,23 +104,24 @@ std::string BatchNorm2d::describe() const {
   return str_cat("BatchNorm2d(", c_, ", eps=", eps_, ", momentum=", momentum_, frozen_ ? ", frozen" : "", ")");
 }
 
-MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding) {
-  geom_.kh = geom_.kw = kernel;
-  geom_.stride_h = geom_.stride_w = stride;
-  geom_.pad_h = geom_.pad_w = padding;
+namespace {
+engine::ops::Pool2dGeom square_pool(int64_t kernel, int64_t stride, int64_t padding) {
+  engine::ops::Pool2dGeom g;
+  g.kh = g.kw = kernel;
+  g.stride_h = g.stride_w = stride;
+  g.pad_h = g.pad_w = padding;
+  return g;
 }
-std::string MaxPool2d::describe() const {
-  return str_cat("MaxPool2d(kernel=", geom_.kh, ", stride=", geom_.stride_h, ", padding=", geom_.pad_h, ")");
+std::string pool_describe(const char* name, const engine::ops::Pool2dGeom& g) {
+  return str_cat(name, "(kernel=", g.kh, ", stride=", g.stride_h, ", padding=", g.pad_h, ")");
 }
+}  // namespace
 
-AvgPool2d::AvgPool2d(int64_t kernel, int64_t stride, int64_t padding) {
-  geom_.kh = geom_.kw = kernel;
-  geom_.stride_h = geom_.stride_w = stride;
-  geom_.pad_h = geom_.pad_w = padding;
-}
-std::string AvgPool2d::describe() const {
-  return str_cat("AvgPool2d(kernel=", geom_.kh, ", stride=", geom_.stride_h, ", padding=", geom_.pad_h, ")");
-}
+MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding) : geom_(square_pool(kernel, stride, padding)) {}
+std::string MaxPool2d::describe() const { return pool_describe("MaxPool2d", geom_); }
+
+AvgPool2d::AvgPool2d(int64_t kernel, int64_t stride, int64_t padding) : geom_(square_pool(kernel, stride, padding)) {}
+std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", geom_); }
 
 std::string AdaptiveAvgPool2d::describe() const { return str_cat("AdaptiveAvgPool2d(", oh_, ", ", ow_, ")"); }
 std::string Dropout::describe() const { return str_cat("Dropout(p=", p_, ")"); }
