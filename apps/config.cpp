@@ -57,6 +57,11 @@ std::vector<Field> fields(TrainConfig& c) {
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR"},
       {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none"},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
+      {"freeze-intervals", &c.freeze_intervals,
+       "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
+      {"quant-recipe", &c.quant_recipe,
+       "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
+       "interval gradients, output scales fixed at their least-squares fit)"},
       {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)"},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage"},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
@@ -199,6 +204,8 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.quant_lr_scale > 0, "--quant-lr-scale must be positive, got ", c.quant_lr_scale);
   QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "none", "--quant-grad-scale must be sqrt or none, got '",
             c.quant_grad_scale, "'");
+  QIL_CHECK(c.quant_recipe == "qil" || c.quant_recipe == "paper", "--quant-recipe must be qil or paper, got '",
+            c.quant_recipe, "'");
   QIL_CHECK(c.first_last == "fp" || c.first_last == "8", "--first-last must be fp or 8, got '", c.first_last, "'");
   QIL_CHECK(c.calib_batches >= 1, "--calib-batches must be at least 1, got ", c.calib_batches);
   QIL_CHECK(c.stop_after_steps >= 0, "--stop-after-steps must be >= 0, got ", c.stop_after_steps);

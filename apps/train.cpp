@@ -173,6 +173,18 @@ void append_line(const std::string& path, const std::string& line) {
   f << line << '\n';
 }
 
+// One intervals.jsonl row per quantized layer; epoch 0 is the state at the start of the stage.
+void append_interval_rows(const std::string& path, layers::Module& model, int stage, const std::string& stage_name,
+                          int epoch) {
+  for (const auto& rep : layers::quant_report(model)) {
+    json j = layer_report_json(rep);
+    j["stage"] = stage + 1;
+    j["stage_name"] = stage_name;
+    j["epoch"] = epoch;
+    append_line(path, j.dump());
+  }
+}
+
 }  // namespace
 
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
@@ -336,6 +348,8 @@ int run_train(TrainConfig cfg) {
     const auto qnames = layers::apply_quant_plan(*r.model, plan);
     QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
     layers::freeze_weights(*r.model, cfg.freeze_weights && st.quantized());
+    layers::freeze_intervals(*r.model, cfg.freeze_intervals);
+    layers::freeze_output_scales(*r.model, cfg.quant_recipe == "paper");
     if (st.quantized()) {  // new quantizers get their intervals from a few training batches
       data::LoaderOptions lo;
       lo.batch_size = cfg.batch;
@@ -349,6 +363,8 @@ int run_train(TrainConfig cfg) {
         x = b.images;
         return true;
       });
+      // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
+      if (r.lead && !resumed_here) append_interval_rows(intervals_path, *r.model, si, st.name(), 0);
     }
     engine::SGD opt(param_groups(*r.model, cfg), static_cast<float>(cfg.momentum), cfg.nesterov);
     if (resume_ck && si == pos.stage) opt.import_state(resume_ck->tensors("optim."));
@@ -419,7 +435,8 @@ int run_train(TrainConfig cfg) {
               if (p.grad().defined()) grads.push_back(p.grad());
           engine::dist::allreduce_mean(grads);
         }
-        if (st.quantized() && cfg.quant_grad_scale == "sqrt") layers::scale_quantizer_gradients(*r.model);
+        if (st.quantized() && cfg.quant_grad_scale == "sqrt" && cfg.quant_recipe != "paper")
+          layers::scale_quantizer_gradients(*r.model);
         opt.step(lr);
         layers::project_quantizers(*r.model);
         const int64_t n = b.labels.size(0);
@@ -481,13 +498,7 @@ int run_train(TrainConfig cfg) {
                       epoch_loss, epoch_acc, val.loss, val.top1,
                       val.top5, test.loss, test.top1, test.top5, img_s, wall);
         append_line(metrics_path, line);
-        for (const auto& rep : layers::quant_report(*r.model)) {
-          json j = layer_report_json(rep);
-          j["stage"] = si + 1;
-          j["stage_name"] = st.name();
-          j["epoch"] = pos.epoch + 1;
-          append_line(intervals_path, j.dump());
-        }
+        append_interval_rows(intervals_path, *r.model, si, st.name(), pos.epoch + 1);
         std::snprintf(line, sizeof line,
                       "[%s] epoch %d/%d  train loss %.4f acc %.2f%%  val %.2f%%  test %.2f%% (top-5 %.2f%%)  lr %.4g  "
                       "%.0f img/s  %s",
@@ -522,7 +533,12 @@ int run_train(TrainConfig cfg) {
       std::printf("%-10s %7d %9.2f%% %9.2f%% %9.2f%%\n", s.name.c_str(), s.epochs, s.best_val, s.test_at_best,
                   s.test.top1);
     const auto rep = layers::quant_report(*r.model);
-    if (!rep.empty()) std::cout << "\nlearned intervals (final stage):\n" << interval_table(rep);
+    if (!rep.empty()) {
+      std::cout << "\nlearned intervals (final stage):\n" << interval_table(rep);
+      const auto calib = first_interval_rows(intervals_path);
+      if (!calib.empty())
+        std::cout << "\nmoved from calibration (each value: at calibration -> learned):\n" << movement_table(rep, calib);
+    }
     std::fflush(stdout);
   }
   return 0;
