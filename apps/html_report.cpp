@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "layers/observe.h"
 #include "quant/qil_ops.h"
 
 namespace apps {
@@ -132,6 +133,7 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
   auto qlayers = layers::quantizable_layers(model);
   std::vector<Acc> acc;
   acc.reserve(qlayers.size());
+  std::map<std::string, std::function<void(const Tensor&)>> hooks;
   for (auto& [name, l] : qlayers) {
     quant::QilActQuantizer* aq = l->act_quantizer();
     if (!aq || l->quant_spec().abits >= 32) continue;
@@ -142,7 +144,7 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
     a->s.hist_hi = 1.25 * std::max(q.clip_threshold, 1e-6);
     a->s.hist_lo = aq->is_signed() ? -a->s.hist_hi : 0.0;
     a->s.hist.assign(kActivationBins, 0);
-    l->set_input_hook([a, aq](const Tensor& x) {
+    hooks[name] = [a, aq](const Tensor& x) {
       const quant::QuantStats st = aq->stats(x);  // the quantizer's own discretization of this input
       const double n = static_cast<double>(x.numel());
       a->zeroed += st.pruned_fraction * n;
@@ -160,14 +162,12 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
       a->s.max = mx;
       a->s.values += x.numel();
       ++a->s.batches;
-    });
+    };
   }
-  struct HookGuard {  // the hooks point into acc: remove them however the forward ends
-    decltype(qlayers)& ls;
-    ~HookGuard() {
-      for (auto& [name, l] : ls) l->set_input_hook(nullptr);
-    }
-  } guard{qlayers};
+  // The hooks point into acc: the handle removes them however the forward ends.
+  const layers::ObserverHandle observer = layers::observe_inputs(model, [&](const std::string& layer, const Tensor& x) {
+    if (auto it = hooks.find(layer); it != hooks.end()) it->second(x);
+  });
   {
     engine::NoGradGuard ng;
     const bool was_training = model.is_training();
