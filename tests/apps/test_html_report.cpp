@@ -13,7 +13,10 @@
 #include <regex>
 #include <set>
 
-#include "apps/html_report.h"
+#include "apps/inspect/activations.h"
+#include "apps/inspect/history.h"
+#include "apps/inspect/page.h"
+#include "apps/inspect/target.h"
 #include "apps/model_io.h"
 #include "apps/report.h"
 #include "engine/check.h"
