@@ -55,7 +55,8 @@ std::vector<Field> fields(TrainConfig& c) {
       {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005"},
       {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given"},
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR"},
-      {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none"},
+      {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | relative (c, d, out_scale "
+       "by their value squared: steps in log-space) | none"},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
       {"freeze-intervals", &c.freeze_intervals,
        "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
@@ -202,8 +203,8 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.schedule == "cosine" || c.schedule == "multistep" || c.schedule == "constant",
             "--schedule: unknown schedule '", c.schedule, "' (cosine, multistep, constant)");
   QIL_CHECK(c.quant_lr_scale > 0, "--quant-lr-scale must be positive, got ", c.quant_lr_scale);
-  QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "none", "--quant-grad-scale must be sqrt or none, got '",
-            c.quant_grad_scale, "'");
+  QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "relative" || c.quant_grad_scale == "none",
+            "--quant-grad-scale must be sqrt, relative or none, got '", c.quant_grad_scale, "'");
   QIL_CHECK(c.quant_recipe == "qil" || c.quant_recipe == "paper", "--quant-recipe must be qil or paper, got '",
             c.quant_recipe, "'");
   QIL_CHECK(c.first_last == "fp" || c.first_last == "8", "--first-last must be fp or 8, got '", c.first_last, "'");

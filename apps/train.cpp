@@ -222,6 +222,22 @@ EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dat
   return r;
 }
 
+void calibrate_on(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
+                  int64_t batches, int64_t workers) {
+  data::LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.shuffle = false;
+  lo.workers = workers;
+  data::Loader calib(ds, lo);
+  calib.start_epoch(0);
+  layers::calibrate(model, batches, [&](Tensor& x) {
+    data::Batch b;
+    if (!calib.next(b)) return false;
+    x = b.images;
+    return true;
+  });
+}
+
 int run_train(TrainConfig cfg) {
   validate(cfg);
   Run r;
@@ -351,18 +367,7 @@ int run_train(TrainConfig cfg) {
     layers::freeze_intervals(*r.model, cfg.freeze_intervals);
     layers::freeze_output_scales(*r.model, cfg.quant_recipe == "paper");
     if (st.quantized()) {  // new quantizers get their intervals from a few training batches
-      data::LoaderOptions lo;
-      lo.batch_size = cfg.batch;
-      lo.shuffle = false;
-      lo.workers = cfg.workers;
-      data::Loader calib(r.data.calib, lo);
-      calib.start_epoch(0);
-      layers::calibrate(*r.model, cfg.calib_batches, [&](Tensor& x) {
-        data::Batch b;
-        if (!calib.next(b)) return false;
-        x = b.images;
-        return true;
-      });
+      calibrate_on(*r.model, r.data.calib, cfg.batch, cfg.calib_batches, cfg.workers);
       // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
       if (r.lead && !resumed_here) append_interval_rows(intervals_path, *r.model, si, st.name(), 0);
     }
@@ -435,8 +440,8 @@ int run_train(TrainConfig cfg) {
               if (p.grad().defined()) grads.push_back(p.grad());
           engine::dist::allreduce_mean(grads);
         }
-        if (st.quantized() && cfg.quant_grad_scale == "sqrt" && cfg.quant_recipe != "paper")
-          layers::scale_quantizer_gradients(*r.model);
+        if (st.quantized() && cfg.quant_recipe != "paper")
+          layers::scale_quantizer_gradients(*r.model, layers::parse_grad_balance(cfg.quant_grad_scale));
         opt.step(lr);
         layers::project_quantizers(*r.model);
         const int64_t n = b.labels.size(0);

@@ -20,6 +20,11 @@ struct EvalResult {
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
                     int64_t workers, const std::string& progress, const std::string& label);
 
+// Calibrates the model's new quantizers (and unfitted output scales) on up to `batches` batches of `ds`,
+// in order; does nothing when every quantizer already has its interval.
+void calibrate_on(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
+                  int64_t batches, int64_t workers);
+
 // Runs a whole training job; returns the process exit code. Throws engine::Error on bad input.
 int run_train(TrainConfig cfg);
 
