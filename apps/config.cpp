@@ -58,6 +58,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | relative (c, d, out_scale "
        "by their value squared: steps in log-space) | none"},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
+      {"act-quant-lr-scale", &c.act_quant_lr_scale,
+       "activation intervals' LR as a multiple of the quantizer LR (their loss sensitivity is far below the weight "
+       "intervals', docs/qil.md)"},
       {"freeze-intervals", &c.freeze_intervals,
        "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
       {"quant-recipe", &c.quant_recipe,
@@ -203,6 +206,7 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.schedule == "cosine" || c.schedule == "multistep" || c.schedule == "constant",
             "--schedule: unknown schedule '", c.schedule, "' (cosine, multistep, constant)");
   QIL_CHECK(c.quant_lr_scale > 0, "--quant-lr-scale must be positive, got ", c.quant_lr_scale);
+  QIL_CHECK(c.act_quant_lr_scale > 0, "--act-quant-lr-scale must be positive, got ", c.act_quant_lr_scale);
   QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "relative" || c.quant_grad_scale == "none",
             "--quant-grad-scale must be sqrt, relative or none, got '", c.quant_grad_scale, "'");
   QIL_CHECK(c.quant_recipe == "qil" || c.quant_recipe == "paper", "--quant-recipe must be qil or paper, got '",

@@ -120,14 +120,23 @@ std::vector<engine::ParamGroup> param_groups(layers::Module& m, const TrainConfi
   engine::ParamGroup w("weights", {}, 1.f, static_cast<float>(cfg.weight_decay));
   engine::ParamGroup nd("no_decay", {}, 1.f, 0.f);
   engine::ParamGroup q("quant", {}, static_cast<float>(cfg.quant_lr_scale), 0.f);
+  // Activation intervals get a group of their own only when their LR differs (old checkpoints name one group).
+  engine::ParamGroup qa("quant_act", {}, static_cast<float>(cfg.quant_lr_scale * cfg.act_quant_lr_scale), 0.f);
+  const bool own_act_group = cfg.act_quant_lr_scale != 1.0;
+  auto is_act_interval = [](const std::string& n) {
+    return n.rfind("act_quant.", 0) == 0 || n.find(".act_quant.") != std::string::npos;
+  };
   for (auto& p : m.named_parameters()) {
     if (!p.tensor.requires_grad()) continue;
-    engine::ParamGroup& g = p.kind == layers::ParamKind::weight ? w : p.kind == layers::ParamKind::quant ? q : nd;
+    engine::ParamGroup& g = p.kind == layers::ParamKind::weight ? w
+                            : p.kind != layers::ParamKind::quant ? nd
+                            : own_act_group && is_act_interval(p.name) ? qa
+                                                                       : q;
     g.params.push_back(p.tensor);
     g.param_names.push_back(p.name);
   }
   std::vector<engine::ParamGroup> out;
-  for (auto* g : {&w, &nd, &q})
+  for (auto* g : {&w, &nd, &q, &qa})
     if (!g->params.empty()) out.push_back(*g);
   return out;
 }

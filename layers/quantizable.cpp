@@ -100,16 +100,20 @@ void QuantizableModule::scale_quant_grads(GradBalance mode) {
     g.data()[0] = static_cast<float>(g.data()[0] * f);
   };
   auto squared = [](const Tensor& t) { return static_cast<double>(t.item()) * t.item(); };
+  const double nw = static_cast<double>(weight().numel());
   if (mode == GradBalance::relative) {
-    for (quant::QilQuantizerBase* q : {static_cast<quant::QilQuantizerBase*>(w_q_.get()), static_cast<quant::QilQuantizerBase*>(a_q_.get())})
+    // c and d in units of the interval's own half-width d: Δc = −lr·d²·∂L/∂c, Δd = −lr·d²·∂L/∂d.
+    for (quant::QilQuantizerBase* q : {static_cast<quant::QilQuantizerBase*>(w_q_.get()),
+                                       static_cast<quant::QilQuantizerBase*>(a_q_.get())})
       if (q) {
-        scale(q->c(), squared(q->c()));
-        scale(q->d(), squared(q->d()));
+        const double d2 = squared(q->d());
+        scale(q->c(), d2);
+        scale(q->d(), d2);
       }
+    if (w_q_ && spec_.wbits < 32) scale(w_q_->gamma(), 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits)));
     if (scale_.defined()) scale(scale_, squared(scale_));
     return;
   }
-  const double nw = static_cast<double>(weight().numel());
   if (w_q_ && spec_.wbits < 32) {
     const double f = 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits));
     for (auto& [n, t] : w_q_->named_parameters()) scale(t, f);

@@ -60,11 +60,13 @@ class QuantizableModule : public Module {
   // - sqrt: c, d, γ by 1/sqrt(N·q) (N: elements quantized per image for activations, per weight tensor for
   //   weights; q: positive levels), out_scale by 1/sqrt(N_w). A quantizer parameter's gradient is a sum over
   //   N elements, so one LR cannot suit a 2k-weight conv and an 800k-weight linear alike (as LSQ does).
-  // - relative: c, d and out_scale by their own value squared, so that SGD takes steps in log-space:
-  //   Δc/c = −lr·(c·∂L/∂c). c·∂L/∂c is the loss's sensitivity to a relative change of the interval, which is
-  //   the same whatever the scale of the values quantized, the layer's size or the batch, so activation
-  //   intervals (values ~1, gradients diluted over every element of the batch) learn at the rate weight
-  //   intervals (values ~0.05) do. γ is already dimensionless and keeps its gradient.
+  // - relative: c and d by d², the interval's half-width squared, and out_scale by its value squared, so
+  //   the steps are relative: Δc/d = −lr·(d·∂L/∂c). d·∂L/∂c is the loss's sensitivity to moving the interval
+  //   by a fraction of its own width, which does not depend on the scale of the values quantized, the
+  //   layer's size or the batch, so activation intervals (values ~1, gradients diluted over every element
+  //   of the batch) learn at the rate weight intervals (values ~0.05) do. Scaling c by c² instead was
+  //   measured to run away (c/d grows, and with it the step). γ, dimensionless but summed over N weights,
+  //   gets 1/sqrt(N·q) as under sqrt.
   // - none: the plain gradients.
   void scale_quant_grads(GradBalance mode);
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the

@@ -155,7 +155,7 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
     if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->c().requires_grad());
 }
 
-TEST_CASE("gradient balancing: relative multiplies c, d and out_scale by their value squared; none leaves them") {
+TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square; none leaves them") {
   auto lin = grid_linear(0.f);
   lin->set_quant(LayerQuantSpec{3, 2});
   calibrate_on(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8
@@ -181,7 +181,7 @@ TEST_CASE("gradient balancing: relative multiplies c, d and out_scale by their v
   const auto g = grads();
   CHECK(g[0] == doctest::Approx(2 * 0.09));  // 2 * 0.3^2
   CHECK(g[1] == doctest::Approx(2 * 0.09));
-  CHECK(g[2] == 2.f);                        // γ is dimensionless: unchanged
+  CHECK(g[2] == doctest::Approx(2 / std::sqrt(24.0 * 3)));  // γ: 1/sqrt(N·q), N = 6·4 weights, q = 3
   CHECK(g[3] == doctest::Approx(2 * 2.25));  // 2 * 1.5^2
   CHECK(g[4] == doctest::Approx(2 * 2.25));
   CHECK(g[5] == doctest::Approx(2 * 3.24));  // 2 * 1.8^2

@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Runs the QIL experiments on ResNet-20 / Fashion-MNIST and regenerates docs/results.md from them.
+
+Resumable across sittings: a finished run (a `done` file in its folder) is never repeated; an unfinished one
+continues from its last checkpoint (`qil train --resume`). The document is rewritten after every run, from
+whatever has finished, so it can be committed at any point. Checkpoints stay in the runs folder.
+
+Usage: scripts/results.py [--list] [--doc-only] [--only PATTERN] [--seeds 0,1]
+Environment: QIL (the binary, default build/qil), QIL_RESULTS (runs folder, default runs/results),
+QIL_THREADS (--threads), QIL_DIGITS (MNIST digits folder, default ../shared/data/mnist-digits).
+Standard library only.
+"""
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QIL = os.environ.get("QIL", os.path.join(ROOT, "build", "qil"))
+R = os.environ.get("QIL_RESULTS", os.path.join(ROOT, "runs", "results"))
+DIGITS = os.environ.get("QIL_DIGITS", os.path.join(ROOT, "..", "shared", "data", "mnist-digits"))
+DOC = os.path.join(ROOT, "docs", "results.md")
+DATA_DIR = os.path.join(ROOT, "docs", "results")
+
+MODEL = ["--model", "resnet20", "--batch", "128"]
+FP_EPOCHS = 8
+Q_LR = "0.01"  # base LR of every quantized stage (cosine within the stage)
+E = 2  # epochs per quantized stage
+PAPER = ["--quant-recipe", "paper", "--quant-lr-scale", "0.01"]
+
+# The paper's ImageNet ResNet-18 top-1 (DESIGN §7).
+PAPER_FP = 70.2
+PAPER_PROG = {5: 70.4, 4: 70.1, 3: 69.2, 2: 65.7}
+PAPER_DIRECT2 = 56.0
+PAPER_QONLY = {5: 69.4, 4: 68.0, 3: 62.0, 2: 20.9}
+
+
+def fp_ckpt():
+    return os.path.join(R, "fp-s0", "best.ckpt")
+
+
+def plan(seeds):
+    """Every run, in the order they are run (most telling first). kind: train | eval."""
+    runs = [dict(name="fp-s0", kind="train", args=MODEL + ["--epochs", str(FP_EPOCHS), "--lr", "0.1", "--seed", "0"])]
+    init = ["--init", fp_ckpt(), "--lr", Q_LR]
+
+    def q(name, *args, seed=0):
+        runs.append(dict(name=f"{name}-s{seed}", kind="train", args=MODEL + init + ["--seed", str(seed)] + list(args)))
+
+    for b in (2, 3):  # what learning the intervals is worth, 2 epochs direct from FP, two seeds first
+        for s in seeds:
+            q(f"abl-w{b}-frozen", "--stages", str(b), "--epochs", str(E), "--freeze-intervals", seed=s)
+            q(f"abl-w{b}-learned", "--stages", str(b), "--epochs", str(E), seed=s)
+    for s in seeds:
+        for b in (2, 3):
+            q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
+        q("prog", "--stages", "5,4,3,2", "--stage-epochs", str(E), seed=s)
+        if s == seeds[0]:
+            for b in (5, 4, 3, 2):
+                runs.append(dict(name=f"calib-w{b}", kind="eval", args=["--quant", str(b)]))
+            for b in (4, 2, 5, 3):
+                q(f"qonly-w{b}-qil", "--stages", str(b), "--epochs", "1", "--freeze-weights", seed=s)
+                q(f"qonly-w{b}-paper", "--stages", str(b), "--epochs", "1", "--freeze-weights", *PAPER, seed=s)
+            q("qonly-w4-teacher", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher", seed=s)
+            q("digits-w4", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher", "--data", "idx",
+              "--data-dir", DIGITS, "--val-size", "1000", "--eval-data", "fashion-mnist", seed=s)
+        for b, ep in ((2, 4 * E), (3, 3 * E), (4, 2 * E)):  # same epochs as the progressive path to that width
+            q(f"direct-w{b}", "--stages", str(b), "--epochs", str(ep), seed=s)
+        for b in (2, 3):
+            q(f"abl-w{b}-gamma1", "--stages", str(b), "--epochs", str(E), "--fix-gamma", seed=s)
+            q(f"abl-w{b}-paper", "--stages", str(b), "--epochs", str(E), *PAPER, seed=s)
+    return runs
+
+
+def status(run):
+    d = os.path.join(R, run["name"])
+    if run["kind"] == "eval":
+        return "done" if os.path.exists(d + ".json") else "todo"
+    if os.path.exists(os.path.join(d, "done")):
+        return "done"
+    return "partial" if os.path.exists(os.path.join(d, "last.ckpt")) else "todo"
+
+
+def threads():
+    t = os.environ.get("QIL_THREADS")
+    return ["--threads", t] if t else []
+
+
+def execute(run):
+    d = os.path.join(R, run["name"])
+    st = status(run)
+    if st == "done":
+        return
+    if run["kind"] == "eval":
+        cmd = [QIL, "eval", fp_ckpt(), "--json", "--progress", "none"] + threads() + run["args"]
+        print(f"== {run['name']}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        with open(d + ".json", "w") as f:
+            f.write(out)
+        return
+    if st == "partial":
+        cmd = [QIL, "train", "--resume", d, "--progress", "lines"] + threads()
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+        cmd = [QIL, "train", "--out", d, "--progress", "lines"] + threads() + run["args"]
+    print(f"== {run['name']}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    t0 = time.time()
+    with open(d + ".log", "a") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall_file = os.path.join(d, "wall_s")
+    prev = float(open(wall_file).read()) if os.path.exists(wall_file) else 0.0
+    with open(wall_file, "w") as f:
+        f.write(f"{prev + time.time() - t0:.0f}")
+    if code != 0:
+        raise SystemExit(f"results: {run['name']} failed (exit {code}); see {d}.log")
+    open(os.path.join(d, "done"), "w").close()
+
+
+# ---- reading runs ----------------------------------------------------------------------------------------
+
+def metrics(name):
+    path = os.path.join(R, name, "metrics.csv")
+    if not os.path.exists(os.path.join(R, name, "done")) or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def final_test(name):
+    m = metrics(name)
+    return float(m[-1]["test_top1"]) if m else None
+
+
+def stage_tests(name):
+    """Test top-1 at the end of each stage, by stage name."""
+    m = metrics(name)
+    if not m:
+        return {}
+    out = {}
+    for row in m:
+        out[row["stage_name"]] = float(row["test_top1"])
+    return out
+
+
+def wall(name):
+    p = os.path.join(R, name, "wall_s")
+    return float(open(p).read()) if os.path.exists(p) else None
+
+
+def calib_test(b):
+    p = os.path.join(R, f"calib-w{b}.json")
+    return json.load(open(p))["top1"] if os.path.exists(p) else None
+
+
+def intervals(name):
+    p = os.path.join(R, name, "intervals.jsonl")
+    if not os.path.exists(p):
+        return []
+    return [json.loads(line) for line in open(p) if line.strip()]
+
+
+def mean_spread(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, 0
+    m = sum(vals) / len(vals)
+    return m, (max(vals) - min(vals)) / 2 if len(vals) > 1 else None, len(vals)
+
+
+def fmt(values):
+    m, sp, n = mean_spread(values)
+    if m is None:
+        return "(not run yet)"
+    return f"{m:.2f}" if sp is None else f"{m:.2f} ± {sp:.2f} (n={n})"
+
+
+def over_seeds(pattern, seeds, fn=final_test):
+    return [fn(pattern.format(s=s)) for s in seeds]
+
+
+# ---- the document ----------------------------------------------------------------------------------------
+
+def movement_rows(name):
+    """Per layer and stage: values at the stage's start (epoch 0) and end, pruned/clipped shares at the end."""
+    rows = intervals(name)
+    start, end = {}, {}
+    for j in rows:
+        key = (j["stage"], j["stage_name"], j["layer"])
+        if j["epoch"] == 0:
+            start[key] = j
+        else:
+            end[key] = j
+    out = []
+    for key in sorted(end, key=lambda k: (k[0], k[2])):
+        e, s = end[key], start.get(key)
+        w, a = e.get("weight") or {}, e.get("activation") or {}
+        ws, as_ = (s or {}).get("weight") or {}, (s or {}).get("activation") or {}
+        out.append(dict(stage=key[1], layer=key[2], w_c0=ws.get("c"), w_c=w.get("c"), w_d0=ws.get("d"), w_d=w.get("d"),
+                        gamma=w.get("gamma"), pruned=w.get("pruned_fraction"), clipped=w.get("clipped_fraction"),
+                        a_c0=as_.get("c"), a_c=a.get("c"), a_d0=as_.get("d"), a_d=a.get("d")))
+    return out
+
+
+def pct(a, b):
+    return None if a in (None, 0) or b is None else 100.0 * (b - a) / abs(a)
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
+def movement_summary(name):
+    """Median |relative change| of c_W, c_X, d_X and γ over layers, per stage."""
+    by_stage = {}
+    for r in movement_rows(name):
+        by_stage.setdefault(r["stage"], []).append(r)
+    out = []
+    for st, rs in by_stage.items():
+        out.append((st, median([abs(pct(r["w_c0"], r["w_c"]) or 0) for r in rs]),
+                    median([abs(pct(r["a_c0"], r["a_c"]) or 0) for r in rs]),
+                    median([abs(pct(r["a_d0"], r["a_d"]) or 0) for r in rs]),
+                    median([abs((r["gamma"] or 1) - 1) for r in rs]),
+                    sum(1 for r in rs if r["w_c"] is not None and r["w_d"] is not None and r["w_c"] - r["w_d"] > 1e-4 * r["w_d"]),
+                    len(rs), median([r["pruned"] for r in rs])))
+    return out
+
+
+def trajectory_svg(name, path):
+    """c_W and c_X of every layer over training, relative to calibration (one line per layer)."""
+    rows = intervals(name)
+    m = metrics(name) or []
+    glob = {(int(r["stage"]), int(r["epoch"])): int(r["global_epoch"]) for r in m}
+    series = {}
+    for j in rows:
+        g = glob.get((j["stage"], j["epoch"]))
+        if g is None and j["epoch"] == 0:
+            g = glob.get((j["stage"], 1), 1) - 1
+        if g is None:
+            continue
+        for side, key in (("weight", "w"), ("activation", "a")):
+            st = j.get(side)
+            if st:
+                series.setdefault((key, j["layer"]), []).append((g, st["c"]))
+    if not series:
+        return False
+    W, H, pad = 900, 340, 50
+    panels = [("w", "weight interval c_W / calibration"), ("a", "activation interval c_X / calibration")]
+    xmax = max(g for s in series.values() for g, _ in s) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">']
+    pw = (W - 3 * pad) / 2
+    for k, (key, title) in enumerate(panels):
+        x0 = pad + k * (pw + pad)
+        ratios = [v / s[0][1] for (kk, _), s in series.items() if kk == key for _, v in s if s[0][1]]
+        lo, hi = min(ratios + [1.0]), max(ratios + [1.0])
+        lo, hi = lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9)
+        sx = lambda g: x0 + pw * g / xmax
+        sy = lambda r: H - pad - (H - 2 * pad) * (r - lo) / (hi - lo)
+        parts.append(f'<text x="{x0}" y="{pad - 20}" font-weight="bold">{title}</text>')
+        parts.append(f'<rect x="{x0}" y="{pad}" width="{pw}" height="{H - 2 * pad}" fill="none" stroke="#999"/>')
+        for t in range(5):
+            r = lo + (hi - lo) * t / 4
+            parts.append(f'<text x="{x0 - 4}" y="{sy(r) + 4}" text-anchor="end">{r:.2f}</text>')
+        for g in range(0, xmax + 1, max(1, xmax // 8)):
+            parts.append(f'<text x="{sx(g)}" y="{H - pad + 14}" text-anchor="middle">{g}</text>')
+        parts.append(f'<text x="{x0 + pw / 2}" y="{H - 12}" text-anchor="middle">epoch (all stages)</text>')
+        parts.append(f'<line x1="{x0}" x2="{x0 + pw}" y1="{sy(1)}" y2="{sy(1)}" stroke="#bbb" stroke-dasharray="4 3"/>')
+        for i, ((kk, layer), s) in enumerate(sorted(series.items())):
+            if kk != key or not s[0][1]:
+                continue
+            pts = " ".join(f"{sx(g):.1f},{sy(v / s[0][1]):.1f}" for g, v in sorted(s))
+            hue = (i * 47) % 360
+            parts.append(f'<polyline fill="none" stroke="hsl({hue},60%,45%)" stroke-width="1.3" points="{pts}">'
+                         f'<title>{layer}</title></polyline>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    return True
+
+
+def write_data_files(runs):
+    os.makedirs(DATA_DIR, exist_ok=True)
+    with open(os.path.join(DATA_DIR, "runs.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "stage", "epoch", "val_top1", "test_top1", "img_per_s", "wall_s_total"])
+        for r in runs:
+            m = metrics(r["name"]) if r["kind"] == "train" else None
+            for row in m or []:
+                w.writerow([r["name"], row["stage_name"], row["epoch"], row["val_top1"], row["test_top1"],
+                            row["img_per_s"], wall(r["name"])])
+    with open(os.path.join(DATA_DIR, "layers.csv"), "w", newline="") as f:
+        cols = ["run", "stage", "layer", "w_c0", "w_c", "w_d0", "w_d", "gamma", "pruned", "clipped", "a_c0", "a_c",
+                "a_d0", "a_d"]
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in runs:
+            if r["kind"] == "train" and metrics(r["name"]):
+                for row in movement_rows(r["name"]):
+                    w.writerow(dict(run=r["name"], **row))
+
+
+def cpu_line():
+    model, flags = "?", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(isa)}"
+
+
+def verdict(ok):
+    return "met" if ok else "not met"
+
+
+def document(runs, seeds):
+    S = seeds
+    fp = final_test("fp-s0")
+    L = []
+    a = L.append
+    a("# Results: QIL on ResNet-20 / Fashion-MNIST")
+    a("")
+    a("Regenerated by `scripts/results.py` (resumable; `--list` shows what has run). Every number is test top-1 (%) on")
+    a("the 10,000 Fashion-MNIST test images after the run's last epoch; a seeded hold-out of 5,000 training images picks")
+    a("`best` checkpoints. Mean ± half the range over the seeds that have finished (n = how many); seeds change the data")
+    a("order of the quantized runs, which all start from one full-precision network (seed 0).")
+    a(f"Machine: {cpu_line()}. Per-run wall times are in `docs/results/runs.csv` (the machine was shared with")
+    a("builds while these ran, so they are not speed figures).")
+    a("")
+    a("Schedule: full precision " + f"{FP_EPOCHS} epochs at LR 0.1; every quantized stage {E} epochs at LR {Q_LR}")
+    a("(cosine within each stage, SGD momentum 0.9, batch 128, crop + flip); the first conv and the last linear")
+    a("stay full precision; intervals from 8 calibration batches; quantizer gradients balanced per layer")
+    a("(`--quant-grad-scale sqrt`) unless a row says otherwise. A few epochs per stage, not the paper's schedule.")
+    a("")
+    a("## Full precision and progressive quantization")
+    a("")
+    a("| network | ours | paper (ImageNet ResNet-18) |")
+    a("|---|---|---|")
+    a(f"| full precision | {fmt([fp])} | {PAPER_FP} |")
+    for b in (5, 4, 3, 2):
+        a(f"| progressive → W{b}A{b} | {fmt(over_seeds('prog-s{s}', S, lambda n: stage_tests(n).get(f'w{b}a{b}')))} | {PAPER_PROG[b]} |")
+    a("")
+    a("## Direct fine-tuning against progressive, same epochs")
+    a("")
+    a("| width | direct from FP | progressive | epochs | paper direct / progressive |")
+    a("|---|---|---|---|---|")
+    for b, ep in ((4, 2 * E), (3, 3 * E), (2, 4 * E)):
+        paper = f"{PAPER_DIRECT2} / {PAPER_PROG[2]}" if b == 2 else f"— / {PAPER_PROG[b]}"
+        a(f"| W{b}A{b} | {fmt(over_seeds(f'direct-w{b}' + '-s{s}', S))} | "
+          f"{fmt(over_seeds('prog-s{s}', S, lambda n: stage_tests(n).get(f'w{b}a{b}')))} | {ep} | {paper} |")
+    a("")
+    a("## Learned intervals against intervals frozen at calibration")
+    a("")
+    a(f"{E} epochs of direct fine-tuning from the FP network; weights train in every row. `frozen`: c, d, γ stay at")
+    a("calibration (`--freeze-intervals`); `learned`: the default; `act ×100`: activation intervals at 100× the")
+    a("quantizer LR (`--act-quant-lr-scale 100`); `γ = 1`: `--fix-gamma`; `paper recipe`: raw interval gradients and")
+    a("output scales fixed at their least-squares fit, quantizer LR 1/100 of the weights' (`--quant-recipe paper")
+    a("--quant-lr-scale 0.01`).")
+    a("")
+    a("| width | frozen | learned | act ×100 | γ = 1 | paper recipe | calibration only, no training |")
+    a("|---|---|---|---|---|---|---|")
+    for b in (3, 2):
+        cells = [fmt(over_seeds(f"abl-w{b}-{v}" + "-s{s}", S)) for v in ("frozen", "learned", "act100", "gamma1", "paper")]
+        c = calib_test(b)
+        a(f"| W{b}A{b} | " + " | ".join(cells) + f" | {c:.2f} |" if c is not None else f"| W{b}A{b} | " + " | ".join(cells) + " | (not run yet) |")
+    a("")
+    a("## Quantizer-only training (weights and BatchNorm frozen), 1 epoch")
+    a("")
+    a("| width | calibration only | QIL recipe (balanced, learned scales) | paper recipe | paper (ImageNet) |")
+    a("|---|---|---|---|---|")
+    for b in (5, 4, 3, 2):
+        c = calib_test(b)
+        a(f"| W{b}A{b} | {'(not run yet)' if c is None else f'{c:.2f}'} | {fmt([final_test(f'qonly-w{b}-qil-s0')])} | "
+          f"{fmt([final_test(f'qonly-w{b}-paper-s0')])} | {PAPER_QONLY[b]} |")
+    a("")
+    a("## Intervals trained on other data (W4A4, quantizer-only, 1 epoch, teacher targets)")
+    a("")
+    a("Trained toward the FP network's own predictions (`--targets teacher`), so that MNIST digits, whose labels")
+    a("are another task, can train the intervals; evaluated on Fashion-MNIST test.")
+    a("")
+    a("| intervals from | test top-1 |")
+    a("|---|---|")
+    c4 = calib_test(4)
+    a(f"| calibration only (Fashion-MNIST batches) | {'(not run yet)' if c4 is None else f'{c4:.2f}'} |")
+    a(f"| Fashion-MNIST training images | {fmt([final_test('qonly-w4-teacher-s0')])} |")
+    a(f"| MNIST digits (`../shared/data/mnist-digits`) | {fmt([final_test('digits-w4-s0')])} |")
+    a("")
+    a("## What the intervals learned")
+    a("")
+    a("Per stage of the first progressive run: the median over quantized layers of |Δc_W|, |Δc_X|, |Δd_X| relative to")
+    a("the stage's start and of |γ − 1|; the layers whose weight interval left c = d (a learned pruning interval);")
+    a("the median share of weights pruned. Every layer's values are in `docs/results/layers.csv`.")
+    a("")
+    a("| run | stage | med \\|Δc_W\\| % | med \\|Δc_X\\| % | med \\|Δd_X\\| % | med \\|γ−1\\| | c > d | med pruned |")
+    a("|---|---|---|---|---|---|---|---|")
+    for name in (f"prog-s{S[0]}", f"abl-w2-learned-s{S[0]}", f"abl-w2-act100-s{S[0]}"):
+        if metrics(name):
+            for st, wc, ac, ad, g, cd, n, pr in movement_summary(name):
+                f2 = lambda v, p=2: "—" if v is None else f"{v:.{p}f}"
+                a(f"| {name} | {st} | {f2(wc)} | {f2(ac, 3)} | {f2(ad, 3)} | {f2(g, 3)} | {cd}/{n} | "
+                  f"{'—' if pr is None else f'{100 * pr:.0f}%'} |")
+    a("")
+    if trajectory_svg(f"prog-s{S[0]}", os.path.join(DATA_DIR, "intervals-progressive.svg")):
+        a("Trajectories of every layer's c over the progressive run, relative to its calibration value:")
+        a("")
+        a("![interval trajectories](results/intervals-progressive.svg)")
+        a("")
+    a("## Targets (ResNet-20 / Fashion-MNIST), met or not")
+    a("")
+    pm = lambda b: mean_spread(over_seeds("prog-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}")))[0]
+    dm = lambda b: mean_spread(over_seeds(f"direct-w{b}" + "-s{s}", S))[0]
+    checks = []
+    if fp is not None and pm(4) is not None:
+        checks.append((f"W4A4 ≥ FP − 0.3: {pm(4):.2f} vs {fp:.2f}", pm(4) >= fp - 0.3))
+    if fp is not None and pm(3) is not None:
+        checks.append((f"W3A3 ≥ FP − 0.8: {pm(3):.2f} vs {fp:.2f}", pm(3) >= fp - 0.8))
+    if fp is not None and pm(2) is not None:
+        checks.append((f"progressive W2A2 ≥ FP − 2.5: {pm(2):.2f} vs {fp:.2f}", pm(2) >= fp - 2.5))
+    if pm(2) is not None and dm(2) is not None:
+        checks.append((f"progressive W2A2 above direct W2A2: {pm(2):.2f} vs {dm(2):.2f}", pm(2) > dm(2)))
+    for b in (3, 2):
+        lm, ls, _ = mean_spread(over_seeds(f"abl-w{b}-learned" + "-s{s}", S))
+        fm, fs, _ = mean_spread(over_seeds(f"abl-w{b}-frozen" + "-s{s}", S))
+        if lm is not None and fm is not None:
+            spread = max(ls or 0, fs or 0)
+            checks.append((f"learned above frozen at W{b}A{b} by more than the seed spread: {lm:.2f} vs {fm:.2f} "
+                           f"(spread {spread:.2f}{'' if ls is not None else ', one seed'})", lm - fm > spread))
+    for b in (5, 4, 3, 2):
+        j, qo = pm(b), final_test(f"qonly-w{b}-qil-s0")
+        if j is not None and qo is not None:
+            checks.append((f"joint training above quantizer-only at W{b}A{b}: {j:.2f} vs {qo:.2f}", j > qo))
+    dg, fm4 = final_test("digits-w4-s0"), final_test("qonly-w4-teacher-s0")
+    if dg is not None and fm4 is not None:
+        checks.append((f"digits-trained intervals within 1 point of Fashion-MNIST-trained at W4A4: {dg:.2f} vs {fm4:.2f}",
+                       abs(dg - fm4) <= 1.0))
+    for text, ok in checks:
+        a(f"- **{verdict(ok)}**: {text}")
+    if not checks:
+        a("- (no finished runs yet)")
+    a("")
+    a("## Runs")
+    a("")
+    a("| run | status | command (after `qil train --out DIR`) | wall |")
+    a("|---|---|---|---|")
+    for r in runs:
+        w = wall(r["name"]) if r["kind"] == "train" else None
+        args = " ".join(x if not x.startswith(R) and not x.startswith(ROOT) else os.path.relpath(x, ROOT)
+                        for x in r["args"])
+        cmd = ("`qil eval fp-s0/best.ckpt " + args + "`") if r["kind"] == "eval" else f"`{args}`"
+        a(f"| {r['name']} | {status(r)} | {cmd} | {'' if w is None else f'{w / 60:.0f} min'} |")
+    a("")
+    with open(DOC, "w") as f:
+        f.write("\n".join(L))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--list", action="store_true", help="show the runs and their status, run nothing")
+    ap.add_argument("--doc-only", action="store_true", help="rewrite docs/results.md from finished runs only")
+    ap.add_argument("--only", default="*", help="run only the runs whose name matches this glob")
+    ap.add_argument("--seeds", default="0,1", help="seeds of the quantized runs (comma list)")
+    o = ap.parse_args()
+    seeds = [int(s) for s in o.seeds.split(",")]
+    runs = plan(seeds)
+    os.makedirs(R, exist_ok=True)
+    if o.list:
+        for r in runs:
+            print(f"{status(r):8} {r['name']}")
+        return
+    if not o.doc_only:
+        if not os.access(QIL, os.X_OK):
+            raise SystemExit(f"results: no qil binary at {QIL} (build it with scripts/setup.sh, or set QIL)")
+        for r in runs:
+            if fnmatch.fnmatch(r["name"], o.only):
+                execute(r)
+                write_data_files(runs)
+                document(runs, seeds)
+    write_data_files(runs)
+    document(runs, seeds)
+    print(f"wrote {os.path.relpath(DOC, ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
