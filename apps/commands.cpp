@@ -14,7 +14,7 @@
 #include "apps/html_report.h"
 #include "apps/model_io.h"
 #include "apps/report.h"
-#include "apps/train.h"
+#include "apps/training/evaluate.h"
 #include "engine/check.h"
 #include "engine/ops.h"
 #include "layers/models.h"
@@ -39,11 +39,10 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  engine::ops::set_keep_blocked(true);
   LoadedModel lm = load_model_checkpoint(o.checkpoint);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
-  EvalResult r = evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
+  training::EvalResult r = training::evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
   if (o.json) {
     std::cout << json{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
                       {"top1", r.top1}, {"top5", r.top5}}

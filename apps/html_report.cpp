@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "apps/report.h"
+#include "apps/training/evaluate.h"
 #include "data/loader.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
@@ -168,19 +169,8 @@ std::vector<ActivationStats> activation_stats(layers::Module& model, const std::
       for (auto& [name, l] : ls) l->set_input_hook(nullptr);
     }
   } guard{qlayers};
-  {
-    engine::NoGradGuard ng;
-    const bool was_training = model.is_training();
-    model.eval();
-    data::LoaderOptions lo;
-    lo.batch_size = batch_size;
-    lo.shuffle = false;
-    data::Loader loader(ds, lo);
-    loader.start_epoch(0);
-    data::Batch b;
-    for (int64_t i = 0; i < batches && loader.next(b); ++i) model.forward(b.images);
-    model.train(was_training);
-  }
+  training::for_each_eval_batch(model, ds, training::loader_options(training::LoaderUse::eval, batch_size, 1),
+                                batches, [](const data::Batch&, const Tensor&) {});
   std::vector<ActivationStats> out;
   for (auto& a : acc) {
     if (a.s.values) {
