@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "apps/stages.h"
@@ -112,9 +114,10 @@ int run_bench(const BenchOptions& o) {
   const double med = rates[rates.size() / 2];
   if (o.profile) print_profile(total_s, o.steps * o.repeat);
   if (o.json)
-    std::printf("{\"model\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"quant\":\"%s\",\"threads\":%d,\"img_per_s\":%.3f}\n",
-                o.model.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.image_size),
-                st.name().c_str(), omp_get_max_threads(), med);
+    std::cout << nlohmann::json{{"model", o.model}, {"batch", o.batch}, {"image_size", o.image_size},
+                                {"quant", st.name()}, {"threads", omp_get_max_threads()}, {"img_per_s", med}}
+                     .dump()
+              << std::endl;
   else
     std::printf("%s batch %lld @%lld %s, %d threads: img/s=%.2f\n", o.model.c_str(), static_cast<long long>(o.batch),
                 static_cast<long long>(o.image_size), st.name().c_str(), omp_get_max_threads(), med);

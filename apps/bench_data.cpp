@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <vector>
+#include <nlohmann/json.hpp>
 
 #include "data/imagenet.h"
 #include "data/loader.h"
@@ -119,11 +121,12 @@ int run_bench_data(const BenchDataOptions& o) {
 
   if (o.breakdown) print_breakdown(idx, tr, std::min<int64_t>(n_images, 64));
   if (o.json) {
-    std::printf("{\"dir\":\"%s\",\"images\":%lld,\"classes\":%lld,\"transform\":\"%s\",\"image_size\":%lld,"
-                "\"workers\":%lld,\"batch\":%lld,\"img_per_s\":%.3f,\"img_per_s_per_thread\":%.3f}\n",
-                train_dir.c_str(), static_cast<long long>(n_images), static_cast<long long>(n_classes),
-                o.eval ? "eval" : "train", static_cast<long long>(o.image_size), static_cast<long long>(o.workers),
-                static_cast<long long>(o.batch), total, per_thread);
+    std::cout << nlohmann::json{{"dir", train_dir}, {"images", n_images}, {"classes", n_classes},
+                                {"transform", o.eval ? "eval" : "train"}, {"image_size", o.image_size},
+                                {"workers", o.workers}, {"batch", o.batch}, {"img_per_s", total},
+                                {"img_per_s_per_thread", per_thread}}
+                     .dump()
+              << std::endl;
     return 0;
   }
   std::printf("%s: %lld images, %lld classes; %s transform @%lld, batch %lld, %lld decode threads, "
