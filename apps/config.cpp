@@ -112,6 +112,12 @@ std::vector<Field> fields(TrainConfig& c) {
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR", positive("quant-lr-scale")},
       {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none", IsMember({"sqrt", "none"})},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
+      {"freeze-intervals", &c.freeze_intervals,
+       "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
+      {"quant-recipe", &c.quant_recipe,
+       "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
+       "interval gradients, output scales fixed at their least-squares fit)",
+       IsMember({"qil", "paper"})},
       {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", IsMember({"fp", "8"})},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},

@@ -53,6 +53,8 @@ struct TrainConfig {
   double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
+  bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
+  std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
   std::string first_last = "fp";  // fp | 8: the first conv and the last linear
   int64_t calib_batches = 8;
   std::string init;           // checkpoint or safetensors to start from

@@ -101,7 +101,11 @@ std::vector<IntervalRecord> read_intervals_jsonl(const std::string& path, const 
       r.epoch = j.value("epoch", 0);
       r.report = layer_report_from_json(j);
       const std::pair<int, int> key{r.stage, r.epoch};
-      if (auto it = global.find(key); it != global.end()) {
+      // Epoch 0 is the start of a stage (its calibration): where the previous epoch ended.
+      const auto first = global.find({r.stage, 1});
+      if (r.epoch == 0 && first != global.end()) {
+        r.global_epoch = first->second - 1;
+      } else if (auto it = global.find(key); it != global.end()) {
         r.global_epoch = it->second;
       } else {
         auto s = seen.find(key);

@@ -1,8 +1,13 @@
 // Interval reports.
 #include "apps/report.h"
 
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <sstream>
+
+#include "apps/html_report.h"
 
 namespace apps {
 
@@ -112,6 +117,56 @@ std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
     else
       os << ",,,,";
     os << '\n';
+  }
+  return os.str();
+}
+
+std::vector<layers::LayerReport> first_interval_rows(const std::string& intervals_jsonl) {
+  std::vector<layers::LayerReport> out;
+  if (!std::filesystem::exists(intervals_jsonl)) return out;
+  std::map<std::string, size_t> index;
+  for (const auto& rec : read_intervals_jsonl(intervals_jsonl, {})) {
+    const auto& r = rec.report;
+    auto [it, added] = index.emplace(r.name, out.size());
+    if (added) out.push_back(r);
+    // A quantizer can join a layer in a later stage (w32a4 -> w4a4): each side keeps its own first record.
+    layers::LayerReport& first = out[it->second];
+    if (!first.weight.bits && r.weight.bits) first.weight = r.weight;
+    if (!first.activation.bits && r.activation.bits) first.activation = r.activation;
+  }
+  return out;
+}
+
+namespace {
+// "0.0834 -> 0.0486 (-41.7%)"
+std::string moved(double from, double to, const char* f) {
+  const std::string pct = from != 0 ? fmt(" (%+.1f%%)", 100.0 * (to - from) / std::fabs(from)) : std::string();
+  return fmt(f, from) + " -> " + fmt(f, to) + pct;
+}
+}  // namespace
+
+std::string movement_table(const std::vector<layers::LayerReport>& now, const std::vector<layers::LayerReport>& start) {
+  std::map<std::string, const layers::LayerReport*> by_name;
+  for (const auto& r : start) by_name[r.name] = &r;
+  std::ostringstream os;
+  char line[640];
+  std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", "layer", "c_W", "d_W", "gamma",
+                "%prun", "c_X", "d_X");
+  os << line << std::string(std::string(line).size() - 1, '-') << "\n";
+  for (const auto& r : now) {
+    auto it = by_name.find(r.name);
+    if (it == by_name.end()) continue;
+    const auto& w0 = it->second->weight;
+    const auto& a0 = it->second->activation;
+    const auto& w = r.weight;
+    const auto& a = r.activation;
+    const bool ws = w.bits && w0.bits, as = a.bits && a0.bits;
+    std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", r.name.c_str(),
+                  ws ? moved(w0.c, w.c, "%.4f").c_str() : "-", ws ? moved(w0.d, w.d, "%.4f").c_str() : "-",
+                  ws ? (fmt("%.3f", w0.gamma) + " -> " + fmt("%.3f", w.gamma)).c_str() : "-",
+                  w.bits && w.pruned_fraction >= 0 ? fmt("%.1f", 100 * w.pruned_fraction).c_str() : "-",
+                  as ? moved(a0.c, a.c, "%.4f").c_str() : "-", as ? moved(a0.d, a.d, "%.4f").c_str() : "-");
+    os << line;
   }
   return os.str();
 }

@@ -13,5 +13,11 @@ nlohmann::json layer_report_json(const layers::LayerReport& r);
 layers::LayerReport layer_report_from_json(const nlohmann::json& j);
 std::string interval_table(const std::vector<layers::LayerReport>& reports);
 std::string interval_csv(const std::vector<layers::LayerReport>& reports);
+// Each layer's first record in an intervals.jsonl: its state when calibrated (per side, weights and
+// activations, which may have joined in different stages). Empty when the file does not exist.
+std::vector<layers::LayerReport> first_interval_rows(const std::string& intervals_jsonl);
+// How far each layer's c, d, γ moved from `start` (matched by name): "start -> now (±%)" per parameter, with
+// the pruned share of the weights now.
+std::string movement_table(const std::vector<layers::LayerReport>& now, const std::vector<layers::LayerReport>& start);
 
 }  // namespace apps

@@ -46,6 +46,7 @@ class Linear : public QuantizableModule {
   Tensor forward(const Tensor& x) override;  // (N, in) -> (N, out)
   std::string describe() const override;
   Tensor weight() const override { return w_; }
+  Tensor bias() const { return b_; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   int64_t last_macs() const { return in_ * out_; }

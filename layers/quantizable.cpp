@@ -14,15 +14,18 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     if (!w_q_) {
       w_q_ = std::make_unique<quant::QilWeightQuantizer>(spec.wbits, spec.fix_gamma);
       for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);
-      if (spec.fix_gamma) w_q_->gamma().set_requires_grad(false);
+      scale_fitted_ = false;
     } else {
       w_q_->set_bits(spec.wbits);
     }
+    // The plan's setting wins over the one a checkpoint was saved with (`--init` then `--fix-gamma`).
+    if (w_q_->fix_gamma() != spec.fix_gamma) w_q_->set_fix_gamma(spec.fix_gamma);
   }
   if (spec.abits < 32) {
     if (!a_q_) {
       a_q_ = std::make_unique<quant::QilActQuantizer>(spec.abits, spec.signed_input);
       for (auto& [n, t] : a_q_->named_parameters()) register_parameter("act_quant." + n, t, ParamKind::quant);
+      scale_fitted_ = false;
     } else {
       a_q_->set_bits(spec.abits);
     }
@@ -32,22 +35,22 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
   spec_ = spec;
 }
 
-Tensor QuantizableModule::forward_quantized(const Tensor& x,
-                                            const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
+Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op) {
   const Tensor w = weight();
-  if (!quantized()) return op(x, w);
+  if (!quantized()) return op(x, w, bias);
   if (x.dim() > 0 && x.size(0) > 0) input_per_image_ = x.numel() / x.size(0);
   if (input_hook_) input_hook_(x);
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);
     if (aq) a_q_->observe(x);
-    return op(x, w);  // the network stays full precision while its statistics are gathered
+    return op(x, w, bias);  // the network stays full precision while its statistics are gathered
   }
   if (phase_ == CalibPhase::fit_scale) {
     engine::NoGradGuard ng;
-    Tensor y_fp = op(x, w);
-    Tensor y_q = op(aq ? (*a_q_)(x) : x, wq ? (*w_q_)(w) : w);
+    // Both outputs before the bias: the scale multiplies the weight, so the layer computes op(x̄, s·w̄) + b.
+    Tensor y_fp = op(x, w, Tensor());
+    Tensor y_q = op(aq ? (*a_q_)(x) : x, wq ? (*w_q_)(w) : w, Tensor());
     // Fit s in ||y_fp - s*y_q||^2 over every calibration batch: accumulate the two inner products.
     const float* a = y_fp.data();
     const float* b = y_q.data();
@@ -58,11 +61,11 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x,
     }
     fit_num_ += num;
     fit_den_ += den;
-    return y_fp;
+    return op(x, w, bias);
   }
   Tensor xin = aq ? (*a_q_)(x) : x;
   Tensor wbar = wq ? (*w_q_)(w) : w;
-  return op(xin, engine::ops::mul_scalar(wbar, scale_));
+  return op(xin, engine::ops::mul_scalar(wbar, scale_), bias);
 }
 
 void QuantizableModule::finish_observe() {

@@ -37,9 +37,13 @@ class QuantizableModule : public Module {
   virtual Tensor weight() const = 0;
 
   void set_calib_phase(CalibPhase p) { phase_ = p; }
-  // After CalibPhase::observe: set the intervals of uncalibrated quantizers. After fit_scale: set out_scale.
+  // After CalibPhase::observe: set the intervals of uncalibrated quantizers. After fit_scale: set out_scale,
+  // the least-squares s in ||(y_fp − b) − s·z||² with z = op(x̄, w̄) before the bias (the layer computes
+  // op(x̄, s·w̄) + b, so the bias is not scaled).
   void finish_observe();
   void finish_fit_scale();
+  // False until the output scale is fitted, and again whenever set_quant adds a quantizer to the layer (the
+  // quantized output it must match has changed).
   bool scale_fitted() const { return scale_fitted_; }
   void set_scale_fitted(bool f) { scale_fitted_ = f; }
   // Constraints of the quantizer parameters (after each optimizer step).
@@ -54,8 +58,10 @@ class QuantizableModule : public Module {
   void set_input_hook(std::function<void(const Tensor&)> hook) { input_hook_ = std::move(hook); }
 
  protected:
-  // The layer's compute: y = op(x, w). forward_quantized wraps it with quantization and calibration.
-  Tensor forward_quantized(const Tensor& x, const std::function<Tensor(const Tensor&, const Tensor&)>& op);
+  // The layer's compute: y = op(x, w, b) (b may be undefined). forward_quantized wraps it with quantization
+  // and calibration; the output scale multiplies the weight, so it scales the pre-bias output only.
+  using LayerOp = std::function<Tensor(const Tensor& x, const Tensor& w, const Tensor& b)>;
+  Tensor forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op);
 
  private:
   LayerQuantSpec spec_;

@@ -103,6 +103,27 @@ void freeze_weights(Module& m, bool frozen) {
       l->weight_quantizer()->gamma().set_requires_grad(false);
 }
 
+void freeze_intervals(Module& m, bool frozen) {
+  for (auto& [n, l] : quantizable_layers(m)) {
+    if (auto* w = l->weight_quantizer()) {
+      w->c().set_requires_grad(!frozen);
+      w->d().set_requires_grad(!frozen);
+      w->gamma().set_requires_grad(!frozen && !w->fix_gamma());
+    }
+    if (auto* a = l->act_quantizer()) {
+      a->c().set_requires_grad(!frozen);
+      a->d().set_requires_grad(!frozen);
+    }
+  }
+}
+
+void freeze_output_scales(Module& m, bool frozen) {
+  for (auto& [n, l] : quantizable_layers(m)) {
+    Tensor s = l->out_scale();
+    if (s.defined()) s.set_requires_grad(!frozen);
+  }
+}
+
 std::vector<LayerReport> quant_report(Module& m) {
   std::vector<LayerReport> out;
   for (auto& [n, l] : quantizable_layers(m)) {

@@ -47,6 +47,15 @@ void scale_quantizer_gradients(Module& m);
 // statistics and stops updating them. Unfreezing restores both.
 void freeze_weights(Module& m, bool frozen);
 
+// Frozen intervals (`--freeze-intervals`): c, d and γ of every quantizer stop training and keep the values
+// calibration (or the previous stage) gave them; the weights and output scales still train. The ablation
+// that shows what learning the intervals is worth. Unfreezing makes them trainable again (a pinned γ stays
+// pinned).
+void freeze_intervals(Module& m, bool frozen);
+
+// Output scales (`out_scale`) stop training and keep their least-squares value (the paper recipe).
+void freeze_output_scales(Module& m, bool frozen);
+
 struct LayerReport {
   std::string name;
   std::string type;  // "Conv2d" / "Linear"

@@ -93,19 +93,24 @@ void RunLog::epoch(const EpochRecord& e, layers::Module& model) const {
   row.fixed(e.test.loss, 6).fixed(e.test.top1, 4).fixed(e.test.top5, 4);
   row.fixed(e.img_per_s, 1).fixed(e.wall_s, 1);
   append_line(metrics_path_, row.str());
-  for (const auto& rep : layers::quant_report(model)) {
-    json j = layer_report_json(rep);
-    j["stage"] = e.stage;
-    j["stage_name"] = e.stage_name;
-    j["epoch"] = e.epoch;
-    append_line(intervals_path_, j.dump());
-  }
+  interval_rows(model, e.stage, e.stage_name, e.epoch);
   std::ostringstream os;
   os << "[" << e.stage_name << "] epoch " << e.epoch << "/" << e.epochs << "  train loss " << fixed(e.train_loss, 4)
      << " acc " << fixed(e.train_top1, 2) << "%  val " << fixed(e.val.top1, 2) << "%  test " << fixed(e.test.top1, 2)
      << "% (top-5 " << fixed(e.test.top5, 2) << "%)  lr " << std::setprecision(4) << e.lr << "  "
      << fixed(e.img_per_s, 0) << " img/s  " << format_duration(e.wall_s);
   line(os.str());
+}
+
+void RunLog::interval_rows(layers::Module& model, int stage, const std::string& stage_name, int epoch) const {
+  if (!lead_) return;
+  for (const auto& rep : layers::quant_report(model)) {
+    json j = layer_report_json(rep);
+    j["stage"] = stage;
+    j["stage_name"] = stage_name;
+    j["epoch"] = epoch;
+    append_line(intervals_path_, j.dump());
+  }
 }
 
 void RunLog::summary(const std::vector<StageSummary>& stages, layers::Module& model) const {
@@ -120,7 +125,11 @@ void RunLog::summary(const std::vector<StageSummary>& stages, layers::Module& mo
        << std::setw(9) << fixed(s.best_val, 2) << "% " << std::setw(9) << fixed(s.test_at_best, 2) << "% "
        << std::setw(9) << fixed(s.test.top1, 2) << "%\n";
   const auto rep = layers::quant_report(model);
-  if (!rep.empty()) os << "\nlearned intervals (final stage):\n" << interval_table(rep);
+  if (!rep.empty()) {
+    os << "\nlearned intervals (final stage):\n" << interval_table(rep);
+    const auto calib = first_interval_rows(intervals_path_);
+    if (!calib.empty()) os << "\nmoved from calibration (each value: at calibration -> learned):\n" << movement_table(rep, calib);
+  }
   std::cout << os.str() << std::flush;
 }
 

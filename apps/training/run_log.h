@@ -43,7 +43,9 @@ class RunLog {
   void line(const std::string& text) const;  // one console line
   // metrics.csv row, intervals.jsonl records of `model`'s quantized layers, console line.
   void epoch(const EpochRecord& e, layers::Module& model) const;
-  // The end-of-run table and the final stage's learned intervals.
+  // One intervals.jsonl record per quantized layer of `model`; epoch 0 is the state at the start of a stage.
+  void interval_rows(layers::Module& model, int stage, const std::string& stage_name, int epoch) const;
+  // The end-of-run table, the final stage's learned intervals and how far they moved from calibration.
   void summary(const std::vector<StageSummary>& stages, layers::Module& model) const;
 
   static const char* metrics_header();

@@ -70,8 +70,9 @@ int StageRunner::run() {
   return 0;
 }
 
-// The stage's quantization plan, frozen weights (quantizer-only training) and calibration of new intervals.
-std::vector<std::string> StageRunner::prepare_stage(const Stage& st) {
+// The stage's quantization plan, what is frozen (weights and BN for quantizer-only training, intervals, output
+// scales for the paper's recipe) and calibration of new intervals, logged as the stage's epoch 0.
+std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, bool resumed_mid_stage) {
   layers::QuantPlan plan;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
@@ -81,10 +82,14 @@ std::vector<std::string> StageRunner::prepare_stage(const Stage& st) {
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);
   QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
   layers::freeze_weights(*run_.model, cfg_.freeze_weights && st.quantized());
+  layers::freeze_intervals(*run_.model, cfg_.freeze_intervals);
+  layers::freeze_output_scales(*run_.model, cfg_.quant_recipe == "paper");
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
     data::Loader calib(run_.data.calib, loader_options(LoaderUse::calibration, cfg_.batch, cfg_.workers));
     calib.start_epoch(0);
     layers::calibrate(*run_.model, cfg_.calib_batches, batch_feeder(calib));
+    // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
+    if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
   }
   return qnames;
 }
@@ -93,7 +98,8 @@ bool StageRunner::run_stage(int si) {
   const Stage& st = run_.stages[static_cast<size_t>(si)];
   RunPosition& pos = state_.position;
   const bool resuming = run_.resume.has_value() && si == pos.stage;
-  const auto qnames = prepare_stage(st);
+  const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
+  const auto qnames = prepare_stage(si, st, mid_stage);
   engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale),
                   static_cast<float>(cfg_.momentum), cfg_.nesterov);
   if (resuming)
@@ -106,13 +112,13 @@ bool StageRunner::run_stage(int si) {
   QIL_CHECK(loader.batches_per_epoch() > 0, "--batch ", cfg_.batch, " is larger than the training set (",
             run_.data.train->size(), " images)");
   StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
-  const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
   log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
                     qnames.size(), " quantized layers",
                     cfg_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
                     mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
   StepOptions so;
-  so.balance_quant_grads = st.quantized() && cfg_.quant_grad_scale == "sqrt";
+  // The paper's recipe takes the raw interval gradients.
+  so.balance_quant_grads = st.quantized() && cfg_.quant_grad_scale == "sqrt" && cfg_.quant_recipe != "paper";
   so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
   so.teacher = run_.teacher.get();
   so.allreduce = run_.world > 1;

@@ -56,7 +56,7 @@ class StageRunner {
     double seconds = 0;
   };
   bool run_stage(int si);
-  std::vector<std::string> prepare_stage(const Stage& st);
+  std::vector<std::string> prepare_stage(int si, const Stage& st, bool resumed_mid_stage);
   // Runs the rest of the current epoch; false when stopped.
   bool run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched, const Stage& st,
                  EpochTotals& totals);
