@@ -5,13 +5,15 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
-#include <vector>
 #include <nlohmann/json.hpp>
+#include <vector>
 
+#include "apps/training/evaluate.h"
 #include "data/imagenet.h"
 #include "data/loader.h"
 #include "engine/check.h"
@@ -104,10 +106,9 @@ int run_bench_data(const BenchDataOptions& o) {
   const int64_t n_images = static_cast<int64_t>(idx.samples.size()), n_classes = static_cast<int64_t>(idx.classes.size());
   auto ds = std::make_shared<data::ImageFolderDataset>(idx, tr);
 
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch;
-  lo.workers = o.workers;
-  lo.seed = 1;
+  // Training's loader settings, but a folder smaller than one batch must still deliver batches.
+  data::LoaderOptions lo = training::loader_options(training::LoaderUse::train, o.batch, o.workers, 1);
+  lo.drop_last = false;
   EndlessBatches batches(ds, lo);
   for (int64_t i = 0; i < o.warmup; ++i) batches.next();
   std::vector<double> rates;
@@ -121,10 +122,16 @@ int run_bench_data(const BenchDataOptions& o) {
 
   if (o.breakdown) print_breakdown(idx, tr, std::min<int64_t>(n_images, 64));
   if (o.json) {
-    std::cout << nlohmann::json{{"dir", train_dir}, {"images", n_images}, {"classes", n_classes},
-                                {"transform", o.eval ? "eval" : "train"}, {"image_size", o.image_size},
-                                {"workers", o.workers}, {"batch", o.batch}, {"img_per_s", total},
-                                {"img_per_s_per_thread", per_thread}}
+    auto rate = [](double r) { return std::round(r * 1e3) / 1e3; };  // 3 decimals, as the text output's precision
+    std::cout << nlohmann::ordered_json{{"dir", train_dir},
+                                        {"images", n_images},
+                                        {"classes", n_classes},
+                                        {"transform", o.eval ? "eval" : "train"},
+                                        {"image_size", o.image_size},
+                                        {"workers", o.workers},
+                                        {"batch", o.batch},
+                                        {"img_per_s", rate(total)},
+                                        {"img_per_s_per_thread", rate(per_thread)}}
                      .dump()
               << std::endl;
     return 0;

@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/data_setup.h"
-#include "apps/html_report.h"
+#include "apps/inspect/activations.h"
+#include "apps/inspect/page.h"
+#include "apps/inspect/target.h"
 #include "apps/model_io.h"
 #include "apps/report.h"
 #include "apps/training/evaluate.h"

@@ -7,7 +7,7 @@
 #include <map>
 #include <sstream>
 
-#include "apps/html_report.h"
+#include "apps/inspect/history.h"
 
 namespace apps {
 

@@ -5,6 +5,7 @@
 #include "engine/ops.h"
 #include "quant/qil_ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace layers {
@@ -39,7 +40,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
   const Tensor w = weight();
   if (!quantized()) return op(x, w, bias);
   if (x.dim() > 0 && x.size(0) > 0) input_per_image_ = x.numel() / x.size(0);
-  if (input_hook_) input_hook_(x);
+  for (const auto& [id, observe] : input_observers_) observe(x);
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);
@@ -66,6 +67,16 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
   Tensor xin = aq ? (*a_q_)(x) : x;
   Tensor wbar = wq ? (*w_q_)(w) : w;
   return op(xin, engine::ops::mul_scalar(wbar, scale_), bias);
+}
+
+int QuantizableModule::add_input_observer(std::function<void(const Tensor&)> fn) {
+  input_observers_.emplace_back(next_observer_id_, std::move(fn));
+  return next_observer_id_++;
+}
+
+void QuantizableModule::remove_input_observer(int id) {
+  auto& v = input_observers_;
+  v.erase(std::remove_if(v.begin(), v.end(), [id](const auto& o) { return o.first == id; }), v.end());
 }
 
 void QuantizableModule::finish_observe() {

@@ -7,6 +7,8 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "layers/module.h"
 #include "quant/quantizer.h"
@@ -53,9 +55,11 @@ class QuantizableModule : public Module {
   // 1/sqrt(N_w). A quantizer parameter's gradient is a sum over N elements and scales with 1/d, so one LR
   // cannot suit a 2k-weight conv and an 800k-weight linear alike; this balances them (as LSQ does).
   void scale_quant_grads();
-  // Called with the layer's input (before quantization) on every quantized forward; empty = none. For
-  // inspection (`qil inspect --data`), never for training.
-  void set_input_hook(std::function<void(const Tensor&)> hook) { input_hook_ = std::move(hook); }
+  // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
+  // observer for you): each observer is called with the layer's input, before quantization, on every
+  // quantized forward. remove_input_observer ignores an id it does not hold.
+  int add_input_observer(std::function<void(const Tensor&)> fn);
+  void remove_input_observer(int id);
 
  protected:
   // The layer's compute: y = op(x, w, b) (b may be undefined). forward_quantized wraps it with quantization
@@ -72,7 +76,8 @@ class QuantizableModule : public Module {
   CalibPhase phase_ = CalibPhase::none;
   double fit_num_ = 0, fit_den_ = 0;
   int64_t input_per_image_ = 0;  // elements of one image's input, seen by the last forward
-  std::function<void(const Tensor&)> input_hook_;
+  std::vector<std::pair<int, std::function<void(const Tensor&)>>> input_observers_;  // (id, callback)
+  int next_observer_id_ = 0;
 };
 
 }  // namespace layers

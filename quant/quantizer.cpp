@@ -93,6 +93,23 @@ double least_squares_scale(const Tensor& y_fp, const Tensor& y_q) {
   return bb > 0.0 ? ab / bb : 1.0;
 }
 
+std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
+  std::unique_ptr<QilQuantizerBase> q;
+  if (s.kind == "qil_weight") {
+    auto w = std::make_unique<QilWeightQuantizer>(s.bits);
+    w->gamma().data()[0] = static_cast<float>(s.gamma);
+    q = std::move(w);
+  } else if (s.kind == "qil_activation" || s.kind == "qil_activation_signed") {
+    q = std::make_unique<QilActQuantizer>(s.bits, s.kind == "qil_activation_signed");
+  } else {
+    throw engine::Error(engine::str_cat("quantizer_from_stats: unknown quantizer kind '", s.kind, "'"));
+  }
+  q->c().data()[0] = static_cast<float>(s.c);
+  q->d().data()[0] = static_cast<float>(s.d);
+  q->set_calibrated(true);
+  return q;
+}
+
 // ---- shared -----------------------------------------------------------------------------------------------
 
 QilQuantizerBase::QilQuantizerBase(int bits)
@@ -148,6 +165,11 @@ void QilWeightQuantizer::set_fix_gamma(bool fix) {
 Tensor QilWeightQuantizer::operator()(const Tensor& w) const {
   require_calibrated("QilWeightQuantizer");
   return qil_weight(w, c_, d_, gamma_, bits_);
+}
+
+Tensor QilWeightQuantizer::transform(const Tensor& w) const {
+  require_calibrated("QilWeightQuantizer::transform");
+  return qil_weight_transform(w, c_, d_, gamma_);
 }
 
 void QilWeightQuantizer::set_bits(int bits) {
@@ -214,6 +236,11 @@ QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile)
 Tensor QilActQuantizer::operator()(const Tensor& x) const {
   require_calibrated("QilActQuantizer");
   return qil_activation(x, c_, d_, bits_, is_signed_);
+}
+
+Tensor QilActQuantizer::transform(const Tensor& x) const {
+  require_calibrated("QilActQuantizer::transform");
+  return qil_activation_transform(x, c_, d_, is_signed_);
 }
 
 void QilActQuantizer::set_bits(int bits) {

@@ -3,6 +3,7 @@
 // project(), the per-layer statistics QuantStats, and the least-squares output-scale fit.
 // Not the ops themselves (qil_ops.h), not the layer that applies out_scale, not the optimizer.
 #pragma once
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,9 @@ class Quantizer {
 
   // The fake-quantized tensor, recorded for autograd. Throws until calibrated().
   virtual Tensor operator()(const Tensor& v) const = 0;
+  // The continuous map before the discretizer (QIL's transformer ŵ or x̂), recorded for autograd. For plots
+  // and finite-difference checks: operator()'s gradient is the STE, which neither can show.
+  virtual Tensor transform(const Tensor& v) const = 0;
 
   virtual int bits() const = 0;
   virtual void set_bits(int bits) = 0;  // 2..8; keeps the current parameters (progressive reduction)
@@ -97,6 +101,7 @@ class QilWeightQuantizer : public QilQuantizerBase {
   explicit QilWeightQuantizer(int bits, bool fix_gamma = false);
   const char* kind() const override { return "qil_weight"; }
   Tensor operator()(const Tensor& w) const override;
+  Tensor transform(const Tensor& w) const override;
   void set_bits(int bits) override;
   NamedTensors named_parameters() const override;
   void observe(const Tensor& w) override;
@@ -128,6 +133,7 @@ class QilActQuantizer : public QilQuantizerBase {
   explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9);
   const char* kind() const override { return is_signed_ ? "qil_activation_signed" : "qil_activation"; }
   Tensor operator()(const Tensor& x) const override;
+  Tensor transform(const Tensor& x) const override;
   void set_bits(int bits) override;
   NamedTensors named_parameters() const override;
   void observe(const Tensor& x) override;
@@ -146,6 +152,10 @@ class QilActQuantizer : public QilQuantizerBase {
   double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
   int64_t observed_ = 0;
 };
+
+// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ): a reader of intervals.jsonl or a
+// checkpoint's report can run the very rule that produced the numbers. An unknown kind is an error naming it.
+std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 
 // Effective thresholds after discretization (DESIGN §3), on |v|:
 // weights (any γ): pruning c − d + 2d·(2q)^(−1/γ), clipping c − d + 2d·(1 − 1/(2q))^(1/γ);

@@ -1,10 +1,11 @@
 // `qil bench-data` on a tiny ImageNet-style tree written here: it reads the whole tree, reports a positive
-// img/s on its last line, counts undecodable files, and a missing folder is an error naming it.
-// Never checks a speed: the machine's load is not the test's business.
+// img/s on its last line, counts undecodable files, and a missing folder is an error naming it; `--json` of
+// bench-data and bench is one valid JSON object with the documented keys. Never checks a speed: the machine's load is not the test's business.
 #include <stb_image_write.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,9 +19,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // root/train/{c0, c1}/img<k>.JPEG, 40x30 JPEGs whose colour depends on the class and the index.
-void make_tree(const ScratchDir& d, int per_class) {
+void make_tree_at(const fs::path& root, int per_class) {
   for (int c = 0; c < 2; ++c) {
-    const std::string cdir = d / ("train/c" + std::to_string(c));
+    const std::string cdir = (root / ("train/c" + std::to_string(c))).string();
     fs::create_directories(cdir);
     for (int k = 0; k < per_class; ++k) {
       std::vector<uint8_t> px(40 * 30 * 3);
@@ -30,6 +31,8 @@ void make_tree(const ScratchDir& d, int per_class) {
     }
   }
 }
+
+void make_tree(const ScratchDir& d, int per_class) { make_tree_at(d.path, per_class); }
 
 std::string last_line(const std::string& out) {
   std::string s = out;
@@ -88,4 +91,37 @@ TEST_CASE("bench-data: a missing folder, or one without train/, is an error nami
   r = run_qil("bench-data '" + d.path.string() + "' --workers 0");
   CHECK(r.code != 0);
   CHECK_MESSAGE(r.out.find("workers") != std::string::npos, r.out);
+}
+
+TEST_CASE("bench-data --json: one object with the documented keys, the folder name escaped") {
+  ScratchDir d;
+  const fs::path root = d.path / "a \"quoted\" tree";  // printf-built JSON broke on this name
+  make_tree_at(root, 2);
+  auto r = run_qil("bench-data '" + root.string() + "'" + kQuick + " --workers 1 --eval --json");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  const nlohmann::json j = nlohmann::json::parse(last_line(r.out));
+  CHECK(j.at("dir") == (root / "train").string());
+  CHECK(j.at("images") == 4);
+  CHECK(j.at("classes") == 2);
+  CHECK(j.at("transform") == "eval");
+  CHECK(j.at("image_size") == 32);
+  CHECK(j.at("workers") == 1);
+  CHECK(j.at("batch") == 2);
+  CHECK(j.at("img_per_s").get<double>() > 0);
+  CHECK(j.at("img_per_s_per_thread").get<double>() == doctest::Approx(j.at("img_per_s").get<double>()).epsilon(1e-3));
+  CHECK(j.size() == 9);
+}
+
+TEST_CASE("bench --json: one object with the documented keys") {
+  auto r = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                   "--warmup 0 --repeat 1 --threads 1 --quant 4 --json");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  const nlohmann::json j = nlohmann::json::parse(last_line(r.out));
+  CHECK(j.at("model") == "lenet");
+  CHECK(j.at("batch") == 2);
+  CHECK(j.at("image_size") == 28);
+  CHECK(j.at("quant").is_string());
+  CHECK(j.at("threads") == 1);
+  CHECK(j.at("img_per_s").get<double>() > 0);
+  CHECK(j.size() == 6);
 }

@@ -13,7 +13,10 @@
 #include <regex>
 #include <set>
 
-#include "apps/html_report.h"
+#include "apps/inspect/activations.h"
+#include "apps/inspect/history.h"
+#include "apps/inspect/page.h"
+#include "apps/inspect/target.h"
 #include "apps/model_io.h"
 #include "apps/report.h"
 #include "engine/check.h"
@@ -188,6 +191,25 @@ TEST_CASE("history readers: metrics by header name, interval records placed on g
   std::ofstream(dir.file("bad.jsonl")) << "{\"layer\":\"a\"}\nnot json\n";
   CHECK_THROWS_WITH_AS(read_intervals_jsonl(dir.file("bad.jsonl"), {}), doctest::Contains("bad.jsonl: line 2"),
                        engine::Error);
+}
+
+TEST_CASE("metrics.csv reader: CRLF lines, unknown and missing columns; bad numbers and files are named") {
+  TempDir dir;
+  std::ofstream(dir.file("crlf.csv"), std::ios::binary)
+      << "stage,stage_name,epoch,future_column,val_top1\r\n1,fp32,1,x,55.5\r\n\r\n2,w4a4,1,,-nan\r\n";
+  const auto rows = read_metrics_csv(dir.file("crlf.csv"));
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].stage_name == "fp32");  // no '\r' left on the last field either
+  CHECK(rows[0].val_top1 == doctest::Approx(55.5));
+  CHECK(rows[0].global_epoch == 0);     // a column the file does not have stays 0
+  CHECK(rows[1].stage == 2);
+  CHECK(std::isnan(rows[1].val_top1));  // what printf writes for a NaN loss or accuracy
+  std::ofstream(dir.file("junk.csv")) << "stage,epoch,val_top1\n1,1,50\n1,2,61.5%\n";
+  CHECK_THROWS_WITH_AS(read_metrics_csv(dir.file("junk.csv")),
+                       doctest::Contains("junk.csv: line 3: column 'val_top1' is not a number: '61.5%'"), engine::Error);
+  std::ofstream(dir.file("empty.csv")) << "";
+  CHECK_THROWS_WITH_AS(read_metrics_csv(dir.file("empty.csv")), doctest::Contains("empty.csv: empty file"), engine::Error);
+  CHECK_THROWS_WITH_AS(read_metrics_csv(dir.file("none.csv")), doctest::Contains("none.csv"), engine::Error);
 }
 
 TEST_CASE("HTML report of a run directory: every quantized layer, its numbers, well-formed SVG, self-contained") {

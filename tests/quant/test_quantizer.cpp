@@ -270,3 +270,51 @@ TEST_CASE("least-squares output scale") {
   CHECK_THROWS_WITH_AS(least_squares_scale(yfp, Tensor::zeros({7, 5})),
                        doctest::Contains("least_squares_scale: shapes differ"), Error);
 }
+
+TEST_CASE("a quantizer rebuilt from its stats runs the same rule; transform is the op's transformer") {
+  const Tensor v = Tensor::from_vector({-1.2f, -0.45f, -0.05f, 0.f, 0.12f, 0.3f, 0.61f, 0.9f, 1.7f}, {9});
+  QilWeightQuantizer wq(3);
+  set(wq.c(), 0.5f);
+  set(wq.d(), 0.4f);
+  set(wq.gamma(), 1.7f);
+  wq.set_calibrated(true);
+  QilActQuantizer sq(4, /*is_signed=*/true);
+  set(sq.c(), 0.6f);
+  set(sq.d(), 0.35f);
+  sq.set_calibrated(true);
+  QilActQuantizer aq(2);
+  set(aq.c(), 0.4f);
+  set(aq.d(), 0.3f);
+  aq.set_calibrated(true);
+  NoGradGuard ng;
+  for (const Quantizer* q : std::initializer_list<const Quantizer*>{&wq, &sq, &aq}) {
+    CAPTURE(q->kind());
+    const std::unique_ptr<Quantizer> r = quantizer_from_stats(q->stats());
+    CHECK(std::string(r->kind()) == q->kind());
+    CHECK(r->bits() == q->bits());
+    CHECK(r->calibrated());
+    const QuantStats a = q->stats(v), b = r->stats(v);
+    CHECK(b.c == a.c);
+    CHECK(b.d == a.d);
+    CHECK(b.gamma == a.gamma);
+    CHECK(b.clip_threshold == a.clip_threshold);
+    CHECK(b.pruned_fraction == a.pruned_fraction);
+    const Tensor y = (*q)(v), z = (*r)(v);
+    for (int64_t i = 0; i < v.numel(); ++i) CHECK(z.data()[i] == y.data()[i]);
+  }
+  // transform() is the op's transformer with the quantizer's own parameters.
+  const Tensor tw = wq.transform(v), ow = qil_weight_transform(v, wq.c(), wq.d(), wq.gamma());
+  const Tensor ts = sq.transform(v), os = qil_activation_transform(v, sq.c(), sq.d(), true);
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    CHECK(tw.data()[i] == ow.data()[i]);
+    CHECK(ts.data()[i] == os.data()[i]);
+  }
+  CHECK(tw.data()[8] == doctest::Approx(1.f));  // |w| = 1.7 > c + d: clipped to sign(w)
+  CHECK(tw.data()[3] == 0.f);                   // |w| = 0 < c - d: pruned
+  QuantStats bad;
+  bad.kind = "lsq";
+  bad.bits = 4;
+  CHECK_THROWS_WITH_AS(quantizer_from_stats(bad), doctest::Contains("unknown quantizer kind 'lsq'"), Error);
+  QilWeightQuantizer fresh(4);
+  CHECK_THROWS_WITH_AS(fresh.transform(v), doctest::Contains("used before calibration"), Error);
+}
