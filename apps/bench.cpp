@@ -96,7 +96,7 @@ int run_bench(const BenchOptions& o) {
   for (auto& p : model->named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
   training::StepOptions so;
-  so.balance_quant_grads = st.quantized();
+  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
   training::Trainer trainer(*model, opt, so);
   model->train();
   auto step = [&] { trainer.step(b.x, b.y, 0.01f); };

@@ -16,10 +16,12 @@
 #include "apps/inspect/target.h"
 #include "apps/model_io.h"
 #include "apps/report.h"
+#include "apps/stages.h"
 #include "apps/training/evaluate.h"
 #include "engine/check.h"
 #include "engine/ops.h"
 #include "layers/models.h"
+#include "layers/quantize.h"
 
 namespace apps {
 
@@ -36,23 +38,54 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   app.add_option("--progress", o.progress, "auto | bar | lines | none")->capture_default_str();
   app.add_flag("--json", o.json, "print the result as JSON");
+  app.add_option("--quant", o.quant,
+                 "quantize at these widths first (4, w4a8, ...), with intervals from calibration alone: the "
+                 "baseline that training the intervals must beat");
+  app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8")
+      ->check(CLI::IsMember({"fp", "8"}))
+      ->capture_default_str();
+  app.add_option("--calib-batches", o.calib_batches, "with --quant: training batches observed to set the intervals")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
 }
+
+namespace {
+// --quant: the plan applied to layers that have no quantizer yet, calibrated on the training images.
+void quantize_for_eval(LoadedModel& lm, const EvalOptions& o) {
+  const Stage st = parse_stage_entry(o.quant);
+  QIL_CHECK(st.quantized(), "--quant ", o.quant, ": a width below 32 is needed");
+  for (auto& [name, l] : layers::quantizable_layers(*lm.model))
+    QIL_CHECK(!l->weight_quantizer() && !l->act_quantizer(), "--quant: ", o.checkpoint,
+              " is already quantized (layer ", name, "); --quant takes a full-precision checkpoint");
+  layers::QuantPlan plan;
+  plan.wbits = st.wbits;
+  plan.abits = st.abits;
+  plan.first_last_8bit = o.first_last == "8";
+  layers::apply_quant_plan(*lm.model, plan);
+  TrainConfig cfg;
+  cfg.data = o.data;
+  cfg.data_dir = o.data_dir;
+  RunData rd = load_run_data(cfg, lm.meta.mean, lm.meta.std);
+  training::calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
+}
+}  // namespace
 
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  if (!o.quant.empty()) quantize_for_eval(lm, o);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
   training::EvalResult r = training::evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
   if (o.json) {
-    std::cout << json{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
-                      {"top1", r.top1}, {"top5", r.top5}}
-                     .dump()
-              << "\n";
+    json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
+           {"top1", r.top1}, {"top5", r.top5}};
+    if (!o.quant.empty()) j["quant"] = o.quant;
+    std::cout << j.dump() << "\n";
   } else {
-    std::printf("%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
-                name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
+    std::printf("%s%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
+                o.quant.empty() ? "" : (" quantized " + o.quant + " (calibration only)").c_str(), name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
   }
   return 0;
 }

@@ -18,6 +18,11 @@ struct EvalOptions {
   int64_t threads = 0;
   std::string progress = "auto";
   bool json = false;
+  // Calibration-only quantization: quantize a full-precision checkpoint at these widths, calibrate on the
+  // data's training images, evaluate. "" = evaluate the network as saved.
+  std::string quant;
+  std::string first_last = "fp";
+  int64_t calib_batches = 8;
 };
 void add_eval_flags(CLI::App& app, EvalOptions& o);
 int run_eval(const EvalOptions& o);

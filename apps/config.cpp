@@ -70,6 +70,21 @@ CLI::Validator stage_entry() {
   return CLI::Validator([](std::string& s) { return parse_stage_entry(s), std::string(); },
                         "32, 2..8 or wNaM");
 }
+// One of a few names. CLI::IsMember would say "--progress: x not in {auto,bar,lines,none}"; these keep the
+// wording users and tests know: "--progress must be auto, bar, lines or none, got 'x'".
+CLI::Validator one_of(const char* flag, std::vector<std::string> names) {
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  std::string help;
+  for (const std::string& n : names) help += (help.empty() ? "" : "|") + n;
+  return CLI::Validator(
+      [flag = std::string("--") + flag, names, list](std::string& s) {
+        QIL_CHECK(std::find(names.begin(), names.end(), s) != names.end(), flag, " must be ", list, ", got '", s, "'");
+        return std::string();
+      },
+      "{" + help + "}");
+}
 CLI::Validator schedule_name() {
   return CLI::Validator(
       [](std::string& s) {
@@ -110,25 +125,28 @@ std::vector<Field> fields(TrainConfig& c) {
       {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005", positive("stage-lr")},
       {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given", at_least("epochs", 1)},
       {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR", positive("quant-lr-scale")},
-      {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | none", IsMember({"sqrt", "none"})},
+      {"quant-grad-scale", &c.quant_grad_scale,
+       "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | relative (c, d, out_scale by their "
+       "value squared: steps in log-space) | none",
+       one_of("quant-grad-scale", {"sqrt", "relative", "none"})},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
       {"freeze-intervals", &c.freeze_intervals,
        "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
       {"quant-recipe", &c.quant_recipe,
        "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
        "interval gradients, output scales fixed at their least-squares fit)",
-       IsMember({"qil", "paper"})},
-      {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", IsMember({"fp", "8"})},
+       one_of("quant-recipe", {"qil", "paper"})},
+      {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", one_of("first-last", {"fp", "8"})},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
       {"freeze-weights", &c.freeze_weights, "quantizer-only training: weights and BatchNorm frozen"},
-      {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)", IsMember({"labels", "teacher"})},
+      {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)", one_of("targets", {"labels", "teacher"})},
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
       {"seed", &c.seed, "seed of initialization, data order and augmentation"},
       {"threads", &c.threads, "compute threads (0 = OpenMP's default)", non_negative("threads")},
       {"workers", &c.workers, "data decode threads", at_least("workers", 1)},
-      {"progress", &c.progress, "progress display: auto | bar | lines | none", IsMember({"auto", "bar", "lines", "none"})},
+      {"progress", &c.progress, "progress display: auto | bar | lines | none", one_of("progress", {"auto", "bar", "lines", "none"})},
       {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
   };
 }

@@ -2,6 +2,7 @@
 #include "layers/quantizable.h"
 
 #include "engine/autograd.h"
+#include "engine/check.h"
 #include "engine/ops.h"
 #include "quant/qil_ops.h"
 
@@ -91,12 +92,23 @@ void QuantizableModule::finish_fit_scale() {
   scale_fitted_ = true;
 }
 
-void QuantizableModule::scale_quant_grads() {
+void QuantizableModule::scale_quant_grads(GradBalance mode) {
+  if (mode == GradBalance::none) return;
   auto scale = [](const Tensor& t, double f) {
     if (!t.requires_grad() || !t.grad().defined()) return;
     Tensor g = t.grad();
     g.data()[0] = static_cast<float>(g.data()[0] * f);
   };
+  auto squared = [](const Tensor& t) { return static_cast<double>(t.item()) * t.item(); };
+  if (mode == GradBalance::relative) {
+    for (quant::QilQuantizerBase* q : {static_cast<quant::QilQuantizerBase*>(w_q_.get()), static_cast<quant::QilQuantizerBase*>(a_q_.get())})
+      if (q) {
+        scale(q->c(), squared(q->c()));
+        scale(q->d(), squared(q->d()));
+      }
+    if (scale_.defined()) scale(scale_, squared(scale_));
+    return;
+  }
   const double nw = static_cast<double>(weight().numel());
   if (w_q_ && spec_.wbits < 32) {
     const double f = 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits));
@@ -108,6 +120,17 @@ void QuantizableModule::scale_quant_grads() {
     for (auto& [n, t] : a_q_->named_parameters()) scale(t, f);
   }
   if (scale_.defined()) scale(scale_, 1.0 / std::sqrt(nw));
+}
+
+GradBalance parse_grad_balance(const std::string& name) {
+  if (name == "none") return GradBalance::none;
+  if (name == "sqrt") return GradBalance::sqrt;
+  if (name == "relative") return GradBalance::relative;
+  throw engine::Error(engine::str_cat("quantizer gradient balancing must be none, sqrt or relative, got '", name, "'"));
+}
+
+const char* grad_balance_name(GradBalance mode) {
+  return mode == GradBalance::none ? "none" : mode == GradBalance::sqrt ? "sqrt" : "relative";
 }
 
 void QuantizableModule::project() {

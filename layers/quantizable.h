@@ -25,6 +25,11 @@ struct LayerQuantSpec {
 
 enum class CalibPhase { none, observe, fit_scale };
 
+// How quantizer-parameter gradients are rescaled before a step (QuantizableModule::scale_quant_grads).
+enum class GradBalance { none, sqrt, relative };
+GradBalance parse_grad_balance(const std::string& name);  // "none" | "sqrt" | "relative"; throws naming it
+const char* grad_balance_name(GradBalance mode);
+
 class QuantizableModule : public Module {
  public:
   // Creates the quantizers on first use (registering their parameters), or changes their widths; a later
@@ -50,11 +55,18 @@ class QuantizableModule : public Module {
   void set_scale_fitted(bool f) { scale_fitted_ = f; }
   // Constraints of the quantizer parameters (after each optimizer step).
   void project();
-  // Multiplies the gradients of this layer's quantizer parameters by 1/sqrt(N·q) (N: elements quantized per
-  // image for activations, per weight tensor for weights; q: positive levels), and out_scale's by
-  // 1/sqrt(N_w). A quantizer parameter's gradient is a sum over N elements and scales with 1/d, so one LR
-  // cannot suit a 2k-weight conv and an 800k-weight linear alike; this balances them (as LSQ does).
-  void scale_quant_grads();
+  // Rescales the gradients of this layer's quantizer parameters before an optimizer step (the rule and its
+  // gradients are unchanged; only the step each parameter takes is):
+  // - sqrt: c, d, γ by 1/sqrt(N·q) (N: elements quantized per image for activations, per weight tensor for
+  //   weights; q: positive levels), out_scale by 1/sqrt(N_w). A quantizer parameter's gradient is a sum over
+  //   N elements, so one LR cannot suit a 2k-weight conv and an 800k-weight linear alike (as LSQ does).
+  // - relative: c, d and out_scale by their own value squared, so that SGD takes steps in log-space:
+  //   Δc/c = −lr·(c·∂L/∂c). c·∂L/∂c is the loss's sensitivity to a relative change of the interval, which is
+  //   the same whatever the scale of the values quantized, the layer's size or the batch, so activation
+  //   intervals (values ~1, gradients diluted over every element of the batch) learn at the rate weight
+  //   intervals (values ~0.05) do. γ is already dimensionless and keeps its gradient.
+  // - none: the plain gradients.
+  void scale_quant_grads(GradBalance mode);
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
   // observer for you): each observer is called with the layer's input, before quantization, on every
   // quantized forward. remove_input_observer ignores an id it does not hold.

@@ -88,8 +88,8 @@ void project_quantizers(Module& m) {
   for (auto& [n, l] : quantizable_layers(m)) l->project();
 }
 
-void scale_quantizer_gradients(Module& m) {
-  for (auto& [n, l] : quantizable_layers(m)) l->scale_quant_grads();
+void scale_quantizer_gradients(Module& m, GradBalance mode) {
+  for (auto& [n, l] : quantizable_layers(m)) l->scale_quant_grads(mode);
 }
 
 void freeze_weights(Module& m, bool frozen) {

@@ -41,7 +41,7 @@ void calibrate(Module& m, int64_t batches, const std::function<bool(Tensor& x)>&
 // Constraints after every optimizer step.
 void project_quantizers(Module& m);
 // Per-layer gradient balancing of quantizer parameters (QuantizableModule::scale_quant_grads), before a step.
-void scale_quantizer_gradients(Module& m);
+void scale_quantizer_gradients(Module& m, GradBalance mode = GradBalance::sqrt);
 
 // Quantizer-only training: weights, biases and BN affine parameters stop training; BN uses its running
 // statistics and stops updating them. Unfreezing restores both.

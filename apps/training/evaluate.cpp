@@ -6,6 +6,7 @@
 #include "apps/progress.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "layers/quantize.h"
 
 namespace apps::training {
 
@@ -68,13 +69,16 @@ EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dat
   return r;
 }
 
-std::function<bool(Tensor&)> batch_feeder(data::Loader& loader) {
-  return [&loader](Tensor& x) {
+void calibrate_on(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
+                  int64_t batches, int64_t workers) {
+  data::Loader loader(ds, loader_options(LoaderUse::calibration, batch, workers));
+  loader.start_epoch(0);
+  layers::calibrate(model, batches, [&loader](Tensor& x) {
     data::Batch b;
     if (!loader.next(b)) return false;
     x = b.images;
     return true;
-  };
+  });
 }
 
 }  // namespace apps::training

@@ -1,6 +1,7 @@
 // Running a network over a dataset without training it: the one no-grad evaluation pass (top-1, top-5, mean
-// loss) behind `qil train`'s per-epoch evaluation and `qil eval`, the batch feed of calibration, and the one
-// place that says how a loader is set up for training, evaluation and calibration.
+// loss) behind `qil train`'s per-epoch evaluation and `qil eval`, calibration on a dataset (train and
+// `qil eval --quant`), and the one place that says how a loader is set up for training, evaluation and
+// calibration.
 // Not the training step (trainer.h) and not dataset construction (apps/data_setup.h).
 #pragma once
 #include <cstdint>
@@ -40,8 +41,9 @@ struct EvalResult {
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
                     int64_t workers, const std::string& progress, const std::string& label);
 
-// The batch source layers::calibrate asks for: the next batch's images from `loader` (started by the caller),
-// false when the epoch ends.
-std::function<bool(engine::Tensor&)> batch_feeder(data::Loader& loader);
+// Calibrates the model's new quantizers (and unfitted output scales) on up to `batches` batches of `ds`, in
+// order (the calibration loader); does nothing when every quantizer already has its interval.
+void calibrate_on(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
+                  int64_t batches, int64_t workers);
 
 }  // namespace apps::training

@@ -85,9 +85,7 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   layers::freeze_intervals(*run_.model, cfg_.freeze_intervals);
   layers::freeze_output_scales(*run_.model, cfg_.quant_recipe == "paper");
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
-    data::Loader calib(run_.data.calib, loader_options(LoaderUse::calibration, cfg_.batch, cfg_.workers));
-    calib.start_epoch(0);
-    layers::calibrate(*run_.model, cfg_.calib_batches, batch_feeder(calib));
+    calibrate_on(*run_.model, run_.data.calib, cfg_.batch, cfg_.calib_batches, cfg_.workers);
     // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
     if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
   }
@@ -118,7 +116,7 @@ bool StageRunner::run_stage(int si) {
                     mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
   StepOptions so;
   // The paper's recipe takes the raw interval gradients.
-  so.balance_quant_grads = st.quantized() && cfg_.quant_grad_scale == "sqrt" && cfg_.quant_recipe != "paper";
+  if (st.quantized() && cfg_.quant_recipe != "paper") so.balance = layers::parse_grad_balance(cfg_.quant_grad_scale);
   so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
   so.teacher = run_.teacher.get();
   so.allreduce = run_.world > 1;

@@ -42,7 +42,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
         if (p.grad().defined()) grads.push_back(p.grad());
     engine::dist::allreduce_mean(grads);
   }
-  if (options_.balance_quant_grads) layers::scale_quantizer_gradients(model_);
+  if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
   opt_.step(lr);
   layers::project_quantizers(model_);
   return r;

@@ -9,13 +9,14 @@
 #include "engine/optim.h"
 #include "engine/tensor.h"
 #include "layers/module.h"
+#include "layers/quantizable.h"
 
 namespace apps::training {
 
 struct StepOptions {
-  // Scale each quantized layer's quantizer gradients by 1/sqrt(N * levels) (DESIGN §3); a no-op on layers
-  // without quantizers.
-  bool balance_quant_grads = false;
+  // How each quantized layer's quantizer gradients are balanced before the step (sqrt: 1/sqrt(N * levels),
+  // DESIGN §3; relative: steps in log-space); a no-op on layers without quantizers.
+  layers::GradBalance balance = layers::GradBalance::none;
   float label_smoothing = 0;
   // Distillation: the loss is the cross-entropy to this network's softmax (run without gradients, in the
   // mode its owner left it) instead of the labels. Not owned.

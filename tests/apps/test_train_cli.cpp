@@ -100,6 +100,8 @@ TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
   expect_error("train --stages 4,8", "not decreasing");
   expect_error("train --stages 4 --freeze-weights", "--freeze-weights needs --init");
   expect_error("train --schedule linear", "unknown schedule 'linear'");
+  expect_error("train --quant-recipe lsq", "--quant-recipe must be qil or paper, got 'lsq'");
+  expect_error("train --quant-grad-scale cube", "--quant-grad-scale must be sqrt, relative or none, got 'cube'");
   {
     std::ofstream(tmp / "bad.toml") << "model = \"lenet\"\nlearning_rate = 0.1\n";
     expect_error("train --config " + tmp / "bad.toml", "unknown key 'learning_rate'");
@@ -139,10 +141,32 @@ TEST_CASE("a short run writes its run directory; eval and inspect read it; a dif
   CHECK(csv_column(tmp / "run/metrics.csv", "stage_name") == std::vector<std::string>{"fp32", "w4a4"});
   CHECK(r.out.find("learned intervals") != std::string::npos);
   CHECK(r.out.find("conv2") != std::string::npos);  // the one quantized conv of lenet (first conv stays fp)
+  // Each quantized layer's calibration values stand beside the learned ones, and intervals.jsonl holds a
+  // row at epoch 0 (the calibration) and one after the stage's epoch.
+  CHECK(r.out.find("moved from calibration") != std::string::npos);
+  CHECK(r.out.find(" -> ") != std::string::npos);
+  {
+    std::ifstream jf(tmp / "run/intervals.jsonl");
+    int epoch0 = 0, epoch1 = 0;
+    for (std::string line; std::getline(jf, line);) {
+      epoch0 += line.find("\"epoch\":0") != std::string::npos;
+      epoch1 += line.find("\"epoch\":1") != std::string::npos;
+    }
+    CHECK(epoch0 == 2);  // lenet's conv2 and fc1
+    CHECK(epoch1 == 2);
+  }
 
   auto e = run_qil("eval " + tmp / "run/best.ckpt" + " --subset 256 --progress none --json");
   REQUIRE_MESSAGE(e.code == 0, e.out);
   CHECK(e.out.find("\"images\":256") != std::string::npos);
+  // Calibration-only quantization of the full-precision network: the baseline intervals are trained against.
+  auto fp = run_qil("eval " + tmp / "run/best-fp32.ckpt" + " --subset 256 --progress none --json");
+  auto cq = run_qil("eval " + tmp / "run/best-fp32.ckpt" + " --subset 256 --progress none --json --quant 2 --calib-batches 2");
+  REQUIRE_MESSAGE(cq.code == 0, cq.out);
+  CHECK(cq.out.find("\"quant\":\"2\"") != std::string::npos);
+  CHECK(cq.out != fp.out);  // 2-bit weights and activations change the logits
+  expect_error("eval " + tmp / "run/best.ckpt" + " --quant 4", "already quantized");
+  expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 9", "bit width 9");
   auto i = run_qil("inspect " + tmp / "run");
   REQUIRE_MESSAGE(i.code == 0, i.out);
   CHECK(i.out.find("fc1") != std::string::npos);

@@ -154,3 +154,37 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
   for (auto& [n, l] : quantizable_layers(*m))
     if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->c().requires_grad());
 }
+
+TEST_CASE("gradient balancing: relative multiplies c, d and out_scale by their value squared; none leaves them") {
+  auto lin = grid_linear(0.f);
+  lin->set_quant(LayerQuantSpec{3, 2});
+  calibrate_on(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8
+  auto* wq = lin->weight_quantizer();
+  auto* aq = lin->act_quantizer();
+  std::vector<Tensor> ps{wq->c(), wq->d(), wq->gamma(), aq->c(), aq->d(), lin->out_scale()};
+  auto set_grads = [&] {
+    for (auto& p : ps) {
+      p.zero_grad();
+      p.grad().data()[0] = 2.f;
+    }
+  };
+  auto grads = [&] {
+    std::vector<float> g;
+    for (auto& p : ps) g.push_back(p.grad().item());
+    return g;
+  };
+  set_grads();
+  lin->scale_quant_grads(GradBalance::none);
+  CHECK(grads() == std::vector<float>{2, 2, 2, 2, 2, 2});
+  set_grads();
+  lin->scale_quant_grads(GradBalance::relative);
+  const auto g = grads();
+  CHECK(g[0] == doctest::Approx(2 * 0.09));  // 2 * 0.3^2
+  CHECK(g[1] == doctest::Approx(2 * 0.09));
+  CHECK(g[2] == 2.f);                        // γ is dimensionless: unchanged
+  CHECK(g[3] == doctest::Approx(2 * 2.25));  // 2 * 1.5^2
+  CHECK(g[4] == doctest::Approx(2 * 2.25));
+  CHECK(g[5] == doctest::Approx(2 * 3.24));  // 2 * 1.8^2
+  CHECK(parse_grad_balance("relative") == GradBalance::relative);
+  CHECK_THROWS_WITH_AS(parse_grad_balance("cube"), doctest::Contains("'cube'"), engine::Error);
+}

@@ -28,7 +28,7 @@ float train_steps(Module& m, const Batch& b, int steps, float lr) {
     if (p.tensor.requires_grad()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
   apps::training::StepOptions so;
-  so.balance_quant_grads = true;  // a no-op on layers without quantizers
+  so.balance = GradBalance::sqrt;  // a no-op on layers without quantizers
   apps::training::Trainer trainer(m, opt, so);
   float loss = 0;
   for (int s = 0; s < steps; ++s) loss = trainer.step(b.x, b.y, lr).loss;
