@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "apps/stages.h"
+#include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "layers/models.h"
@@ -54,47 +55,53 @@ void print_profile(double total_s, int64_t steps) {
   std::printf("%-28s %10.2f\n", "step", 1e3 * total_s / steps);
 }
 
+// A fixed random batch: images (batch, C, H, W) ~ N(0, 1), labels uniform over the classes.
+struct SyntheticBatch {
+  Tensor x, y;
+};
+SyntheticBatch synthetic_batch(const BenchOptions& o) {
+  engine::Generator g(1);
+  SyntheticBatch b{Tensor::empty({o.batch, o.in_channels, o.image_size, o.image_size}),
+                   Tensor::empty({o.batch}, engine::DType::s32)};
+  for (int64_t i = 0; i < b.x.numel(); ++i) b.x.data()[i] = g.normal();
+  for (int64_t i = 0; i < o.batch; ++i) b.y.data<int32_t>()[i] = static_cast<int32_t>(g.below(o.num_classes));
+  return b;
+}
+
+void quantize_for_bench(layers::Module& model, const Stage& st, const Tensor& x) {
+  layers::QuantPlan plan;
+  plan.wbits = st.wbits;
+  plan.abits = st.abits;
+  layers::apply_quant_plan(model, plan);
+  layers::calibrate(model, 1, [&, done = false](Tensor& in) mutable {
+    if (done) return false;
+    in = x;
+    done = true;
+    return true;
+  });
+}
+
 }  // namespace
 
+// The activation layout (--plain) and the op profiler (--profile) are process settings made by main().
 int run_bench(const BenchOptions& o) {
   QIL_CHECK(o.batch >= 1 && o.steps >= 1 && o.repeat >= 1 && o.warmup >= 0, "bench: batch, steps and repeat must be >= 1");
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
   const Stage st = parse_stage_entry(o.quant);
-  engine::Generator g(1);
-  Tensor x = Tensor::empty({o.batch, o.in_channels, o.image_size, o.image_size});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = g.normal();
-  Tensor y = Tensor::empty({o.batch}, engine::DType::s32);
-  for (int64_t i = 0; i < o.batch; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(g.below(o.num_classes));
-  if (st.quantized()) {
-    layers::QuantPlan plan;
-    plan.wbits = st.wbits;
-    plan.abits = st.abits;
-    layers::apply_quant_plan(*model, plan);
-    layers::calibrate(*model, 1, [&, done = false](Tensor& in) mutable {
-      if (done) return false;
-      in = x;
-      done = true;
-      return true;
-    });
-  }
-  engine::ops::set_keep_blocked(!o.plain);
+  const SyntheticBatch b = synthetic_batch(o);
+  if (st.quantized()) quantize_for_bench(*model, st, b.x);
   std::vector<Tensor> params;
   for (auto& p : model->named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
+  training::StepOptions so;
+  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
+  training::Trainer trainer(*model, opt, so);
   model->train();
-  auto step = [&] {
-    opt.zero_grad();
-    Tensor loss = engine::ops::softmax_cross_entropy(model->forward(x), y);
-    loss.backward();
-    if (st.quantized()) layers::scale_quantizer_gradients(*model);
-    opt.step(0.01f);
-    layers::project_quantizers(*model);
-  };
+  auto step = [&] { trainer.step(b.x, b.y, 0.01f); };
   for (int64_t i = 0; i < o.warmup; ++i) step();
-  engine::ops::reset_op_profile();
-  engine::ops::set_op_profiling(o.profile);
+  engine::ops::reset_op_profile();  // count the timed steps only
   double total_s = 0;
   std::vector<double> rates;
   for (int64_t r = 0; r < o.repeat; ++r) {
@@ -104,8 +111,6 @@ int run_bench(const BenchOptions& o) {
     rates.push_back(o.batch * o.steps / s);
     total_s += s;
   }
-  engine::ops::set_op_profiling(false);
-  engine::ops::set_keep_blocked(false);
   std::sort(rates.begin(), rates.end());
   const double med = rates[rates.size() / 2];
   if (o.profile) print_profile(total_s, o.steps * o.repeat);

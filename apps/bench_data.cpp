@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "apps/training/evaluate.h"
 #include "data/imagenet.h"
 #include "data/loader.h"
 #include "engine/check.h"
@@ -105,10 +106,9 @@ int run_bench_data(const BenchDataOptions& o) {
   const int64_t n_images = static_cast<int64_t>(idx.samples.size()), n_classes = static_cast<int64_t>(idx.classes.size());
   auto ds = std::make_shared<data::ImageFolderDataset>(idx, tr);
 
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch;
-  lo.workers = o.workers;
-  lo.seed = 1;
+  // Training's loader settings, but a folder smaller than one batch must still deliver batches.
+  data::LoaderOptions lo = training::loader_options(training::LoaderUse::train, o.batch, o.workers, 1);
+  lo.drop_last = false;
   EndlessBatches batches(ds, lo);
   for (int64_t i = 0; i < o.warmup; ++i) batches.next();
   std::vector<double> rates;

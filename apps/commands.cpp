@@ -17,11 +17,11 @@
 #include "apps/model_io.h"
 #include "apps/report.h"
 #include "apps/stages.h"
-#include "layers/quantize.h"
-#include "apps/train.h"
+#include "apps/training/evaluate.h"
 #include "engine/check.h"
 #include "engine/ops.h"
 #include "layers/models.h"
+#include "layers/quantize.h"
 
 namespace apps {
 
@@ -66,19 +66,18 @@ void quantize_for_eval(LoadedModel& lm, const EvalOptions& o) {
   cfg.data = o.data;
   cfg.data_dir = o.data_dir;
   RunData rd = load_run_data(cfg, lm.meta.mean, lm.meta.std);
-  calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
+  training::calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
 }
 }  // namespace
 
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  engine::ops::set_keep_blocked(true);
   LoadedModel lm = load_model_checkpoint(o.checkpoint);
   if (!o.quant.empty()) quantize_for_eval(lm, o);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
-  EvalResult r = evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
+  training::EvalResult r = training::evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
   if (o.json) {
     json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
            {"top1", r.top1}, {"top5", r.top5}};

@@ -1,15 +1,18 @@
-// One table of fields drives the flags, the config file and the resolved-config writer, so a new option is
-// added in one place.
+// One table of typed fields drives the flags, the config file and the resolved-config writer, so a new option
+// is added in one place. The config file goes through the same CLI11 options as the command line: one
+// conversion, one set of checks, whichever way a value arrives.
 #include "apps/config.h"
 
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
-#include <iomanip>
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <optional>
 #include <sstream>
 #include <variant>
 
-#include "apps/stages.h"
 #include "engine/check.h"
 
 namespace apps {
@@ -19,254 +22,359 @@ using engine::str_cat;
 
 namespace {
 
-using FieldPtr = std::variant<std::string*, int64_t*, double*, bool*, uint64_t*>;
+using FieldPtr = std::variant<std::string*, int64_t*, double*, bool*, uint64_t*, std::vector<std::string>*,
+                              std::vector<int64_t>*, std::vector<double>*>;
 struct Field {
   const char* name;  // flag name without dashes; the TOML key (dashes or underscores)
   FieldPtr ptr;
   const char* help;
+  std::optional<CLI::Validator> check = std::nullopt;  // applied to each value (each list element)
 };
 
+// A check on one number. CLI11 would report a failed check as "--flag: message"; ours throw the message whole
+// so that it reads like every other error of qil ("--batch must be at least 1, got 0"). A value that is not a
+// number passes here and fails CLI11's conversion, which names it.
+// `help` is the short form --help shows after the type (INT:POSITIVE).
+CLI::Validator number_check(std::string flag, std::function<bool(double)> ok, std::string requirement,
+                            std::string help) {
+  return CLI::Validator(
+      [flag, ok, requirement](std::string& s) {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(s, &used);
+          if (used != s.size()) return std::string();
+        } catch (const std::exception&) {
+          return std::string();
+        }
+        if (!ok(v)) throw Error(str_cat(flag, " ", requirement, ", got ", s));
+        return std::string();
+      },
+      std::move(help));
+}
+CLI::Validator at_least(const char* flag, double min) {
+  return number_check(std::string("--") + flag, [min](double v) { return v >= min; },
+                      str_cat("must be at least ", min), str_cat(">=", min));
+}
+CLI::Validator non_negative(const char* flag) {
+  return number_check(std::string("--") + flag, [](double v) { return v >= 0; }, "must be >= 0", "NONNEGATIVE");
+}
+CLI::Validator positive(const char* flag) {
+  return number_check(std::string("--") + flag, [](double v) { return v > 0; }, "must be positive", "POSITIVE");
+}
+CLI::Validator unit_interval(const char* flag) {  // [0, 1)
+  return number_check(std::string("--") + flag, [](double v) { return v >= 0 && v < 1; }, "must be in [0, 1)",
+                      "[0,1)");
+}
+CLI::Validator stage_entry() {
+  return CLI::Validator([](std::string& s) { return parse_stage_entry(s), std::string(); },
+                        "32, 2..8 or wNaM");
+}
+// One of a few names. CLI::IsMember would say "--progress: x not in {auto,bar,lines,none}"; these keep the
+// wording users and tests know: "--progress must be auto, bar, lines or none, got 'x'".
+CLI::Validator one_of(const char* flag, std::vector<std::string> names) {
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  std::string help;
+  for (const std::string& n : names) help += (help.empty() ? "" : "|") + n;
+  return CLI::Validator(
+      [flag = std::string("--") + flag, names, list](std::string& s) {
+        QIL_CHECK(std::find(names.begin(), names.end(), s) != names.end(), flag, " must be ", list, ", got '", s, "'");
+        return std::string();
+      },
+      "{" + help + "}");
+}
+CLI::Validator schedule_name() {
+  return CLI::Validator(
+      [](std::string& s) {
+        QIL_CHECK(s == "cosine" || s == "multistep" || s == "constant", "--schedule: unknown schedule '", s,
+                  "' (cosine, multistep, constant)");
+        return std::string();
+      },
+      "cosine | multistep | constant");
+}
+
 std::vector<Field> fields(TrainConfig& c) {
+  using CLI::IsMember;
   return {
       {"model", &c.model, "model name (see `qil models`)"},
       {"data", &c.data, "training data: fashion-mnist | idx | cifar10 | cifar100 | imagenet"},
       {"data-dir", &c.data_dir, "folder of the training data (fashion-mnist default: /usr/share/datasets/fashion-mnist)"},
       {"eval-data", &c.eval_data, "evaluation data kind (default: the training data's own test split)"},
       {"eval-data-dir", &c.eval_data_dir, "folder of the evaluation data"},
-      {"val-size", &c.val_size, "images held out of the training set to pick `best`"},
-      {"train-subset", &c.train_subset, "train on the first N training images only (0 = all)"},
-      {"test-subset", &c.test_subset, "evaluate on the first N test images only (0 = all)"},
-      {"image-size", &c.image_size, "input side in pixels (0 = the data's own; ImageNet 224)"},
-      {"augment", &c.augment, "training augmentation: comma list of crop, flip; or none"},
-      {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels"},
-      {"max-bad-files", &c.max_bad_files, "imagenet: undecodable files skipped (with a warning) before the run stops"},
-      {"batch", &c.batch, "batch size (per process)"},
-      {"lr", &c.lr, "base learning rate of the weights"},
-      {"momentum", &c.momentum, "SGD momentum"},
+      {"val-size", &c.val_size, "images held out of the training set to pick `best`", non_negative("val-size")},
+      {"train-subset", &c.train_subset, "train on the first N training images only (0 = all)", non_negative("train-subset")},
+      {"test-subset", &c.test_subset, "evaluate on the first N test images only (0 = all)", non_negative("test-subset")},
+      {"image-size", &c.image_size, "input side in pixels (0 = the data's own; ImageNet 224)", non_negative("image-size")},
+      {"augment", &c.augment, "training augmentation: comma list of crop, flip; or none", IsMember({"crop", "flip", "none"})},
+      {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels", non_negative("crop-padding")},
+      {"max-bad-files", &c.max_bad_files, "imagenet: undecodable files skipped (with a warning) before the run stops", non_negative("max-bad-files")},
+      {"batch", &c.batch, "batch size (per process)", at_least("batch", 1)},
+      {"lr", &c.lr, "base learning rate of the weights", positive("lr")},
+      {"momentum", &c.momentum, "SGD momentum", unit_interval("momentum")},
       {"nesterov", &c.nesterov, "Nesterov momentum"},
-      {"weight-decay", &c.weight_decay, "weight decay of conv and linear weights (none on BN, biases, quantizers)"},
-      {"schedule", &c.schedule, "LR schedule within each stage: cosine | multistep | constant"},
-      {"milestones", &c.milestones, "multistep: comma-separated epochs (within a stage) where LR is multiplied by --lr-gamma"},
-      {"lr-gamma", &c.lr_gamma, "multistep LR factor"},
-      {"warmup-epochs", &c.warmup_epochs, "linear LR warm-up at the start of each stage, in epochs"},
-      {"label-smoothing", &c.label_smoothing, "label smoothing of the cross-entropy"},
-      {"stages", &c.stages, "bit widths per stage, e.g. 32,4,3,2 or w4a8 (32 = full precision)"},
-      {"stage-epochs", &c.stage_epochs, "epochs per stage, one number or one per stage (default: --epochs)"},
-      {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005"},
-      {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given"},
-      {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR"},
-      {"quant-grad-scale", &c.quant_grad_scale, "quantizer gradients: sqrt (each layer's scaled by 1/sqrt(N*levels)) | relative (c, d, out_scale "
-       "by their value squared: steps in log-space) | none"},
+      {"weight-decay", &c.weight_decay, "weight decay of conv and linear weights (none on BN, biases, quantizers)", non_negative("weight-decay")},
+      {"schedule", &c.schedule, "LR schedule within each stage: cosine | multistep | constant", schedule_name()},
+      {"milestones", &c.milestones, "multistep: comma-separated epochs (within a stage) where LR is multiplied by --lr-gamma", positive("milestones")},
+      {"lr-gamma", &c.lr_gamma, "multistep LR factor", positive("lr-gamma")},
+      {"warmup-epochs", &c.warmup_epochs, "linear LR warm-up at the start of each stage, in epochs", non_negative("warmup-epochs")},
+      {"label-smoothing", &c.label_smoothing, "label smoothing of the cross-entropy", unit_interval("label-smoothing")},
+      {"stages", &c.stages, "bit widths per stage, e.g. 32,4,3,2 or w4a8 (32 = full precision)", stage_entry()},
+      {"stage-epochs", &c.stage_epochs, "epochs per stage, one number or one per stage (default: --epochs)", at_least("stage-epochs", 1)},
+      {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005", positive("stage-lr")},
+      {"epochs", &c.epochs, "epochs of each stage when --stage-epochs is not given", at_least("epochs", 1)},
+      {"quant-lr-scale", &c.quant_lr_scale, "quantizer parameters' LR as a multiple of the weights' LR", positive("quant-lr-scale")},
+      {"quant-grad-scale", &c.quant_grad_scale,
+       "quantizer gradients: sqrt (each layer's c, d, gamma scaled by 1/sqrt(N*levels)) | relative (c and d by "
+       "d squared, out_scale by its square: steps relative to the interval's width) | none",
+       one_of("quant-grad-scale", {"sqrt", "relative", "none"})},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
       {"act-quant-lr-scale", &c.act_quant_lr_scale,
        "activation intervals' LR as a multiple of the quantizer LR (their loss sensitivity is far below the weight "
-       "intervals', docs/qil.md)"},
+       "intervals', docs/qil.md)",
+       positive("act-quant-lr-scale")},
       {"freeze-intervals", &c.freeze_intervals,
        "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
       {"quant-recipe", &c.quant_recipe,
        "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
-       "interval gradients, output scales fixed at their least-squares fit)"},
-      {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)"},
-      {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage"},
+       "interval gradients, output scales fixed at their least-squares fit)",
+       one_of("quant-recipe", {"qil", "paper"})},
+      {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", one_of("first-last", {"fp", "8"})},
+      {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
       {"freeze-weights", &c.freeze_weights, "quantizer-only training: weights and BatchNorm frozen"},
-      {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)"},
+      {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)", one_of("targets", {"labels", "teacher"})},
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
       {"seed", &c.seed, "seed of initialization, data order and augmentation"},
-      {"threads", &c.threads, "compute threads (0 = OpenMP's default)"},
-      {"workers", &c.workers, "data decode threads"},
-      {"progress", &c.progress, "progress display: auto | bar | lines | none"},
-      {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)"},
+      {"threads", &c.threads, "compute threads (0 = OpenMP's default)", non_negative("threads")},
+      {"workers", &c.workers, "data decode threads", at_least("workers", 1)},
+      {"progress", &c.progress, "progress display: auto | bar | lines | none", one_of("progress", {"auto", "bar", "lines", "none"})},
+      {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
   };
 }
 
-// The shortest decimal that reads back as the same double, always with a '.' or exponent (a TOML float).
-std::string shortest(double v) {
-  std::string out;
-  for (int prec = 6; prec <= 17; ++prec) {
-    std::ostringstream os;
-    os << std::setprecision(prec) << v;
-    out = os.str();
-    if (std::stod(out) == v) break;
-  }
-  if (out.find_first_of(".eEn") == std::string::npos) out += ".0";
-  return out;
+std::string to_key(std::string flag) {
+  std::replace(flag.begin(), flag.end(), '-', '_');
+  return flag;
+}
+std::string to_flag(std::string key) {
+  std::replace(key.begin(), key.end(), '_', '-');
+  return "--" + key;
 }
 
-std::string toml_key_to_flag(std::string k) {
-  for (char& ch : k)
-    if (ch == '_') ch = '-';
-  return k;
-}
-
-std::string node_to_string(const toml::node& n, const std::string& key, const std::string& path) {
-  if (auto s = n.value<std::string>(); s && n.is_string()) return *s;
-  if (n.is_boolean()) return *n.value<bool>() ? "true" : "false";
-  if (n.is_integer()) return std::to_string(*n.value<int64_t>());
-  if (n.is_floating_point()) {
-    std::ostringstream os;
-    os << std::setprecision(17) << *n.value<double>();
-    return os.str();
-  }
-  if (const toml::array* a = n.as_array()) {
-    std::string out;
-    for (const toml::node& e : *a) out += (out.empty() ? "" : ",") + node_to_string(e, key, path);
-    return out;
-  }
-  throw Error(str_cat("config ", path, ": key '", key, "' has a value of an unsupported type"));
+template <class T>
+std::string join(const std::vector<T>& items, char sep) {
+  std::ostringstream os;
+  for (size_t i = 0; i < items.size(); ++i) os << (i ? std::string(1, sep) : "") << items[i];
+  return os.str();
 }
 
 }  // namespace
 
+std::vector<Stage> TrainConfig::stage_list() const {
+  return parse_stages(stages, stage_epochs.empty() ? std::vector<int64_t>{epochs} : stage_epochs, stage_lr);
+}
+
+std::string TrainConfig::stages_text(char sep) const { return join(stages, sep); }
+
 void add_train_flags(CLI::App& app, TrainConfig& cfg) {
   for (const Field& f : fields(cfg)) {
     const std::string flag = std::string("--") + f.name;
-    std::visit(
-        [&](auto* p) {
+    CLI::Option* opt = std::visit(
+        [&](auto* p) -> CLI::Option* {
           using T = std::remove_pointer_t<decltype(p)>;
           if constexpr (std::is_same_v<T, bool>) {
-            app.add_flag(flag, *p, f.help);
+            return app.add_flag(flag, *p, f.help);
+          } else if constexpr (CLI::detail::is_mutable_container<T>::value) {
+            // Lists are comma-separated ("--stages 32,4"); TakeAll, or the command's TakeLast default would
+            // keep the last element only.
+            return app.add_option(flag, *p, f.help)
+                ->delimiter(',')
+                ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+                ->capture_default_str();
           } else {
-            app.add_option(flag, *p, f.help)->capture_default_str();
+            return app.add_option(flag, *p, f.help)->capture_default_str();
           }
         },
         f.ptr);
+    if (f.check) opt->check(*f.check);
   }
   app.add_option("--config", cfg.config, "TOML file setting any of these flags (flags given here win)");
 }
 
-std::string find_config_arg(const std::vector<std::string>& args) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) return args[i + 1];
-    if (args[i].rfind("--config=", 0) == 0) return args[i].substr(9);
-  }
-  return "";
+namespace {
+
+[[noreturn]] void config_error(const std::string& path, const std::string& what) {
+  throw Error(str_cat("config ", path, ": ", what));
 }
 
-std::vector<std::string> config_file_tokens(const std::string& path, const CLI::App& app, TrainConfig& cfg) {
-  toml::table tbl;
-  try {
-    tbl = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    std::ostringstream os;
-    os << e.description() << " at line " << e.source().begin.line;
-    throw Error(str_cat("config ", path, ": ", os.str()));
+// A TOML value as the strings CLI11 reads from a command line: one per scalar, one per array element.
+std::vector<std::string> node_values(const toml::node& n, const std::string& key, const std::string& path) {
+  if (const toml::array* a = n.as_array()) {
+    std::vector<std::string> out;
+    for (const toml::node& e : *a) {
+      QIL_CHECK(!e.is_array() && !e.is_table(), "config ", path, ": key '", key, "' holds a nested list");
+      out.push_back(node_values(e, key, path)[0]);
+    }
+    return out;
   }
-  std::vector<std::string> tokens;
+  if (n.is_string()) return {*n.value<std::string>()};
+  if (n.is_boolean()) return {*n.value<bool>() ? "true" : "false"};
+  if (n.is_integer()) return {std::to_string(*n.value<int64_t>())};
+  if (n.is_floating_point()) {
+    std::ostringstream os;
+    os << toml::value<double>(*n.value<double>());  // the shortest text that reads back as the same double
+    return {os.str()};
+  }
+  config_error(path, str_cat("key '", key, "' has a value of an unsupported type"));
+}
+
+// Feeds a file's value through the option, as if given on the command line: CLI11 converts and checks it.
+void set_from_file(CLI::Option& opt, const std::vector<std::string>& values, const std::string& key,
+                   const std::string& path) {
+  const std::string shown = values.size() == 1 ? values[0] : str_cat("[", values.size(), " values]");
+  QIL_CHECK(values.size() <= 1 || opt.get_items_expected_max() > 1, "config ", path, ": key '", key,
+            "' takes one value, got a list");
+  try {
+    for (const std::string& v : values) opt.add_result(v);
+    opt.run_callback();
+  } catch (const CLI::ParseError& e) {
+    config_error(path, str_cat("key '", key, "' = '", shown, "': ", e.what()));
+  } catch (const Error& e) {
+    config_error(path, str_cat("key '", key, "': ", e.what()));
+  }
+}
+
+LayerOverride read_layer_table(const toml::table& lt, const std::string& lname, const std::string& path) {
+  LayerOverride o;
+  for (const auto& [fk, fv] : lt) {
+    const std::string f(fk.str());
+    if (f == "wbits" || f == "abits") {
+      auto b = fv.value<int64_t>();
+      QIL_CHECK(b && fv.is_integer() && ((*b >= 2 && *b <= 8) || *b == 32), "config ", path, ": layers.", lname,
+                ".", f, " must be an integer in 2..8 or 32");
+      (f == "wbits" ? o.wbits : o.abits) = static_cast<int>(*b);
+    } else if (f == "exclude") {
+      QIL_CHECK(fv.is_boolean(), "config ", path, ": layers.", lname, ".exclude must be true or false");
+      o.exclude = *fv.value<bool>();
+    } else {
+      config_error(path, str_cat("unknown key 'layers.", lname, ".", f, "' (known: wbits, abits, exclude)"));
+    }
+  }
+  return o;
+}
+
+void read_layer_tables(const toml::node& v, const std::string& path, TrainConfig& cfg) {
+  const toml::table* layers = v.as_table();
+  QIL_CHECK(layers, "config ", path, ": 'layers' must be a table of per-layer tables");
+  for (const auto& [lname, lv] : *layers) {
+    const std::string name(lname.str());
+    const toml::table* lt = lv.as_table();
+    QIL_CHECK(lt, "config ", path, ": layers.", name, " must be a table");
+    cfg.layers[name] = read_layer_table(*lt, name, path);
+  }
+}
+
+// Debian's toml++ prints every float with 17 significant digits ("lr = 0.10000000000000001"). Its relaxed
+// precision (6 digits) reads better but loses digits of some values: use it when the text reads back to the
+// same table, full precision otherwise.
+std::string print_toml(const toml::table& tbl) {
+  for (const bool relaxed : {true, false}) {
+    std::ostringstream os;
+    auto flags = toml::toml_formatter::default_flags;
+    if (relaxed) flags |= toml::format_flags::relaxed_float_precision;
+    os << toml::toml_formatter(tbl, flags);
+    if (!relaxed || toml::parse(os.str()) == tbl) return os.str();
+  }
+  return "";  // not reached
+}
+
+toml::table parse_toml(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    config_error(path, str_cat(e.description(), " at line ", e.source().begin.line));
+  }
+}
+
+}  // namespace
+
+void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg) {
+  const toml::table tbl = parse_toml(path);
   for (const auto& [k, v] : tbl) {
     const std::string key(k.str());
     if (key == "layers") {
-      const toml::table* layers = v.as_table();
-      QIL_CHECK(layers, "config ", path, ": 'layers' must be a table of per-layer tables");
-      for (const auto& [lname, lv] : *layers) {
-        const toml::table* lt = lv.as_table();
-        QIL_CHECK(lt, "config ", path, ": layers.", lname.str(), " must be a table");
-        LayerOverride o;
-        for (const auto& [fk, fv] : *lt) {
-          const std::string f(fk.str());
-          if (f == "wbits" || f == "abits") {
-            auto b = fv.value<int64_t>();
-            QIL_CHECK(b && fv.is_integer() && ((*b >= 2 && *b <= 8) || *b == 32), "config ", path, ": layers.",
-                      lname.str(), ".", f, " must be an integer in 2..8 or 32");
-            (f == "wbits" ? o.wbits : o.abits) = static_cast<int>(*b);
-          } else if (f == "exclude") {
-            QIL_CHECK(fv.is_boolean(), "config ", path, ": layers.", lname.str(), ".exclude must be true or false");
-            o.exclude = *fv.value<bool>();
-          } else {
-            throw Error(str_cat("config ", path, ": unknown key 'layers.", lname.str(), ".", f,
-                                "' (known: wbits, abits, exclude)"));
-          }
-        }
-        cfg.layers[std::string(lname.str())] = o;
-      }
+      read_layer_tables(v, path, cfg);
       continue;
     }
-    const std::string flag = "--" + toml_key_to_flag(key);
-    QIL_CHECK(flag != "--config" && flag != "--resume" && app.get_option_no_throw(flag) != nullptr, "config ",
-              path, ": unknown key '", key, "'");
-    const std::string value = node_to_string(v, key, path);
-    if (value.empty()) continue;  // an empty string is the flag's default ("not given")
-    tokens.push_back(flag + "=" + value);
+    const std::string flag = to_flag(key);
+    CLI::Option* opt = flag == "--config" || flag == "--resume" ? nullptr : app.get_option_no_throw(flag);
+    QIL_CHECK(opt, "config ", path, ": unknown key '", key, "'");
+    if (opt->count() > 0) continue;  // given on the command line, which wins
+    const std::vector<std::string> values = node_values(v, key, path);
+    if (values.empty() || (values.size() == 1 && values[0].empty())) continue;  // "" or [] = not given
+    set_from_file(*opt, values, key, path);
   }
-  return tokens;
+}
+
+void apply_config_file(CLI::App& app, TrainConfig& cfg) {
+  namespace fs = std::filesystem;
+  std::string path = cfg.config;
+  if (!path.empty()) {
+    QIL_CHECK(fs::exists(path), "--config: no such file '", path, "'");
+  } else if (!cfg.resume.empty()) {  // a resumed run continues with its own settings
+    path = (fs::path(cfg.resume) / "config.toml").string();
+    QIL_CHECK(fs::exists(path), "--resume: '", cfg.resume, "' is not a run directory (no config.toml)");
+  }
+  if (!path.empty()) read_config_file(path, app, cfg);
 }
 
 void validate(const TrainConfig& c) {
-  QIL_CHECK(c.batch >= 1, "--batch must be at least 1, got ", c.batch);
-  QIL_CHECK(c.lr > 0, "--lr must be positive, got ", c.lr);
-  QIL_CHECK(c.momentum >= 0 && c.momentum < 1, "--momentum must be in [0, 1), got ", c.momentum);
-  QIL_CHECK(c.weight_decay >= 0, "--weight-decay must be >= 0, got ", c.weight_decay);
-  QIL_CHECK(c.epochs >= 1, "--epochs must be at least 1, got ", c.epochs);
-  QIL_CHECK(c.val_size >= 0, "--val-size must be >= 0, got ", c.val_size);
-  QIL_CHECK(c.train_subset >= 0 && c.test_subset >= 0, "--train-subset/--test-subset must be >= 0");
-  QIL_CHECK(c.label_smoothing >= 0 && c.label_smoothing < 1, "--label-smoothing must be in [0, 1), got ",
-            c.label_smoothing);
-  QIL_CHECK(c.warmup_epochs >= 0, "--warmup-epochs must be >= 0, got ", c.warmup_epochs);
-  QIL_CHECK(c.schedule == "cosine" || c.schedule == "multistep" || c.schedule == "constant",
-            "--schedule: unknown schedule '", c.schedule, "' (cosine, multistep, constant)");
-  QIL_CHECK(c.quant_lr_scale > 0, "--quant-lr-scale must be positive, got ", c.quant_lr_scale);
-  QIL_CHECK(c.act_quant_lr_scale > 0, "--act-quant-lr-scale must be positive, got ", c.act_quant_lr_scale);
-  QIL_CHECK(c.quant_grad_scale == "sqrt" || c.quant_grad_scale == "relative" || c.quant_grad_scale == "none",
-            "--quant-grad-scale must be sqrt, relative or none, got '", c.quant_grad_scale, "'");
-  QIL_CHECK(c.quant_recipe == "qil" || c.quant_recipe == "paper", "--quant-recipe must be qil or paper, got '",
-            c.quant_recipe, "'");
-  QIL_CHECK(c.first_last == "fp" || c.first_last == "8", "--first-last must be fp or 8, got '", c.first_last, "'");
-  QIL_CHECK(c.calib_batches >= 1, "--calib-batches must be at least 1, got ", c.calib_batches);
-  QIL_CHECK(c.stop_after_steps >= 0, "--stop-after-steps must be >= 0, got ", c.stop_after_steps);
-  QIL_CHECK(c.threads >= 0, "--threads must be >= 0, got ", c.threads);
-  QIL_CHECK(c.workers >= 1, "--workers must be at least 1, got ", c.workers);
-  QIL_CHECK(c.max_bad_files >= 0, "--max-bad-files must be >= 0, got ", c.max_bad_files);
-  QIL_CHECK(c.crop_padding >= 0, "--crop-padding must be >= 0, got ", c.crop_padding);
-  QIL_CHECK(c.image_size >= 0, "--image-size must be >= 0, got ", c.image_size);
-  QIL_CHECK(c.progress == "auto" || c.progress == "bar" || c.progress == "lines" || c.progress == "none",
-            "--progress must be auto, bar, lines or none, got '", c.progress, "'");
   QIL_CHECK(!c.freeze_weights || !c.init.empty() || !c.resume.empty(),
             "--freeze-weights needs --init: quantizer-only training starts from a trained network");
-  QIL_CHECK(c.targets == "labels" || c.targets == "teacher", "--targets must be labels or teacher, got '", c.targets, "'");
   QIL_CHECK(c.targets == "labels" || !c.init.empty() || !c.resume.empty(),
             "--targets teacher needs --init: the teacher is the network it names");
-  parse_stages(c.stages, c.stage_epochs.empty() ? std::to_string(c.epochs) : c.stage_epochs, c.stage_lr);
-  if (c.augment != "none") {
-    std::stringstream ss(c.augment);
-    std::string a;
-    while (std::getline(ss, a, ','))
-      QIL_CHECK(a == "crop" || a == "flip", "--augment: unknown augmentation '", a, "' (crop, flip, none)");
-  }
+  QIL_CHECK(c.schedule != "multistep" || !c.milestones.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");
+  QIL_CHECK(c.augment.size() == 1 || std::find(c.augment.begin(), c.augment.end(), "none") == c.augment.end(),
+            "--augment: 'none' cannot be combined with other augmentations, got '", join(c.augment, ','), "'");
+  c.stage_list();
 }
 
 std::string to_toml(const TrainConfig& cfg) {
   TrainConfig c = cfg;  // fields() needs non-const pointers
-  std::ostringstream os;
-  os << "# Resolved configuration of this run; `qil train --config FILE` reads it back.\n";
+  toml::table tbl;
   for (const Field& f : fields(c)) {
-    std::string key = f.name;
-    for (char& ch : key)
-      if (ch == '-') ch = '_';
+    const std::string key = to_key(f.name);
+    if (key == "resume" || key == "stop_after_steps") continue;  // a run's config never points elsewhere
     std::visit(
         [&](auto* p) {
           using T = std::remove_pointer_t<decltype(p)>;
-          if constexpr (std::is_same_v<T, std::string>) {
-            if (key == "resume" || key == "config") return;  // a run's config never points elsewhere
-            os << key << " = " << toml::value<std::string>(*p) << "\n";
-          } else if constexpr (std::is_same_v<T, bool>) {
-            os << key << " = " << (*p ? "true" : "false") << "\n";
-          } else if constexpr (std::is_same_v<T, double>) {
-            os << key << " = " << shortest(*p) << "\n";
+          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            tbl.insert(key, join(*p, ','));  // as typed on the command line: stages = '32,4'
+          } else if constexpr (CLI::detail::is_mutable_container<T>::value) {
+            toml::array a;
+            for (const auto& v : *p) a.push_back(v);
+            tbl.insert(key, std::move(a));
+          } else if constexpr (std::is_same_v<T, uint64_t>) {
+            tbl.insert(key, static_cast<int64_t>(*p));  // TOML integers are signed 64-bit
           } else {
-            if (key == "stop_after_steps") return;  // a test hook, never part of a run's configuration
-            os << key << " = " << *p << "\n";
+            tbl.insert(key, *p);
           }
         },
         f.ptr);
   }
+  toml::table layers;
   for (const auto& [name, o] : c.layers) {
-    os << "\n[layers.\"" << name << "\"]\n";
-    if (o.wbits) os << "wbits = " << o.wbits << "\n";
-    if (o.abits) os << "abits = " << o.abits << "\n";
-    if (o.exclude) os << "exclude = true\n";
+    toml::table t;
+    if (o.wbits) t.insert("wbits", o.wbits);
+    if (o.abits) t.insert("abits", o.abits);
+    if (o.exclude) t.insert("exclude", true);
+    layers.insert(name, std::move(t));
   }
-  return os.str();
+  if (!layers.empty()) tbl.insert("layers", std::move(layers));
+  return "# Resolved configuration of this run; `qil train --config FILE` reads it back.\n" + print_toml(tbl) + "\n";
 }
 
 }  // namespace apps

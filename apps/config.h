@@ -1,11 +1,14 @@
-// The training configuration: every `qil train` flag, the TOML config file that can set any of them (flags on
-// the command line win), per-layer quantization overrides, and the resolved config written into a run.
+// The training configuration: every `qil train` flag as a typed field, the CLI11 options bound to those fields
+// (with their validators), the TOML config file that can set any of them (flags on the command line win),
+// per-layer quantization overrides, and the resolved config written into a run directory.
+// Not the training loop (apps/training/) and not the other subcommands' options (commands.h).
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "apps/stages.h"
 #include "layers/quantize.h"
 
 namespace CLI {
@@ -28,7 +31,7 @@ struct TrainConfig {
   int64_t train_subset = 0;            // use only the first N training samples (0 = all)
   int64_t test_subset = 0;             // evaluate only the first N test samples (0 = all)
   int64_t image_size = 0;              // 0 = the data's own size (IDX/CIFAR) or 224 (ImageNet)
-  std::string augment = "crop,flip";   // comma list of crop, flip; or none
+  std::vector<std::string> augment = {"crop", "flip"};  // crop, flip; or none
   int64_t crop_padding = 2;
   int64_t max_bad_files = 100;         // imagenet: undecodable files tolerated before the run stops
   // Optimization.
@@ -38,14 +41,14 @@ struct TrainConfig {
   bool nesterov = false;
   double weight_decay = 5e-4;
   std::string schedule = "cosine";  // cosine | multistep | constant
-  std::string milestones;           // multistep: comma-separated epochs within a stage
+  std::vector<double> milestones;   // multistep: epochs within a stage
   double lr_gamma = 0.1;
   double warmup_epochs = 0;
   double label_smoothing = 0;
   // Stages and quantization.
-  std::string stages = "32";
-  std::string stage_epochs;  // default: --epochs for every stage
-  std::string stage_lr;      // default: --lr for every stage
+  std::vector<std::string> stages = {"32"};  // one entry per stage: 32, 4, w4a8, ...
+  std::vector<int64_t> stage_epochs;  // one for all stages or one per stage; empty = --epochs for every stage
+  std::vector<double> stage_lr;       // one for all stages or one per stage; empty = --lr for every stage
   int64_t epochs = 10;
   double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
@@ -68,18 +71,29 @@ struct TrainConfig {
   std::string progress = "auto";  // auto | bar | lines | none
   std::string config;             // the TOML file these came from, if any
   int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)
+
+  // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
+  std::vector<Stage> stage_list() const;
+  // The stage entries as written on the command line, joined by `sep` ("32,4"; "32-4" for directory names).
+  std::string stages_text(char sep = ',') const;
 };
 
-// Registers every TrainConfig field as a flag on `app`.
+// Registers every TrainConfig field as a flag on `app`, with the checks CLI11 can run on one value. A value
+// that fails a check throws engine::Error naming the flag and the value ("--batch must be at least 1, got 0").
 void add_train_flags(CLI::App& app, TrainConfig& cfg);
-// Reads a TOML config file into command-line tokens (placed before the real ones, so flags win) and the
-// per-layer table. Unknown keys are errors naming the key and the file.
-std::vector<std::string> config_file_tokens(const std::string& path, const CLI::App& app, TrainConfig& cfg);
-// Finds `--config FILE` / `--config=FILE` among raw arguments ("" if absent).
-std::string find_config_arg(const std::vector<std::string>& args);
-// Validates values that CLI11's checks cannot express; throws engine::Error naming the flag and value.
+
+// After `app` parsed the command line: fills every field the command line did not set from the config file
+// (--config FILE, or the resumed run's own config.toml), through the same options and checks.
+void apply_config_file(CLI::App& app, TrainConfig& cfg);
+// Reads one TOML config file into the fields whose flags `app` did not receive, and the per-layer tables.
+// Unknown keys, bad values and TOML syntax errors throw engine::Error naming the key, the value and the file.
+void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg);
+
+// Checks across fields (stage lists against each other, options that need another); throws engine::Error.
 void validate(const TrainConfig& cfg);
-// The resolved configuration as TOML (every field), loadable with --config.
+
+// The resolved configuration as TOML (every field but --config, --resume and --stop-after-steps), loadable
+// with --config.
 std::string to_toml(const TrainConfig& cfg);
 
 }  // namespace apps

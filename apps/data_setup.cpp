@@ -1,7 +1,7 @@
 // Dataset construction for train and eval.
 #include "apps/data_setup.h"
 
-#include <sstream>
+#include <algorithm>
 
 #include "data/cifar.h"
 #include "data/idx.h"
@@ -35,6 +35,10 @@ Splits load_kind(const std::string& kind, const std::string& dir_in) {
                                 "' (fashion-mnist, idx, cifar10, cifar100, imagenet)"));
   }
   return s;
+}
+
+bool has_augment(const TrainConfig& cfg, const char* name) {
+  return std::find(cfg.augment.begin(), cfg.augment.end(), name) != cfg.augment.end();
 }
 
 // The seeded validation hold-out (--val-size) of the training pool.
@@ -84,7 +88,7 @@ RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, co
     tr.mean = ev.mean = mean;
     tr.std = ev.std = std;
   }
-  tr.flip = cfg.augment.find("flip") != std::string::npos;
+  tr.flip = has_augment(cfg, "flip");
   r.mean = tr.mean;
   r.std = tr.std;
   r.train = std::make_shared<data::ImageFolderDataset>(select(sp.train, train_idx), tr, opt);
@@ -137,12 +141,7 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
     r.mean = mean;
     r.std = std;
   }
-  bool crop = false, flip = false;
-  std::stringstream ss(cfg.augment);
-  for (std::string a; std::getline(ss, a, ',');) {
-    crop = crop || a == "crop";
-    flip = flip || a == "flip";
-  }
+  const bool crop = has_augment(cfg, "crop"), flip = has_augment(cfg, "flip");
   r.train = std::make_shared<data::InMemoryDataset>(
       s.train, train_idx, data::SmallImageTransform::train(r.mean, r.std, crop ? cfg.crop_padding : 0, flip));
   r.calib = std::make_shared<data::InMemoryDataset>(s.train, train_idx, data::SmallImageTransform::eval(r.mean, r.std));

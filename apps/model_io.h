@@ -1,6 +1,7 @@
 // Models in and out of files: what a checkpoint records about the network (architecture, input
 // normalization, each layer's quantization), building a network back from it, and strict loading of named
-// tensors that names every mismatch. The run state (optimizer, position) is train.cpp's business.
+// tensors that names every mismatch. The run state (optimizer, position) is apps/training/run_state.h's
+// business.
 #pragma once
 #include <memory>
 #include <nlohmann/json.hpp>

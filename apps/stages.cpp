@@ -1,7 +1,7 @@
 // Stage-list parsing and validation.
 #include "apps/stages.h"
 
-#include <cctype>
+#include <sstream>
 
 #include "engine/check.h"
 
@@ -11,20 +11,6 @@ using engine::Error;
 using engine::str_cat;
 
 namespace {
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char ch : s) {
-    if (ch == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else if (!std::isspace(static_cast<unsigned char>(ch))) {
-      cur += ch;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
 
 int parse_bits(const std::string& s, const std::string& entry) {
   size_t used = 0;
@@ -39,6 +25,28 @@ int parse_bits(const std::string& s, const std::string& entry) {
             "' is outside 2..8 (or 32 for full precision)");
   return v;
 }
+
+template <class T>
+std::string as_flag_value(const std::vector<T>& items) {  // the list as it was typed: "1,2,3"
+  std::ostringstream os;
+  for (size_t i = 0; i < items.size(); ++i) os << (i ? "," : "") << items[i];
+  return os.str();
+}
+
+// One number for every stage, or one per stage; each positive.
+template <class T>
+std::vector<T> per_stage(const char* flag, const std::vector<T>& list, size_t stages, const char* what) {
+  QIL_CHECK(list.size() == 1 || list.size() == stages, flag, ": '", as_flag_value(list), "' gives ", list.size(),
+            " numbers for ", stages, " stages");
+  std::vector<T> values;
+  for (size_t i = 0; i < stages; ++i) {
+    const T v = list.size() == 1 ? list[0] : list[i];
+    QIL_CHECK(v > 0, flag, ": '", v, "' is not a positive ", what);
+    values.push_back(v);
+  }
+  return values;
+}
+
 }  // namespace
 
 std::string Stage::name() const {
@@ -60,45 +68,25 @@ Stage parse_stage_entry(const std::string& entry) {
   return st;
 }
 
-std::vector<Stage> parse_stages(const std::string& stages, const std::string& stage_epochs,
-                                const std::string& stage_lr) {
+std::vector<Stage> parse_stages(const std::vector<std::string>& stages, const std::vector<int64_t>& stage_epochs,
+                                const std::vector<double>& stage_lr) {
+  QIL_CHECK(!stages.empty(), "--stages: no stage given");
   std::vector<Stage> out;
-  for (const std::string& e : split(stages, ',')) out.push_back(parse_stage_entry(e));
+  for (const std::string& e : stages) out.push_back(parse_stage_entry(e));
   for (size_t i = 1; i < out.size(); ++i) {
     const Stage& p = out[i - 1];
     const Stage& c = out[i];
-    QIL_CHECK(c.wbits <= p.wbits && c.abits <= p.abits && (c.wbits < p.wbits || c.abits < p.abits),
-              "--stages: '", stages, "' is not decreasing at stage ", i + 1, " (", p.name(), " -> ", c.name(),
+    QIL_CHECK(c.wbits <= p.wbits && c.abits <= p.abits && (c.wbits < p.wbits || c.abits < p.abits), "--stages: '",
+              as_flag_value(stages), "' is not decreasing at stage ", i + 1, " (", p.name(), " -> ", c.name(),
               "); each stage must lower the bit width of the one before");
   }
-  // One number for every stage, or one per stage.
-  auto per_stage = [&](const char* flag, const std::string& list, const char* what) {
-    std::vector<std::string> items = split(list, ',');
-    QIL_CHECK(items.size() == 1 || items.size() == out.size(), flag, ": '", list, "' gives ", items.size(),
-              " numbers for ", out.size(), " stages");
-    std::vector<double> values;
-    for (size_t i = 0; i < out.size(); ++i) {
-      const std::string& s = items.size() == 1 ? items[0] : items[i];
-      size_t used = 0;
-      double v = 0;
-      try {
-        v = std::stod(s, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      QIL_CHECK(used == s.size() && !s.empty() && v > 0, flag, ": '", s, "' is not a positive ", what);
-      values.push_back(v);
-    }
-    return values;
-  };
-  const std::vector<double> epochs = per_stage("--stage-epochs", stage_epochs, "epoch count");
+  const std::vector<int64_t> epochs = per_stage("--stage-epochs", stage_epochs, out.size(), "epoch count");
   for (size_t i = 0; i < out.size(); ++i) {
-    QIL_CHECK(epochs[i] <= 1e6 && epochs[i] == static_cast<int>(epochs[i]), "--stage-epochs: ", epochs[i],
-              " is not a whole number of epochs");
+    QIL_CHECK(epochs[i] <= 1000000, "--stage-epochs: ", epochs[i], " epochs is more than a run can hold");
     out[i].epochs = static_cast<int>(epochs[i]);
   }
   if (!stage_lr.empty()) {
-    const std::vector<double> lrs = per_stage("--stage-lr", stage_lr, "learning rate");
+    const std::vector<double> lrs = per_stage("--stage-lr", stage_lr, out.size(), "learning rate");
     for (size_t i = 0; i < out.size(); ++i) out[i].lr = lrs[i];
   }
   return out;

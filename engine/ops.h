@@ -95,6 +95,10 @@ struct OpTime {
 };
 std::vector<OpTime> op_profile();  // largest total first
 void reset_op_profile();
+
+// Process-wide: glibc keeps freed memory in the heap instead of returning large blocks to the kernel (a step
+// reallocates the same buffers every time). Set once by a program that trains (qil's main); speed only.
+void tune_malloc_for_training();
 void add_op_time(const char* name, double seconds);
 
 // Times one op call into the counter `name` (a string literal) when profiling is on.

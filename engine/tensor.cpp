@@ -96,8 +96,10 @@ Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape) {
   return t;
 }
 
-static const Shape kNoShape;
-const Shape& Tensor::shape() const { return impl_ ? impl_->shape : kNoShape; }
+const Shape& Tensor::shape() const {
+  static const Shape no_shape;  // built on first use, not by a static initializer
+  return impl_ ? impl_->shape : no_shape;
+}
 int64_t Tensor::numel() const { return impl_ ? impl_->numel : 0; }
 DType Tensor::dtype() const { QIL_CHECK(impl_, "tensor: dtype of an undefined tensor"); return impl_->dtype; }
 Layout Tensor::layout() const { QIL_CHECK(impl_, "tensor: layout of an undefined tensor"); return impl_->layout; }

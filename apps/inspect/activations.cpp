@@ -6,8 +6,8 @@
 #include <cmath>
 #include <map>
 
+#include "apps/training/evaluate.h"
 #include "data/loader.h"
-#include "engine/autograd.h"
 #include "engine/check.h"
 #include "layers/observe.h"
 #include "layers/quantize.h"
@@ -65,19 +65,12 @@ ActivationStats finish(Accumulator& a) {
   return a.s;
 }
 
+// The training library's evaluation pass; the observers see the inputs, the logits are not needed.
 void run_batches(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batches,
                  int64_t batch_size) {
-  engine::NoGradGuard ng;
-  const bool was_training = model.is_training();
-  model.eval();
-  data::LoaderOptions lo;
-  lo.batch_size = batch_size;
-  lo.shuffle = false;
-  data::Loader loader(ds, lo);
-  loader.start_epoch(0);
-  data::Batch b;
-  for (int64_t i = 0; i < batches && loader.next(b); ++i) model.forward(b.images);
-  model.train(was_training);
+  apps::training::for_each_eval_batch(model, ds,
+                                      apps::training::loader_options(apps::training::LoaderUse::eval, batch_size, 1),
+                                      batches, [](const data::Batch&, const Tensor&) {});
 }
 
 }  // namespace

@@ -17,8 +17,8 @@ using nlohmann::json;
 
 namespace {
 
-// metrics.csv holds numbers and stage names only (train.cpp writes no quotes and no commas inside a field),
-// so a plain split on ',' is the whole CSV grammar it needs. "a,,b," -> {"a", "", "b", ""}.
+// metrics.csv holds numbers and stage names only (apps/training/run_log.cpp writes no quotes and no commas
+// inside a field), so a plain split on ',' is the whole CSV grammar it needs. "a,,b," -> {"a", "", "b", ""}.
 std::vector<std::string_view> split_fields(std::string_view line) {
   std::vector<std::string_view> out;
   for (size_t start = 0;;) {

@@ -1,5 +1,5 @@
 // A run's history as `qil inspect` reads it back: metrics.csv (one row per epoch of each stage) and
-// intervals.jsonl (one record per quantized layer per epoch). Readers only: train.cpp writes both files, and
+// intervals.jsonl (one record per quantized layer per epoch). Readers only: apps/training/run_log.cpp writes both files, and
 // what a page or table makes of them is page.h's and report.h's business.
 #pragma once
 #include <cstdint>

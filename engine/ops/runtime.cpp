@@ -1,5 +1,6 @@
 // Process-wide runtime of the ops: the op-time counters behind OpTimer (ops.h), and the allocator setting
-// the ops rely on. Linked into every program that runs an op (each op references op_profiling()).
+// that programs which train choose once at start-up (tune_malloc_for_training). Nothing here runs before
+// main: a library that links the engine gets no process-wide change it did not ask for.
 #include <malloc.h>
 
 #include <algorithm>
@@ -13,18 +14,6 @@ namespace engine::ops {
 
 namespace {
 
-// A training step frees and reallocates the same large activation and gradient buffers every step. glibc
-// serves large blocks by mmap and returns them on free, so every step page-faults and zero-fills all of them
-// again in the kernel (measured: ~20% of a ResNet-20 step). Keep freed memory in the heap instead: no mmap
-// for blocks, and only trim more than 1 GiB of free memory at the top of the heap.
-const bool g_malloc_tuned = [] {
-#ifdef __GLIBC__
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-#endif
-  return true;
-}();
-
 std::atomic<bool> g_on{false};
 std::mutex g_mu;
 std::map<std::string, OpTime>& table() {
@@ -32,6 +21,17 @@ std::map<std::string, OpTime>& table() {
   return t;
 }
 }  // namespace
+
+// A training step frees and reallocates the same large activation and gradient buffers every step. glibc
+// serves large blocks by mmap and returns them on free, so every step page-faults and zero-fills all of them
+// again in the kernel (measured: ~20% of a ResNet-20 step). Keep freed memory in the heap instead: no mmap
+// for blocks, and only trim more than 1 GiB of free memory at the top of the heap.
+void tune_malloc_for_training() {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
 
 void set_op_profiling(bool on) { g_on.store(on, std::memory_order_relaxed); }
 bool op_profiling() { return g_on.load(std::memory_order_relaxed); }

@@ -56,7 +56,7 @@ void expect_error(const std::string& args, const std::string& message) {
 }  // namespace
 
 TEST_CASE("stage lists: widths, epochs and what is rejected") {
-  auto s = apps::parse_stages("32,w8a8,5,w4a5,4,2", "10,3,3,3,3,6");
+  auto s = apps::parse_stages({"32", "w8a8", "5", "w4a5", "4", "2"}, {10, 3, 3, 3, 3, 6});
   REQUIRE(s.size() == 6);
   CHECK(s[0].name() == "fp32");
   CHECK(!s[0].quantized());
@@ -64,25 +64,28 @@ TEST_CASE("stage lists: widths, epochs and what is rejected") {
   CHECK((s[3].wbits == 4 && s[3].abits == 5));
   CHECK(s[3].name() == "w4a5");
   CHECK((s[5].wbits == 2 && s[5].epochs == 6));
-  CHECK(apps::parse_stages("4,3", "7")[1].epochs == 7);  // one number serves every stage
-  auto bad = [](const char* st, const char* ep, const char* msg) {
+  CHECK(apps::parse_stages({"4", "3"}, {7})[1].epochs == 7);  // one number serves every stage
+  using Entries = std::vector<std::string>;
+  using Epochs = std::vector<int64_t>;
+  auto bad = [](const Entries& st, const Epochs& ep, const char* msg) {
     CHECK_THROWS_WITH_AS(apps::parse_stages(st, ep), doctest::Contains(msg), engine::Error);
   };
-  bad("32,9", "1", "bit width 9");
-  bad("1", "1", "bit width 1");
-  bad("4,5", "1", "not decreasing at stage 2 (w4a4 -> w5a5)");
-  bad("4,4", "1", "not decreasing");
-  bad("w4a4,w3a8", "1", "not decreasing");
-  bad("32,4", "1,2,3", "gives 3 numbers for 2 stages");
-  bad("32,4", "1,0", "'0' is not a positive epoch count");
-  bad("32,x", "1", "cannot read 'x'");
-  bad("w4", "1", "no 'a' activation width");
-  auto l = apps::parse_stages("32,4,2", "1", "0.1,0.01,0.005");
+  bad({"32", "9"}, {1}, "bit width 9");
+  bad({"1"}, {1}, "bit width 1");
+  bad({"4", "5"}, {1}, "not decreasing at stage 2 (w4a4 -> w5a5)");
+  bad({"4", "4"}, {1}, "not decreasing");
+  bad({"w4a4", "w3a8"}, {1}, "not decreasing");
+  bad({"32", "4"}, {1, 2, 3}, "'1,2,3' gives 3 numbers for 2 stages");
+  bad({"32", "4"}, {1, 0}, "'0' is not a positive epoch count");
+  bad({"32", "x"}, {1}, "cannot read 'x'");
+  bad({"w4"}, {1}, "no 'a' activation width");
+  auto l = apps::parse_stages({"32", "4", "2"}, {1}, {0.1, 0.01, 0.005});
   CHECK((l[0].lr == 0.1 && l[1].lr == 0.01 && l[2].lr == 0.005));
-  CHECK(apps::parse_stages("32,4", "1", "0.02")[1].lr == 0.02);
-  CHECK(apps::parse_stages("32,4", "1")[1].lr == 0);  // --lr applies
-  CHECK_THROWS_WITH_AS(apps::parse_stages("32,4", "1", "0.1,0.1,0.1"), doctest::Contains("--stage-lr"), engine::Error);
-  CHECK_THROWS_WITH_AS(apps::parse_stages("32,4", "1", "0.1,-1"), doctest::Contains("'-1' is not a positive"),
+  CHECK(apps::parse_stages({"32", "4"}, {1}, {0.02})[1].lr == 0.02);
+  CHECK(apps::parse_stages({"32", "4"}, {1})[1].lr == 0);  // --lr applies
+  CHECK_THROWS_WITH_AS(apps::parse_stages({"32", "4"}, {1}, {0.1, 0.1, 0.1}), doctest::Contains("--stage-lr"),
+                       engine::Error);
+  CHECK_THROWS_WITH_AS(apps::parse_stages({"32", "4"}, {1}, {0.1, -1}), doctest::Contains("'-1' is not a positive"),
                        engine::Error);
 }
 
@@ -286,14 +289,12 @@ TEST_CASE("config file: values become flags that the command line overrides; per
   CLI::App app;
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   apps::add_train_flags(app, cfg);
-  std::vector<std::string> tokens = apps::config_file_tokens(tmp / "run.toml", app, cfg);
-  tokens.push_back("--lr=0.5");  // the command line comes after the file and wins
-  std::vector<std::string> rev(tokens.rbegin(), tokens.rend());
-  app.parse(rev);
+  app.parse(std::vector<std::string>{"--lr=0.5"});  // the command line wins over the file
+  apps::read_config_file(tmp / "run.toml", app, cfg);
   CHECK(cfg.model == "resnet20");
   CHECK(cfg.lr == 0.5);
   CHECK(cfg.nesterov);
-  CHECK(cfg.stage_epochs == "3,1");
+  CHECK(cfg.stage_epochs == std::vector<int64_t>{3, 1});
   REQUIRE(cfg.layers.count("layer1.0.conv1") == 1);
   CHECK(cfg.layers["layer1.0.conv1"].wbits == 3);
   CHECK(cfg.layers["fc"].exclude);
@@ -303,9 +304,8 @@ TEST_CASE("config file: values become flags that the command line overrides; per
   CLI::App app2;
   app2.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   apps::add_train_flags(app2, again);
-  auto t2 = apps::config_file_tokens(tmp / "resolved.toml", app2, again);
-  std::vector<std::string> rev2(t2.rbegin(), t2.rend());
-  app2.parse(rev2);
+  app2.parse(std::vector<std::string>{});
+  apps::read_config_file(tmp / "resolved.toml", app2, again);
   CHECK(again.lr == 0.5);
   CHECK(again.model == "resnet20");
   CHECK(again.nesterov);

@@ -2,6 +2,7 @@
 // right layers; calibration sets intervals and output scales; freezing leaves weights and BN untouched.
 #include "gradcheck.h"
 
+#include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "layers/basic.h"
@@ -26,16 +27,11 @@ float train_steps(Module& m, const Batch& b, int steps, float lr) {
   for (auto& p : m.named_parameters())
     if (p.tensor.requires_grad()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
+  apps::training::StepOptions so;
+  so.balance = GradBalance::sqrt;  // a no-op on layers without quantizers
+  apps::training::Trainer trainer(m, opt, so);
   float loss = 0;
-  for (int s = 0; s < steps; ++s) {
-    opt.zero_grad();
-    Tensor l = engine::ops::softmax_cross_entropy(m.forward(b.x), b.y);
-    loss = l.item();
-    l.backward();
-    scale_quantizer_gradients(m);
-    opt.step(lr);
-    project_quantizers(m);
-  }
+  for (int s = 0; s < steps; ++s) loss = trainer.step(b.x, b.y, lr).loss;
   return loss;
 }
 }  // namespace

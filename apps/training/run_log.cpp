@@ -1,0 +1,136 @@
+// Run logging: the CSV and JSON-lines files and the console.
+#include "apps/training/run_log.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/progress.h"
+#include "apps/report.h"
+#include "engine/check.h"
+#include "layers/quantize.h"
+
+namespace apps::training {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void append_line(const std::string& path, const std::string& line) {
+  std::ofstream f(path, std::ios::app);
+  QIL_CHECK(f.good(), "cannot append to ", path);
+  f << line << '\n';
+}
+
+// A comma-separated row. Numbers in fixed notation with the given decimals, or (decimals < 0) in %g style
+// with that many significant digits; the fields written here never contain commas or quotes.
+class CsvRow {
+ public:
+  CsvRow() { os_.imbue(std::locale::classic()); }
+  template <class T>
+  CsvRow& add(const T& v) {
+    sep();
+    os_ << v;
+    return *this;
+  }
+  CsvRow& fixed(double v, int decimals) {
+    sep();
+    os_ << std::fixed << std::setprecision(decimals) << v << std::defaultfloat;
+    return *this;
+  }
+  CsvRow& general(double v, int digits) {
+    sep();
+    os_ << std::defaultfloat << std::setprecision(digits) << v;
+    return *this;
+  }
+  std::string str() const { return os_.str(); }
+
+ private:
+  void sep() {
+    if (any_) os_ << ',';
+    any_ = true;
+  }
+  std::ostringstream os_;
+  bool any_ = false;
+};
+
+std::string fixed(double v, int decimals) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(decimals) << v;
+  return os.str();
+}
+
+}  // namespace
+
+const char* RunLog::metrics_header() {
+  return "stage,stage_name,epoch,global_epoch,lr,train_loss,train_top1,val_loss,val_top1,val_top5,"
+         "test_loss,test_top1,test_top5,img_per_s,wall_s";
+}
+
+RunLog::RunLog(std::string dir, bool lead)
+    : dir_(std::move(dir)),
+      metrics_path_((fs::path(dir_) / "metrics.csv").string()),
+      intervals_path_((fs::path(dir_) / "intervals.jsonl").string()),
+      lead_(lead) {
+  if (lead_ && !fs::exists(metrics_path_)) append_line(metrics_path_, metrics_header());
+}
+
+void RunLog::line(const std::string& text) const {
+  if (lead_) std::cout << text << std::endl;
+}
+
+void RunLog::epoch(const EpochRecord& e, layers::Module& model) const {
+  if (!lead_) return;
+  CsvRow row;
+  row.add(e.stage).add(e.stage_name).add(e.epoch).add(e.global_epoch).general(e.lr, 6);
+  row.fixed(e.train_loss, 6).fixed(e.train_top1, 4);
+  row.fixed(e.val.loss, 6).fixed(e.val.top1, 4).fixed(e.val.top5, 4);
+  row.fixed(e.test.loss, 6).fixed(e.test.top1, 4).fixed(e.test.top5, 4);
+  row.fixed(e.img_per_s, 1).fixed(e.wall_s, 1);
+  append_line(metrics_path_, row.str());
+  interval_rows(model, e.stage, e.stage_name, e.epoch);
+  std::ostringstream os;
+  os << "[" << e.stage_name << "] epoch " << e.epoch << "/" << e.epochs << "  train loss " << fixed(e.train_loss, 4)
+     << " acc " << fixed(e.train_top1, 2) << "%  val " << fixed(e.val.top1, 2) << "%  test " << fixed(e.test.top1, 2)
+     << "% (top-5 " << fixed(e.test.top5, 2) << "%)  lr " << std::setprecision(4) << e.lr << "  "
+     << fixed(e.img_per_s, 0) << " img/s  " << format_duration(e.wall_s);
+  line(os.str());
+}
+
+void RunLog::interval_rows(layers::Module& model, int stage, const std::string& stage_name, int epoch) const {
+  if (!lead_) return;
+  for (const auto& rep : layers::quant_report(model)) {
+    json j = layer_report_json(rep);
+    j["stage"] = stage;
+    j["stage_name"] = stage_name;
+    j["epoch"] = epoch;
+    append_line(intervals_path_, j.dump());
+  }
+}
+
+void RunLog::summary(const std::vector<StageSummary>& stages, layers::Module& model) const {
+  if (!lead_) return;
+  std::ostringstream os;
+  os << "\n== summary (" << dir_ << ")\n";
+  os << std::left << std::setw(10) << "stage" << std::right << " " << std::setw(7) << "epochs" << " "
+     << std::setw(10) << "best val" << " " << std::setw(10) << "test@best" << " " << std::setw(10) << "final test"
+     << "\n";
+  for (const auto& s : stages)
+    os << std::left << std::setw(10) << s.name << std::right << " " << std::setw(7) << s.epochs << " "
+       << std::setw(9) << fixed(s.best_val, 2) << "% " << std::setw(9) << fixed(s.test_at_best, 2) << "% "
+       << std::setw(9) << fixed(s.test.top1, 2) << "%\n";
+  const auto rep = layers::quant_report(model);
+  if (!rep.empty()) {
+    os << "\nlearned intervals (final stage):\n" << interval_table(rep);
+    const auto calib = first_interval_rows(intervals_path_);
+    if (!calib.empty()) os << "\nmoved from calibration (each value: at calibration -> learned):\n" << movement_table(rep, calib);
+  }
+  std::cout << os.str() << std::flush;
+}
+
+}  // namespace apps::training

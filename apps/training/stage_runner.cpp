@@ -1,0 +1,235 @@
+// The stage and epoch loop of `qil train`.
+#include "apps/training/stage_runner.h"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "apps/progress.h"
+#include "apps/training/trainer.h"
+#include "data/imagenet.h"
+#include "engine/check.h"
+#include "engine/dist.h"
+#include "layers/quantize.h"
+
+namespace apps::training {
+
+namespace fs = std::filesystem;
+using engine::str_cat;
+using engine::Tensor;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+engine::LrSchedule make_schedule(const TrainConfig& cfg, const Stage& st) {
+  const float base = static_cast<float>(st.lr > 0 ? st.lr : cfg.lr);
+  engine::LrSchedule s = engine::LrSchedule::constant(base);
+  if (cfg.schedule == "cosine") {
+    s = engine::LrSchedule::cosine(base, st.epochs);
+  } else if (cfg.schedule == "multistep") {
+    s = engine::LrSchedule::multistep(base, cfg.milestones, static_cast<float>(cfg.lr_gamma));
+  }
+  if (cfg.warmup_epochs > 0) s.with_warmup(cfg.warmup_epochs);
+  return s;
+}
+
+std::string fixed2(double v) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2) << v;
+  return os.str();
+}
+
+// Batch statistics are gathered per rank during training: evaluate and save their average.
+void average_buffers_across_ranks(layers::Module& model) {
+  std::vector<Tensor> bufs;
+  for (auto& b : model.named_buffers())
+    if (b.tensor.dtype() == engine::DType::f32) bufs.push_back(b.tensor);
+  engine::dist::allreduce_mean(bufs);
+}
+
+}  // namespace
+
+void install_stop_signals() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+StageRunner::StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log)
+    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {}
+
+int StageRunner::run() {
+  for (int si = state_.position.stage; si < static_cast<int>(run_.stages.size()); ++si)
+    if (!run_stage(si)) return exit_code_;
+  save("last.ckpt", nullptr, state_);  // a finished run's `last` says so: resuming it has nothing to do
+  log_.summary(summaries_, *run_.model);
+  return 0;
+}
+
+// The stage's quantization plan, what is frozen (weights and BN for quantizer-only training, intervals, output
+// scales for the paper's recipe) and calibration of new intervals, logged as the stage's epoch 0.
+std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, bool resumed_mid_stage) {
+  layers::QuantPlan plan;
+  plan.wbits = st.wbits;
+  plan.abits = st.abits;
+  plan.first_last_8bit = cfg_.first_last == "8";
+  plan.fix_gamma = cfg_.fix_gamma;
+  plan.overrides = cfg_.layers;
+  const auto qnames = layers::apply_quant_plan(*run_.model, plan);
+  QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
+  layers::freeze_weights(*run_.model, cfg_.freeze_weights && st.quantized());
+  layers::freeze_intervals(*run_.model, cfg_.freeze_intervals);
+  layers::freeze_output_scales(*run_.model, cfg_.quant_recipe == "paper");
+  if (st.quantized()) {  // new quantizers get their intervals from a few training batches
+    calibrate_on(*run_.model, run_.data.calib, cfg_.batch, cfg_.calib_batches, cfg_.workers);
+    // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
+    if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
+  }
+  return qnames;
+}
+
+bool StageRunner::run_stage(int si) {
+  const Stage& st = run_.stages[static_cast<size_t>(si)];
+  RunPosition& pos = state_.position;
+  const bool resuming = run_.resume.has_value() && si == pos.stage;
+  const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
+  const auto qnames = prepare_stage(si, st, mid_stage);
+  engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale, cfg_.act_quant_lr_scale),
+                  static_cast<float>(cfg_.momentum), cfg_.nesterov);
+  if (resuming)
+    opt.import_state(run_.resume->tensors("optim."));
+  else
+    state_.begin_stage(si);
+  const engine::LrSchedule sched = make_schedule(cfg_, st);
+  data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
+                                                      run_.rank, run_.world));
+  QIL_CHECK(loader.batches_per_epoch() > 0, "--batch ", cfg_.batch, " is larger than the training set (",
+            run_.data.train->size(), " images)");
+  StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
+  log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
+                    qnames.size(), " quantized layers",
+                    cfg_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
+                    mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
+  StepOptions so;
+  // The paper's recipe takes the raw interval gradients.
+  if (st.quantized() && cfg_.quant_recipe != "paper") so.balance = layers::parse_grad_balance(cfg_.quant_grad_scale);
+  so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
+  so.teacher = run_.teacher.get();
+  so.allreduce = run_.world > 1;
+  Trainer trainer(*run_.model, opt, so);
+  while (pos.epoch < st.epochs) {
+    EpochTotals totals;
+    if (!run_epoch(trainer, loader, sched, st, totals)) return false;
+    finish_epoch(st, totals, summary, opt);
+  }
+  summaries_.push_back(summary);
+  state_.begin_stage(si + 1);
+  run_.resume.reset();
+  return true;
+}
+
+bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched,
+                            const Stage& st, EpochTotals& totals) {
+  RunPosition& pos = state_.position;
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  run_.model->train();
+  loader.start_epoch(pos.global_epoch, pos.batch);
+  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (steps_per_epoch - pos.batch) * cfg_.batch,
+               run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
+  totals.seen_before = pos.seen;
+  last_save_ = std::chrono::steady_clock::now();
+  data::Batch b;
+  while (loader.next(b)) {
+    totals.lr = sched.lr(pos.step, steps_per_epoch);
+    const StepResult r = trainer.step(b.images, b.labels, totals.lr);
+    QIL_CHECK(std::isfinite(r.loss), "training diverged: loss is ", r.loss, " at stage ", st.name(), " epoch ",
+              pos.epoch + 1, " batch ", b.index, " (try a lower --lr)");
+    pos.loss_sum += r.loss * r.count;
+    pos.correct += r.correct;
+    pos.seen += r.count;
+    ++pos.step;
+    pos.batch = b.index + 1;
+    bar.update(pos.seen - totals.seen_before, str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
+                                                      fixed2(100.0 * pos.correct / pos.seen), "%"));
+    ++steps_this_process_;
+    if (should_stop(trainer.optimizer())) {
+      bar.finish();
+      return false;
+    }
+  }
+  bar.finish();
+  totals.seconds = bar.elapsed_seconds();
+  return true;
+}
+
+// Saves `last` every 10 minutes and when stopping; true when the run must stop now.
+bool StageRunner::should_stop(engine::SGD& opt) {
+  const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
+  const bool stop = g_stop_signal != 0 || stop_requested;
+  if (stop || std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10)) {
+    save("last.ckpt", &opt, state_);
+    last_save_ = std::chrono::steady_clock::now();
+  }
+  if (!stop) return false;
+  log_.line(str_cat("stopped ",
+                    stop_requested ? str_cat("after ", steps_this_process_, " steps")
+                                   : str_cat("by signal ", g_stop_signal.load()),
+                    "; saved ", run_.dir, "/last.ckpt; continue with: qil train --resume ", run_.dir));
+  exit_code_ = stop_requested ? 0 : 128 + g_stop_signal;
+  return true;
+}
+
+void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt) {
+  RunPosition& pos = state_.position;
+  const size_t si = static_cast<size_t>(pos.stage);
+  if (run_.world > 1) average_buffers_across_ranks(*run_.model);
+  EpochRecord e;
+  e.stage = pos.stage + 1;
+  e.stage_name = st.name();
+  e.epoch = pos.epoch + 1;
+  e.epochs = st.epochs;
+  e.global_epoch = pos.global_epoch + 1;
+  e.lr = totals.lr;
+  e.img_per_s = run_.world * (pos.seen - totals.seen_before) / std::max(1e-9, totals.seconds);  // all ranks
+  e.train_loss = pos.seen ? pos.loss_sum / pos.seen : 0.0;
+  e.train_top1 = pos.seen ? 100.0 * pos.correct / pos.seen : 0.0;
+  const std::string progress = run_.lead() ? cfg_.progress : "none";
+  if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, cfg_.batch, cfg_.workers, progress, "val");
+  if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, cfg_.batch, cfg_.workers, progress, "test");
+  e.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  summary.val = e.val;
+  summary.test = e.test;
+  const bool is_best = run_.data.val && e.val.top1 > pos.best_val[si];
+  if (is_best) {
+    pos.best_val[si] = summary.best_val = e.val.top1;
+    summary.test_at_best = e.test.top1;
+  }
+  state_.end_epoch();
+  log_.epoch(e, *run_.model);
+  if (auto* f = dynamic_cast<const data::ImageFolderDataset*>(run_.data.train.get()); f && f->bad_files() > 0)
+    log_.line(str_cat("  ", f->bad_files(), " undecodable training file(s) skipped so far (named above); ",
+                      "the run stops past --max-bad-files ", cfg_.max_bad_files));
+  save("last.ckpt", &opt, state_);
+  if (is_best) {
+    save("best-" + st.name() + ".ckpt", nullptr, state_);
+    save("best.ckpt", nullptr, state_);
+  }
+}
+
+void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
+  if (!run_.lead()) return;
+  engine::Checkpoint ck;
+  add_model(ck, *run_.model, run_.meta);
+  if (opt) ck.add_tensors(opt->export_state(), "optim.");
+  RunState s = state;
+  s.capture_rng(*run_.model);
+  ck.add_json("run_state", nlohmann::json(s).dump());
+  ck.add_text("config", run_.config_toml);
+  engine::write_checkpoint((fs::path(run_.dir) / name).string(), ck);
+}
+
+}  // namespace apps::training

@@ -1,0 +1,77 @@
+// The loop of a training run: stage after stage (quantize, calibrate, a fresh optimizer and LR schedule),
+// epoch after epoch (Trainer::step over the training loader, then evaluation, logging and checkpoints), with
+// an atomic `last` checkpoint that `--resume` continues from (mid-epoch if need be) and `best` by validation
+// accuracy. A signal (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops.
+// Not the setup of a run (where the model and data come from: apps/train.cpp) and not the step itself.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/config.h"
+#include "apps/data_setup.h"
+#include "apps/model_io.h"
+#include "apps/stages.h"
+#include "apps/training/run_log.h"
+#include "apps/training/run_state.h"
+#include "data/loader.h"
+#include "engine/optim.h"
+#include "engine/serialize.h"
+#include "layers/module.h"
+
+namespace apps::training {
+
+class Trainer;
+
+// Everything a run trains, set up before the first stage.
+struct TrainingRun {
+  std::vector<Stage> stages;
+  RunData data;
+  ModelMeta meta;
+  std::unique_ptr<layers::Module> model;
+  std::unique_ptr<layers::Module> teacher;  // --targets teacher: the --init network, in eval mode, never trained
+  std::string dir;                          // run directory
+  std::string config_toml;                  // the resolved configuration, stored in every checkpoint
+  std::optional<engine::Checkpoint> resume;  // --resume: the checkpoint whose stage is continued
+  int rank = 0, world = 1;
+  bool lead() const { return rank == 0; }
+};
+
+// SIGINT and SIGTERM stop a run after the current step (saving `last`) instead of killing it.
+void install_stop_signals();
+
+class StageRunner {
+ public:
+  StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log);
+  // Runs the remaining stages. Returns the exit code: 0 when finished or stopped by --stop-after-steps,
+  // 128 + signal when stopped by a signal.
+  int run();
+
+ private:
+  struct EpochTotals {
+    float lr = 0;                // LR of the last step
+    int64_t seen_before = 0;     // images of this epoch run before a resume
+    double seconds = 0;
+  };
+  bool run_stage(int si);
+  std::vector<std::string> prepare_stage(int si, const Stage& st, bool resumed_mid_stage);
+  // Runs the rest of the current epoch; false when stopped.
+  bool run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched, const Stage& st,
+                 EpochTotals& totals);
+  void finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt);
+  bool should_stop(engine::SGD& opt);
+  void save(const std::string& name, const engine::SGD* opt, const RunState& state) const;
+
+  TrainingRun& run_;
+  const TrainConfig& cfg_;
+  RunState state_;
+  const RunLog& log_;
+  std::vector<StageSummary> summaries_;
+  std::chrono::steady_clock::time_point t0_, last_save_;
+  int64_t steps_this_process_ = 0;
+  int exit_code_ = 0;
+};
+
+}  // namespace apps::training

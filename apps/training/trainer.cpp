@@ -1,0 +1,77 @@
+// The training step.
+#include "apps/training/trainer.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/dist.h"
+#include "engine/ops.h"
+#include "layers/quantize.h"
+
+namespace apps::training {
+
+using engine::Tensor;
+
+Trainer::Trainer(layers::Module& model, engine::SGD& optimizer, StepOptions options)
+    : model_(model), opt_(optimizer), options_(options) {}
+
+Tensor Trainer::loss_of(const Tensor& logits, const Tensor& images, const Tensor& labels) {
+  if (!options_.teacher) return engine::ops::softmax_cross_entropy(logits, labels, options_.label_smoothing);
+  Tensor soft;
+  {
+    engine::NoGradGuard ng;
+    soft = engine::ops::softmax(options_.teacher->forward(images));
+  }
+  return engine::ops::soft_cross_entropy(logits, soft);
+}
+
+StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
+  opt_.zero_grad();
+  const Tensor logits = model_.forward(images);  // (N, classes)
+  Tensor loss = loss_of(logits, images, labels);
+  StepResult r;
+  r.loss = loss.item();
+  r.count = labels.size(0);
+  r.correct = engine::ops::topk_correct(logits.detach(), labels, 1);
+  if (!std::isfinite(r.loss)) return r;  // stepping on NaN gradients would only spoil the weights
+  loss.backward();
+  if (options_.allreduce) {
+    std::vector<Tensor> grads;
+    for (auto& g : opt_.groups())
+      for (const Tensor& p : g.params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+    engine::dist::allreduce_mean(grads);
+  }
+  if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
+  opt_.step(lr);
+  layers::project_quantizers(model_);
+  return r;
+}
+
+std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,
+                                             double act_quant_lr_scale) {
+  engine::ParamGroup w("weights", {}, 1.f, static_cast<float>(weight_decay));
+  engine::ParamGroup nd("no_decay", {}, 1.f, 0.f);
+  engine::ParamGroup q("quant", {}, static_cast<float>(quant_lr_scale), 0.f);
+  // Activation intervals get a group of their own only when their LR differs (old checkpoints name one group).
+  engine::ParamGroup qa("quant_act", {}, static_cast<float>(quant_lr_scale * act_quant_lr_scale), 0.f);
+  const bool own_act_group = act_quant_lr_scale != 1.0;
+  auto is_act_interval = [](const std::string& n) {
+    return n.rfind("act_quant.", 0) == 0 || n.find(".act_quant.") != std::string::npos;
+  };
+  for (auto& p : model.named_parameters()) {
+    if (!p.tensor.requires_grad()) continue;
+    engine::ParamGroup& g = p.kind == layers::ParamKind::weight  ? w
+                            : p.kind != layers::ParamKind::quant ? nd
+                            : own_act_group && is_act_interval(p.name) ? qa
+                                                                       : q;
+    g.params.push_back(p.tensor);
+    g.param_names.push_back(p.name);
+  }
+  std::vector<engine::ParamGroup> out;
+  for (auto* g : {&w, &nd, &q, &qa})
+    if (!g->params.empty()) out.push_back(*g);
+  return out;
+}
+
+}  // namespace apps::training

@@ -1,0 +1,61 @@
+// The training step, written once: zero_grad -> forward -> loss (labels, or a teacher's softmax) -> backward
+// -> gradient all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
+// `qil train`, `qil bench` and the layer tests all step through it. Also the optimizer's parameter groups.
+// Not the loop around it (stage_runner.h), not data loading, not evaluation (evaluate.h).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/optim.h"
+#include "engine/tensor.h"
+#include "layers/module.h"
+#include "layers/quantizable.h"
+
+namespace apps::training {
+
+struct StepOptions {
+  // How each quantized layer's quantizer gradients are balanced before the step (sqrt: 1/sqrt(N * levels),
+  // DESIGN §3; relative: steps in log-space); a no-op on layers without quantizers.
+  layers::GradBalance balance = layers::GradBalance::none;
+  float label_smoothing = 0;
+  // Distillation: the loss is the cross-entropy to this network's softmax (run without gradients, in the
+  // mode its owner left it) instead of the labels. Not owned.
+  layers::Module* teacher = nullptr;
+  // Average gradients over the MPI ranks before the step (data-parallel training).
+  bool allreduce = false;
+};
+
+struct StepResult {
+  float loss = 0;       // the batch's mean loss, before the update
+  int64_t correct = 0;  // top-1 hits of the batch, before the update
+  int64_t count = 0;    // images in the batch
+};
+
+class Trainer {
+ public:
+  // model and optimizer are not owned and must outlive the trainer.
+  Trainer(layers::Module& model, engine::SGD& optimizer, StepOptions options);
+
+  // One optimizer step on a batch: images (N, C, H, W) f32, labels (N) s32, at learning rate `lr`.
+  // A non-finite loss is returned as it is (the caller names where it happened and stops).
+  StepResult step(const engine::Tensor& images, const engine::Tensor& labels, float lr);
+
+  layers::Module& model() { return model_; }
+  engine::SGD& optimizer() { return opt_; }
+
+ private:
+  engine::Tensor loss_of(const engine::Tensor& logits, const engine::Tensor& images, const engine::Tensor& labels);
+
+  layers::Module& model_;
+  engine::SGD& opt_;
+  StepOptions options_;
+};
+
+// Parameter groups: conv/linear weights with weight decay; BN and biases without; quantizer parameters
+// without, at quant_lr_scale times the LR. Frozen parameters (requires_grad off) are left out.
+// Optimizer groups: weights (decayed), no_decay (biases, BN), quant (interval parameters and output scales), and
+// quant_act (activation intervals) when act_quant_lr_scale != 1.
+std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,
+                                             double act_quant_lr_scale = 1.0);
+
+}  // namespace apps::training

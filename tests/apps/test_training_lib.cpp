@@ -1,0 +1,192 @@
+// The training library and the typed configuration without running the `qil` binary: the resolved config
+// written as TOML reads back to the same configuration (layer names with dots included), a failed check names
+// the flag, the value and (from a file) the key and file, RunState survives JSON (and reads the checkpoints
+// written before it existed), and Trainer::step lowers the loss of a small batch.
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "apps/config.h"
+#include "apps/training/evaluate.h"
+#include "apps/training/run_state.h"
+#include "apps/training/trainer.h"
+#include "engine/ops.h"
+#include "gradcheck.h"
+#include "layers/basic.h"
+#include "layers/models.h"
+#include "layers/quantize.h"
+#include "run_qil.h"
+
+using qiltest::ScratchDir;
+
+namespace {
+
+// A fresh command with the train flags bound to `cfg`, parsed from `args`.
+struct TrainCli {
+  apps::TrainConfig cfg;
+  CLI::App app;
+  explicit TrainCli(std::vector<std::string> args = {}) {
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    apps::add_train_flags(app, cfg);
+    std::reverse(args.begin(), args.end());  // CLI11 takes a vector back to front
+    app.parse(args);
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("config: typed lists from the command line; the resolved TOML reads back to the same configuration") {
+  TrainCli a({"--model", "resnet20", "--stages", "32,w4a8,3", "--stage-epochs", "3,1,2", "--stage-lr",
+              "0.05,0.005,0.0025", "--schedule", "multistep", "--milestones", "1.5,2", "--augment", "flip",
+              "--lr", "0.1", "--weight-decay", "1e-4", "--nesterov", "--seed", "42", "--label-smoothing", "0.1"});
+  CHECK(a.cfg.stages == std::vector<std::string>{"32", "w4a8", "3"});
+  CHECK(a.cfg.stage_epochs == std::vector<int64_t>{3, 1, 2});
+  CHECK(a.cfg.stage_lr == std::vector<double>{0.05, 0.005, 0.0025});
+  CHECK(a.cfg.milestones == std::vector<double>{1.5, 2});
+  CHECK(a.cfg.augment == std::vector<std::string>{"flip"});
+  a.cfg.layers["layer1.0.conv1"] = apps::LayerOverride{3, 4, false};
+  a.cfg.layers["fc"] = apps::LayerOverride{0, 0, true};
+  const std::string text = apps::to_toml(a.cfg);
+  CHECK(text.find("stages = '32,w4a8,3'") != std::string::npos);  // as typed, readable by older builds
+  CHECK(text.find("lr = 0.1\n") != std::string::npos);            // the shortest exact decimal
+  CHECK(text.find("[layers.'layer1.0.conv1']") != std::string::npos);  // quoted: the dots are not nesting
+  ScratchDir tmp;
+  std::ofstream(tmp / "resolved.toml") << text;
+  TrainCli b;
+  apps::read_config_file(tmp / "resolved.toml", b.app, b.cfg);
+  CHECK(apps::to_toml(b.cfg) == text);
+  CHECK(b.cfg.stages == a.cfg.stages);
+  CHECK(b.cfg.stage_epochs == a.cfg.stage_epochs);
+  CHECK(b.cfg.stage_lr == a.cfg.stage_lr);
+  CHECK(b.cfg.milestones == a.cfg.milestones);
+  CHECK(b.cfg.augment == a.cfg.augment);
+  CHECK(b.cfg.weight_decay == a.cfg.weight_decay);
+  CHECK(b.cfg.label_smoothing == a.cfg.label_smoothing);
+  CHECK(b.cfg.seed == 42);
+  CHECK(b.cfg.nesterov);
+  REQUIRE(b.cfg.layers.size() == 2);
+  CHECK(b.cfg.layers.count("layer1") == 0);  // not split at the dots
+  CHECK(b.cfg.layers["layer1.0.conv1"].wbits == 3);
+  CHECK(b.cfg.layers["layer1.0.conv1"].abits == 4);
+  CHECK(b.cfg.layers["fc"].exclude);
+}
+
+TEST_CASE("config: a file with a dotted layer name; arrays and comma strings both read as lists") {
+  ScratchDir tmp;
+  std::ofstream(tmp / "c.toml") << "stages = '32,4'\nstage_epochs = [2, 1]\naugment = ['crop']\n"
+                                << "[layers.\"layer2.1.conv2\"]\nabits = 8\n";
+  TrainCli c;
+  apps::read_config_file(tmp / "c.toml", c.app, c.cfg);
+  CHECK(c.cfg.stages == std::vector<std::string>{"32", "4"});
+  CHECK(c.cfg.stage_epochs == std::vector<int64_t>{2, 1});
+  CHECK(c.cfg.augment == std::vector<std::string>{"crop"});
+  REQUIRE(c.cfg.layers.count("layer2.1.conv2") == 1);
+  CHECK(c.cfg.layers["layer2.1.conv2"].abits == 8);
+  CHECK(c.cfg.layers["layer2.1.conv2"].wbits == 0);
+}
+
+TEST_CASE("config: a failed check names the flag and the value; from a file also the key and the file") {
+  CHECK(error_of([] { TrainCli({"--batch", "0"}); }) == "--batch must be at least 1, got 0");
+  CHECK(error_of([] { TrainCli({"--momentum", "1.5"}); }) == "--momentum must be in [0, 1), got 1.5");
+  CHECK(error_of([] { TrainCli({"--stage-epochs", "2,0"}); }) == "--stage-epochs must be at least 1, got 0");
+  const std::string member = error_of([] { TrainCli({"--progress", "fancy"}); });
+  CHECK(member.find("--progress") != std::string::npos);
+  CHECK(member.find("fancy") != std::string::npos);
+  CHECK(error_of([] { TrainCli({"--stages", "32,9"}); }).find("bit width 9") != std::string::npos);
+  ScratchDir tmp;
+  std::ofstream(tmp / "bad.toml") << "batch = 64\nlr = -2.5\n";
+  TrainCli c;
+  const std::string e = error_of([&] { apps::read_config_file(tmp / "bad.toml", c.app, c.cfg); });
+  CHECK(e.find(tmp / "bad.toml") != std::string::npos);
+  CHECK(e.find("key 'lr'") != std::string::npos);
+  CHECK(e.find("--lr must be positive, got -2.5") != std::string::npos);
+  std::ofstream(tmp / "list.toml") << "lr = [0.1, 0.2]\n";
+  TrainCli d;
+  CHECK(error_of([&] { apps::read_config_file(tmp / "list.toml", d.app, d.cfg); }).find("key 'lr' takes one value") !=
+        std::string::npos);
+  // Cross-field checks stay in validate().
+  TrainCli m({"--schedule", "multistep"});
+  CHECK(error_of([&] { apps::validate(m.cfg); }).find("needs --milestones") != std::string::npos);
+}
+
+TEST_CASE("RunState: JSON round trip; a checkpoint's run_state written before RunState existed still reads") {
+  apps::training::RunState s = apps::training::RunState::start(3);
+  s.position.stage = 1;
+  s.position.epoch = 2;
+  s.position.batch = 7;
+  s.position.step = 31;
+  s.position.global_epoch = 5;
+  s.position.best_val = {81.5, 40.25, -1};
+  s.position.loss_sum = 123.456;
+  s.position.correct = 900;
+  s.position.seen = 1024;
+  s.rng["drop1"] = {1, 2, 3, 0xFFFFFFFFFFFFFFFFull};
+  const nlohmann::json j = s;
+  const auto back = j.get<apps::training::RunState>();
+  CHECK(nlohmann::json(back) == j);
+  CHECK(back.position.best_val == s.position.best_val);
+  CHECK(back.position.loss_sum == s.position.loss_sum);
+  CHECK(back.rng.at("drop1")[3] == 0xFFFFFFFFFFFFFFFFull);
+  // The layout main's checkpoints carry, keys and all; the epoch sums came later and default to 0.
+  const auto old = nlohmann::json::parse(
+      R"({"position":{"stage":1,"epoch":0,"batch":3,"step":13,"global_epoch":1,"best_val":[60.9375,-1.0]},)"
+      R"("rng":{}})").get<apps::training::RunState>();
+  CHECK(old.position.stage == 1);
+  CHECK(old.position.batch == 3);
+  CHECK(old.position.step == 13);
+  CHECK(old.position.best_val == std::vector<double>{60.9375, -1.0});
+  CHECK(old.position.seen == 0);
+  CHECK(j.at("position").contains("global_epoch"));
+  CHECK(j.at("rng").at("drop1").size() == 4);
+}
+
+TEST_CASE("Trainer::step lowers the loss of a small batch; evaluate reports on the same scale") {
+  using engine::Tensor;
+  auto m = layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7});
+  engine::Generator g(3);
+  Tensor x = qiltest::randn({16, 1, 28, 28}, g);
+  Tensor y = Tensor::empty({16}, engine::DType::s32);
+  for (int64_t i = 0; i < 16; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(i % 10);
+  engine::SGD opt(apps::training::param_groups(*m, 0.0, 1.0), 0.9f);
+  apps::training::Trainer trainer(*m, opt, apps::training::StepOptions{});
+  m->train();
+  const auto first = trainer.step(x, y, 0.05f);
+  CHECK(first.count == 16);
+  CHECK(first.loss > 1.5f);  // about log(10) at initialization
+  apps::training::StepResult last;
+  for (int i = 0; i < 25; ++i) last = trainer.step(x, y, 0.05f);
+  CHECK(last.loss < 0.5f * first.loss);
+  CHECK(last.correct > first.correct);
+}
+
+TEST_CASE("optimizer groups: activation intervals get their own LR only when --act-quant-lr-scale asks for it") {
+  auto m = layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7});
+  layers::QuantPlan plan;
+  plan.wbits = plan.abits = 4;
+  layers::apply_quant_plan(*m, plan);
+  auto names = [](const std::vector<engine::ParamGroup>& gs) {
+    std::vector<std::string> n;
+    for (const auto& g : gs) n.push_back(g.name);
+    return n;
+  };
+  const auto same = apps::training::param_groups(*m, 5e-4, 0.5);
+  CHECK(names(same) == std::vector<std::string>{"weights", "no_decay", "quant"});
+  const auto own = apps::training::param_groups(*m, 5e-4, 0.5, 100.0);
+  REQUIRE(names(own) == std::vector<std::string>{"weights", "no_decay", "quant", "quant_act"});
+  CHECK(own[2].lr_scale == doctest::Approx(0.5));
+  CHECK(own[3].lr_scale == doctest::Approx(50.0));
+  for (const auto& n : own[3].param_names) CHECK_MESSAGE(n.find("act_quant.") != std::string::npos, n);
+  for (const auto& n : own[2].param_names) CHECK_MESSAGE(n.find("act_quant.") == std::string::npos, n);
+  CHECK(own[3].params.size() == 2 * 2);  // lenet's two quantized layers (conv2, fc1), c and d each
+  CHECK(own[2].params.size() + own[3].params.size() == same[2].params.size());
+}
