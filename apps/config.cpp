@@ -56,6 +56,11 @@ CLI::Validator at_least(const char* flag, double min) {
   return number_check(std::string("--") + flag, [min](double v) { return v >= min; },
                       str_cat("must be at least ", min), str_cat(">=", min));
 }
+// Thread counts far beyond the machine overflow the OpenMP runtime's stack (a crash, not an error).
+CLI::Validator in_range(const char* flag, double lo, double hi) {
+  return number_check(std::string("--") + flag, [lo, hi](double v) { return v >= lo && v <= hi; },
+                      str_cat("must be in ", lo, "..", hi), str_cat("[", lo, "..", hi, "]"));
+}
 CLI::Validator non_negative(const char* flag) {
   return number_check(std::string("--") + flag, [](double v) { return v >= 0; }, "must be >= 0", "NONNEGATIVE");
 }
@@ -147,9 +152,9 @@ std::vector<Field> fields(TrainConfig& c) {
       {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)", one_of("targets", {"labels", "teacher"})},
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
-      {"seed", &c.seed, "seed of initialization, data order and augmentation"},
-      {"threads", &c.threads, "compute threads (0 = OpenMP's default)", non_negative("threads")},
-      {"workers", &c.workers, "data decode threads", at_least("workers", 1)},
+      {"seed", &c.seed, "seed of initialization, data order and augmentation", non_negative("seed")},
+      {"threads", &c.threads, "compute threads (0 = OpenMP's default)", in_range("threads", 0, 1024)},
+      {"workers", &c.workers, "data decode threads", in_range("workers", 1, 256)},
       {"progress", &c.progress, "progress display: auto | bar | lines | none", one_of("progress", {"auto", "bar", "lines", "none"})},
       {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
   };

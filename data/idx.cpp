@@ -5,6 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <zlib.h>
+
 #include "engine/check.h"
 
 namespace data {
@@ -45,15 +47,98 @@ std::vector<int64_t> parse_idx_header(const std::vector<uint8_t>& bytes, const s
   return dims;
 }
 
+// A gzip or raw file read in pieces (zlib reads raw files as they are).
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    QIL_CHECK(fs::exists(path, ec), path, ": no such file");
+    QIL_CHECK(fs::is_regular_file(path, ec), path, ": not a regular file");
+    f_ = gzopen(path.c_str(), "rb");
+    QIL_CHECK(f_ != nullptr, path, ": cannot open");
+    gzbuffer(f_, 1 << 18);
+  }
+  ~GzReader() { gzclose(f_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+
+  // Reads up to n bytes into p; returns how many arrived (fewer at the end of the stream).
+  size_t read(uint8_t* p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+      const unsigned want = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
+      const int got = gzread(f_, p + done, want);
+      if (got < 0) check_stream();
+      done += static_cast<size_t>(std::max(got, 0));
+      if (static_cast<unsigned>(got) < want) break;
+    }
+    return done;
+  }
+  // gzread reports a gzip stream cut short as a clean end of file on some zlib versions; ask explicitly.
+  void check_stream() {
+    int errnum = 0;
+    const char* msg = gzerror(f_, &errnum);
+    QIL_CHECK(errnum == Z_OK || errnum == Z_STREAM_END, path_, ": corrupt or truncated gzip stream (",
+              msg ? msg : "", ")");
+  }
+
+ private:
+  std::string path_;
+  gzFile f_ = nullptr;
+};
+
+// Reads an IDX file without trusting it: the header comes first, and the size it announces is checked
+// against max_bytes before a byte of the payload is read, so a small .gz whose header claims millions of
+// images is refused at once instead of being inflated into memory. Returns exactly the header + payload.
+std::vector<uint8_t> read_idx_file(const std::string& path, uint32_t want_magic, const char* what,
+                                   size_t max_bytes) {
+  GzReader in(path);
+  std::vector<uint8_t> bytes(4);
+  bytes.resize(in.read(bytes.data(), 4));
+  in.check_stream();
+  QIL_CHECK(bytes.size() >= 4, path, ": truncated IDX file (", bytes.size(), " bytes, no header)");
+  const uint32_t magic = read_be32(bytes.data());
+  QIL_CHECK(magic == want_magic, path, ": wrong magic number ", hex32(magic), " for an IDX ", what,
+            " file (expected ", hex32(want_magic), ")");
+  const size_t header = 4 + 4 * (want_magic & 0xFF);
+  bytes.resize(header);
+  bytes.resize(4 + in.read(bytes.data() + 4, header - 4));
+  in.check_stream();
+  QIL_CHECK(bytes.size() >= header, path, ": truncated IDX header (", bytes.size(), " bytes, need ", header, ")");
+  std::vector<int64_t> dims;
+  uint64_t want = 1;
+  for (size_t at = 4; at < header; at += 4) {
+    dims.push_back(read_be32(bytes.data() + at));
+    want *= static_cast<uint64_t>(dims.back());  // at most 3 factors below 2^32 each: checked below
+    QIL_CHECK(want < (uint64_t(1) << 40), path, ": IDX dimensions ", dims, " are implausibly large");
+  }
+  want += header;
+  QIL_CHECK(want <= max_bytes, path, ": header says ", dims, " (", want, " bytes), larger than the limit of ",
+            max_bytes, " bytes");
+  bytes.resize(want);
+  const size_t got = header + in.read(bytes.data() + header, want - header);
+  in.check_stream();
+  QIL_CHECK(got == want, path, ": truncated: header says ", dims, " (", want, " bytes), file has ", got, " bytes");
+  // Count what follows, in bounded pieces, only to say how much.
+  uint8_t tail[1 << 16];
+  uint64_t trailing = 0;
+  for (size_t n; trailing < (uint64_t(1) << 24) && (n = in.read(tail, sizeof tail)) > 0;) trailing += n;
+  in.check_stream();
+  QIL_CHECK(trailing == 0, path, ": ", trailing, trailing >= (uint64_t(1) << 24) ? " or more" : "",
+            " trailing bytes after the ", dims, " payload (", want, " bytes expected)");
+  return bytes;
+}
+
 }  // namespace
 
 ImageSet load_idx_pair(const std::string& images_path, const std::string& labels_path) {
-  const std::vector<uint8_t> ib = read_file_maybe_gzipped(images_path);
+  const std::vector<uint8_t> ib = read_idx_file(images_path, kIdxImagesMagic, "images", kIdxMaxBytes);
   const std::vector<int64_t> idims = parse_idx_header(ib, images_path, kIdxImagesMagic, "images");
   const int64_t n = idims[0], h = idims[1], w = idims[2];
   QIL_CHECK(n > 0, images_path, ": holds no images");
   QIL_CHECK(h > 0 && w > 0, images_path, ": image dimensions ", h, "x", w, " are empty");
-  const std::vector<uint8_t> lb = read_file_maybe_gzipped(labels_path);
+  const std::vector<uint8_t> lb = read_idx_file(labels_path, kIdxLabelsMagic, "labels", kIdxMaxBytes);
   const std::vector<int64_t> ldims = parse_idx_header(lb, labels_path, kIdxLabelsMagic, "labels");
   QIL_CHECK(ldims[0] == n, "IDX count mismatch: ", images_path, " has ", n, " images but ", labels_path, " has ",
             ldims[0], " labels");

@@ -12,6 +12,9 @@ namespace data {
 // Magic numbers: 0x00000803 = unsigned byte, 3 dimensions (N, H, W); 0x00000801 = unsigned byte, 1 dimension.
 constexpr uint32_t kIdxImagesMagic = 0x00000803;
 constexpr uint32_t kIdxLabelsMagic = 0x00000801;
+// The largest IDX file read (header + payload, after decompression): 4 GiB. A header announcing more is
+// refused before its payload is read.
+constexpr size_t kIdxMaxBytes = size_t(1) << 32;
 
 // An images file and a labels file with the same count -> ImageSet with images (N, 1, H, W);
 // num_classes = largest label + 1.

@@ -100,6 +100,9 @@ TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
   expect_error("train --stages 4,8", "not decreasing");
   expect_error("train --stages 4 --freeze-weights", "--freeze-weights needs --init");
   expect_error("train --schedule linear", "unknown schedule 'linear'");
+  expect_error("train --threads 100000", "--threads must be in 0..1024, got 100000");
+  expect_error("train --workers 1000000", "--workers must be in 1..256, got 1000000");
+  expect_error("train --seed -1", "--seed must be >= 0, got -1");
   expect_error("train --quant-recipe lsq", "--quant-recipe must be qil or paper, got 'lsq'");
   expect_error("train --quant-grad-scale cube", "--quant-grad-scale must be sqrt, relative or none, got 'cube'");
   {

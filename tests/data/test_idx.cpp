@@ -155,3 +155,15 @@ TEST_CASE("idx folder: the MNIST-digits train-only folder") {
   CHECK(f.train.num_classes == 10);
   CHECK_FALSE(f.test.has_value());
 }
+
+TEST_CASE("a gzip bomb is refused from its header, before its payload is inflated") {
+  TempDir d;
+  // 8 MB of zeros after a header that claims 10 million 28x28 images (7.84 GB): gzip shrinks it to a few KB.
+  std::vector<uint8_t> bomb = {0, 0, 8, 3, 0x00, 0x98, 0x96, 0x80, 0, 0, 0, 28, 0, 0, 0, 28};
+  bomb.resize(bomb.size() + (size_t(8) << 20), 0);
+  write_gz(d.file("bomb.gz"), bomb);
+  CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file("bomb.gz"), d.file("bomb.gz")),
+                       has(d.file("bomb.gz") + ": header says [10000000, 28, 28] (7840000016 bytes), larger than "
+                                                "the limit of 4294967296 bytes"),
+                       Error);
+}
