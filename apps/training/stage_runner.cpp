@@ -208,16 +208,33 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
     pos.best_val[si] = summary.best_val = e.val.top1;
     summary.test_at_best = e.test.top1;
   }
+  require_finite_state(*run_.model, st.name(), pos.epoch + 1);
   state_.end_epoch();
   log_.epoch(e, *run_.model);
   if (auto* f = dynamic_cast<const data::ImageFolderDataset*>(run_.data.train.get()); f && f->bad_files() > 0)
     log_.line(str_cat("  ", f->bad_files(), " undecodable training file(s) skipped so far (named above); ",
                       "the run stops past --max-bad-files ", cfg_.max_bad_files));
-  save("last.ckpt", &opt, state_);
+  // `best` before `last`: `last` records that this epoch was the best, so a kill between the two writes must
+  // find the best files already current (the other order left best-*.ckpt an epoch behind for good).
   if (is_best) {
     save("best-" + st.name() + ".ckpt", nullptr, state_);
     save("best.ckpt", nullptr, state_);
   }
+  save("last.ckpt", &opt, state_);
+}
+
+// A loss can stay finite while BatchNorm's running statistics overflow (measured: --lr 100 ran to the end with
+// every running_var infinite, saved as `best`). Nothing non-finite is ever saved: the run stops, naming it.
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch) {
+  auto check = [&](const layers::NamedTensor& t) {
+    if (t.tensor.dtype() != engine::DType::f32) return;
+    const float* p = t.tensor.data();
+    for (int64_t i = 0; i < t.tensor.numel(); ++i)
+      QIL_CHECK(std::isfinite(p[i]), "training diverged: ", t.name, " holds ", p[i], " after stage ", stage,
+                " epoch ", epoch, "; nothing was saved for this epoch (try a lower --lr)");
+  };
+  for (const auto& p : model.named_parameters()) check(p);
+  for (const auto& b : model.named_buffers()) check(b);
 }
 
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {

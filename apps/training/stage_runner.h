@@ -42,6 +42,9 @@ struct TrainingRun {
 // SIGINT and SIGTERM stop a run after the current step (saving `last`) instead of killing it.
 void install_stop_signals();
 
+// Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite.
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch);
+
 class StageRunner {
  public:
   StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log);

@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "apps/config.h"
 #include "apps/training/evaluate.h"
 #include "apps/training/run_state.h"
+#include "apps/training/stage_runner.h"
 #include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "gradcheck.h"
@@ -189,4 +191,14 @@ TEST_CASE("optimizer groups: activation intervals get their own LR only when --a
   for (const auto& n : own[2].param_names) CHECK_MESSAGE(n.find("act_quant.") == std::string::npos, n);
   CHECK(own[3].params.size() == 2 * 2);  // lenet's two quantized layers (conv2, fc1), c and d each
   CHECK(own[2].params.size() + own[3].params.size() == same[2].params.size());
+}
+
+TEST_CASE("nothing non-finite is saved: an overflowed BatchNorm statistic stops the run, named") {
+  auto m = layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7});
+  CHECK_NOTHROW(apps::training::require_finite_state(*m, "fp32", 1));
+  for (auto& b : m->named_buffers())
+    if (b.name == "bn1.running_var") b.tensor.data()[3] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(apps::training::require_finite_state(*m, "fp32", 2),
+                       doctest::Contains("training diverged: bn1.running_var holds inf after stage fp32 epoch 2"),
+                       engine::Error);
 }
