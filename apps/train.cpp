@@ -139,6 +139,10 @@ int run_train(TrainConfig cfg) {
   run.config_toml = to_toml(cfg);
   if (run.lead()) std::ofstream(fs::path(run.dir) / "config.toml") << run.config_toml;
   const training::RunLog log(run.dir, run.lead());
+  if (run.resume) {
+    const auto& p = state.position;
+    log.keep_until(p.stage + 1, p.epoch, p.epoch > 0 || p.batch > 0);
+  }
   log.line(run_header(cfg, run));
   training::install_stop_signals();
   return training::StageRunner(run, cfg, std::move(state), log).run();

@@ -1,6 +1,8 @@
 // Run logging: the CSV and JSON-lines files and the console.
 #include "apps/training/run_log.h"
 
+#include <cstdlib>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -78,6 +80,50 @@ RunLog::RunLog(std::string dir, bool lead)
       intervals_path_((fs::path(dir_) / "intervals.jsonl").string()),
       lead_(lead) {
   if (lead_ && !fs::exists(metrics_path_)) append_line(metrics_path_, metrics_header());
+}
+
+namespace {
+// Rewrites `path` with only the lines `keep` accepts (the first `skip_head` lines always), atomically.
+void filter_lines(const std::string& path, int skip_head, const std::function<bool(const std::string&)>& keep) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::ostringstream out;
+  int n = 0;
+  for (std::string line; std::getline(in, line); ++n)
+    if (n < skip_head || line.empty() || keep(line)) out << line << '\n';
+  in.close();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    QIL_CHECK(f.good(), "cannot write ", tmp);
+    f << out.str();
+    QIL_CHECK(f.good(), "cannot write ", tmp);
+  }
+  fs::rename(tmp, path);
+}
+}  // namespace
+
+void RunLog::keep_until(int stage, int epochs_done, bool stage_started) const {
+  if (!lead_) return;
+  auto covered = [&](int s, int e) {
+    if (s != stage) return s < stage;
+    return e == 0 ? stage_started : e <= epochs_done;
+  };
+  filter_lines(metrics_path_, 1, [&](const std::string& line) {
+    int s = 0, e = 0;  // "stage,stage_name,epoch,..."
+    std::istringstream ls(line);
+    std::string cell;
+    std::getline(ls, cell, ',');
+    s = std::atoi(cell.c_str());
+    std::getline(ls, cell, ',');
+    std::getline(ls, cell, ',');
+    e = std::atoi(cell.c_str());
+    return covered(s, e);
+  });
+  filter_lines(intervals_path_, 0, [&](const std::string& line) {
+    const json j = json::parse(line, nullptr, false);
+    return j.is_object() && covered(j.value("stage", 0), j.value("epoch", 0));
+  });
 }
 
 void RunLog::line(const std::string& text) const {

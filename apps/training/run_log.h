@@ -40,6 +40,11 @@ class RunLog {
   bool lead() const { return lead_; }
   const std::string& dir() const { return dir_; }
 
+  // On resume: drops the metrics.csv rows and intervals.jsonl records that the checkpoint does not cover
+  // (written after it, before a kill), so no epoch is logged twice. `stage` is 1-based; `epochs_done` of it
+  // are kept; the stage's epoch-0 records are kept only when the stage had started (they are not rewritten).
+  void keep_until(int stage, int epochs_done, bool stage_started) const;
+
   void line(const std::string& text) const;  // one console line
   // metrics.csv row, intervals.jsonl records of `model`'s quantized layers, console line.
   void epoch(const EpochRecord& e, layers::Module& model) const;
