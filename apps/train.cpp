@@ -129,6 +129,11 @@ int run_train(TrainConfig cfg) {
   if (cfg.out.empty()) cfg.out = "runs/" + cfg.model + "-" + cfg.stages_text('-');
   run.dir = cfg.resume.empty() ? cfg.out : cfg.resume;
   if (run.lead()) check_writable_dir(run.dir);
+  // A new run never appends to another run's history or replaces its checkpoints.
+  for (const char* f : {"metrics.csv", "last.ckpt"})
+    QIL_CHECK(!cfg.resume.empty() || !fs::exists(fs::path(run.dir) / f), "--out: '", run.dir,
+              "' already holds a run (", f, "); continue it with --resume ", run.dir,
+              ", or choose another --out (or delete it)");
 
   ModelSource src = read_model_source(cfg, run);
   run.data = load_run_data(cfg, run.meta.mean, run.meta.std);

@@ -190,6 +190,7 @@ TEST_CASE("a short run writes its run directory; eval and inspect read it; a dif
   expect_error("train" + kSmall + " --model resnet20 --init " + tmp / "run/last.ckpt" + " --out " + tmp / "x",
                "holds a 'lenet' network, but --model is 'resnet20'");
   expect_error("train" + kSmall + " --resume " + tmp / "run", "finished all its stages");
+  expect_error("train" + kSmall + " --out " + tmp / "run", "already holds a run (metrics.csv); continue it with --resume");
 }
 
 TEST_CASE("same seed and thread count: identical losses") {
