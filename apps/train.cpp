@@ -94,7 +94,23 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
   if (run.resume) {
     apply_quant_layout(*run.model, json::parse(run.resume->text("quant_layout")), run.dir);
     load_model_tensors(*run.model, run.resume->tensors("model."), run.dir + "/last.ckpt", false);
-    state = json::parse(run.resume->text("run_state")).get<RunState>();
+    const std::string ck = run.dir + "/last.ckpt";
+    try {
+      state = json::parse(run.resume->text("run_state")).get<RunState>();
+    } catch (const json::exception& e) {
+      throw engine::Error(str_cat(ck, ": run_state is not readable (", e.what(), ")"));
+    }
+    const training::RunPosition& p = state.position;
+    // A checksum proves the bytes are the ones written, not that they make sense: check what indexes memory.
+    QIL_CHECK(p.stage >= 0 && p.epoch >= 0 && p.batch >= 0 && p.step >= 0 && p.global_epoch >= 0 && p.seen >= 0 &&
+                  p.correct >= 0 && p.correct <= p.seen,
+              ck, ": run_state holds an impossible position (stage ", p.stage, ", epoch ", p.epoch, ", batch ", p.batch,
+              ", step ", p.step, ")");
+    QIL_CHECK(p.stage <= static_cast<int>(run.stages.size()), ck, ": run_state is at stage ", p.stage + 1,
+              " but the run has ", run.stages.size());
+    QIL_CHECK(p.stage == static_cast<int>(run.stages.size()) || p.epoch <= run.stages[p.stage].epochs, ck,
+              ": run_state is at epoch ", p.epoch + 1, " of stage ", p.stage + 1, ", which has ",
+              run.stages[static_cast<size_t>(std::min<int>(p.stage, static_cast<int>(run.stages.size()) - 1))].epochs);
     state.restore_rng(*run.model);
     QIL_CHECK(state.position.stage < static_cast<int>(run.stages.size()),
               "--resume: the run has finished all its stages");

@@ -6,8 +6,11 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "apps/stages.h"
 #include "engine/check.h"
+#include "engine/serialize.h"
 #include "run_qil.h"
 
 using qiltest::run_qil;
@@ -191,6 +194,28 @@ TEST_CASE("a short run writes its run directory; eval and inspect read it; a dif
                "holds a 'lenet' network, but --model is 'resnet20'");
   expect_error("train" + kSmall + " --resume " + tmp / "run", "finished all its stages");
   expect_error("train" + kSmall + " --out " + tmp / "run", "already holds a run (metrics.csv); continue it with --resume");
+  // A run_state edited by hand and re-checksummed (so the file is valid): refused, not used to index memory.
+  for (const char* edit : {"\"stage\":-1", "\"epoch\":-3", "\"stage\":7"}) {
+    engine::Checkpoint src = engine::read_checkpoint(tmp / "run/last.ckpt");
+    engine::Checkpoint out;
+    for (const auto& sec : src.sections()) {
+      if (sec.name != "run_state") {
+        if (sec.type == engine::SectionType::tensor) out.add_tensor(sec.name, sec.tensor);
+        else if (sec.type == engine::SectionType::json) out.add_json(sec.name, sec.text);
+        else out.add_text(sec.name, sec.text);
+        continue;
+      }
+      nlohmann::json j = nlohmann::json::parse(sec.text);
+      const std::string e = edit;
+      const std::string key = e.substr(1, e.find('"', 1) - 1);
+      j["position"][key] = std::stoi(e.substr(e.find(':') + 1));
+      out.add_json("run_state", j.dump());
+    }
+    fs::create_directories(tmp / "edited");
+    fs::copy_file(tmp / "run/config.toml", tmp / "edited/config.toml", fs::copy_options::overwrite_existing);
+    engine::write_checkpoint(tmp / "edited/last.ckpt", out);
+    expect_error("train --resume " + tmp / "edited", "run_state");
+  }
 }
 
 TEST_CASE("same seed and thread count: identical losses") {
