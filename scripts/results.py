@@ -396,7 +396,8 @@ def document(runs, seeds):
     a("")
     a("## What the intervals learned")
     a("")
-    a("Per stage of the first progressive run: the median over quantized layers of |Δc_W|, |Δc_X|, |Δd_X| relative to")
+    a("Per stage of the progressive run and of the 2-bit ablation runs: the median over quantized layers of |Δc_W|,")
+    a("|Δc_X|, |Δd_X| relative to")
     a("the stage's start and of |γ − 1|; the layers whose weight interval left c = d (a learned pruning interval);")
     a("the median share of weights pruned. Every layer's values are in `docs/results/layers.csv`.")
     a("")
@@ -432,8 +433,9 @@ def document(runs, seeds):
         fm, fs, _ = mean_spread(over_seeds(f"abl-w{b}-frozen" + "-s{s}", S))
         if lm is not None and fm is not None:
             spread = max(ls or 0, fs or 0)
+            sp = f"seed spread {spread:.2f}" if ls is not None and fs is not None else "one seed so far: no spread yet"
             checks.append((f"learned above frozen at W{b}A{b} by more than the seed spread: {lm:.2f} vs {fm:.2f} "
-                           f"(spread {spread:.2f}{'' if ls is not None else ', one seed'})", lm - fm > spread))
+                           f"({sp})", lm - fm > spread))
     for b in (5, 4, 3, 2):
         j, qo = pm(b), final_test(f"qonly-w{b}-qil-s0")
         if j is not None and qo is not None:
