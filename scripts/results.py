@@ -79,6 +79,9 @@ def plan(seeds):
 
 def status(run):
     d = os.path.join(R, run["name"])
+    # The full-precision checkpoint must be on this machine for the runs that start from it.
+    if run["name"] in store() and run["name"] != "fp-s0":
+        return "done"
     if run["kind"] == "eval":
         return "done" if os.path.exists(d + ".json") else "todo"
     if os.path.exists(os.path.join(d, "done")):
@@ -123,12 +126,65 @@ def execute(run):
 
 # ---- reading runs ----------------------------------------------------------------------------------------
 
+# What finished runs produced is also kept in docs/results/finished.json (committed), so the document can be
+# rebuilt on a machine that no longer has the run folders: a local finished run wins over the stored copy.
+FINISHED = os.path.join(DATA_DIR, "finished.json")
+_store = None
+
+
+def store():
+    global _store
+    if _store is None:
+        _store = json.load(open(FINISHED)) if os.path.exists(FINISHED) else {}
+    return _store
+
+
+def slim(record):
+    """An intervals.jsonl record with only what the document reads."""
+    out = {k: record.get(k) for k in ("layer", "stage", "stage_name", "epoch")}
+    for side, keys in (("weight", ("c", "d", "gamma", "pruned_fraction", "clipped_fraction")), ("activation", ("c", "d"))):
+        st = record.get(side)
+        out[side] = {k: st.get(k) for k in keys} if st else None
+    return out
+
+
+def remember(name):
+    """Copies a finished run's metrics, interval records (stage starts and ends) and wall time into the store."""
+    d = os.path.join(R, name)
+    if name.startswith("calib-"):
+        if os.path.exists(d + ".json"):
+            store()[name] = {"eval": json.load(open(d + ".json"))}
+        return
+    if not os.path.exists(os.path.join(d, "done")):
+        return
+    with open(os.path.join(d, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    last = {}
+    for r in rows:
+        last[int(r["stage"])] = max(last.get(int(r["stage"]), 0), int(r["epoch"]))
+    recs = []
+    p = os.path.join(d, "intervals.jsonl")
+    if os.path.exists(p):
+        for line in open(p):
+            if line.strip():
+                j = json.loads(line)
+                if j["epoch"] == 0 or j["epoch"] == last.get(j["stage"]):
+                    recs.append(slim(j))
+    wf = os.path.join(d, "wall_s")
+    store()[name] = {"metrics": rows, "intervals": recs, "wall_s": float(open(wf).read()) if os.path.exists(wf) else None}
+
+
+def save_store():
+    data = store()  # read before the file is rewritten
+    os.makedirs(DATA_DIR, exist_ok=True)
+    with open(FINISHED + ".tmp", "w") as f:
+        json.dump(data, f, indent=0, sort_keys=True)
+        f.write("\n")
+    os.replace(FINISHED + ".tmp", FINISHED)
+
+
 def metrics(name):
-    path = os.path.join(R, name, "metrics.csv")
-    if not os.path.exists(os.path.join(R, name, "done")) or not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return store().get(name, {}).get("metrics")
 
 
 def final_test(name):
@@ -148,20 +204,16 @@ def stage_tests(name):
 
 
 def wall(name):
-    p = os.path.join(R, name, "wall_s")
-    return float(open(p).read()) if os.path.exists(p) else None
+    return store().get(name, {}).get("wall_s")
 
 
 def calib_test(b):
-    p = os.path.join(R, f"calib-w{b}.json")
-    return json.load(open(p))["top1"] if os.path.exists(p) else None
+    e = store().get(f"calib-w{b}", {}).get("eval")
+    return e["top1"] if e else None
 
 
 def intervals(name):
-    p = os.path.join(R, name, "intervals.jsonl")
-    if not os.path.exists(p):
-        return []
-    return [json.loads(line) for line in open(p) if line.strip()]
+    return store().get(name, {}).get("intervals", [])
 
 
 def mean_spread(values):
@@ -455,8 +507,7 @@ def document(runs, seeds):
     a("|---|---|---|---|")
     for r in runs:
         w = wall(r["name"]) if r["kind"] == "train" else None
-        args = " ".join(x if not x.startswith(R) and not x.startswith(ROOT) else os.path.relpath(x, ROOT)
-                        for x in r["args"])
+        args = " ".join("$QIL_RESULTS" + x[len(R):] if x.startswith(R) else x for x in r["args"])
         cmd = ("`qil eval fp-s0/best.ckpt " + args + "`") if r["kind"] == "eval" else f"`{args}`"
         a(f"| {r['name']} | {status(r)} | {cmd} | {'' if w is None else f'{w / 60:.0f} min'} |")
     a("")
@@ -478,14 +529,19 @@ def main():
         for r in runs:
             print(f"{status(r):8} {r['name']}")
         return
+    for r in runs:
+        remember(r["name"])
     if not o.doc_only:
         if not os.access(QIL, os.X_OK):
             raise SystemExit(f"results: no qil binary at {QIL} (build it with scripts/setup.sh, or set QIL)")
         for r in runs:
             if fnmatch.fnmatch(r["name"], o.only):
                 execute(r)
+                remember(r["name"])
+                save_store()
                 write_data_files(runs)
                 document(runs, seeds)
+    save_store()
     write_data_files(runs)
     document(runs, seeds)
     print(f"wrote {os.path.relpath(DOC, ROOT)}", file=sys.stderr)
