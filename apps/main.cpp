@@ -17,8 +17,11 @@
 
 namespace {
 
+// MPI only under a launcher (or QIL_MPI=1): a single process needs no MPI runtime.
 struct DistScope {
-  DistScope(int* argc, char*** argv) { engine::dist::init(argc, argv); }
+  DistScope(int* argc, char*** argv) {
+    if (engine::dist::launched_by_mpi()) engine::dist::init(argc, argv);
+  }
   ~DistScope() { engine::dist::finalize(); }
 };
 

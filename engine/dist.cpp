@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 namespace engine::dist {
@@ -51,6 +52,13 @@ void init(int* argc, char*** argv) {
 void finalize() {
   if (!active() || !g_started_here) return;
   check_mpi(MPI_Finalize(), "finalize");
+}
+
+bool launched_by_mpi() {
+  if (const char* force = std::getenv("QIL_MPI"); force && *force) return std::strcmp(force, "0") != 0;
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"})
+    if (std::getenv(var)) return true;
+  return false;
 }
 
 bool active() {

@@ -17,6 +17,10 @@ void init(int* argc, char*** argv);
 // MPI_Finalize if init() started MPI and it is still running. Collectives become single-rank no-ops again.
 void finalize();
 bool active();  // MPI initialized and not finalized
+// True when this process was started by an MPI launcher (mpirun/mpiexec of Open MPI, MPICH or Intel MPI,
+// srun with PMI/PMIx: their environment variables), or when QIL_MPI=1 asks for MPI. A plain start then
+// initializes no MPI at all, so it needs no MPI runtime and starts no singleton daemon (orted).
+bool launched_by_mpi();
 
 int rank();        // 0 when MPI is not active
 int world_size();  // 1 when MPI is not active

@@ -114,3 +114,24 @@ TEST_CASE("dist with two ranks under mpirun") {
   for (size_t at = 0; (at = out.find("test cases: 1 | 1 passed | 0 failed", at)) != std::string::npos; ++at) ++passes;
   CHECK(passes == 2);
 }
+
+TEST_CASE("MPI is asked for only by a launcher's environment or QIL_MPI") {
+  const char* vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS", "QIL_MPI"};
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (const char* v : vars)
+    if (const char* val = std::getenv(v)) saved.emplace_back(v, val);
+  for (const char* v : vars) unsetenv(v);
+  CHECK_FALSE(dist::launched_by_mpi());
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);  // what Open MPI's mpirun sets in each rank
+  CHECK(dist::launched_by_mpi());
+  setenv("QIL_MPI", "0", 1);  // forced off
+  CHECK_FALSE(dist::launched_by_mpi());
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  setenv("QIL_MPI", "1", 1);  // forced on
+  CHECK(dist::launched_by_mpi());
+  setenv("PMI_RANK", "0", 1);
+  unsetenv("QIL_MPI");
+  CHECK(dist::launched_by_mpi());
+  for (const char* v : vars) unsetenv(v);
+  for (auto& [k, v] : saved) setenv(k.c_str(), v.c_str(), 1);
+}
