@@ -223,7 +223,7 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
   if (!run_.lead()) return;
   engine::Checkpoint ck;
-  add_model(ck, *run_.model, run_.meta);
+  layers::add_model(ck, *run_.model, run_.meta);
   if (opt) ck.add_tensors(opt->export_state(), "optim.");
   RunState s = state;
   s.capture_rng(*run_.model);
