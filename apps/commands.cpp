@@ -14,7 +14,7 @@
 #include "apps/inspect/activations.h"
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "apps/report.h"
 #include "apps/stages.h"
 #include "apps/training/evaluate.h"
@@ -51,7 +51,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
 
 namespace {
 // --quant: the plan applied to layers that have no quantizer yet, calibrated on the training images.
-void quantize_for_eval(LoadedModel& lm, const EvalOptions& o) {
+void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
   const Stage st = parse_stage_entry(o.quant);
   QIL_CHECK(st.quantized(), "--quant ", o.quant, ": a width below 32 is needed");
   for (auto& [name, l] : layers::quantizable_layers(*lm.model))
@@ -73,7 +73,7 @@ void quantize_for_eval(LoadedModel& lm, const EvalOptions& o) {
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
   if (!o.quant.empty()) quantize_for_eval(lm, o);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);

@@ -12,7 +12,6 @@
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
-#include "quant/qil_ops.h"
 
 namespace apps {
 
@@ -22,10 +21,8 @@ using nlohmann::json;
 
 namespace {
 
-bool weight_quantized(const layers::QuantizableModule& l) {
-  return l.quant_spec().wbits < 32 && l.weight_quantizer();
-}
-bool input_quantized(const layers::QuantizableModule& l) { return l.quant_spec().abits < 32 && l.act_quantizer(); }
+bool weight_quantized(const layers::QuantizableModule& l) { return l.active_weight_quantizer() != nullptr; }
+bool input_quantized(const layers::QuantizableModule& l) { return l.active_act_quantizer() != nullptr; }
 
 // w̄ (normalized to [−1, 1]) of a layer whose weights are quantized.
 Tensor fake_quantized_weight(const layers::QuantizableModule& l) {
@@ -44,7 +41,7 @@ Tensor times(const Tensor& t, float s) {  // a new tensor t·s
 Tensor scalar(float v) { return Tensor::scalar(v); }
 
 // Metadata both kinds of file share: the network, its input normalization and each quantized layer's widths.
-std::map<std::string, std::string> common_metadata(layers::Module& model, const ModelMeta& meta,
+std::map<std::string, std::string> common_metadata(layers::Module& model, const layers::ModelMeta& meta,
                                                    const char* format) {
   json layers_json = json::object();
   for (auto& [name, l] : layers::quantizable_layers(model)) {
@@ -97,7 +94,7 @@ Tensor effective_weight(const layers::QuantizableModule& l) {
   return times(weight_quantized(l) ? fake_quantized_weight(l) : l.weight().detach(), s);
 }
 
-ExportedModel export_float(layers::Module& model, const ModelMeta& meta, bool with_quant_params) {
+ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta, bool with_quant_params) {
   ExportedModel out;
   const auto layers = layer_map(model);
   for (const auto& p : model.named_parameters()) {
@@ -116,7 +113,7 @@ ExportedModel export_float(layers::Module& model, const ModelMeta& meta, bool wi
   return out;
 }
 
-ExportedModel export_int(layers::Module& model, const ModelMeta& meta) {
+ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
   ExportedModel out;
   const auto layers = layer_map(model);
   for (const auto& p : model.named_parameters()) {
@@ -128,7 +125,7 @@ ExportedModel export_int(layers::Module& model, const ModelMeta& meta) {
     }
     const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
     if (weight_quantized(*l)) {
-      const int q = quant::qil_weight_levels(l->quant_spec().wbits, "export");
+      const int q = l->active_weight_quantizer()->positive_levels();
       const Tensor wbar = fake_quantized_weight(*l);
       Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
       const float* w = wbar.data();
@@ -146,9 +143,9 @@ ExportedModel export_int(layers::Module& model, const ModelMeta& meta) {
       out.tensors.emplace_back(p.name, effective_weight(*l));
     }
     if (input_quantized(*l)) {
-      const auto* a = l->act_quantizer();
-      out.tensors.emplace_back(pre + "act_quant.c", scalar(a->c().item()));
-      out.tensors.emplace_back(pre + "act_quant.d", scalar(a->d().item()));
+      // The quantizer's own parameters (QIL: c, d), which kActivationRule names.
+      for (const auto& [n, t] : l->active_act_quantizer()->named_parameters())
+        out.tensors.emplace_back(pre + "act_quant." + n, scalar(t.item()));
       out.tensors.emplace_back(pre + "act_quant.bits", scalar(static_cast<float>(l->quant_spec().abits)));
     }
   }
@@ -176,7 +173,7 @@ int run_export(const ExportOptions& o) {
             o.format, "'");
   QIL_CHECK(!(o.with_quant_params && o.format == "int"),
             "export: --with-quant-params applies to --format safetensors (the int format always has them)");
-  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
   ExportedModel e = o.format == "int" ? export_int(*lm.model, lm.meta)
                                       : export_float(*lm.model, lm.meta, o.with_quant_params);
   engine::write_safetensors(o.out, e.tensors, e.metadata);
@@ -221,7 +218,7 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  LoadedModel lm = load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
   write_npy(o.output, y);

@@ -8,7 +8,7 @@
 #include <map>
 #include <string>
 
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "engine/serialize.h"
 
 namespace CLI {
@@ -42,13 +42,13 @@ engine::Tensor effective_weight(const layers::QuantizableModule& layer);
 
 // Every parameter and buffer under its own name, quantized layers' `weight` replaced by effective_weight;
 // quantizer parameters (weight_quant.*, act_quant.*, out_scale) only when with_quant_params.
-ExportedModel export_float(layers::Module& model, const ModelMeta& meta, bool with_quant_params);
+ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta, bool with_quant_params);
 
 // Layers with quantized weights: `<layer>.weight_int` (s8 codes round(ŵ·q_W)) and `<layer>.weight_scale`
 // (f32 scalar s/q_W), so that w̄·s = code × scale. Layers with quantized inputs: `<layer>.act_quant.{c,d,bits}`
 // (f32 scalars). Everything else (full-precision weights, scaled by s where only the input is quantized,
 // biases, BatchNorm) as f32 under its own name. The metadata says how to dequantize.
-ExportedModel export_int(layers::Module& model, const ModelMeta& meta);
+ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta);
 
 struct PredictOptions {
   std::string checkpoint;

@@ -35,7 +35,7 @@ void check_writable_dir(const std::string& dir) {
 
 // Where the network's weights come from before the data is known.
 struct ModelSource {
-  std::optional<LoadedModel> init;           // --init with a qil checkpoint
+  std::optional<layers::LoadedModel> init;   // --init with a qil checkpoint
   engine::NamedTensors init_safetensors;     // --init with a safetensors file
 };
 
@@ -45,22 +45,22 @@ ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run) {
     const std::string path = (fs::path(cfg.resume) / "last.ckpt").string();
     QIL_CHECK(fs::exists(path), "--resume: no checkpoint ", path, " to continue from");
     run.resume = engine::read_checkpoint(path);
-    run.meta = meta_from_json(json::parse(run.resume->text("model_meta")), path);
+    run.meta = layers::meta_from_json(json::parse(run.resume->text("model_meta")), path);
   } else if (!cfg.init.empty()) {
     QIL_CHECK(fs::exists(cfg.init), "--init: no such file '", cfg.init, "'");
-    if (is_safetensors_path(cfg.init)) {
+    if (layers::is_safetensors_path(cfg.init)) {
       src.init_safetensors = engine::read_safetensors(cfg.init).tensors;
     } else {
-      src.init = load_model_checkpoint(cfg.init);
+      src.init = layers::load_model_checkpoint(cfg.init);
       run.meta = src.init->meta;
       QIL_CHECK(src.init->meta.model == cfg.model, "--init ", cfg.init, " holds a '", src.init->meta.model,
                 "' network, but --model is '", cfg.model, "'");
     }
   }
   if (cfg.targets == "teacher") {  // the --init network as it was, in eval mode, never trained
-    QIL_CHECK(!cfg.init.empty() && !is_safetensors_path(cfg.init),
+    QIL_CHECK(!cfg.init.empty() && !layers::is_safetensors_path(cfg.init),
               "--targets teacher needs --init with a qil checkpoint (the teacher), got '", cfg.init, "'");
-    run.teacher = load_model_checkpoint(cfg.init).model;
+    run.teacher = layers::load_model_checkpoint(cfg.init).model;
     run.teacher->eval();
   }
   return src;
@@ -89,11 +89,11 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
     run.model = std::move(src.init->model);
   } else {
     run.model = layers::build_model(run.meta.model, run.meta.spec);
-    if (!src.init_safetensors.empty()) load_model_tensors(*run.model, src.init_safetensors, cfg.init, true);
+    if (!src.init_safetensors.empty()) layers::load_model_tensors(*run.model, src.init_safetensors, cfg.init, true);
   }
   if (run.resume) {
-    apply_quant_layout(*run.model, json::parse(run.resume->text("quant_layout")), run.dir);
-    load_model_tensors(*run.model, run.resume->tensors("model."), run.dir + "/last.ckpt", false);
+    layers::apply_quant_layout(*run.model, json::parse(run.resume->text("quant_layout")), run.dir);
+    layers::load_model_tensors(*run.model, run.resume->tensors("model."), run.dir + "/last.ckpt", false);
     const std::string ck = run.dir + "/last.ckpt";
     try {
       state = json::parse(run.resume->text("run_state")).get<RunState>();

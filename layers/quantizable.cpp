@@ -4,7 +4,6 @@
 #include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/ops.h"
-#include "quant/qil_ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +13,9 @@ namespace layers {
 void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
   if (spec.wbits < 32) {
     if (!w_q_) {
-      w_q_ = std::make_unique<quant::QilWeightQuantizer>(spec.wbits, spec.fix_gamma);
+      quant::QuantizerOptions o;
+      o.fix_gamma = spec.fix_gamma;
+      w_q_ = quant::make_weight_quantizer(spec.quantizer, spec.wbits, o);
       for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
     } else {
@@ -25,7 +26,9 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
   }
   if (spec.abits < 32) {
     if (!a_q_) {
-      a_q_ = std::make_unique<quant::QilActQuantizer>(spec.abits, spec.signed_input);
+      quant::QuantizerOptions o;
+      o.is_signed = spec.signed_input;
+      a_q_ = quant::make_activation_quantizer(spec.quantizer, spec.abits, o);
       for (auto& [n, t] : a_q_->named_parameters()) register_parameter("act_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
     } else {
@@ -94,47 +97,15 @@ void QuantizableModule::finish_fit_scale() {
 
 void QuantizableModule::scale_quant_grads(GradBalance mode) {
   if (mode == GradBalance::none) return;
-  auto scale = [](const Tensor& t, double f) {
-    if (!t.requires_grad() || !t.grad().defined()) return;
-    Tensor g = t.grad();
-    g.data()[0] = static_cast<float>(g.data()[0] * f);
-  };
-  auto squared = [](const Tensor& t) { return static_cast<double>(t.item()) * t.item(); };
-  const double nw = static_cast<double>(weight().numel());
-  if (mode == GradBalance::relative) {
-    // c and d in units of the interval's own half-width d: Δc = −lr·d²·∂L/∂c, Δd = −lr·d²·∂L/∂d.
-    for (quant::QilQuantizerBase* q : {static_cast<quant::QilQuantizerBase*>(w_q_.get()),
-                                       static_cast<quant::QilQuantizerBase*>(a_q_.get())})
-      if (q) {
-        const double d2 = squared(q->d());
-        scale(q->c(), d2);
-        scale(q->d(), d2);
-      }
-    if (w_q_ && spec_.wbits < 32) scale(w_q_->gamma(), 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits)));
-    if (scale_.defined()) scale(scale_, squared(scale_));
-    return;
-  }
-  if (w_q_ && spec_.wbits < 32) {
-    const double f = 1.0 / std::sqrt(nw * quant::qil_weight_levels(spec_.wbits));
-    for (auto& [n, t] : w_q_->named_parameters()) scale(t, f);
-  }
-  if (a_q_ && spec_.abits < 32 && input_per_image_ > 0) {
-    const int q = spec_.signed_input ? quant::qil_weight_levels(spec_.abits) : quant::qil_activation_levels(spec_.abits);
-    const double f = 1.0 / std::sqrt(static_cast<double>(input_per_image_) * q);
-    for (auto& [n, t] : a_q_->named_parameters()) scale(t, f);
-  }
-  if (scale_.defined()) scale(scale_, 1.0 / std::sqrt(nw));
-}
-
-GradBalance parse_grad_balance(const std::string& name) {
-  if (name == "none") return GradBalance::none;
-  if (name == "sqrt") return GradBalance::sqrt;
-  if (name == "relative") return GradBalance::relative;
-  throw engine::Error(engine::str_cat("quantizer gradient balancing must be none, sqrt or relative, got '", name, "'"));
-}
-
-const char* grad_balance_name(GradBalance mode) {
-  return mode == GradBalance::none ? "none" : mode == GradBalance::sqrt ? "sqrt" : "relative";
+  const int64_t nw = weight().numel();
+  if (auto* w = active_weight_quantizer()) w->scale_gradients(mode, nw);
+  // Under relative an activation quantizer needs no element count; under sqrt, none seen yet leaves it alone.
+  if (auto* a = active_act_quantizer()) a->scale_gradients(mode, input_per_image_);
+  if (!scale_.defined() || !scale_.requires_grad() || !scale_.grad().defined()) return;
+  Tensor g = scale_.grad();
+  const double f = mode == GradBalance::relative ? static_cast<double>(scale_.item()) * scale_.item()
+                                                 : 1.0 / std::sqrt(static_cast<double>(nw));
+  g.data()[0] = static_cast<float>(g.data()[0] * f);
 }
 
 void QuantizableModule::project() {

@@ -1,12 +1,15 @@
 // QuantizableModule: what Conv2d and Linear share to run quantized. When enabled, forward quantizes the layer's
 // input (act_quant) and weight (weight_quant) and multiplies the weight by a learnable output scale, since
 // conv(x̄, s·w̄) = s·conv(x̄, w̄) and the weight is the smaller tensor. Parameters are registered as
-// `weight_quant.{c,d,gamma}`, `act_quant.{c,d}` and `out_scale`.
+// `weight_quant.<name>` and `act_quant.<name>` for each of the quantizers' named_parameters() (QIL:
+// `weight_quant.{c,d,gamma}`, `act_quant.{c,d}`) and `out_scale`. The layer reaches its quantizers only through
+// quant::Quantizer; which kind it holds is LayerQuantSpec::quantizer, made by quant's factory.
 // Calibration is a mode of forward: observe inputs and weights, then fit the output scale by least squares
 // against the full-precision output; it is driven by quantize.h, never by the layer itself.
 #pragma once
 #include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,15 +23,17 @@ struct LayerQuantSpec {
   int abits = 32;
   bool signed_input = false;  // the first conv's input can be negative: symmetric rule
   bool fix_gamma = false;
+  std::string quantizer = "qil";  // the kind quant::make_weight_quantizer / make_activation_quantizer make
   bool quantized() const { return wbits < 32 || abits < 32; }
 };
 
 enum class CalibPhase { none, observe, fit_scale };
 
-// How quantizer-parameter gradients are rescaled before a step (QuantizableModule::scale_quant_grads).
-enum class GradBalance { none, sqrt, relative };
-GradBalance parse_grad_balance(const std::string& name);  // "none" | "sqrt" | "relative"; throws naming it
-const char* grad_balance_name(GradBalance mode);
+// How quantizer-parameter gradients are rescaled before a step (QuantizableModule::scale_quant_grads); the
+// quantizers own the rule (quant::Quantizer::scale_gradients), layers and its callers name it from here.
+using quant::GradBalance;
+using quant::grad_balance_name;
+using quant::parse_grad_balance;
 
 class QuantizableModule : public Module {
  public:
@@ -37,8 +42,12 @@ class QuantizableModule : public Module {
   void set_quant(const LayerQuantSpec& spec);
   const LayerQuantSpec& quant_spec() const { return spec_; }
   bool quantized() const { return spec_.quantized(); }
-  quant::QilWeightQuantizer* weight_quantizer() const { return w_q_.get(); }
-  quant::QilActQuantizer* act_quantizer() const { return a_q_.get(); }
+  // Null until set_quant first asks for that side; kept (with its parameters) when a stage switches it off.
+  quant::Quantizer* weight_quantizer() const { return w_q_.get(); }
+  quant::Quantizer* act_quantizer() const { return a_q_.get(); }
+  // The quantizers the layer is applying now (null for a side at full precision).
+  quant::Quantizer* active_weight_quantizer() const { return spec_.wbits < 32 ? w_q_.get() : nullptr; }
+  quant::Quantizer* active_act_quantizer() const { return spec_.abits < 32 ? a_q_.get() : nullptr; }
   Tensor out_scale() const { return scale_; }
   // The weight the layer trains (full precision).
   virtual Tensor weight() const = 0;
@@ -56,17 +65,13 @@ class QuantizableModule : public Module {
   // Constraints of the quantizer parameters (after each optimizer step).
   void project();
   // Rescales the gradients of this layer's quantizer parameters before an optimizer step (the rule and its
-  // gradients are unchanged; only the step each parameter takes is):
-  // - sqrt: c, d, γ by 1/sqrt(N·q) (N: elements quantized per image for activations, per weight tensor for
-  //   weights; q: positive levels), out_scale by 1/sqrt(N_w). A quantizer parameter's gradient is a sum over
-  //   N elements, so one LR cannot suit a 2k-weight conv and an 800k-weight linear alike (as LSQ does).
-  // - relative: c and d by d², the interval's half-width squared, and out_scale by its value squared, so
-  //   the steps are relative: Δc/d = −lr·(d·∂L/∂c). d·∂L/∂c is the loss's sensitivity to moving the interval
-  //   by a fraction of its own width, which does not depend on the scale of the values quantized, the
-  //   layer's size or the batch, so activation intervals (values ~1, gradients diluted over every element
-  //   of the batch) learn at the rate weight intervals (values ~0.05) do. Scaling c by c² instead was
-  //   measured to run away (c/d grows, and with it the step). γ, dimensionless but summed over N weights,
-  //   gets 1/sqrt(N·q) as under sqrt.
+  // gradients are unchanged; only the step each parameter takes is). Each quantizer balances its own
+  // parameters (quant::Quantizer::scale_gradients; N: elements quantized per weight tensor for weights, per
+  // image for activations); the layer balances out_scale:
+  // - sqrt: out_scale by 1/sqrt(N_w); QIL's c, d, γ by 1/sqrt(N·q).
+  // - relative: out_scale by its value squared, so its step is relative to its size; QIL's c and d by d² (so
+  //   activation intervals, values ~1 with gradients diluted over every element of the batch, learn at the
+  //   rate weight intervals, values ~0.05, do).
   // - none: the plain gradients.
   void scale_quant_grads(GradBalance mode);
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
@@ -83,8 +88,8 @@ class QuantizableModule : public Module {
 
  private:
   LayerQuantSpec spec_;
-  std::unique_ptr<quant::QilWeightQuantizer> w_q_;
-  std::unique_ptr<quant::QilActQuantizer> a_q_;
+  std::unique_ptr<quant::Quantizer> w_q_;
+  std::unique_ptr<quant::Quantizer> a_q_;
   Tensor scale_;  // one element
   bool scale_fitted_ = false;
   CalibPhase phase_ = CalibPhase::none;

@@ -34,6 +34,7 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
   for (auto& [n, l] : layers) {
     LayerQuantSpec s;
     s.fix_gamma = plan.fix_gamma;
+    s.quantizer = plan.quantizer;
     const bool edge = n == first_conv || n == last_linear;
     if (!edge) {
       s.wbits = plan.wbits;
@@ -97,24 +98,18 @@ void freeze_weights(Module& m, bool frozen) {
     if (p.kind != ParamKind::quant) p.tensor.set_requires_grad(!frozen);
   for (auto& [n, mod] : m.named_modules())
     if (auto* bn = dynamic_cast<BatchNorm2d*>(mod)) bn->set_frozen(frozen);
-  // A pinned gamma stays out of training either way.
+  // A pinned parameter (QIL's γ under --fix-gamma) stays out of training either way.
   for (auto& [n, l] : quantizable_layers(m))
-    if (l->weight_quantizer() && l->weight_quantizer()->fix_gamma())
-      l->weight_quantizer()->gamma().set_requires_grad(false);
+    for (quant::Quantizer* q : {l->weight_quantizer(), l->act_quantizer()})
+      if (q)
+        for (auto& [pn, t] : q->named_parameters())
+          if (q->pinned(pn)) t.set_requires_grad(false);
 }
 
 void freeze_intervals(Module& m, bool frozen) {
-  for (auto& [n, l] : quantizable_layers(m)) {
-    if (auto* w = l->weight_quantizer()) {
-      w->c().set_requires_grad(!frozen);
-      w->d().set_requires_grad(!frozen);
-      w->gamma().set_requires_grad(!frozen && !w->fix_gamma());
-    }
-    if (auto* a = l->act_quantizer()) {
-      a->c().set_requires_grad(!frozen);
-      a->d().set_requires_grad(!frozen);
-    }
-  }
+  for (auto& [n, l] : quantizable_layers(m))
+    for (quant::Quantizer* q : {l->weight_quantizer(), l->act_quantizer()})
+      if (q) q->set_frozen(frozen);
 }
 
 void freeze_output_scales(Module& m, bool frozen) {

@@ -24,6 +24,7 @@ struct QuantPlan {
   bool first_last_8bit = false;  // otherwise the first conv and the last linear stay full precision
   bool fix_gamma = false;
   std::map<std::string, LayerOverride> overrides;
+  std::string quantizer = "qil";  // the quantizer kind every quantized layer gets (quant's factory)
 };
 
 // Every Conv2d and Linear in forward-definition order, with its dotted name.

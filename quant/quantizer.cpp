@@ -1,4 +1,5 @@
-// The QIL quantizers: parameters, calibration, constraints, statistics; and the output-scale fit.
+// The Quantizer interface's shared helpers and factory, the QIL quantizers (parameters, calibration, constraints,
+// gradient balancing, statistics), and the output-scale fit.
 #include "quant/quantizer.h"
 
 #include <algorithm>
@@ -93,6 +94,46 @@ double least_squares_scale(const Tensor& y_fp, const Tensor& y_q) {
   return bb > 0.0 ? ab / bb : 1.0;
 }
 
+GradBalance parse_grad_balance(const std::string& name) {
+  if (name == "none") return GradBalance::none;
+  if (name == "sqrt") return GradBalance::sqrt;
+  if (name == "relative") return GradBalance::relative;
+  throw engine::Error(engine::str_cat("quantizer gradient balancing must be none, sqrt or relative, got '", name, "'"));
+}
+
+const char* grad_balance_name(GradBalance mode) {
+  return mode == GradBalance::none ? "none" : mode == GradBalance::sqrt ? "sqrt" : "relative";
+}
+
+// ---- interface --------------------------------------------------------------------------------------------
+
+Tensor Quantizer::parameter(const std::string& name) const {
+  for (auto& [n, t] : named_parameters())
+    if (n == name) return t;
+  throw engine::Error(engine::str_cat(kind(), ": no parameter '", name, "'"));
+}
+
+void Quantizer::set_frozen(bool frozen) {
+  for (auto& [n, t] : named_parameters()) {
+    Tensor h = t;  // a handle: requires_grad is shared state
+    h.set_requires_grad(!frozen && !pinned(n));
+  }
+}
+
+void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
+  if (!names.empty()) set_calibrated(true);
+}
+
+std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
+  if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma);
+  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil)"));
+}
+
+std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
+  if (kind == "qil") return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile);
+  throw engine::Error(engine::str_cat("unknown activation quantizer '", kind, "' (known: qil)"));
+}
+
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
   std::unique_ptr<QilQuantizerBase> q;
   if (s.kind == "qil_weight") {
@@ -131,6 +172,25 @@ void QilQuantizerBase::set_interval(double c, double d) {
   d_.data()[0] = static_cast<float>(d);
   reference_width_ = 2.0 * d;
   calibrated_ = true;
+}
+
+void QilQuantizerBase::scale_gradients(GradBalance mode, int64_t elements) {
+  if (mode == GradBalance::none) return;
+  auto scale = [](const Tensor& t, double f) {
+    if (!t.requires_grad() || !t.grad().defined()) return;
+    Tensor g = t.grad();
+    g.data()[0] = static_cast<float>(g.data()[0] * f);
+  };
+  // A parameter's gradient is a sum over `elements` values, each on a grid of q levels.
+  const double per_element = 1.0 / std::sqrt(static_cast<double>(elements) * positive_levels());
+  if (mode == GradBalance::relative) {
+    // c and d in units of the interval's own half-width d: Δc = −lr·d²·∂L/∂c, Δd = −lr·d²·∂L/∂d.
+    const double d2 = static_cast<double>(d_.item()) * d_.item();
+    for (auto& [n, t] : named_parameters()) scale(t, n == "c" || n == "d" ? d2 : per_element);
+    return;
+  }
+  if (elements <= 0) return;
+  for (auto& [n, t] : named_parameters()) scale(t, per_element);
 }
 
 void QilQuantizerBase::project_interval() {
@@ -176,6 +236,8 @@ void QilWeightQuantizer::set_bits(int bits) {
   qil_weight_levels(bits, "QilWeightQuantizer::set_bits");
   bits_ = bits;
 }
+
+int QilWeightQuantizer::positive_levels() const { return qil_weight_levels(bits_); }
 
 NamedTensors QilWeightQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}, {"gamma", gamma_}}; }
 
@@ -246,6 +308,10 @@ Tensor QilActQuantizer::transform(const Tensor& x) const {
 void QilActQuantizer::set_bits(int bits) {
   qil_activation_levels(bits, "QilActQuantizer::set_bits");
   bits_ = bits;
+}
+
+int QilActQuantizer::positive_levels() const {
+  return is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
 }
 
 NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}}; }

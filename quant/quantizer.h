@@ -1,8 +1,10 @@
 // Parameter-owning quantizers: the Quantizer interface a layer holds (so LSQ, PACT or DoReFa can sit beside
-// QIL), the two QIL quantizers (weights: c, d, γ; activations: c, d), their calibration, the constraint step
-// project(), the per-layer statistics QuantStats, and the least-squares output-scale fit.
+// QIL), the factory that makes one by kind, the two QIL quantizers (weights: c, d, γ; activations: c, d), their
+// calibration, the constraint step project(), gradient balancing, the per-layer statistics QuantStats, and the
+// least-squares output-scale fit.
 // Not the ops themselves (qil_ops.h), not the layer that applies out_scale, not the optimizer.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -31,6 +33,11 @@ struct QuantStats {
   int levels_used = -1;            // distinct discretized values present
 };
 
+// How a quantizer's parameter gradients are rescaled before an optimizer step (Quantizer::scale_gradients).
+enum class GradBalance { none, sqrt, relative };
+GradBalance parse_grad_balance(const std::string& name);  // "none" | "sqrt" | "relative"; throws naming it
+const char* grad_balance_name(GradBalance mode);
+
 class Quantizer {
  public:
   virtual ~Quantizer() = default;
@@ -44,10 +51,23 @@ class Quantizer {
 
   virtual int bits() const = 0;
   virtual void set_bits(int bits) = 0;  // 2..8; keeps the current parameters (progressive reduction)
+  // Positive levels q of the discretized output k/q (k in [−q, q] when is_signed(), else [0, q]).
+  virtual int positive_levels() const = 0;
+  // Whether the output spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
+  virtual bool is_signed() const = 0;
 
   // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them
   // ("weight_quant." / "act_quant."). Entries that must not train (a pinned γ) have requires_grad false.
   virtual NamedTensors named_parameters() const = 0;
+  // The parameter `name` of named_parameters(); throws naming it and the kind when there is none.
+  Tensor parameter(const std::string& name) const;
+  // Parameters that stay out of training whatever freezing asks (QIL's γ under fix_gamma).
+  virtual bool pinned(const std::string& name) const { return false; }
+  // γ pinning, an option of quantizers with an exponent; the others ignore it.
+  virtual bool fix_gamma() const { return false; }
+  virtual void set_fix_gamma(bool /*fix*/) {}
+  // Interval freezing (`--freeze-intervals`): every parameter stops (or resumes) training, pinned ones stay out.
+  void set_frozen(bool frozen);
 
   // Calibration: observe() a few batches, then finish_calibration() sets the parameters. Once calibrated
   // (by calibration, or set_calibrated(true) after loading a checkpoint or a previous stage's intervals),
@@ -56,9 +76,16 @@ class Quantizer {
   virtual void finish_calibration() = 0;
   virtual bool calibrated() const = 0;
   virtual void set_calibrated(bool calibrated) = 0;
+  // After a checkpoint load: `names` are this quantizer's (unprefixed) parameters that the file held. A
+  // quantizer whose parameters came from a file counts as calibrated; one that received none keeps its state.
+  virtual void parameters_loaded(const std::vector<std::string>& names);
 
   // Constraints, after each optimizer step (never inside forward).
   virtual void project() = 0;
+  // Rescales the gradients of this quantizer's parameters before an optimizer step (the rule and its gradients
+  // are unchanged; only the step each parameter takes is). elements: values quantized per sample (per image
+  // for activations, the whole tensor for weights), the count each parameter's gradient is summed over.
+  virtual void scale_gradients(GradBalance mode, int64_t elements) = 0;
 
   virtual QuantStats stats() const = 0;                 // parameters and thresholds only
   virtual QuantStats stats(const Tensor& v) const = 0;  // plus fractions and levels over v
@@ -69,6 +96,14 @@ class QilQuantizerBase : public Quantizer {
  public:
   int bits() const override { return bits_; }
   bool calibrated() const override { return calibrated_; }
+  // QIL balancing: sqrt scales every parameter by 1/sqrt(N·q) (a parameter's gradient is a sum over N elements,
+  // so one LR cannot suit a 2k-weight conv and an 800k-weight linear alike, as LSQ argues); relative scales c
+  // and d by d², the interval's half-width squared, so that Δc/d = −lr·(d·∂L/∂c) — the loss's sensitivity to
+  // moving the interval by a fraction of its own width, independent of the scale of the values, the layer's
+  // size and the batch. (Scaling c by c² instead was measured to run away: c/d grows, and with it the step.)
+  // Parameters beyond c and d (γ) get 1/sqrt(N·q) under relative too. elements <= 0 (not seen yet) under sqrt:
+  // left alone.
+  void scale_gradients(GradBalance mode, int64_t elements) override;
   // true: keep the current c, d; d_min is taken from the current width 2d unless already known.
   // false: forget the interval; the next observe()/finish_calibration() recalibrate.
   void set_calibrated(bool calibrated) override;
@@ -103,16 +138,19 @@ class QilWeightQuantizer : public QilQuantizerBase {
   Tensor operator()(const Tensor& w) const override;
   Tensor transform(const Tensor& w) const override;
   void set_bits(int bits) override;
+  int positive_levels() const override;
+  bool is_signed() const override { return true; }
   NamedTensors named_parameters() const override;
+  bool pinned(const std::string& name) const override { return fix_gamma_ && name == "gamma"; }
   void observe(const Tensor& w) override;
   void finish_calibration() override;
   void project() override;
   QuantStats stats() const override;
   QuantStats stats(const Tensor& w) const override;
 
-  bool fix_gamma() const { return fix_gamma_; }
+  bool fix_gamma() const override { return fix_gamma_; }
   // Pinning sets γ = 1 and stops its training; unpinning makes it trainable from its current value.
-  void set_fix_gamma(bool fix);
+  void set_fix_gamma(bool fix) override;
   Tensor& gamma() { return gamma_; }
   const Tensor& gamma() const { return gamma_; }
   static constexpr double kGammaMin = 0.25, kGammaMax = 4.0;
@@ -135,6 +173,7 @@ class QilActQuantizer : public QilQuantizerBase {
   Tensor operator()(const Tensor& x) const override;
   Tensor transform(const Tensor& x) const override;
   void set_bits(int bits) override;
+  int positive_levels() const override;
   NamedTensors named_parameters() const override;
   void observe(const Tensor& x) override;
   void finish_calibration() override;
@@ -142,7 +181,7 @@ class QilActQuantizer : public QilQuantizerBase {
   QuantStats stats() const override;
   QuantStats stats(const Tensor& x) const override;
 
-  bool is_signed() const { return is_signed_; }
+  bool is_signed() const override { return is_signed_; }
   static constexpr int64_t kCalibSample = int64_t{1} << 20;
 
  private:
@@ -152,6 +191,20 @@ class QilActQuantizer : public QilQuantizerBase {
   double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
   int64_t observed_ = 0;
 };
+
+// Options a factory passes on; a quantizer ignores those it has no use for.
+struct QuantizerOptions {
+  bool fix_gamma = false;     // weights: pin QIL's γ to 1
+  bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
+  double percentile = 99.9;   // activations: calibration percentile
+};
+
+// The quantizers a layer holds, by kind ("qil" today). An unknown kind is an error naming it and the known ones.
+// A new quantizer is one more line in each (quant/quantizer.cpp) beside its own file.
+std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits,
+                                                 const QuantizerOptions& options = {});
+std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits,
+                                                     const QuantizerOptions& options = {});
 
 // A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ): a reader of intervals.jsonl or a
 // checkpoint's report can run the very rule that produced the numbers. An unknown kind is an error naming it.

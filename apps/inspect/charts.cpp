@@ -7,7 +7,7 @@
 
 #include "apps/inspect/svg_chart.h"
 #include "engine/autograd.h"
-#include "quant/quantizer.h"
+#include "layers/quantize.h"
 
 namespace apps {
 

@@ -46,9 +46,9 @@ InspectData load_inspect_data(const std::string& target, std::unique_ptr<layers:
   }
   QIL_CHECK(fs::exists(d.checkpoint), "inspect: no such file '", d.checkpoint, "'");
   QIL_CHECK(fs::is_regular_file(d.checkpoint), "inspect: '", d.checkpoint, "' is not a file");
-  LoadedModel lm;
+  layers::LoadedModel lm;
   try {
-    lm = load_model_checkpoint(d.checkpoint);
+    lm = layers::load_model_checkpoint(d.checkpoint);
   } catch (const engine::Error& e) {
     throw engine::Error(engine::str_cat("inspect: '", d.checkpoint, "' is not a readable model checkpoint: ", e.what()));
   }

@@ -9,7 +9,7 @@
 
 #include "apps/inspect/activations.h"
 #include "apps/inspect/history.h"
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "layers/quantize.h"
 
 namespace apps {
@@ -19,7 +19,7 @@ struct InspectData {
   std::string target;      // what the user named
   std::string run_dir;     // empty for a bare checkpoint
   std::string checkpoint;  // the file the final state comes from
-  ModelMeta meta;
+  layers::ModelMeta meta;
   std::vector<layers::LayerReport> reports;           // final state of every quantized layer
   std::map<std::string, std::vector<float>> weights;  // final full-precision weight of each reported layer
   std::vector<MetricsRow> metrics;

@@ -2,7 +2,7 @@
 // (stage, epoch, batch, optimizer step), the best validation accuracy of each stage, the running sums of the
 // epoch in progress and the model's random generators (dropout). JSON keys are those of every checkpoint
 // written so far ({"position": {...}, "rng": {"<module>": [s0, s1, s2, s3]}}), so old runs still resume.
-// Not the model or optimizer tensors (those are checkpoint tensor sections, apps/model_io.h).
+// Not the model or optimizer tensors (those are checkpoint tensor sections, layers/model_io.h).
 #pragma once
 #include <array>
 #include <cstdint>

@@ -240,7 +240,7 @@ void require_finite_state(layers::Module& model, const std::string& stage, int e
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
   if (!run_.lead()) return;
   engine::Checkpoint ck;
-  add_model(ck, *run_.model, run_.meta);
+  layers::add_model(ck, *run_.model, run_.meta);
   if (opt) ck.add_tensors(opt->export_state(), "optim.");
   RunState s = state;
   s.capture_rng(*run_.model);

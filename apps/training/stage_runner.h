@@ -12,7 +12,7 @@
 
 #include "apps/config.h"
 #include "apps/data_setup.h"
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "apps/stages.h"
 #include "apps/training/run_log.h"
 #include "apps/training/run_state.h"
@@ -29,7 +29,7 @@ class Trainer;
 struct TrainingRun {
   std::vector<Stage> stages;
   RunData data;
-  ModelMeta meta;
+  layers::ModelMeta meta;
   std::unique_ptr<layers::Module> model;
   std::unique_ptr<layers::Module> teacher;  // --targets teacher: the --init network, in eval mode, never trained
   std::string dir;                          // run directory

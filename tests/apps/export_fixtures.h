@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "engine/random.h"
 #include "layers/quantize.h"
 
@@ -69,7 +69,7 @@ inline engine::Tensor random_tensor(const engine::Shape& shape, uint64_t seed) {
 }
 
 // LeNet on 1x8x8 inputs, 3 classes.
-inline apps::ModelMeta tiny_meta() { return apps::ModelMeta{"lenet", layers::ModelSpec{1, 3, 8, 7}, {0.5f}, {0.25f}}; }
+inline layers::ModelMeta tiny_meta() { return layers::ModelMeta{"lenet", layers::ModelSpec{1, 3, 8, 7}, {0.5f}, {0.25f}}; }
 
 inline void set_scalar(layers::Module& m, const std::string& name, float v) {
   for (auto& p : m.named_parameters())
@@ -83,7 +83,7 @@ inline void set_scalar(layers::Module& m, const std::string& name, float v) {
 // Writes a LeNet checkpoint. quantized: conv2 at W4A4 and fc1 at W3A4 (conv1 and fc2 stay full precision),
 // calibrated on random batches, then γ and out_scale set by hand so that the test sees γ ≠ 1 and s ≠ 1.
 inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
-  const apps::ModelMeta meta = tiny_meta();
+  const layers::ModelMeta meta = tiny_meta();
   auto model = layers::build_model(meta.model, meta.spec);
   if (quantized) {
     layers::QuantPlan plan;
@@ -103,7 +103,7 @@ inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
     set_scalar(*model, "fc1.out_scale", 1.7f);
   }
   engine::Checkpoint ck;
-  apps::add_model(ck, *model, meta);
+  layers::add_model(ck, *model, meta);
   engine::write_checkpoint(path, ck);
 }
 

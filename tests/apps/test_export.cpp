@@ -100,7 +100,7 @@ LayerParams layer_params(layers::Module& m, const std::string& layer, int wbits)
 TEST_CASE("export: a full-precision model is written unchanged under its own names") {
   TempDir dir;
   write_tiny_checkpoint(dir.file("fp.ckpt"), false);
-  apps::LoadedModel lm = apps::load_model_checkpoint(dir.file("fp.ckpt"));
+  layers::LoadedModel lm = layers::load_model_checkpoint(dir.file("fp.ckpt"));
   apps::ExportedModel e = apps::export_float(*lm.model, lm.meta, false);
   engine::write_safetensors(dir.file("fp.safetensors"), e.tensors, e.metadata);
   engine::SafeTensors st = engine::read_safetensors(dir.file("fp.safetensors"));
@@ -116,7 +116,7 @@ TEST_CASE("export: a full-precision model is written unchanged under its own nam
 
 TEST_CASE("export: torchvision names for the zoo's ResNets") {
   auto m = layers::build_model("resnet20", layers::ModelSpec{3, 10, 32, 1});
-  apps::ExportedModel e = apps::export_float(*m, apps::ModelMeta{"resnet20", {3, 10, 32, 1}, {0, 0, 0}, {1, 1, 1}}, false);
+  apps::ExportedModel e = apps::export_float(*m, layers::ModelMeta{"resnet20", {3, 10, 32, 1}, {0, 0, 0}, {1, 1, 1}}, false);
   auto got = by_name(e.tensors);
   for (const char* n : {"conv1.weight", "bn1.running_mean", "bn1.running_var", "layer1.0.conv1.weight",
                         "layer1.0.bn1.weight", "layer3.2.bn2.bias", "fc.weight", "fc.bias"})
@@ -126,7 +126,7 @@ TEST_CASE("export: torchvision names for the zoo's ResNets") {
 TEST_CASE("export: quantized layers are written as w_bar * s, by the QIL rule") {
   TempDir dir;
   write_tiny_checkpoint(dir.file("q.ckpt"), true);
-  apps::LoadedModel lm = apps::load_model_checkpoint(dir.file("q.ckpt"));
+  layers::LoadedModel lm = layers::load_model_checkpoint(dir.file("q.ckpt"));
   layers::Module& m = *lm.model;
 
   for (bool with_quant : {false, true}) {
@@ -175,7 +175,7 @@ TEST_CASE("export: quantized layers are written as w_bar * s, by the QIL rule") 
 TEST_CASE("export int: codes are round(w_hat * q) and code * scale reproduces w_bar * s") {
   TempDir dir;
   write_tiny_checkpoint(dir.file("q.ckpt"), true);
-  apps::LoadedModel lm = apps::load_model_checkpoint(dir.file("q.ckpt"));
+  layers::LoadedModel lm = layers::load_model_checkpoint(dir.file("q.ckpt"));
   layers::Module& m = *lm.model;
   apps::ExportedModel e = apps::export_int(m, lm.meta);
   engine::write_safetensors(dir.file("int.safetensors"), e.tensors, e.metadata);
@@ -238,7 +238,7 @@ TEST_CASE("predict: logits equal the network's forward, in batches") {
     const Tensor y = apps::read_npy(o.output);
     REQUIRE(y.shape() == engine::Shape{5, 3});
 
-    apps::LoadedModel lm = apps::load_model_checkpoint(o.checkpoint);
+    layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
     lm.model->eval();
     engine::NoGradGuard ng;
     const Tensor ref = lm.model->forward(x);  // (N, K), the whole batch at once

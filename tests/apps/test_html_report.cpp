@@ -17,7 +17,7 @@
 #include "apps/inspect/history.h"
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
-#include "apps/model_io.h"
+#include "layers/model_io.h"
 #include "apps/report.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
@@ -63,8 +63,8 @@ class RampDataset : public data::Dataset {
 
 const layers::ModelSpec kSpec{1, 10, 8, 3};  // a LeNet on 8x8 single-channel images
 
-ModelMeta tiny_meta() {
-  ModelMeta m;
+layers::ModelMeta tiny_meta() {
+  layers::ModelMeta m;
   m.model = "lenet";
   m.spec = kSpec;
   m.mean = {0.f};
@@ -94,7 +94,7 @@ std::unique_ptr<layers::Module> tiny_quantized_model(bool first_last_8bit = fals
 
 void write_ckpt(const std::string& path, layers::Module& m) {
   engine::Checkpoint ck;
-  add_model(ck, m, tiny_meta());
+  layers::add_model(ck, m, tiny_meta());
   engine::write_checkpoint(path, ck);
 }
 

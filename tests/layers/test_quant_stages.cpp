@@ -64,8 +64,8 @@ TEST_CASE("the output-scale fit leaves the bias out: s = <y_fp - b, z> / <z, z>"
   const Tensor x = grid_input();
   lin->set_quant(LayerQuantSpec{3, 2});
   calibrate_on(*lin, x);
-  REQUIRE(lin->act_quantizer()->c().item() == doctest::Approx(1.5f));  // interval [0, 3]
-  REQUIRE(lin->weight_quantizer()->c().item() == doctest::Approx(0.3f));  // interval [0, 0.6]
+  REQUIRE(lin->act_quantizer()->parameter("c").item() == doctest::Approx(1.5f));  // interval [0, 3]
+  REQUIRE(lin->weight_quantizer()->parameter("c").item() == doctest::Approx(0.3f));  // interval [0, 0.6]
   CHECK(lin->out_scale().item() == doctest::Approx(1.8).epsilon(1e-5));
   // The fixture separates the two fits: ignoring the bias would give a scale well away from 1.8.
   CHECK(std::fabs(bias_blind_scale(*lin, x) - 1.8) > 0.05);
@@ -84,12 +84,12 @@ TEST_CASE("a stage that adds a quantizer to a layer refits its output scale") {
   lin->set_quant(LayerQuantSpec{32, 2});  // w32a2: activations only, x = 3·x̄
   calibrate_on(*lin, x);
   CHECK(lin->out_scale().item() == doctest::Approx(3.0).epsilon(1e-5));
-  const float c_x = lin->act_quantizer()->c().item();
+  const float c_x = lin->act_quantizer()->parameter("c").item();
   lin->set_quant(LayerQuantSpec{3, 2});  // w3a2: the weights join, x·wᵀ = 1.8·x̄·w̄ᵀ
   CHECK_FALSE(lin->scale_fitted());
   calibrate_on(*lin, x);
   CHECK(lin->out_scale().item() == doctest::Approx(1.8).epsilon(1e-5));
-  CHECK(lin->act_quantizer()->c().item() == c_x);  // the existing interval is kept
+  CHECK(lin->act_quantizer()->parameter("c").item() == c_x);  // the existing interval is kept
   // A change of width alone (3 -> 2 bits) keeps the scale it has: the stage starts from the previous one.
   lin->out_scale().data()[0] = 1.7f;
   lin->set_quant(LayerQuantSpec{2, 2});
@@ -102,16 +102,16 @@ TEST_CASE("the plan's gamma setting wins over the one a quantizer was created or
   auto lin = grid_linear(0.f);
   lin->set_quant(LayerQuantSpec{4, 4, false, /*fix_gamma=*/false});
   auto* wq = lin->weight_quantizer();
-  wq->gamma().data()[0] = 1.7f;  // as learned (or loaded from a checkpoint saved without --fix-gamma)
-  CHECK(wq->gamma().requires_grad());
+  wq->parameter("gamma").data()[0] = 1.7f;  // as learned (or loaded from a checkpoint saved without --fix-gamma)
+  CHECK(wq->parameter("gamma").requires_grad());
   lin->set_quant(LayerQuantSpec{4, 4, false, /*fix_gamma=*/true});  // then --fix-gamma
   CHECK(wq->fix_gamma());
   CHECK(lin->quant_spec().fix_gamma);
-  CHECK(wq->gamma().item() == 1.f);
-  CHECK_FALSE(wq->gamma().requires_grad());
+  CHECK(wq->parameter("gamma").item() == 1.f);
+  CHECK_FALSE(wq->parameter("gamma").requires_grad());
   lin->set_quant(LayerQuantSpec{3, 3, false, /*fix_gamma=*/false});  // and back: trainable from 1
   CHECK_FALSE(wq->fix_gamma());
-  CHECK(wq->gamma().requires_grad());
+  CHECK(wq->parameter("gamma").requires_grad());
 }
 
 TEST_CASE("frozen intervals stay at calibration while the weights and the output scale train") {
@@ -152,7 +152,7 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
   // Unfreezing makes c, d and γ trainable again (a pinned γ stays pinned).
   freeze_intervals(*m, false);
   for (auto& [n, l] : quantizable_layers(*m))
-    if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->c().requires_grad());
+    if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->parameter("c").requires_grad());
 }
 
 TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square; none leaves them") {
@@ -161,7 +161,8 @@ TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by 
   calibrate_on(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8
   auto* wq = lin->weight_quantizer();
   auto* aq = lin->act_quantizer();
-  std::vector<Tensor> ps{wq->c(), wq->d(), wq->gamma(), aq->c(), aq->d(), lin->out_scale()};
+  std::vector<Tensor> ps{wq->parameter("c"), wq->parameter("d"), wq->parameter("gamma"),
+                         aq->parameter("c"), aq->parameter("d"), lin->out_scale()};
   auto set_grads = [&] {
     for (auto& p : ps) {
       p.zero_grad();

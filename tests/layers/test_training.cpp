@@ -91,8 +91,8 @@ TEST_CASE("calibration sets intervals and a least-squares output scale; a later 
   // c = d = max|w| / 2.
   float mx = 0;
   for (float v : conv2->weight().to_vector()) mx = std::max(mx, std::fabs(v));
-  CHECK(wq->c().item() == doctest::Approx(mx / 2));
-  CHECK(wq->d().item() == doctest::Approx(mx / 2));
+  CHECK(wq->parameter("c").item() == doctest::Approx(mx / 2));
+  CHECK(wq->parameter("d").item() == doctest::Approx(mx / 2));
   CHECK(conv2->act_quantizer()->calibrated());
   // The fitted scale s minimizes |y_fp - s*y_q|: any other scale does worse on the same batch.
   const float s = conv2->out_scale().item();
@@ -115,11 +115,11 @@ TEST_CASE("calibration sets intervals and a least-squares output scale; a later 
   CHECK(best < err(s * 0.95f));
   conv2->out_scale().data()[0] = s;
   // A 3-bit stage keeps the 4-bit intervals.
-  const float c_before = wq->c().item();
+  const float c_before = wq->parameter("c").item();
   plan.wbits = plan.abits = 3;
   apply_quant_plan(*m, plan);
   calibrate(*m, 1, [&](Tensor& x) { x = b.x; return true; });
-  CHECK(wq->c().item() == c_before);
+  CHECK(wq->parameter("c").item() == c_before);
   CHECK(wq->bits() == 3);
 }
 

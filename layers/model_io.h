@@ -1,7 +1,8 @@
 // Models in and out of files: what a checkpoint records about the network (architecture, input
 // normalization, each layer's quantization), building a network back from it, and strict loading of named
-// tensors that names every mismatch. The run state (optimizer, position) is apps/training/run_state.h's
-// business.
+// tensors that names every mismatch, and re-arming the quantizers that received parameters from a file (each
+// is told which of its parameters were loaded). The run state (optimizer, position) is
+// apps/training/run_state.h's business; files of other formats (safetensors export) are apps/export.h's.
 #pragma once
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -12,32 +13,36 @@
 #include "layers/models.h"
 #include "layers/quantize.h"
 
-namespace apps {
+namespace layers {
 
 struct ModelMeta {
   std::string model;
-  layers::ModelSpec spec;
+  ModelSpec spec;
   std::vector<float> mean, std;  // input normalization the network was trained with
 };
 
 nlohmann::json meta_to_json(const ModelMeta& m);
 ModelMeta meta_from_json(const nlohmann::json& j, const std::string& file);
-// Per-layer quantization of a network: {"layer1.0.conv1": {"wbits":4,"abits":4,"signed":false,"fix_gamma":false}}.
-nlohmann::json quant_layout(layers::Module& model);
-void apply_quant_layout(layers::Module& model, const nlohmann::json& layout, const std::string& file);
+// Per-layer quantization of a network: {"layer1.0.conv1": {"quantizer":"qil","wbits":4,"abits":4,"signed":false,
+// "fix_gamma":false,"has_wq":true,"has_aq":true}}. Keys a file lacks take the defaults files had before them
+// ("quantizer": "qil"; has_wq/has_aq: the width is below 32).
+nlohmann::json quant_layout(Module& model);
+void apply_quant_layout(Module& model, const nlohmann::json& layout, const std::string& file);
 
 // Adds the network's parameters and buffers as "model.<name>" tensor sections, the meta as JSON "model_meta"
 // and the quantization layout as JSON "quant_layout".
-void add_model(engine::Checkpoint& ck, layers::Module& model, const ModelMeta& meta);
+void add_model(engine::Checkpoint& ck, Module& model, const ModelMeta& meta);
 
 // Copies tensors into the network. Every parameter and buffer of the network must be present with its shape,
 // except quantizer parameters when allow_missing_quant (starting a quantized stage from a full-precision
-// file); keys the network does not have are errors. Quantizers that received parameters count as calibrated.
-void load_model_tensors(layers::Module& model, const engine::NamedTensors& tensors, const std::string& file,
+// file); keys the network does not have are errors. Each quantizer is told which of its parameters were loaded
+// (quant::Quantizer::parameters_loaded: one that received any counts as calibrated); a layer whose out_scale
+// was loaded counts as scale-fitted.
+void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,
                         bool allow_missing_quant);
 
 struct LoadedModel {
-  std::unique_ptr<layers::Module> model;
+  std::unique_ptr<Module> model;
   ModelMeta meta;
 };
 // Builds the network a checkpoint describes, with its quantization, and loads its tensors.
@@ -45,4 +50,4 @@ LoadedModel load_model_checkpoint(const std::string& path);
 
 bool is_safetensors_path(const std::string& path);
 
-}  // namespace apps
+}  // namespace layers

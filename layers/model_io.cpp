@@ -1,5 +1,5 @@
-// Checkpoint <-> network.
-#include "apps/model_io.h"
+// Checkpoint <-> network: meta, quantization layout, strict tensor loading, re-arming the quantizers.
+#include "layers/model_io.h"
 
 #include <map>
 #include <set>
@@ -7,7 +7,7 @@
 #include "engine/check.h"
 #include "layers/basic.h"
 
-namespace apps {
+namespace layers {
 
 using engine::Error;
 using engine::str_cat;
@@ -37,12 +37,13 @@ ModelMeta meta_from_json(const json& j, const std::string& file) {
   }
 }
 
-json quant_layout(layers::Module& model) {
+json quant_layout(Module& model) {
   json out = json::object();
-  for (auto& [name, l] : layers::quantizable_layers(model)) {
+  for (auto& [name, l] : quantizable_layers(model)) {
     const auto& s = l->quant_spec();
     if (!l->weight_quantizer() && !l->act_quantizer()) continue;
-    out[name] = {{"wbits", s.wbits},
+    out[name] = {{"quantizer", s.quantizer},
+                 {"wbits", s.wbits},
                  {"abits", s.abits},
                  {"signed", s.signed_input},
                  {"fix_gamma", s.fix_gamma},
@@ -52,14 +53,15 @@ json quant_layout(layers::Module& model) {
   return out;
 }
 
-void apply_quant_layout(layers::Module& model, const json& layout, const std::string& file) {
-  std::map<std::string, layers::QuantizableModule*> by_name;
-  for (auto& [name, l] : layers::quantizable_layers(model)) by_name[name] = l;
+void apply_quant_layout(Module& model, const json& layout, const std::string& file) {
+  std::map<std::string, QuantizableModule*> by_name;
+  for (auto& [name, l] : quantizable_layers(model)) by_name[name] = l;
   for (auto& [name, v] : layout.items()) {
     auto it = by_name.find(name);
     QIL_CHECK(it != by_name.end(), file, ": quantized layer '", name, "' does not exist in this model");
     // Create the quantizers the file has (at their widths, even where the current stage switched one off)...
-    layers::LayerQuantSpec s;
+    LayerQuantSpec s;
+    s.quantizer = v.value("quantizer", std::string("qil"));
     s.signed_input = v.value("signed", false);
     s.fix_gamma = v.value("fix_gamma", false);
     const int wbits = v.value("wbits", 32), abits = v.value("abits", 32);
@@ -73,25 +75,25 @@ void apply_quant_layout(layers::Module& model, const json& layout, const std::st
   }
 }
 
-void add_model(engine::Checkpoint& ck, layers::Module& model, const ModelMeta& meta) {
+void add_model(engine::Checkpoint& ck, Module& model, const ModelMeta& meta) {
   for (const auto& p : model.named_parameters()) ck.add_tensor("model." + p.name, p.tensor.detach());
   for (const auto& b : model.named_buffers()) ck.add_tensor("model." + b.name, b.tensor.detach());
   ck.add_json("model_meta", meta_to_json(meta).dump());
   ck.add_json("quant_layout", quant_layout(model).dump());
 }
 
-void load_model_tensors(layers::Module& model, const engine::NamedTensors& tensors, const std::string& file,
+void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,
                         bool allow_missing_quant) {
   std::map<std::string, const engine::Tensor*> have;
   for (const auto& [n, t] : tensors) have[n] = &t;
   std::set<std::string> used;
-  std::vector<layers::NamedTensor> all = model.named_parameters();
+  std::vector<NamedTensor> all = model.named_parameters();
   for (auto& b : model.named_buffers()) all.push_back(b);
   std::set<std::string> loaded_quant;
   for (auto& p : all) {
     auto it = have.find(p.name);
     if (it == have.end()) {
-      QIL_CHECK(allow_missing_quant && p.kind == layers::ParamKind::quant, file, ": has no tensor '", p.name,
+      QIL_CHECK(allow_missing_quant && p.kind == ParamKind::quant, file, ": has no tensor '", p.name,
                 "' (is it a checkpoint of another model?)");
       continue;
     }
@@ -101,7 +103,7 @@ void load_model_tensors(layers::Module& model, const engine::NamedTensors& tenso
               " (is it a checkpoint of another model?)");
     p.tensor.copy_from(src);
     used.insert(p.name);
-    if (p.kind == layers::ParamKind::quant) loaded_quant.insert(p.name);
+    if (p.kind == ParamKind::quant) loaded_quant.insert(p.name);
   }
   for (const auto& [n, t] : tensors) {
     // PyTorch's BatchNorm counter has no role here (momentum is fixed).
@@ -109,10 +111,18 @@ void load_model_tensors(layers::Module& model, const engine::NamedTensors& tenso
     if (n.size() >= nbt.size() && n.compare(n.size() - nbt.size(), nbt.size(), nbt) == 0) continue;
     QIL_CHECK(used.count(n), file, ": tensor '", n, "' does not belong to this model (another architecture?)");
   }
-  for (auto& [name, l] : layers::quantizable_layers(model)) {
+  // Re-arm: each quantizer hears which of its own parameters came from the file.
+  for (auto& [name, l] : quantizable_layers(model)) {
     const std::string pre = name.empty() ? "" : name + ".";
-    if (auto* w = l->weight_quantizer(); w && loaded_quant.count(pre + "weight_quant.c")) w->set_calibrated(true);
-    if (auto* a = l->act_quantizer(); a && loaded_quant.count(pre + "act_quant.c")) a->set_calibrated(true);
+    const std::pair<quant::Quantizer*, const char*> sides[] = {{l->weight_quantizer(), "weight_quant."},
+                                                               {l->act_quantizer(), "act_quant."}};
+    for (auto [q, side] : sides) {
+      if (!q) continue;
+      std::vector<std::string> loaded;
+      for (const auto& [n, t] : q->named_parameters())
+        if (loaded_quant.count(pre + side + n)) loaded.push_back(n);
+      q->parameters_loaded(loaded);
+    }
     if (loaded_quant.count(pre + "out_scale")) l->set_scale_fitted(true);
   }
 }
@@ -127,10 +137,10 @@ LoadedModel load_model_checkpoint(const std::string& path) {
   QIL_CHECK(ck.has("model_meta"), path, ": not a model checkpoint (no model_meta section)");
   LoadedModel out;
   out.meta = meta_from_json(json::parse(ck.text("model_meta")), path);
-  out.model = layers::build_model(out.meta.model, out.meta.spec);
+  out.model = build_model(out.meta.model, out.meta.spec);
   if (ck.has("quant_layout")) apply_quant_layout(*out.model, json::parse(ck.text("quant_layout")), path);
   load_model_tensors(*out.model, ck.tensors("model."), path, false);
   return out;
 }
 
-}  // namespace apps
+}  // namespace layers
