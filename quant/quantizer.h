@@ -52,9 +52,10 @@ class Quantizer {
 
   virtual int bits() const = 0;
   virtual void set_bits(int bits) = 0;  // 2..8; keeps the current parameters (progressive reduction)
-  // Positive levels q of the discretized output k/q (k in [−q, q] when is_signed(), else [0, q]).
+  // Positive levels q of the discretized output: QIL's k/q (k in [−q, q] when is_signed(), else [0, q]);
+  // LSQ's Q_P, its output k·s with k in [−Q_N, Q_P] (quant/lsq.h).
   virtual int positive_levels() const = 0;
-  // Whether the output spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
+  // Whether the output takes negative values: QIL's spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
   virtual bool is_signed() const = 0;
 
   // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them
