@@ -145,6 +145,10 @@ std::vector<Field> fields(TrainConfig& c) {
        "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
        "interval gradients, output scales fixed at their least-squares fit)",
        one_of("quant-recipe", {"qil", "paper"})},
+      {"quantizer", &c.quantizer,
+       "quantizer of every quantized layer: qil (learned interval, c, d, gamma) | lsq (learned step size s, "
+       "docs/quantizers.md)",
+       one_of("quantizer", {"qil", "lsq"})},
       {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", one_of("first-last", {"fp", "8"})},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},

@@ -56,6 +56,7 @@ struct TrainConfig {
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
+  std::string quantizer = "qil";     // qil | lsq: the quantizer every quantized layer gets (quant's factory)
   std::string first_last = "fp";  // fp | 8: the first conv and the last linear
   int64_t calib_batches = 8;
   std::string init;           // checkpoint or safetensors to start from

@@ -124,6 +124,11 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
       continue;
     }
     const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
+    // The codes below and kActivationRule are QIL's (w̄ = k/q); another rule's levels would be written wrongly.
+    for (const quant::Quantizer* q : {l->active_weight_quantizer(), l->active_act_quantizer()})
+      QIL_CHECK(!q || std::string(q->kind()).rfind("qil_", 0) == 0, "export --format int: layer '",
+                pre.substr(0, pre.size() - 1), "' uses the ", q->kind(),
+                " quantizer; integer export writes QIL's codes only (use --format safetensors)");
     if (weight_quantized(*l)) {
       const int q = l->active_weight_quantizer()->positive_levels();
       const Tensor wbar = fake_quantized_weight(*l);

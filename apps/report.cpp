@@ -20,6 +20,7 @@ json stats_json(const quant::QuantStats& s) {
          {"c", s.c},                 {"d", s.d},
          {"gamma", s.gamma},         {"prune_threshold", s.prune_threshold},
          {"clip_threshold", s.clip_threshold}, {"levels_total", s.levels_total}};
+  if (s.step > 0) j["step"] = s.step;  // LSQ's s
   if (s.pruned_fraction >= 0) j["pruned_fraction"] = s.pruned_fraction;
   if (s.clipped_fraction >= 0) j["clipped_fraction"] = s.clipped_fraction;
   if (s.levels_used >= 0) j["levels_used"] = s.levels_used;
@@ -33,6 +34,7 @@ quant::QuantStats stats_from_json(const json& j) {
   s.c = j.value("c", 0.0);
   s.d = j.value("d", 0.0);
   s.gamma = j.value("gamma", 1.0);
+  s.step = j.value("step", 0.0);
   s.prune_threshold = j.value("prune_threshold", 0.0);
   s.clip_threshold = j.value("clip_threshold", 0.0);
   s.levels_total = j.value("levels_total", 0);
@@ -77,31 +79,41 @@ std::string interval_table(const std::vector<layers::LayerReport>& reports) {
                 "layer", "w/a", "c_W", "d_W", "gamma", "prune", "clip", "%prun", "%clip", "levels", "c_X", "d_X",
                 "prune_X", "clip_X", "scale");
   os << line << std::string(std::string(line).size() - 1, '-') << "\n";
+  bool any_lsq = false;
   for (const auto& r : reports) {
     const auto& w = r.weight;
     const auto& a = r.activation;
     const std::string wa = (r.spec.wbits < 32 ? std::to_string(r.spec.wbits) : "fp") + "/" +
                            (r.spec.abits < 32 ? std::to_string(r.spec.abits) : "fp");
-    std::string wcols = w.bits ? fmt("%8.4f", w.c) + " " + fmt("%8.4f", w.d) + " " + fmt("%5.2f", w.gamma) + " " +
+    // LSQ has one step s and no interval: s in the c column, "-" for d and γ (a note under the table says so).
+    const bool wl = w.step > 0, al = a.step > 0;
+    any_lsq = any_lsq || wl || al;
+    std::string wcols = w.bits ? (wl ? fmt("%8.4f", w.step) + " " + std::string(7, ' ') + "-" + " " + std::string(4, ' ') + "-"
+                                     : fmt("%8.4f", w.c) + " " + fmt("%8.4f", w.d) + " " + fmt("%5.2f", w.gamma)) +
+                                     " " +
                                      fmt("%8.4f", w.prune_threshold) + " " + fmt("%8.4f", w.clip_threshold) + " " +
                                      fmt("%6.1f", 100 * w.pruned_fraction) + " " +
                                      fmt("%6.1f", 100 * w.clipped_fraction) + " " +
                                      (std::to_string(w.levels_used) + "/" + std::to_string(w.levels_total))
                                : std::string(8 + 1 + 8 + 1 + 5 + 1 + 8 + 1 + 8 + 1 + 6 + 1 + 6 + 1 + 1, ' ') + "-";
-    std::string acols = a.bits ? fmt("%8.4f", a.c) + " " + fmt("%8.4f", a.d) + " " + fmt("%8.4f", a.prune_threshold) +
+    std::string acols = a.bits ? (al ? fmt("%8.4f", a.step) + " " + std::string(7, ' ') + "-"
+                                     : fmt("%8.4f", a.c) + " " + fmt("%8.4f", a.d)) +
+                                     " " + fmt("%8.4f", a.prune_threshold) +
                                      " " + fmt("%8.4f", a.clip_threshold)
                                : std::string(35, ' ') + "-";
     std::snprintf(line, sizeof line, "%-24s %5s | %-64s | %-35s | %7.4f\n", r.name.c_str(), wa.c_str(),
                   wcols.c_str(), acols.c_str(), r.out_scale);
     os << line;
   }
+  if (any_lsq) os << "LSQ layers: the c columns hold the step s; prune = s/2, clip = (Q_P - 1/2)*s\n";
   return os.str();
 }
 
 std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
   std::ostringstream os;
   os << "layer,type,wbits,abits,out_scale,w_c,w_d,w_gamma,w_prune_threshold,w_clip_threshold,w_pruned_fraction,"
-        "w_clipped_fraction,w_levels_used,w_levels_total,a_c,a_d,a_prune_threshold,a_clip_threshold\n";
+        "w_clipped_fraction,w_levels_used,w_levels_total,a_c,a_d,a_prune_threshold,a_clip_threshold,"
+        "w_step,a_step\n";
   os.precision(8);
   for (const auto& r : reports) {
     const auto& w = r.weight;
@@ -116,6 +128,11 @@ std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
       os << ',' << a.c << ',' << a.d << ',' << a.prune_threshold << ',' << a.clip_threshold;
     else
       os << ",,,,";
+    // LSQ's steps last, so that the QIL columns keep their positions; empty for QIL.
+    os << ',';
+    if (w.step > 0) os << w.step;
+    os << ',';
+    if (a.step > 0) os << a.step;
     os << '\n';
   }
   return os.str();
@@ -153,6 +170,7 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
   std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", "layer", "c_W", "d_W", "gamma",
                 "%prun", "c_X", "d_X");
   os << line << std::string(std::string(line).size() - 1, '-') << "\n";
+  bool any_lsq = false;
   for (const auto& r : now) {
     auto it = by_name.find(r.name);
     if (it == by_name.end()) continue;
@@ -161,13 +179,21 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
     const auto& w = r.weight;
     const auto& a = r.activation;
     const bool ws = w.bits && w0.bits, as = a.bits && a0.bits;
-    std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", r.name.c_str(),
-                  ws ? moved(w0.c, w.c, "%.4f").c_str() : "-", ws ? moved(w0.d, w.d, "%.4f").c_str() : "-",
-                  ws ? (fmt("%.3f", w0.gamma) + " -> " + fmt("%.3f", w.gamma)).c_str() : "-",
-                  w.bits && w.pruned_fraction >= 0 ? fmt("%.1f", 100 * w.pruned_fraction).c_str() : "-",
-                  as ? moved(a0.c, a.c, "%.4f").c_str() : "-", as ? moved(a0.d, a.d, "%.4f").c_str() : "-");
+    // LSQ: the step s in the c columns, "-" for d and γ (as in interval_table).
+    const bool wl = w.step > 0, al = a.step > 0;
+    any_lsq = any_lsq || wl || al;
+    const std::string wc = !ws ? "-" : wl ? moved(w0.step, w.step, "%.4f") : moved(w0.c, w.c, "%.4f");
+    const std::string wd = !ws || wl ? "-" : moved(w0.d, w.d, "%.4f");
+    const std::string wg = !ws || wl ? "-" : fmt("%.3f", w0.gamma) + " -> " + fmt("%.3f", w.gamma);
+    const std::string ac = !as ? "-" : al ? moved(a0.step, a.step, "%.4f") : moved(a0.c, a.c, "%.4f");
+    const std::string ad = !as || al ? "-" : moved(a0.d, a.d, "%.4f");
+    std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", r.name.c_str(), wc.c_str(),
+                  wd.c_str(), wg.c_str(),
+                  w.bits && w.pruned_fraction >= 0 ? fmt("%.1f", 100 * w.pruned_fraction).c_str() : "-", ac.c_str(),
+                  ad.c_str());
     os << line;
   }
+  if (any_lsq) os << "LSQ layers: the c columns hold the step s\n";
   return os.str();
 }
 

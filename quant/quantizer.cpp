@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "quant/lsq.h"
 #include "quant/qil_ops.h"
 
 namespace quant {
@@ -126,15 +127,28 @@ void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
 
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
   if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma);
-  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil)"));
+  if (kind == "lsq") return std::make_unique<LsqQuantizer>(LsqQuantizer::Role::weight, bits);
+  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil, lsq)"));
 }
 
 std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
   if (kind == "qil") return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile);
-  throw engine::Error(engine::str_cat("unknown activation quantizer '", kind, "' (known: qil)"));
+  if (kind == "lsq")
+    return std::make_unique<LsqQuantizer>(
+        o.is_signed ? LsqQuantizer::Role::activation_signed : LsqQuantizer::Role::activation, bits);
+  throw engine::Error(engine::str_cat("unknown activation quantizer '", kind, "' (known: qil, lsq)"));
 }
 
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
+  if (s.kind == "lsq_weight" || s.kind == "lsq_activation" || s.kind == "lsq_activation_signed") {
+    const auto role = s.kind == "lsq_weight"       ? LsqQuantizer::Role::weight
+                      : s.kind == "lsq_activation" ? LsqQuantizer::Role::activation
+                                                   : LsqQuantizer::Role::activation_signed;
+    auto l = std::make_unique<LsqQuantizer>(role, s.bits);
+    l->step().data()[0] = static_cast<float>(s.step);
+    l->set_calibrated(true);
+    return l;
+  }
   std::unique_ptr<QilQuantizerBase> q;
   if (s.kind == "qil_weight") {
     auto w = std::make_unique<QilWeightQuantizer>(s.bits);

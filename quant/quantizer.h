@@ -21,10 +21,11 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // or on v (post-ReLU activations), after discretization: |v| < prune_threshold -> 0;
 // |v| >= clip_threshold -> the top level (±1 or 1).
 struct QuantStats {
-  std::string kind;  // "qil_weight", "qil_activation", "qil_activation_signed"
+  std::string kind;  // "qil_weight", "qil_activation", "qil_activation_signed", "lsq_weight", "lsq_activation", ...
   int bits = 0;
   int levels_total = 0;  // distinct output values the rule can produce: 2q+1 (symmetric) or q+1
-  double c = 0.0, d = 0.0, gamma = 1.0;
+  double c = 0.0, d = 0.0, gamma = 1.0;  // QIL's interval and exponent (0, 0, 1 for LSQ)
+  double step = 0.0;                      // LSQ's step s (0 for QIL)
   double prune_threshold = 0.0;
   double clip_threshold = 0.0;
   // Over one tensor (stats(v)); -1 when no tensor was given (stats()).
@@ -51,9 +52,10 @@ class Quantizer {
 
   virtual int bits() const = 0;
   virtual void set_bits(int bits) = 0;  // 2..8; keeps the current parameters (progressive reduction)
-  // Positive levels q of the discretized output k/q (k in [−q, q] when is_signed(), else [0, q]).
+  // Positive levels q of the discretized output: QIL's k/q (k in [−q, q] when is_signed(), else [0, q]);
+  // LSQ's Q_P, its output k·s with k in [−Q_N, Q_P] (quant/lsq.h).
   virtual int positive_levels() const = 0;
-  // Whether the output spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
+  // Whether the output takes negative values: QIL's spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
   virtual bool is_signed() const = 0;
 
   // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them
@@ -199,14 +201,14 @@ struct QuantizerOptions {
   double percentile = 99.9;   // activations: calibration percentile
 };
 
-// The quantizers a layer holds, by kind ("qil" today). An unknown kind is an error naming it and the known ones.
+// The quantizers a layer holds, by kind ("qil" or "lsq"). An unknown kind is an error naming it and the known ones.
 // A new quantizer is one more line in each (quant/quantizer.cpp) beside its own file.
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits,
                                                  const QuantizerOptions& options = {});
 std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits,
                                                      const QuantizerOptions& options = {});
 
-// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ): a reader of intervals.jsonl or a
+// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, or LSQ's step): a reader of intervals.jsonl or a
 // checkpoint's report can run the very rule that produced the numbers. An unknown kind is an error naming it.
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 

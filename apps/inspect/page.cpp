@@ -115,7 +115,9 @@ std::string layer_table(const layers::LayerReport& r, const ActivationStats* as)
     o << "<tr><td class=\"l\">" << k << "</td>" << cell(w, wv) << cell(a, av) << "</tr>";
   };
   o << "<table><tr><th class=\"l\"></th><th>weights</th><th>activations</th></tr>";
+  row("quantizer", w.kind, a.kind);
   row("bits", std::to_string(w.bits), std::to_string(a.bits));
+  if (w.step > 0 || a.step > 0) row("step s (LSQ)", num(w.step), num(a.step));
   row("c", num(w.c), num(a.c));
   row("d", num(w.d), num(a.d));
   row("&gamma;", num(w.gamma, "%.3f"), num(a.gamma, "%.3f"));

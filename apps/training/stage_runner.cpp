@@ -78,6 +78,7 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   plan.abits = st.abits;
   plan.first_last_8bit = cfg_.first_last == "8";
   plan.fix_gamma = cfg_.fix_gamma;
+  plan.quantizer = cfg_.quantizer;
   plan.overrides = cfg_.layers;
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);
   QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");

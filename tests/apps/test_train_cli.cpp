@@ -266,6 +266,38 @@ TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted
   CHECK(lines(tmp / "cut/metrics.csv") == 5);
 }
 
+TEST_CASE("--quantizer lsq: a run quantizes with LSQ, resumes mid-stage exactly, and inspect shows s") {
+  expect_error("train --quantizer pact", "--quantizer must be qil or lsq, got 'pact'");
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  const std::string base =
+      "train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --threads 2 --quantizer lsq --out ";
+  auto full = run_qil(base + tmp / "full");
+  REQUIRE_MESSAGE(full.code == 0, full.out);
+  CHECK(full.out.find("LSQ layers") != std::string::npos);  // the interval table's note
+  auto p1 = run_qil(base + tmp / "cut" + " --stop-after-steps 13");  // 3 steps into the LSQ stage
+  REQUIRE_MESSAGE(p1.code == 0, p1.out);
+  auto p2 = run_qil("train --resume " + tmp / "cut");
+  REQUIRE_MESSAGE(p2.code == 0, p2.out);
+  CHECK(csv_column(tmp / "cut/metrics.csv", "test_loss") == csv_column(tmp / "full/metrics.csv", "test_loss"));
+  {
+    std::ifstream cf(tmp / "full/config.toml");
+    std::string cfg((std::istreambuf_iterator<char>(cf)), {});
+    CHECK(cfg.find("quantizer = 'lsq'") != std::string::npos);
+    std::ifstream jf(tmp / "full/intervals.jsonl");
+    std::string j((std::istreambuf_iterator<char>(jf)), {});
+    CHECK(j.find("\"lsq_weight\"") != std::string::npos);
+    CHECK(j.find("\"step\"") != std::string::npos);
+  }
+  engine::Checkpoint ck = engine::read_checkpoint(tmp / "full/last.ckpt");
+  CHECK(ck.text("quant_layout").find("\"lsq\"") != std::string::npos);
+  auto i = run_qil("inspect " + tmp / "full");
+  REQUIRE_MESSAGE(i.code == 0, i.out);
+  CHECK(i.out.find("conv2") != std::string::npos);
+  expect_error("export " + tmp / "full/last.ckpt" + " --format int --out " + tmp / "x.safetensors",
+               "integer export writes QIL's codes only");
+}
+
 #include <stb_image_write.h>
 
 TEST_CASE("imagenet-style folders: a network trains on generated JPEGs and skips a broken file") {

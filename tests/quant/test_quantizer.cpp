@@ -312,9 +312,9 @@ TEST_CASE("a quantizer rebuilt from its stats runs the same rule; transform is t
   CHECK(tw.data()[8] == doctest::Approx(1.f));  // |w| = 1.7 > c + d: clipped to sign(w)
   CHECK(tw.data()[3] == 0.f);                   // |w| = 0 < c - d: pruned
   QuantStats bad;
-  bad.kind = "lsq";
+  bad.kind = "lsq_step";
   bad.bits = 4;
-  CHECK_THROWS_WITH_AS(quantizer_from_stats(bad), doctest::Contains("unknown quantizer kind 'lsq'"), Error);
+  CHECK_THROWS_WITH_AS(quantizer_from_stats(bad), doctest::Contains("unknown quantizer kind 'lsq_step'"), Error);
   QilWeightQuantizer fresh(4);
   CHECK_THROWS_WITH_AS(fresh.transform(v), doctest::Contains("used before calibration"), Error);
 }

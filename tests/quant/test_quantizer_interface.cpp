@@ -157,7 +157,8 @@ TEST_CASE("factory: activation quantizers, signed and not, and unknown kinds") {
   CHECK(s->is_signed());
   CHECK(s->positive_levels() == 7);
 
-  CHECK_THROWS_WITH_AS(make_weight_quantizer("lsq", 4), doctest::Contains("unknown weight quantizer 'lsq'"), Error);
+  CHECK_THROWS_WITH_AS(make_weight_quantizer("pact", 4),
+                       doctest::Contains("unknown weight quantizer 'pact' (known: qil, lsq)"), Error);
   CHECK_THROWS_WITH_AS(make_activation_quantizer("pact", 4), doctest::Contains("unknown activation quantizer 'pact'"),
                        Error);
   CHECK_THROWS_WITH_AS(make_weight_quantizer("qil", 1), doctest::Contains("bits must be in 2..8, got 1"), Error);

@@ -1,0 +1,224 @@
+// LSQ's fused op (one OpenMP pass forward, one backward, ∂L/∂s reduced in double and accumulated) and the
+// quantizer that owns s.
+#include "quant/lsq.h"
+
+// As in qil_ops.cpp: no floating-point traps, so the clamps below vectorize.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace quant {
+
+using engine::DType;
+
+namespace {
+constexpr int64_t kParallelMin = 16384;  // thread start-up costs more than a few thousand floats
+
+void check_bits(int bits, const char* op) {
+  QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
+}
+
+void check_input(const char* op, const Tensor& t) {
+  QIL_CHECK(t.defined(), op, ": undefined input");
+  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+
+float step_of(const char* op, const Tensor& s) {
+  QIL_CHECK(s.defined() && s.dtype() == DType::f32 && s.numel() == 1, op, ": s must be a one-element f32 tensor");
+  const float v = s.item();
+  QIL_CHECK(std::isfinite(v) && v > 0.f, op, ": s must be positive and finite, got ", v);
+  return v;
+}
+
+// round half away from zero, QIL's (std::round's) rule, so that v̄(−v) = −v̄(v) inside the range; written with
+// floor and a select because those vectorize and std::round may not.
+inline float round_half_away(float r) {
+  const float a = std::floor(std::fabs(r) + 0.5f);
+  return r < 0.f ? -a : a;
+}
+
+template <bool kRound>
+Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tensor& s, LsqRange rg) {
+  engine::ops::OpTimer timer(op);
+  check_input(op, v);
+  const float sv = step_of(op, s);
+  const float inv_s = 1.f / sv, qn = static_cast<float>(rg.qn), qp = static_cast<float>(rg.qp);
+  Tensor y = Tensor::empty_like(v);
+  const float* vp = v.data();
+  float* yp = y.data();
+  const int64_t n = v.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float r = vp[i] * inv_s;
+    r = r < -qn ? -qn : r;
+    r = r > qp ? qp : r;
+    yp[i] = (kRound ? round_half_away(r) : r) * sv + 0.f;  // + 0 turns -0 into +0
+  }
+  return engine::record(op, y, {v, s}, [vs = v.detach(), inv_s, qn, qp, bwd_name](const Tensor& gy,
+                                                                                   std::vector<Tensor>& gx) {
+    engine::ops::OpTimer timer(bwd_name);
+    const float* gyp = gy.data();
+    const float* vv = vs.data();
+    float* dv = gx[0].defined() ? gx[0].data() : nullptr;
+    const int64_t n = vs.numel();
+    double gs = 0.0;
+    auto pass = [&](auto need_v) {
+      constexpr bool kNeedV = decltype(need_v)::value;
+#pragma omp parallel for simd reduction(+ : gs) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        const float r = vv[i] * inv_s;
+        const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
+        const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
+        if (kNeedV) dv[i] += inside * gyp[i];
+        // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
+        const float ds = inside * (kRound ? round_half_away(r) - r : 0.f) - below * qn + above * qp;
+        gs += static_cast<double>(gyp[i]) * ds;
+      }
+    };
+    if (dv) pass(std::true_type{});
+    else pass(std::false_type{});
+    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(gs);
+  });
+}
+}  // namespace
+
+LsqRange lsq_signed_range(int bits, const char* op) {
+  check_bits(bits, op);
+  return {1 << (bits - 1), (1 << (bits - 1)) - 1};
+}
+
+LsqRange lsq_unsigned_range(int bits, const char* op) {
+  check_bits(bits, op);
+  return {0, (1 << bits) - 1};
+}
+
+Tensor lsq_quantize(const Tensor& v, const Tensor& s, LsqRange r) {
+  return lsq_op<true>("lsq_quantize", "lsq_quantize.bwd", v, s, r);
+}
+
+Tensor lsq_transform(const Tensor& v, const Tensor& s, LsqRange r) {
+  return lsq_op<false>("lsq_transform", "lsq_transform.bwd", v, s, r);
+}
+
+// ---- the quantizer ----------------------------------------------------------------------------------------
+
+LsqQuantizer::LsqQuantizer(Role role, int bits) : role_(role), bits_(bits), s_(Tensor::scalar(1.f)) {
+  s_.set_requires_grad(true);
+  range();  // checks bits
+}
+
+const char* LsqQuantizer::kind() const {
+  switch (role_) {
+    case Role::weight: return "lsq_weight";
+    case Role::activation: return "lsq_activation";
+    default: return "lsq_activation_signed";
+  }
+}
+
+LsqRange LsqQuantizer::range() const {
+  return is_signed() ? lsq_signed_range(bits_, "LsqQuantizer") : lsq_unsigned_range(bits_, "LsqQuantizer");
+}
+
+void LsqQuantizer::set_bits(int bits) {
+  check_bits(bits, "LsqQuantizer::set_bits");
+  bits_ = bits;
+}
+
+void LsqQuantizer::require_calibrated(const char* op) const {
+  QIL_CHECK(calibrated_, op, ": quantizer used before calibration (observe() a few batches, then "
+                             "finish_calibration(), or set_calibrated(true) after loading its step)");
+}
+
+Tensor LsqQuantizer::operator()(const Tensor& v) const {
+  require_calibrated(kind());
+  return lsq_quantize(v, s_, range());
+}
+
+Tensor LsqQuantizer::transform(const Tensor& v) const {
+  require_calibrated(kind());
+  return lsq_transform(v, s_, range());
+}
+
+void LsqQuantizer::observe(const Tensor& v) {
+  if (calibrated_) return;
+  check_input("LsqQuantizer::observe", v);
+  const float* p = v.data();
+  const int64_t n = v.numel();
+  double sum = 0.0;
+#pragma omp parallel for reduction(+ : sum) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) sum += std::fabs(p[i]);
+  abs_sum_ += sum;
+  abs_count_ += n;
+}
+
+void LsqQuantizer::finish_calibration() {
+  if (calibrated_) return;
+  QIL_CHECK(abs_count_ > 0, "LsqQuantizer::finish_calibration: nothing observed");
+  const double mean_abs = abs_sum_ / static_cast<double>(abs_count_);
+  QIL_CHECK(mean_abs > 0.0, "LsqQuantizer::finish_calibration: all observed values are zero");
+  // The paper's initialization: 2⟨|v|⟩/sqrt(Q_P).
+  s_.data()[0] = static_cast<float>(2.0 * mean_abs / std::sqrt(static_cast<double>(range().qp)));
+  calibrated_ = true;
+  abs_sum_ = 0.0;
+  abs_count_ = 0;
+}
+
+void LsqQuantizer::project() {
+  engine::NoGradGuard ng;
+  float& s = s_.data()[0];
+  s = std::max(s, kStepFloor);
+}
+
+void LsqQuantizer::scale_gradients(GradBalance mode, int64_t elements) {
+  if (mode == GradBalance::none || elements <= 0) return;
+  if (!s_.requires_grad() || !s_.grad().defined()) return;
+  // The paper's g = 1/sqrt(N·Q_P): ∂L/∂s is a sum over N elements, and its size relative to s grows with Q_P.
+  Tensor g = s_.grad();
+  g.data()[0] = static_cast<float>(g.data()[0] / std::sqrt(static_cast<double>(elements) * range().qp));
+}
+
+QuantStats LsqQuantizer::stats() const {
+  QuantStats st;
+  st.kind = kind();
+  st.bits = bits_;
+  const LsqRange r = range();
+  st.levels_total = r.qn + r.qp + 1;
+  st.c = 0.0;
+  st.d = 0.0;
+  st.gamma = 1.0;
+  st.step = s_.item();
+  st.prune_threshold = 0.5 * st.step;
+  st.clip_threshold = (r.qp - 0.5) * st.step;
+  return st;
+}
+
+QuantStats LsqQuantizer::stats(const Tensor& v) const {
+  QuantStats st = stats();
+  engine::NoGradGuard ng;
+  const Tensor y = (*this)(v);
+  const LsqRange r = range();
+  std::vector<int64_t> hist(static_cast<size_t>(r.qn + r.qp + 1), 0);
+  const float* yp = y.data();
+  const int64_t n = y.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const long k = std::lround(static_cast<double>(yp[i]) / st.step);  // v̄ = k·s
+    ++hist[static_cast<size_t>(std::clamp<long>(k, -r.qn, r.qp) + r.qn)];
+  }
+  const double nn = n > 0 ? static_cast<double>(n) : 1.0;
+  st.pruned_fraction = static_cast<double>(hist[static_cast<size_t>(r.qn)]) / nn;
+  // The top level, and for signed rules the bottom one (−Q_N, one level beyond −Q_P).
+  const int64_t clipped = hist.back() + (r.qn > 0 ? hist.front() : 0);
+  st.clipped_fraction = static_cast<double>(clipped) / nn;
+  st.levels_used = static_cast<int>(std::count_if(hist.begin(), hist.end(), [](int64_t h) { return h > 0; }));
+  return st;
+}
+
+}  // namespace quant
