@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "data/idx.h"
@@ -145,7 +146,9 @@ TEST_CASE("idx: Fashion-MNIST t10k from Debian's dataset-fashion-mnist") {
 }
 
 TEST_CASE("idx folder: the MNIST-digits train-only folder") {
-  const std::string dir = "/work/shared/data/mnist-digits";
+  // shared/ sits beside the source tree (the checkout's parent folder).
+  const char* src = std::getenv("QIL_SOURCE_DIR");
+  const std::string dir = std::string(src ? src : ".") + "/../shared/data/mnist-digits";
   if (!std::filesystem::is_directory(dir)) {
     MESSAGE("skipped: " << dir << " is absent");
     return;
