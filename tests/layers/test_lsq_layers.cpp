@@ -16,34 +16,15 @@
 #include "layers/model_io.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
+#include "train_fixtures.h"
 
 using namespace layers;
 using engine::Generator;
+using qiltest::Batch;
+using qiltest::random_batch;
+using qiltest::train_steps;
 
 namespace {
-struct Batch {
-  Tensor x, y;
-};
-Batch random_batch(int64_t n, int64_t classes, uint64_t seed) {
-  Generator g(seed);
-  Batch b{qiltest::randn({n, 1, 28, 28}, g), Tensor::empty({n}, engine::DType::s32)};
-  for (int64_t i = 0; i < n; ++i) b.y.data<int32_t>()[i] = static_cast<int32_t>(i % classes);
-  return b;
-}
-
-float train_steps(Module& m, const Batch& b, int steps, float lr) {
-  std::vector<Tensor> params;
-  for (auto& p : m.named_parameters())
-    if (p.tensor.requires_grad()) params.push_back(p.tensor);
-  engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
-  apps::training::StepOptions so;
-  so.balance = GradBalance::sqrt;  // LSQ's 1/sqrt(N·Q_P) on s
-  apps::training::Trainer trainer(m, opt, so);
-  float loss = 0;
-  for (int s = 0; s < steps; ++s) loss = trainer.step(b.x, b.y, lr).loss;
-  return loss;
-}
-
 std::unique_ptr<Module> lsq_lenet(int bits, const Batch& b, uint64_t seed) {
   auto m = build_model("lenet", ModelSpec{1, 10, 28, seed});
   QuantPlan plan;

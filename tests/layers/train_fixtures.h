@@ -1,0 +1,37 @@
+// Shared by the layers suite: a random (N, 1, 28, 28) batch with cyclic labels, and a few SGD steps through
+// apps' Trainer (with per-layer quantizer-gradient balancing, a no-op on layers without quantizers).
+#pragma once
+#include "apps/training/trainer.h"
+#include "engine/optim.h"
+#include "gradcheck.h"
+#include "layers/module.h"
+#include "layers/quantize.h"
+
+namespace qiltest {
+
+struct Batch {
+  engine::Tensor x, y;  // x: (N, 1, 28, 28); y: (N) s32
+};
+
+inline Batch random_batch(int64_t n, int64_t classes, uint64_t seed) {
+  engine::Generator g(seed);
+  Batch b{randn({n, 1, 28, 28}, g), engine::Tensor::empty({n}, engine::DType::s32)};
+  for (int64_t i = 0; i < n; ++i) b.y.data<int32_t>()[i] = static_cast<int32_t>(i % classes);
+  return b;
+}
+
+// `steps` steps of SGD (momentum 0.9) on every trainable parameter; returns the last step's loss.
+inline float train_steps(layers::Module& m, const Batch& b, int steps, float lr) {
+  std::vector<engine::Tensor> params;
+  for (auto& p : m.named_parameters())
+    if (p.tensor.requires_grad()) params.push_back(p.tensor);
+  engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
+  apps::training::StepOptions so;
+  so.balance = layers::GradBalance::sqrt;
+  apps::training::Trainer trainer(m, opt, so);
+  float loss = 0;
+  for (int s = 0; s < steps; ++s) loss = trainer.step(b.x, b.y, lr).loss;
+  return loss;
+}
+
+}  // namespace qiltest
