@@ -2,6 +2,7 @@
 #include "apps/training/trainer.h"
 
 #include <cmath>
+#include <set>
 
 #include "engine/autograd.h"
 #include "engine/dist.h"
@@ -56,14 +57,17 @@ std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weigh
   // Activation intervals get a group of their own only when their LR differs (old checkpoints name one group).
   engine::ParamGroup qa("quant_act", {}, static_cast<float>(quant_lr_scale * act_quant_lr_scale), 0.f);
   const bool own_act_group = act_quant_lr_scale != 1.0;
-  auto is_act_interval = [](const std::string& n) {
-    return n.rfind("act_quant.", 0) == 0 || n.find(".act_quant.") != std::string::npos;
-  };
+  // The activation quantizers' own parameters, by identity (not by name).
+  std::set<const void*> act_params;
+  for (auto& [name, l] : layers::quantizable_layers(model))
+    if (const auto* a = l->act_quantizer())
+      for (const auto& [n, t] : a->named_parameters()) act_params.insert(t.id());
+  auto is_act_interval = [&](const engine::Tensor& t) { return act_params.count(t.id()) > 0; };
   for (auto& p : model.named_parameters()) {
     if (!p.tensor.requires_grad()) continue;
     engine::ParamGroup& g = p.kind == layers::ParamKind::weight  ? w
                             : p.kind != layers::ParamKind::quant ? nd
-                            : own_act_group && is_act_interval(p.name) ? qa
+                            : own_act_group && is_act_interval(p.tensor) ? qa
                                                                        : q;
     g.params.push_back(p.tensor);
     g.param_names.push_back(p.name);
