@@ -56,24 +56,34 @@ def plan(seeds):
         for s in seeds:
             q(f"abl-w{b}-frozen", "--stages", str(b), "--epochs", str(E), "--freeze-intervals", seed=s)
             q(f"abl-w{b}-learned", "--stages", str(b), "--epochs", str(E), seed=s)
+    s0 = seeds[0]
+    q("abl-w2-act100", "--stages", "2", "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s0)
     for s in seeds:
-        for b in (2, 3):
-            q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
         q("prog", "--stages", "5,4,3,2", "--stage-epochs", str(E), seed=s)
-        if s == seeds[0]:
+        if s == s0:
             for b in (5, 4, 3, 2):
                 runs.append(dict(name=f"calib-w{b}", kind="eval", args=["--quant", str(b)]))
+        for b, ep in ((4, 2 * E), (3, 3 * E), (2, 4 * E)):  # same epochs as the progressive path to that width
+            q(f"direct-w{b}", "--stages", str(b), "--epochs", str(ep), seed=s)
+        if s == s0:
             for b in (4, 2, 5, 3):
                 q(f"qonly-w{b}-qil", "--stages", str(b), "--epochs", "1", "--freeze-weights", seed=s)
-                q(f"qonly-w{b}-paper", "--stages", str(b), "--epochs", "1", "--freeze-weights", *PAPER, seed=s)
-            q("qonly-w4-teacher", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher", seed=s)
-            q("digits-w4", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher", "--data", "idx",
-              "--data-dir", DIGITS, "--val-size", "1000", "--eval-data", "fashion-mnist", seed=s)
-        for b, ep in ((2, 4 * E), (3, 3 * E), (4, 2 * E)):  # same epochs as the progressive path to that width
-            q(f"direct-w{b}", "--stages", str(b), "--epochs", str(ep), seed=s)
+                if b == 2:
+                    q("qonly-w4-teacher", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher",
+                      seed=s)
+                    q("digits-w4", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher",
+                      "--data", "idx", "--data-dir", DIGITS, "--val-size", "1000", "--eval-data", "fashion-mnist",
+                      seed=s)
         for b in (2, 3):
             q(f"abl-w{b}-gamma1", "--stages", str(b), "--epochs", str(E), "--fix-gamma", seed=s)
+        if s == s0:
+            for b in (4, 2, 5, 3):
+                q(f"qonly-w{b}-paper", "--stages", str(b), "--epochs", "1", "--freeze-weights", *PAPER, seed=s)
+        for b in (2, 3):
             q(f"abl-w{b}-paper", "--stages", str(b), "--epochs", str(E), *PAPER, seed=s)
+        for b in (3, 2):
+            if not (s == s0 and b == 2):
+                q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
     return runs
 
 
