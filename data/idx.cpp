@@ -116,9 +116,18 @@ std::vector<uint8_t> read_idx_file(const std::string& path, uint32_t want_magic,
   want += header;
   QIL_CHECK(want <= max_bytes, path, ": header says ", dims, " (", want, " bytes), larger than the limit of ",
             max_bytes, " bytes");
-  bytes.resize(want);
-  const size_t got = header + in.read(bytes.data() + header, want - header);
-  in.check_stream();
+  // The buffer grows with the data that actually arrives (geometrically, at most to the declared size), so a
+  // few bytes whose header declares gigabytes never allocate them.
+  size_t got = header;
+  while (got < want) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(want - got, std::max<size_t>(got, 1 << 20)));
+    bytes.resize(got + chunk);
+    const size_t n = in.read(bytes.data() + got, chunk);
+    in.check_stream();
+    got += n;
+    if (n < chunk) break;
+  }
+  bytes.resize(got);
   QIL_CHECK(got == want, path, ": truncated: header says ", dims, " (", want, " bytes), file has ", got, " bytes");
   // Count what follows, in bounded pieces, only to say how much.
   uint8_t tail[1 << 16];

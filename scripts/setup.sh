@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what qil needs from Debian's packages (only what is missing) and builds it into build/.
-# Usage: scripts/setup.sh
+# Usage: scripts/setup.sh [--deps-only]   (--deps-only: install what is missing, build nothing)
 # Environment: QIL_BUILD_DIR (default build), QIL_JOBS (default: number of cores), QIL_NATIVE=1 for -march=native,
 # QIL_EXTRA_PKGS (more Debian packages to install).
 set -euo pipefail
@@ -23,6 +23,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[[ "${1:-}" == "--deps-only" ]] && exit 0
 
 build=${QIL_BUILD_DIR:-build}
 jobs=${QIL_JOBS:-$(nproc)}

@@ -1,6 +1,8 @@
 // IDX readers: generated raw and gzipped files, every malformed-file error, and a real Fashion-MNIST read.
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -169,4 +171,28 @@ TEST_CASE("a gzip bomb is refused from its header, before its payload is inflate
                        has(d.file("bomb.gz") + ": header says [10000000, 28, 28] (7840000016 bytes), larger than "
                                                 "the limit of 4294967296 bytes"),
                        Error);
+}
+
+// Peak resident memory of this process so far, in MB.
+static double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+
+TEST_CASE("a short file whose header declares gigabytes is refused without allocating them") {
+  TempDir d;
+  // 16 bytes declaring 1000 images of 1000x4000 (4.0 GB, under the 4 GiB limit), raw and gzipped: the buffer
+  // must grow with the bytes that arrive, not jump to the declared size (found by scripts/fuzz.sh).
+  const std::vector<uint8_t> head = {0, 0, 8, 3, 0, 0, 0x03, 0xE8, 0, 0, 0x03, 0xE8, 0, 0, 0x0F, 0xA0};
+  write_bytes(d.file("short"), head);
+  write_gz(d.file("short.gz"), head);
+  for (const char* name : {"short", "short.gz"}) {
+    const double before = peak_rss_mb();
+    CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file(name), d.file(name)),
+                         has(d.file(name) + ": truncated: header says [1000, 1000, 4000] (4000000016 bytes), file "
+                                            "has 16 bytes"),
+                         Error);
+    CHECK(peak_rss_mb() - before < 64);
+  }
 }
