@@ -73,8 +73,12 @@ bool is_png(const uint8_t* b, size_t n) {
 
 // Our own reading of the size fields of PNG and JPEG headers, so that an absurd size is reported as such
 // (stb_image refuses some of them too, but with a generic reason).
+// The fields are 32-bit at most (PNG) or 16-bit (JPEG), so their product is exact in 64 unsigned bits.
 void check_claimed_size(int64_t w, int64_t h, const std::string& name, int64_t max_pixels) {
-  QIL_CHECK(w * h <= max_pixels, name, ": image header claims ", w, "x", h, " = ", w * h,
+  QIL_CHECK(w >= 0 && h >= 0 && w < (int64_t(1) << 32) && h < (int64_t(1) << 32), name, ": image header claims ",
+            w, "x", h, " pixels");
+  const uint64_t pixels = static_cast<uint64_t>(w) * static_cast<uint64_t>(h);
+  QIL_CHECK(pixels <= static_cast<uint64_t>(max_pixels), name, ": image header claims ", w, "x", h, " = ", pixels,
             " pixels, over the limit of ", max_pixels);
 }
 

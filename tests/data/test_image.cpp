@@ -133,6 +133,13 @@ TEST_CASE("decode: broken and hostile files name the file and the problem") {
   CHECK_THROWS_WITH_AS(data::decode_image(huge.data(), huge.size(), "huge.JPEG", kMaxPx),
                        doctest::Contains("huge.JPEG: image header claims 100000x100000 = 10000000000 pixels, over the limit"),
                        Error);
+  // Sizes near 2^32 whose product overflows 64 signed bits (found by scripts/fuzz.sh; UBSan reported the
+  // overflow, and the wrapped product could pass the limit): still refused, with the exact product.
+  std::vector<uint8_t> wrap = png_header(0xF0000000u, 0xF0000000u);
+  CHECK_THROWS_WITH_AS(data::decode_image(wrap.data(), wrap.size(), "wrap.png", kMaxPx),
+                       doctest::Contains("wrap.png: image header claims 4026531840x4026531840 = "
+                                         "16212958658533785600 pixels, over the limit"),
+                       Error);
   // 5000 x 4000 = 2e7 pixels: a header stb itself accepts, over a limit of 2^24 = 16777216.
   std::vector<uint8_t> big = png_header(5000, 4000);
   int w = 0, h = 0, c = 0;
