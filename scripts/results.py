@@ -38,6 +38,9 @@ PAPER_FP = 70.2
 PAPER_PROG = {5: 70.4, 4: 70.1, 3: 69.2, 2: 65.7}
 PAPER_DIRECT2 = 56.0
 PAPER_QONLY = {5: 69.4, 4: 68.0, 3: 62.0, 2: 20.9}
+# ResNet-18 W/A at 4/3/2 bits: LSQ (Esser et al., ICLR 2020) and PACT (as reported in the QIL paper).
+PAPER_LSQ = {4: 71.1, 3: 70.2, 2: 67.6}
+PAPER_PACT = {4: 69.2, 3: 68.1, 2: 64.4}
 
 
 def fp_ckpt():
@@ -81,6 +84,11 @@ def plan(seeds):
                 q(f"qonly-w{b}-paper", "--stages", str(b), "--epochs", "1", "--freeze-weights", *PAPER, seed=s)
         for b in (2, 3):
             q(f"abl-w{b}-paper", "--stages", str(b), "--epochs", str(E), *PAPER, seed=s)
+        if s == s0:  # QIL's peers on the same schedule as abl-w*-learned (QIL's own rows at 3 and 2 bits)
+            q("abl-w4-learned", "--stages", "4", "--epochs", str(E), seed=s)
+            for kind in ("lsq", "pact", "dorefa"):
+                for b in (4, 3, 2):
+                    q(f"cmp-{kind}-w{b}", "--stages", str(b), "--epochs", str(E), "--quantizer", kind, seed=s)
         for b in (3, 2):
             if not (s == s0 and b == 2):
                 q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
@@ -445,6 +453,30 @@ def document(runs, seeds):
               f" intervals learned from the task loss beat hand-set ones, {'holds' if holds else 'does not hold'}"
               f" here at {b} bits{'' if ls is not None and fs is not None else ' (one seed so far)'}.")
             a("")
+    a("## QIL and its peers: LSQ, PACT, DoReFa")
+    a("")
+    a(f"Each quantizer on the same schedule ({E} epochs of direct fine-tuning from the FP network, LR {Q_LR}, the")
+    a("same seeds and data order); `--quantizer lsq|pact|dorefa` (PACT: learned activation clip α with DoReFa")
+    a("weights). Published ImageNet ResNet-18 top-1 beside them (QIL's and PACT's from the QIL paper, LSQ's from")
+    a("its own).")
+    a("")
+    a("| width | QIL | LSQ | PACT | DoReFa | paper: QIL / LSQ / PACT |")
+    a("|---|---|---|---|---|---|")
+    for b in (4, 3, 2):
+        cells = [fmt(over_seeds(f"abl-w{b}-learned" + "-s{s}", S))]
+        cells += [fmt(over_seeds(f"cmp-{k}-w{b}" + "-s{s}", S)) for k in ("lsq", "pact", "dorefa")]
+        a(f"| W{b}A{b} | " + " | ".join(cells) + f" | {PAPER_PROG[b]} / {PAPER_LSQ[b]} / {PAPER_PACT[b]} |")
+    a("")
+    got = {k: {b: mean_spread(over_seeds(f"cmp-{k}-w{b}" + "-s{s}", S))[0] for b in (4, 3, 2)}
+           for k in ("lsq", "pact", "dorefa")}
+    got["qil"] = {b: mean_spread(over_seeds(f"abl-w{b}-learned" + "-s{s}", S))[0] for b in (4, 3, 2)}
+    done = [b for b in (4, 3, 2) if all(got[k][b] is not None for k in got)]
+    if done:
+        beats = all(got["qil"][b] > max(got["pact"][b], got["dorefa"][b]) for b in done)
+        lsq = all(got["lsq"][b] > got["qil"][b] for b in done)
+        a(f"At {', '.join(f'{b}' for b in done)} bits: \"QIL beats PACT and DoReFa\" "
+          f"{'holds' if beats else 'does not hold'} here; \"LSQ beats QIL\" {'holds' if lsq else 'does not hold'}.")
+        a("")
     a("## Quantizer-only training (weights and BatchNorm frozen), 1 epoch")
     a("")
     a("| width | calibration only | QIL recipe (balanced, learned scales) | paper recipe | paper (ImageNet) |")
