@@ -94,7 +94,7 @@ std::string seed(const std::string& target) {
 
 }  // namespace
 
-TEST_CASE("the fuzzers' corpora replay cleanly through the product's readers; the seeds read without error") {
+TEST_CASE("the fuzzers' corpora replay cleanly through the product's readers, and the seeds read without error") {
   TempDir dir;
   int files = 0;
   for (const auto& [target, reader] : readers()) {
