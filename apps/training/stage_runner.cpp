@@ -157,7 +157,7 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
     bar.update(pos.seen - totals.seen_before, str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
                                                       fixed2(100.0 * pos.correct / pos.seen), "%"));
     ++steps_this_process_;
-    if (should_stop(trainer.optimizer())) {
+    if (save_or_stop(trainer.optimizer(), st, pos.batch == steps_per_epoch)) {
       bar.finish();
       return false;
     }
@@ -167,11 +167,17 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   return true;
 }
 
-// Saves `last` every 10 minutes and when stopping; true when the run must stop now.
-bool StageRunner::should_stop(engine::SGD& opt) {
+// Saves `last` every --checkpoint-every-steps steps, every 10 minutes and when stopping (not on the epoch's
+// last batch: finish_epoch saves right after it); true when the run must stop now.
+bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done) {
+  const RunPosition& pos = state_.position;
   const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
   const bool stop = g_stop_signal != 0 || stop_requested;
-  if (stop || std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10)) {
+  const bool every_n = cfg_.checkpoint_every_steps > 0 && pos.step % cfg_.checkpoint_every_steps == 0;
+  const bool timed = std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10);
+  if (stop || (!epoch_done && (every_n || timed))) {
+    // Rank 0 saves (its own BatchNorm statistics: the ranks' are averaged at the end of the epoch only).
+    if (run_.lead()) require_finite_state(*run_.model, st.name(), pos.epoch + 1, pos.step);
     save("last.ckpt", &opt, state_);
     last_save_ = std::chrono::steady_clock::now();
   }
@@ -226,13 +232,14 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
 
 // A loss can stay finite while BatchNorm's running statistics overflow (measured: --lr 100 ran to the end with
 // every running_var infinite, saved as `best`). Nothing non-finite is ever saved: the run stops, naming it.
-void require_finite_state(layers::Module& model, const std::string& stage, int epoch) {
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch, int64_t step) {
   auto check = [&](const layers::NamedTensor& t) {
     if (t.tensor.dtype() != engine::DType::f32) return;
     const float* p = t.tensor.data();
     for (int64_t i = 0; i < t.tensor.numel(); ++i)
       QIL_CHECK(std::isfinite(p[i]), "training diverged: ", t.name, " holds ", p[i], " after stage ", stage,
-                " epoch ", epoch, "; nothing was saved for this epoch (try a lower --lr)");
+                " epoch ", epoch, step >= 0 ? str_cat(" step ", step) : std::string(),
+                "; it was not saved: the checkpoints hold the last finite state (try a lower --lr)");
   };
   for (const auto& p : model.named_parameters()) check(p);
   for (const auto& b : model.named_buffers()) check(b);

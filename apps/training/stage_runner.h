@@ -1,7 +1,8 @@
 // The loop of a training run: stage after stage (quantize, calibrate, a fresh optimizer and LR schedule),
 // epoch after epoch (Trainer::step over the training loader, then evaluation, logging and checkpoints), with
 // an atomic `last` checkpoint that `--resume` continues from (mid-epoch if need be) and `best` by validation
-// accuracy. A signal (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops.
+// accuracy (also every --checkpoint-every-steps steps and every 10 minutes within an epoch). A signal
+// (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops.
 // Not the setup of a run (where the model and data come from: apps/train.cpp) and not the step itself.
 #pragma once
 #include <chrono>
@@ -42,8 +43,9 @@ struct TrainingRun {
 // SIGINT and SIGTERM stop a run after the current step (saving `last`) instead of killing it.
 void install_stop_signals();
 
-// Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite.
-void require_finite_state(layers::Module& model, const std::string& stage, int epoch);
+// Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite,
+// at the end of `epoch` (1-based) or, when step >= 0, after that step of it.
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch, int64_t step = -1);
 
 class StageRunner {
  public:
@@ -64,7 +66,7 @@ class StageRunner {
   bool run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched, const Stage& st,
                  EpochTotals& totals);
   void finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt);
-  bool should_stop(engine::SGD& opt);
+  bool save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done);
   void save(const std::string& name, const engine::SGD* opt, const RunState& state) const;
 
   TrainingRun& run_;

@@ -1,0 +1,107 @@
+// `qil train` when something goes wrong, from the command line: a full disk or a failing device while
+// saving (injected: QIL_TEST_FAIL_WRITE) and a run killed before its first checkpoint. Each ends with a clear error or goes on as docs/reliability.md says,
+// and leaves checkpoints that load and resume. (The kill test is test_kill_resume.cpp.)
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/serialize.h"
+#include "run_qil.h"
+
+using qiltest::run_qil;
+using qiltest::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 640 training images in batches of 64: 10 steps per epoch.
+const std::string kSmall =
+    " --model lenet --train-subset 768 --val-size 128 --test-subset 256 --batch 64 --progress none --lr 0.05"
+    " --threads 1 --epochs 1";
+
+bool have_fashion() {
+  if (fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) return true;
+  MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+  return false;
+}
+
+// Sets an environment variable for the commands run during its lifetime (test-only hooks).
+struct EnvGuard {
+  std::string name;
+  EnvGuard(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
+  ~EnvGuard() { ::unsetenv(name.c_str()); }
+};
+
+bool contains(const qiltest::CmdResult& r, const std::string& s) { return r.out.find(s) != std::string::npos; }
+
+nlohmann::json position(const std::string& ckpt) {
+  return nlohmann::json::parse(engine::read_checkpoint(ckpt).text("run_state")).at("position");
+}
+
+int data_rows(const std::string& metrics) {
+  std::ifstream f(metrics);
+  int n = -1;  // the header
+  for (std::string l; std::getline(f, l);) n += !l.empty();
+  return n;
+}
+
+bool has_temp_file(const std::string& dir) {
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp") != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a full disk or a failing device while saving stops the run naming the file and the cause, it resumes") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  const std::string d = tmp / "d";
+  {  // writes: config.toml, last.ckpt at step 4, last.ckpt at step 8 (fails after 100000 of its bytes)
+    EnvGuard fault("QIL_TEST_FAIL_WRITE", "3:100000:ENOSPC");
+    const auto r = run_qil("train" + kSmall + " --checkpoint-every-steps 4 --out " + d);
+    CHECK(r.code == 1);
+    CHECK_MESSAGE(contains(r, "checkpoint " + d + "/last.ckpt: write failed: No space left on device (" + d +
+                                  "/last.ckpt was not changed)"),
+                  r.out);
+  }
+  CHECK(position(d + "/last.ckpt").at("batch") == 4);  // the previous checkpoint, loadable
+  CHECK(!has_temp_file(d));
+  const auto r = run_qil("train --resume " + d);
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(contains(r, "resuming at epoch 1 batch 4"));
+
+  const std::string e = tmp / "e";
+  {  // the 4th write is best-fp32.ckpt, after the epoch's metrics row: its fsync fails
+    EnvGuard fault("QIL_TEST_FAIL_WRITE", "4:999999999:EIO");
+    const auto f = run_qil("train" + kSmall + " --checkpoint-every-steps 4 --out " + e);
+    CHECK(f.code == 1);
+    CHECK_MESSAGE(contains(f, "checkpoint " + e + "/best-fp32.ckpt: fsync failed: Input/output error"), f.out);
+  }
+  CHECK(position(e + "/last.ckpt").at("batch") == 8);
+  CHECK(!fs::exists(e + "/best-fp32.ckpt"));
+  CHECK(data_rows(e + "/metrics.csv") == 1);  // written before the failed save, not covered by last.ckpt
+  const auto g = run_qil("train --resume " + e);
+  REQUIRE_MESSAGE(g.code == 0, g.out);
+  CHECK(data_rows(e + "/metrics.csv") == 1);  // dropped and written again, once
+  CHECK(fs::exists(e + "/best-fp32.ckpt"));
+}
+
+TEST_CASE("a run killed before its first checkpoint starts again with --resume, dead writers' files are removed") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  // What such a kill leaves: config.toml, a metrics.csv (here with a row), a temporary file of the dead writer.
+  const std::string k = tmp / "k";
+  REQUIRE(run_qil("train" + kSmall + " --stop-after-steps 1 --out " + k).code == 0);
+  fs::remove(k + "/last.ckpt");
+  std::ofstream(k + "/metrics.csv", std::ios::app) << "1,fp32,1,1,0.01,9,9,9,9,9,9,9,9,9,9\n";
+  std::ofstream(k + "/last.ckpt.tmp.999999999.0") << "half a checkpoint";
+  const auto again = run_qil("train --resume " + k);
+  REQUIRE_MESSAGE(again.code == 0, again.out);
+  CHECK(contains(again, "removed " + k + "/last.ckpt.tmp.999999999.0, left by a process killed while writing it"));
+  CHECK(contains(again, "no last.ckpt in " + k + ": the run stopped before its first checkpoint; starting it again"));
+  CHECK(data_rows(k + "/metrics.csv") == 1);
+  CHECK(!has_temp_file(k));
+}
