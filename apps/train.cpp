@@ -45,7 +45,12 @@ ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run, bool res
   if (resume) {
     const std::string path = (fs::path(cfg.resume) / "last.ckpt").string();
     run.resume = engine::read_checkpoint(path);
+    QIL_CHECK(run.resume->has("model_meta"), "--resume: ", path, " is not a model checkpoint (no model_meta)");
     run.meta = layers::meta_from_json(json::parse(run.resume->text("model_meta")), path);
+    // As --init: the network of the checkpoint is the one configured, or the run would silently train another.
+    QIL_CHECK(run.meta.model == cfg.model, "--resume: ", path, " holds a '", run.meta.model,
+              "' network, but --model is '", cfg.model, "' (from the command line or ", cfg.resume,
+              "/config.toml)");
   } else if (!cfg.init.empty()) {
     QIL_CHECK(fs::exists(cfg.init), "--init: no such file '", cfg.init, "'");
     if (layers::is_safetensors_path(cfg.init)) {

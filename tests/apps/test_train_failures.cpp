@@ -1,5 +1,6 @@
 // `qil train` when something goes wrong, from the command line: a full disk or a failing device while
-// saving (injected: QIL_TEST_FAIL_WRITE) and a run killed before its first checkpoint. Each ends with a clear error or goes on as docs/reliability.md says,
+// saving (injected: QIL_TEST_FAIL_WRITE), a --resume into a directory whose checkpoint is of another network,
+// and a run killed before its first checkpoint. Each ends with a clear error or goes on as docs/reliability.md says,
 // and leaves checkpoints that load and resume. (The kill test is test_kill_resume.cpp.)
 #include <cstdlib>
 #include <filesystem>
@@ -53,6 +54,32 @@ bool has_temp_file(const std::string& dir) {
   return false;
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+// Rewrites a checkpoint with `edit` applied to one JSON section (the file stays valid: checksums recomputed).
+void edit_json_section(const std::string& path, const std::string& section,
+                       const std::function<void(nlohmann::json&)>& edit) {
+  const engine::Checkpoint src = engine::read_checkpoint(path);
+  engine::Checkpoint out;
+  for (const auto& s : src.sections()) {
+    if (s.type == engine::SectionType::tensor) {
+      out.add_tensor(s.name, s.tensor);
+    } else if (s.name == section) {
+      nlohmann::json j = nlohmann::json::parse(s.text);
+      edit(j);
+      out.add_json(s.name, j.dump());
+    } else if (s.type == engine::SectionType::json) {
+      out.add_json(s.name, s.text);
+    } else {
+      out.add_text(s.name, s.text);
+    }
+  }
+  engine::write_checkpoint(path, out);
+}
+
 }  // namespace
 
 TEST_CASE("a full disk or a failing device while saving stops the run naming the file and the cause, it resumes") {
@@ -87,6 +114,33 @@ TEST_CASE("a full disk or a failing device while saving stops the run naming the
   REQUIRE_MESSAGE(g.code == 0, g.out);
   CHECK(data_rows(e + "/metrics.csv") == 1);  // dropped and written again, once
   CHECK(fs::exists(e + "/best-fp32.ckpt"));
+}
+
+TEST_CASE("--resume refuses a checkpoint of another network, before anything is rewritten") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  const std::string f = tmp / "f";
+  REQUIRE(run_qil("train" + kSmall + " --stop-after-steps 3 --out " + f).code == 0);
+  const auto m = run_qil("train --resume " + f + " --model resnet20");
+  CHECK(m.code == 1);
+  CHECK_MESSAGE(contains(m, "--resume: " + f + "/last.ckpt holds a 'lenet' network, but --model is 'resnet20'"), m.out);
+  CHECK(read_text(f + "/config.toml").find("model = 'lenet'") != std::string::npos);  // not rewritten
+
+  // A checkpoint of another network than the run's config.toml names (here: its meta edited, re-checksummed).
+  edit_json_section(f + "/last.ckpt", "model_meta", [](nlohmann::json& j) { j["model"] = "resnet20"; });
+  const auto c = run_qil("train --resume " + f);
+  CHECK(c.code == 1);
+  CHECK_MESSAGE(contains(c, "holds a 'resnet20' network, but --model is 'lenet' (from the command line or " + f +
+                                "/config.toml)"),
+                c.out);
+  // Tensors that do not fit the network the checkpoint itself names.
+  std::string cfg = read_text(f + "/config.toml");
+  cfg.replace(cfg.find("model = 'lenet'"), 15, "model = 'resnet20'");
+  std::ofstream(f + "/config.toml") << cfg;
+  const auto t = run_qil("train --resume " + f);
+  CHECK(t.code == 1);
+  CHECK_MESSAGE(contains(t, f + "/last.ckpt: tensor 'conv1.weight' has shape"), t.out);
+  CHECK(contains(t, "(is it a checkpoint of another model?)"));
 }
 
 TEST_CASE("a run killed before its first checkpoint starts again with --resume, dead writers' files are removed") {
