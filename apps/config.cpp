@@ -164,6 +164,10 @@ std::vector<Field> fields(TrainConfig& c) {
        "also save last.ckpt every N optimizer steps within an epoch, so a kill loses at most N steps (0 = off; "
        "last.ckpt is always saved every 10 minutes and at the end of each epoch)",
        non_negative("checkpoint-every-steps")},
+      {"on-nan", &c.on_nan,
+       "a non-finite loss or gradient: stop (the run ends with an error naming the step, stage and tensor; the "
+       "checkpoints keep the last good state) | skip (the optimizer step is skipped, counted and reported)",
+       one_of("on-nan", {"stop", "skip"})},
       {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
   };
 }

@@ -108,7 +108,7 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
     const training::RunPosition& p = state.position;
     // A checksum proves the bytes are the ones written, not that they make sense: check what indexes memory.
     QIL_CHECK(p.stage >= 0 && p.epoch >= 0 && p.batch >= 0 && p.step >= 0 && p.global_epoch >= 0 && p.seen >= 0 &&
-                  p.correct >= 0 && p.correct <= p.seen,
+                  p.correct >= 0 && p.correct <= p.seen && p.nan_skips >= 0,
               ck, ": run_state holds an impossible position (stage ", p.stage, ", epoch ", p.epoch, ", batch ", p.batch,
               ", step ", p.step, ")");
     QIL_CHECK(p.stage <= static_cast<int>(run.stages.size()), ck, ": run_state is at stage ", p.stage + 1,

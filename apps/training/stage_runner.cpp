@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
@@ -60,13 +61,23 @@ void install_stop_signals() {
 }
 
 StageRunner::StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log)
-    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {}
+    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
+  // Test-only (docs/reliability.md): QIL_TEST_NAN_STEPS=5,9 puts a NaN into the first pixel of the batches of
+  // steps 5 and 9 (1-based, within a stage), as a corrupt input would, to test --on-nan.
+  if (const char* env = std::getenv("QIL_TEST_NAN_STEPS")) {
+    std::istringstream is(env);
+    for (std::string item; std::getline(is, item, ',');) test_nan_steps_.insert(std::atoll(item.c_str()));
+  }
+}
 
 int StageRunner::run() {
   for (int si = state_.position.stage; si < static_cast<int>(run_.stages.size()); ++si)
     if (!run_stage(si)) return exit_code_;
   save("last.ckpt", nullptr, state_);  // a finished run's `last` says so: resuming it has nothing to do
   log_.summary(summaries_, *run_.model);
+  if (state_.position.nan_skips > 0)
+    log_.line(str_cat(state_.position.nan_skips, " optimizer step(s) of this run were skipped for a non-finite ",
+                      "loss or gradient (--on-nan skip; named above)"));
   return 0;
 }
 
@@ -143,19 +154,28 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
                run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
+  int64_t images = 0;  // of this process, for the progress bar
   data::Batch b;
   while (loader.next(b)) {
     totals.lr = sched.lr(pos.step, steps_per_epoch);
+    if (test_nan_steps_.count(pos.step + 1)) b.images.data()[0] = std::nanf("");  // test-only, see the constructor
     const StepResult r = trainer.step(b.images, b.labels, totals.lr);
-    QIL_CHECK(std::isfinite(r.loss), "training diverged: loss is ", r.loss, " at stage ", st.name(), " epoch ",
-              pos.epoch + 1, " batch ", b.index, " (try a lower --lr)");
-    pos.loss_sum += r.loss * r.count;
-    pos.correct += r.correct;
-    pos.seen += r.count;
+    if (r.stepped()) {
+      pos.loss_sum += r.loss * r.count;
+      pos.correct += r.correct;
+      pos.seen += r.count;
+    } else {
+      on_nonfinite(r, st, b.index);
+      ++totals.skipped;
+    }
+    ++totals.steps;
     ++pos.step;
     pos.batch = b.index + 1;
-    bar.update(pos.seen - totals.seen_before, str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
-                                                      fixed2(100.0 * pos.correct / pos.seen), "%"));
+    images += r.count;
+    bar.update(images,
+               pos.seen ? str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
+                                  fixed2(100.0 * pos.correct / pos.seen), "%")
+                        : std::string());
     ++steps_this_process_;
     if (save_or_stop(trainer.optimizer(), st, pos.batch == steps_per_epoch)) {
       bar.finish();
@@ -165,6 +185,20 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   bar.finish();
   totals.seconds = bar.elapsed_seconds();
   return true;
+}
+
+// --on-nan stop: the run ends here, before anything of this step is saved; skip: the step was not taken
+// (Trainer::step), it is counted and reported.
+void StageRunner::on_nonfinite(const StepResult& r, const Stage& st, int64_t batch) {
+  RunPosition& pos = state_.position;
+  const std::string what = r.nonfinite == "loss" ? str_cat("the loss is ", r.loss) : str_cat("the ", r.nonfinite,
+                                                                                             " is not finite");
+  const std::string where = str_cat("step ", pos.step + 1, " of stage ", st.name(), " (epoch ", pos.epoch + 1,
+                                    ", batch ", batch + 1, ")");
+  QIL_CHECK(cfg_.on_nan == "skip", "training diverged: ", what, " at ", where,
+            "; the checkpoints hold the state before it (try a lower --lr, or --on-nan skip)");
+  ++pos.nan_skips;
+  log_.line(str_cat("skipped ", where, ": ", what, " (", pos.nan_skips, " step(s) skipped in this run)"));
 }
 
 // Saves `last` every --checkpoint-every-steps steps, every 10 minutes and when stopping (not on the epoch's
@@ -204,6 +238,9 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   e.img_per_s = run_.world * (pos.seen - totals.seen_before) / std::max(1e-9, totals.seconds);  // all ranks
   e.train_loss = pos.seen ? pos.loss_sum / pos.seen : 0.0;
   e.train_top1 = pos.seen ? 100.0 * pos.correct / pos.seen : 0.0;
+  QIL_CHECK(totals.steps == 0 || totals.skipped < totals.steps, "training diverged: every step of stage ",
+            st.name(), " epoch ", pos.epoch + 1, " had a non-finite loss or gradient and was skipped (--on-nan ",
+            "skip); try a lower --lr");
   const std::string progress = run_.lead() ? cfg_.progress : "none";
   if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, cfg_.batch, cfg_.workers, progress, "val");
   if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, cfg_.batch, cfg_.workers, progress, "test");

@@ -1,10 +1,12 @@
 // `qil train` when something goes wrong, from the command line: a full disk or a failing device while
-// saving (injected: QIL_TEST_FAIL_WRITE), a --resume into a directory whose checkpoint is of another network,
-// and a run killed before its first checkpoint. Each ends with a clear error or goes on as docs/reliability.md says,
+// saving (injected: QIL_TEST_FAIL_WRITE), a NaN in a step (QIL_TEST_NAN_STEPS) with --on-nan stop and skip,
+// --checkpoint-every-steps, a --resume into a directory whose checkpoint is of another network, and a run
+// killed before its first checkpoint. Each ends with a clear error or goes on as docs/reliability.md says,
 // and leaves checkpoints that load and resume. (The kill test is test_kill_resume.cpp.)
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -114,6 +116,59 @@ TEST_CASE("a full disk or a failing device while saving stops the run naming the
   REQUIRE_MESSAGE(g.code == 0, g.out);
   CHECK(data_rows(e + "/metrics.csv") == 1);  // dropped and written again, once
   CHECK(fs::exists(e + "/best-fp32.ckpt"));
+}
+
+TEST_CASE("a NaN stops the run naming step, stage and tensor, --checkpoint-every-steps kept the step before") {
+  const auto bad = run_qil("train --checkpoint-every-steps -1");
+  CHECK(bad.code != 0);
+  CHECK(contains(bad, "--checkpoint-every-steps must be >= 0, got -1"));
+  const auto nan = run_qil("train --on-nan ignore");
+  CHECK(contains(nan, "--on-nan must be stop or skip, got 'ignore'"));
+  const auto help = run_qil("train --help");
+  CHECK(contains(help, "--checkpoint-every-steps"));
+  CHECK(contains(help, "--on-nan"));
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  {
+    EnvGuard poison("QIL_TEST_NAN_STEPS", "8");  // a NaN pixel in the batch of step 8
+    const auto r = run_qil("train" + kSmall + " --checkpoint-every-steps 3 --out " + tmp / "a");
+    CHECK(r.code == 1);
+    // The NaN pixel makes BatchNorm's batch statistics NaN; ReLU drops them, so the loss stays finite and the
+    // gradients are what is not.
+    CHECK_MESSAGE(std::regex_search(r.out, std::regex("training diverged: the (loss is nan|gradient of [a-z0-9_.]+ is "
+                                                      "not finite) at step 8 of stage fp32 \\(epoch 1, batch 8\\); "
+                                                      "the checkpoints hold the state before it")),
+                  r.out);
+    CHECK(position(tmp / "a/last.ckpt").at("step") == 6);  // saved after steps 3 and 6
+    const auto w = run_qil("train" + kSmall + " --out " + tmp / "b");
+    CHECK(w.code == 1);
+    CHECK(!fs::exists(tmp / "b/last.ckpt"));  // without the option nothing is saved before the epoch ends
+  }
+  CHECK(read_text(tmp / "a/config.toml").find("checkpoint_every_steps = 3") != std::string::npos);
+  CHECK(read_text(tmp / "a/config.toml").find("on_nan = 'stop'") != std::string::npos);
+  const auto r = run_qil("train --resume " + tmp / "a");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(contains(r, "resuming at epoch 1 batch 6"));
+}
+
+TEST_CASE("--on-nan skip: the step is skipped, counted and reported, and the run goes on") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  EnvGuard poison("QIL_TEST_NAN_STEPS", "3,5");
+  const auto r = run_qil("train" + kSmall + " --on-nan skip --out " + tmp / "s");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(contains(r, "skipped step 3 of stage fp32 (epoch 1, batch 3): the "));
+  CHECK(contains(r, "(2 step(s) skipped in this run)"));
+  CHECK(contains(r, "2 optimizer step(s) of this run were skipped for a non-finite loss or gradient"));
+  CHECK(position(tmp / "s/last.ckpt").at("nan_skips") == 2);
+  // Nothing of the skipped steps reached the model: its BatchNorm statistics are finite (else no save).
+  const auto e = run_qil("eval " + tmp / "s/last.ckpt" + " --subset 64 --progress none --json");
+  CHECK_MESSAGE(e.code == 0, e.out);
+  // Every step of an epoch skipped is divergence, not a run.
+  EnvGuard all("QIL_TEST_NAN_STEPS", "1,2,3,4,5,6,7,8,9,10");
+  const auto a = run_qil("train" + kSmall + " --on-nan skip --out " + tmp / "all");
+  CHECK(a.code == 1);
+  CHECK(contains(a, "every step of stage fp32 epoch 1 had a non-finite loss or gradient"));
 }
 
 TEST_CASE("--resume refuses a checkpoint of another network, before anything is rewritten") {
