@@ -192,8 +192,14 @@ std::vector<std::string> metrics_rows(const std::string& path) {
   return rows;
 }
 
-// The uninterrupted run; returns the positions its last.ckpt went through (the kill targets).
-std::vector<Position> reference_run(const SoakOptions& o, const std::string& dir, const std::string& log) {
+struct Reference {
+  std::vector<Position> positions;  // those its last.ckpt went through (the kill targets), in order
+  double ms_per_position = 0;       // its duration over their number: the pace of the kill instants
+};
+
+// The uninterrupted run.
+Reference reference_run(const SoakOptions& o, const std::string& dir, const std::string& log) {
+  const auto t0 = Clock::now();
   const pid_t pid = spawn_qil("train " + o.train_args + " --out '" + dir + "'", log, 0);
   LastWatcher watch(dir);
   std::set<Position> seen;
@@ -205,7 +211,8 @@ std::vector<Position> reference_run(const SoakOptions& o, const std::string& dir
   REQUIRE_MESSAGE(code == 0, read_text(log));
   seen.erase(Position{-1, -1});
   REQUIRE(!seen.empty());
-  return {seen.begin(), seen.end()};
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  return {{seen.begin(), seen.end()}, ms / static_cast<double>(seen.size())};
 }
 
 struct KillRecord {
@@ -217,7 +224,7 @@ struct KillRecord {
 // One process of the killed run: started (a fresh start while the run has no config.toml yet, else --resume),
 // then killed at an instant chosen by `target` and `mode`; returns false if it ended by itself first.
 bool run_and_kill(const SoakOptions& o, const std::string& dir, const std::string& log, int k, Position target,
-                  std::mt19937_64& rng, KillRecord& rec) {
+                  double pace_ms, std::mt19937_64& rng, KillRecord& rec) {
   const bool fresh = !fs::exists(dir + "/config.toml");
   const std::string args = fresh ? "train " + o.train_args + " --out '" + dir + "'" : "train --resume '" + dir + "'";
   const pid_t pid = spawn_qil(args, log, o.slow_save_ms);
@@ -225,15 +232,15 @@ bool run_and_kill(const SoakOptions& o, const std::string& dir, const std::strin
   LastWatcher watch(dir);
   const auto t0 = Clock::now();
   auto alive = [&] { return exit_code_if_done(pid) < 0; };
-  if (k == 0) {  // anywhere in the first second: start-up, data loading, the first steps
+  if (k == 0) {  // anywhere in the time of the first two checkpoints: start-up, data loading, the first steps
     rec.how = "at a random instant of the start";
-    const auto end = t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * u(rng)));
+    const auto end = t0 + std::chrono::microseconds(static_cast<int64_t>(2e3 * pace_ms * u(rng)));
     while (alive() && Clock::now() < end) sleep_ms(1);
   } else {
     while (alive() && watch.poll() < target) sleep_ms(2);
-    if (k % 2 == 1) {  // a random instant of the next 0.6 s: a step, an evaluation, a write
+    if (k % 2 == 1) {  // a random instant before the next checkpoint or so: a step, an evaluation, a write
       rec.how = "at a random instant";
-      sleep_ms(600 * u(rng));
+      sleep_ms(pace_ms * u(rng));
     } else {  // inside the next checkpoint write, at a random point of it
       rec.how = "inside a write";
       while (alive() && temp_files(dir, pid).empty()) sleep_ms(1);
@@ -255,7 +262,8 @@ bool run_and_kill(const SoakOptions& o, const std::string& dir, const std::strin
 
 }  // namespace
 
-TEST_CASE("kill anywhere: SIGKILLed at seeded-random instants and resumed, a run ends bit-exactly as an uninterrupted one") {
+TEST_CASE("kill anywhere: SIGKILLed at seeded-random instants and resumed, a run ends bit-exactly as an "
+          "uninterrupted one") {
   if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
     MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
     return;
@@ -266,7 +274,8 @@ TEST_CASE("kill anywhere: SIGKILLed at seeded-random instants and resumed, a run
   fs::create_directories(root);
   const std::string ref = root / "reference", cut = root / "killed";
   const auto t0 = Clock::now();
-  const std::vector<Position> positions = reference_run(o, ref, root / "reference.log");
+  const Reference reference = reference_run(o, ref, root / "reference.log");
+  const std::vector<Position>& positions = reference.positions;
 
   std::mt19937_64 rng(o.seed);
   std::vector<KillRecord> kills;
@@ -280,7 +289,8 @@ TEST_CASE("kill anywhere: SIGKILLed at seeded-random instants and resumed, a run
       target = positions[std::min(n - 1, static_cast<size_t>(slice * n))];
     }
     KillRecord rec;
-    if (!run_and_kill(o, cut, root / ("killed-" + std::to_string(k) + ".log"), k, target, rng, rec)) break;
+    const std::string log = root / ("killed-" + std::to_string(k) + ".log");
+    if (!run_and_kill(o, cut, log, k, target, reference.ms_per_position, rng, rec)) break;
     check_best_not_behind(cut, "after kill " + std::to_string(k + 1));
     kills.push_back(rec);
   }
