@@ -160,6 +160,14 @@ std::vector<Field> fields(TrainConfig& c) {
       {"threads", &c.threads, "compute threads (0 = OpenMP's default)", in_range("threads", 0, 1024)},
       {"workers", &c.workers, "data decode threads", in_range("workers", 1, 256)},
       {"progress", &c.progress, "progress display: auto | bar | lines | none", one_of("progress", {"auto", "bar", "lines", "none"})},
+      {"checkpoint-every-steps", &c.checkpoint_every_steps,
+       "also save last.ckpt every N optimizer steps within an epoch, so a kill loses at most N steps (0 = off; "
+       "last.ckpt is always saved every 10 minutes and at the end of each epoch)",
+       non_negative("checkpoint-every-steps")},
+      {"on-nan", &c.on_nan,
+       "a non-finite loss or gradient: stop (the run ends with an error naming the step, stage and tensor; the "
+       "checkpoints keep the last good state) | skip (the optimizer step is skipped, counted and reported)",
+       one_of("on-nan", {"stop", "skip"})},
       {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
   };
 }

@@ -72,6 +72,8 @@ struct TrainConfig {
   std::string progress = "auto";  // auto | bar | lines | none
   std::string config;             // the TOML file these came from, if any
   int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)
+  int64_t checkpoint_every_steps = 0;  // also save last.ckpt every N optimizer steps (0 = only every 10 minutes)
+  std::string on_nan = "stop";         // stop | skip: a non-finite loss or gradient stops the run, or skips the step
 
   // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
   std::vector<Stage> stage_list() const;

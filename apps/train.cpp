@@ -10,6 +10,7 @@
 #include "apps/training/stage_runner.h"
 #include "engine/check.h"
 #include "engine/dist.h"
+#include "engine/serialize.h"
 
 namespace apps {
 
@@ -39,13 +40,17 @@ struct ModelSource {
   engine::NamedTensors init_safetensors;     // --init with a safetensors file
 };
 
-ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run) {
+ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run, bool resume) {
   ModelSource src;
-  if (!cfg.resume.empty()) {
+  if (resume) {
     const std::string path = (fs::path(cfg.resume) / "last.ckpt").string();
-    QIL_CHECK(fs::exists(path), "--resume: no checkpoint ", path, " to continue from");
     run.resume = engine::read_checkpoint(path);
+    QIL_CHECK(run.resume->has("model_meta"), "--resume: ", path, " is not a model checkpoint (no model_meta)");
     run.meta = layers::meta_from_json(json::parse(run.resume->text("model_meta")), path);
+    // As --init: the network of the checkpoint is the one configured, or the run would silently train another.
+    QIL_CHECK(run.meta.model == cfg.model, "--resume: ", path, " holds a '", run.meta.model,
+              "' network, but --model is '", cfg.model, "' (from the command line or ", cfg.resume,
+              "/config.toml)");
   } else if (!cfg.init.empty()) {
     QIL_CHECK(fs::exists(cfg.init), "--init: no such file '", cfg.init, "'");
     if (layers::is_safetensors_path(cfg.init)) {
@@ -103,7 +108,7 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
     const training::RunPosition& p = state.position;
     // A checksum proves the bytes are the ones written, not that they make sense: check what indexes memory.
     QIL_CHECK(p.stage >= 0 && p.epoch >= 0 && p.batch >= 0 && p.step >= 0 && p.global_epoch >= 0 && p.seen >= 0 &&
-                  p.correct >= 0 && p.correct <= p.seen,
+                  p.correct >= 0 && p.correct <= p.seen && p.nan_skips >= 0,
               ck, ": run_state holds an impossible position (stage ", p.stage, ", epoch ", p.epoch, ", batch ", p.batch,
               ", step ", p.step, ")");
     QIL_CHECK(p.stage <= static_cast<int>(run.stages.size()), ck, ": run_state is at stage ", p.stage + 1,
@@ -144,25 +149,38 @@ int run_train(TrainConfig cfg) {
   run.stages = cfg.stage_list();
   if (cfg.out.empty()) cfg.out = "runs/" + cfg.model + "-" + cfg.stages_text('-');
   run.dir = cfg.resume.empty() ? cfg.out : cfg.resume;
-  if (run.lead()) check_writable_dir(run.dir);
+  std::vector<std::string> stale;
+  if (run.lead()) {
+    check_writable_dir(run.dir);
+    stale = engine::remove_stale_temp_files(run.dir);  // left by a process killed while writing them
+  }
   // A new run never appends to another run's history or replaces its checkpoints.
   for (const char* f : {"metrics.csv", "last.ckpt"})
     QIL_CHECK(!cfg.resume.empty() || !fs::exists(fs::path(run.dir) / f), "--out: '", run.dir,
               "' already holds a run (", f, "); continue it with --resume ", run.dir,
               ", or choose another --out (or delete it)");
+  // A run stopped (killed, or by an error) before its first checkpoint has nothing to continue: --resume
+  // starts it again from the beginning, with its config.toml.
+  const bool restart = !cfg.resume.empty() && !fs::exists(fs::path(run.dir) / "last.ckpt");
 
-  ModelSource src = read_model_source(cfg, run);
+  ModelSource src = read_model_source(cfg, run, !cfg.resume.empty() && !restart);
   run.data = load_run_data(cfg, run.meta.mean, run.meta.std);
   fit_meta_to_data(cfg, run, run.resume || src.init);
   RunState state = build_model(cfg, run, src);
   broadcast_from_rank0(*run.model);
 
   run.config_toml = to_toml(cfg);
-  if (run.lead()) std::ofstream(fs::path(run.dir) / "config.toml") << run.config_toml;
+  // Atomic: a kill while writing it must not leave a half config for the next --resume to read.
+  if (run.lead()) engine::write_file_atomic((fs::path(run.dir) / "config.toml").string(), run.config_toml, "config");
   const training::RunLog log(run.dir, run.lead());
+  for (const std::string& f : stale)
+    log.line(str_cat("removed ", run.dir, "/", f, ", left by a process killed while writing it"));
   if (run.resume) {
     const auto& p = state.position;
     log.keep_until(p.stage + 1, p.epoch, p.epoch > 0 || p.batch > 0);
+  } else if (restart) {
+    log.keep_until(1, 0, false);
+    log.line(str_cat("no last.ckpt in ", run.dir, ": the run stopped before its first checkpoint; starting it again"));
   }
   log.line(run_header(cfg, run));
   training::install_stop_signals();

@@ -12,10 +12,18 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
+#include <thread>
 
 namespace engine {
 
@@ -28,6 +36,9 @@ constexpr bool kVerifyChecksums = false;
 #else
 constexpr bool kVerifyChecksums = true;
 #endif
+
+// Temporary files are "<target>.tmp.<pid>.<n>".
+constexpr const char* kTempInfix = ".tmp.";
 
 // ---- bytes ----
 
@@ -77,6 +88,42 @@ struct Chunk {
   size_t size;
 };
 
+// Test-only fault injection, read from the environment at each write (docs/reliability.md lists them):
+//   QIL_TEST_FAIL_WRITE=N:BYTES:ERR  the N-th atomic write of the process (from 1) stops after BYTES bytes of
+//                                    the file and fails with errno ERR (ENOSPC, EIO, EDQUOT or EFBIG), as a
+//                                    full disk or a failing device would; a file shorter than BYTES fails
+//                                    at its fsync instead. Writes are counted anew whenever the value changes.
+//   QIL_TEST_SLOW_SAVE=MS            sleeps MS milliseconds between the complete temporary file and its
+//                                    rename, so that a kill test can land inside a write.
+struct InjectedFault {
+  int64_t after_bytes = -1;  // -1: no fault in this write
+  int err = 0;
+};
+
+InjectedFault injected_fault() {
+  static std::mutex mu;
+  static std::string seen;
+  static int64_t writes = 0;
+  const char* env = std::getenv("QIL_TEST_FAIL_WRITE");
+  const std::string spec = env ? env : "";
+  std::lock_guard<std::mutex> lock(mu);
+  if (spec != seen) {
+    seen = spec;
+    writes = 0;
+  }
+  if (spec.empty()) return {};
+  ++writes;
+  const std::map<std::string, int> errs{{"ENOSPC", ENOSPC}, {"EIO", EIO}, {"EDQUOT", EDQUOT}, {"EFBIG", EFBIG}};
+  long long n = 0, bytes = 0;
+  char name[16] = {};
+  const bool ok = std::sscanf(spec.c_str(), "%lld:%lld:%15s", &n, &bytes, name) == 3 && n >= 1 && bytes >= 0 &&
+                  errs.count(name);
+  QIL_CHECK(ok, "QIL_TEST_FAIL_WRITE must be N:BYTES:ERR with ERR one of ENOSPC, EIO, EDQUOT, EFBIG, got '", spec,
+            "'");
+  if (writes != n) return {};
+  return {bytes, errs.at(name)};
+}
+
 void write_all(int fd, const void* data, size_t n, const std::string& what) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -88,25 +135,55 @@ void write_all(int fd, const void* data, size_t n, const std::string& what) {
   }
 }
 
+// Every chunk, then fsync; an injected fault cuts the file short at its byte count and fails as the system
+// would (the same messages).
+void write_and_sync(int fd, const std::vector<Chunk>& chunks, const std::string& what) {
+  const InjectedFault fault = injected_fault();
+  uint64_t done = 0;
+  for (const Chunk& c : chunks) {
+    if (fault.after_bytes >= 0 && done + c.size > static_cast<uint64_t>(fault.after_bytes)) {
+      write_all(fd, c.data, static_cast<size_t>(fault.after_bytes) - done, what);
+      errno = fault.err;
+      throw Error(str_cat(what, ": write failed: ", errno_text()));
+    }
+    write_all(fd, c.data, c.size, what);
+    done += c.size;
+  }
+  if (fault.after_bytes >= 0) {  // the file is shorter than the fault's byte count: its fsync fails
+    errno = fault.err;
+    throw Error(str_cat(what, ": fsync failed: ", errno_text()));
+  }
+  QIL_CHECK(::fsync(fd) == 0, what, ": fsync failed: ", errno_text());
+}
+
+void sleep_if_asked() {
+  const char* ms = std::getenv("QIL_TEST_SLOW_SAVE");
+  if (ms && std::atoi(ms) > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
+}
+
 // Writes the chunks to `path` through a temporary file in the same folder, so a reader sees either the old
 // file or the complete new one, never a torn one, even across a crash (the fsyncs order data before rename).
 void write_atomic(const std::string& path, const std::vector<Chunk>& chunks, const char* kind) {
   static std::atomic<uint64_t> counter{0};
   const std::string what = str_cat(kind, " ", path);
   const std::string dir = parent_dir(path);
-  const std::string tmp = str_cat(path, ".tmp.", ::getpid(), ".", counter++);
+  const std::string tmp = str_cat(path, kTempInfix, ::getpid(), ".", counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   QIL_CHECK(fd >= 0, what, ": cannot create a temporary file in folder ", dir, ": ", errno_text());
   try {
-    for (const Chunk& c : chunks) write_all(fd, c.data, c.size, what);
-    QIL_CHECK(::fsync(fd) == 0, what, ": fsync failed: ", errno_text());
+    write_and_sync(fd, chunks, what);
     const int rc = ::close(fd);
     QIL_CHECK(rc == 0, what, ": close failed: ", errno_text());
   } catch (...) {
     ::close(fd);  // harmless EBADF when already closed
     ::unlink(tmp.c_str());
-    throw;
+    try {
+      throw;
+    } catch (const Error& e) {
+      throw Error(str_cat(e.what(), " (", path, " was not changed)"));
+    }
   }
+  sleep_if_asked();
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string err = errno_text();
     ::unlink(tmp.c_str());
@@ -283,6 +360,27 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
     chunks.push_back({data, nbytes});
   }
   write_atomic(path, chunks, "checkpoint");
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes, const char* kind) {
+  write_atomic(path, {{bytes.data(), bytes.size()}}, kind);
+}
+
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  static const std::regex temp_name(R"(.+\.tmp\.([0-9]{1,9})\.[0-9]+)");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(name, m, temp_name) || !e.is_regular_file(ec)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(m[1].str()));
+    const bool alive = pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM;
+    if (!alive && fs::remove(e.path(), ec)) removed.push_back(name);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
 }
 
 // ---- read ----

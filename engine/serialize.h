@@ -63,6 +63,14 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // tensor metadata; errors name the file and the section (index and name) that is bad.
 Checkpoint read_checkpoint(const std::string& path);
 
+// Writes `bytes` to `path` the same atomic way (a run's config.toml and rewritten logs, which a kill must not
+// leave half-written). `kind` starts the error messages ("config runs/a/config.toml: write failed: ...").
+void write_file_atomic(const std::string& path, const std::string& bytes, const char* kind);
+
+// Removes the temporary files ("<name>.tmp.<pid>.<n>") that atomic writes left in `dir` when their process
+// was killed mid-write; files of a process still running are kept. Returns the names removed, sorted.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
+
 // ---- safetensors ----
 
 struct SafeTensors {

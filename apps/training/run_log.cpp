@@ -1,7 +1,9 @@
 // Run logging: the CSV and JSON-lines files and the console.
 #include "apps/training/run_log.h"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 #include "apps/progress.h"
 #include "apps/report.h"
 #include "engine/check.h"
+#include "engine/serialize.h"
 #include "layers/quantize.h"
 
 namespace apps::training {
@@ -25,8 +28,10 @@ namespace {
 
 void append_line(const std::string& path, const std::string& line) {
   std::ofstream f(path, std::ios::app);
-  QIL_CHECK(f.good(), "cannot append to ", path);
+  QIL_CHECK(f.good(), "cannot append to ", path, ": ", std::strerror(errno));
   f << line << '\n';
+  f.flush();  // a full disk shows here, not silently at close
+  QIL_CHECK(f.good(), "cannot append to ", path, ": ", std::strerror(errno));
 }
 
 // A comma-separated row. Numbers in fixed notation with the given decimals, or (decimals < 0) in %g style
@@ -92,14 +97,7 @@ void filter_lines(const std::string& path, int skip_head, const std::function<bo
   for (std::string line; std::getline(in, line); ++n)
     if (n < skip_head || line.empty() || keep(line)) out << line << '\n';
   in.close();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    QIL_CHECK(f.good(), "cannot write ", tmp);
-    f << out.str();
-    QIL_CHECK(f.good(), "cannot write ", tmp);
-  }
-  fs::rename(tmp, path);
+  engine::write_file_atomic(path, out.str(), "log");
 }
 }  // namespace
 

@@ -26,10 +26,11 @@ struct RunPosition {
   // The running training statistics of the current epoch, so a resumed epoch reports the whole epoch.
   // Checkpoints older than these keys read them as 0.
   double loss_sum = 0;
-  int64_t correct = 0, seen = 0;
+  int64_t correct = 0, seen = 0;  // of the steps taken (a skipped step counts in neither)
+  int64_t nan_skips = 0;  // steps of the whole run skipped by --on-nan skip
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RunPosition, stage, epoch, batch, step, global_epoch, best_val,
-                                                loss_sum, correct, seen)
+                                                loss_sum, correct, seen, nan_skips)
 
 struct RunState {
   RunPosition position;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
@@ -60,13 +61,23 @@ void install_stop_signals() {
 }
 
 StageRunner::StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log)
-    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {}
+    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
+  // Test-only (docs/reliability.md): QIL_TEST_NAN_STEPS=5,9 puts a NaN into the first pixel of the batches of
+  // steps 5 and 9 (1-based, within a stage), as a corrupt input would, to test --on-nan.
+  if (const char* env = std::getenv("QIL_TEST_NAN_STEPS")) {
+    std::istringstream is(env);
+    for (std::string item; std::getline(is, item, ',');) test_nan_steps_.insert(std::atoll(item.c_str()));
+  }
+}
 
 int StageRunner::run() {
   for (int si = state_.position.stage; si < static_cast<int>(run_.stages.size()); ++si)
     if (!run_stage(si)) return exit_code_;
   save("last.ckpt", nullptr, state_);  // a finished run's `last` says so: resuming it has nothing to do
   log_.summary(summaries_, *run_.model);
+  if (state_.position.nan_skips > 0)
+    log_.line(str_cat(state_.position.nan_skips, " optimizer step(s) of this run were skipped for a non-finite ",
+                      "loss or gradient (--on-nan skip; named above)"));
   return 0;
 }
 
@@ -143,21 +154,30 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
                run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
+  int64_t images = 0;  // of this process, for the progress bar
   data::Batch b;
   while (loader.next(b)) {
     totals.lr = sched.lr(pos.step, steps_per_epoch);
+    if (test_nan_steps_.count(pos.step + 1)) b.images.data()[0] = std::nanf("");  // test-only, see the constructor
     const StepResult r = trainer.step(b.images, b.labels, totals.lr);
-    QIL_CHECK(std::isfinite(r.loss), "training diverged: loss is ", r.loss, " at stage ", st.name(), " epoch ",
-              pos.epoch + 1, " batch ", b.index, " (try a lower --lr)");
-    pos.loss_sum += r.loss * r.count;
-    pos.correct += r.correct;
-    pos.seen += r.count;
+    if (r.stepped()) {
+      pos.loss_sum += r.loss * r.count;
+      pos.correct += r.correct;
+      pos.seen += r.count;
+    } else {
+      on_nonfinite(r, st, b.index);
+      ++totals.skipped;
+    }
+    ++totals.steps;
     ++pos.step;
     pos.batch = b.index + 1;
-    bar.update(pos.seen - totals.seen_before, str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
-                                                      fixed2(100.0 * pos.correct / pos.seen), "%"));
+    images += r.count;
+    bar.update(images,
+               pos.seen ? str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
+                                  fixed2(100.0 * pos.correct / pos.seen), "%")
+                        : std::string());
     ++steps_this_process_;
-    if (should_stop(trainer.optimizer())) {
+    if (save_or_stop(trainer.optimizer(), st, pos.batch == steps_per_epoch)) {
       bar.finish();
       return false;
     }
@@ -167,11 +187,31 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   return true;
 }
 
-// Saves `last` every 10 minutes and when stopping; true when the run must stop now.
-bool StageRunner::should_stop(engine::SGD& opt) {
+// --on-nan stop: the run ends here, before anything of this step is saved; skip: the step was not taken
+// (Trainer::step), it is counted and reported.
+void StageRunner::on_nonfinite(const StepResult& r, const Stage& st, int64_t batch) {
+  RunPosition& pos = state_.position;
+  const std::string what = r.nonfinite == "loss" ? str_cat("the loss is ", r.loss) : str_cat("the ", r.nonfinite,
+                                                                                             " is not finite");
+  const std::string where = str_cat("step ", pos.step + 1, " of stage ", st.name(), " (epoch ", pos.epoch + 1,
+                                    ", batch ", batch + 1, ")");
+  QIL_CHECK(cfg_.on_nan == "skip", "training diverged: ", what, " at ", where,
+            "; the checkpoints hold the state before it (try a lower --lr, or --on-nan skip)");
+  ++pos.nan_skips;
+  log_.line(str_cat("skipped ", where, ": ", what, " (", pos.nan_skips, " step(s) skipped in this run)"));
+}
+
+// Saves `last` every --checkpoint-every-steps steps, every 10 minutes and when stopping (not on the epoch's
+// last batch: finish_epoch saves right after it); true when the run must stop now.
+bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done) {
+  const RunPosition& pos = state_.position;
   const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
   const bool stop = g_stop_signal != 0 || stop_requested;
-  if (stop || std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10)) {
+  const bool every_n = cfg_.checkpoint_every_steps > 0 && pos.step % cfg_.checkpoint_every_steps == 0;
+  const bool timed = std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10);
+  if (stop || (!epoch_done && (every_n || timed))) {
+    // Rank 0 saves (its own BatchNorm statistics: the ranks' are averaged at the end of the epoch only).
+    if (run_.lead()) require_finite_state(*run_.model, st.name(), pos.epoch + 1, pos.step);
     save("last.ckpt", &opt, state_);
     last_save_ = std::chrono::steady_clock::now();
   }
@@ -198,6 +238,9 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   e.img_per_s = run_.world * (pos.seen - totals.seen_before) / std::max(1e-9, totals.seconds);  // all ranks
   e.train_loss = pos.seen ? pos.loss_sum / pos.seen : 0.0;
   e.train_top1 = pos.seen ? 100.0 * pos.correct / pos.seen : 0.0;
+  QIL_CHECK(totals.steps == 0 || totals.skipped < totals.steps, "training diverged: every step of stage ",
+            st.name(), " epoch ", pos.epoch + 1, " had a non-finite loss or gradient and was skipped (--on-nan ",
+            "skip); try a lower --lr");
   const std::string progress = run_.lead() ? cfg_.progress : "none";
   if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, cfg_.batch, cfg_.workers, progress, "val");
   if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, cfg_.batch, cfg_.workers, progress, "test");
@@ -226,13 +269,14 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
 
 // A loss can stay finite while BatchNorm's running statistics overflow (measured: --lr 100 ran to the end with
 // every running_var infinite, saved as `best`). Nothing non-finite is ever saved: the run stops, naming it.
-void require_finite_state(layers::Module& model, const std::string& stage, int epoch) {
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch, int64_t step) {
   auto check = [&](const layers::NamedTensor& t) {
     if (t.tensor.dtype() != engine::DType::f32) return;
     const float* p = t.tensor.data();
     for (int64_t i = 0; i < t.tensor.numel(); ++i)
       QIL_CHECK(std::isfinite(p[i]), "training diverged: ", t.name, " holds ", p[i], " after stage ", stage,
-                " epoch ", epoch, "; nothing was saved for this epoch (try a lower --lr)");
+                " epoch ", epoch, step >= 0 ? str_cat(" step ", step) : std::string(),
+                "; it was not saved: the checkpoints hold the last finite state (try a lower --lr)");
   };
   for (const auto& p : model.named_parameters()) check(p);
   for (const auto& b : model.named_buffers()) check(b);

@@ -1,12 +1,15 @@
 // The loop of a training run: stage after stage (quantize, calibrate, a fresh optimizer and LR schedule),
 // epoch after epoch (Trainer::step over the training loader, then evaluation, logging and checkpoints), with
 // an atomic `last` checkpoint that `--resume` continues from (mid-epoch if need be) and `best` by validation
-// accuracy. A signal (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops.
+// accuracy (also every --checkpoint-every-steps steps and every 10 minutes within an epoch). A signal
+// (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops; a non-finite loss or gradient stops the run
+// or skips the step (--on-nan).
 // Not the setup of a run (where the model and data come from: apps/train.cpp) and not the step itself.
 #pragma once
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,7 @@
 namespace apps::training {
 
 class Trainer;
+struct StepResult;
 
 // Everything a run trains, set up before the first stage.
 struct TrainingRun {
@@ -42,8 +46,9 @@ struct TrainingRun {
 // SIGINT and SIGTERM stop a run after the current step (saving `last`) instead of killing it.
 void install_stop_signals();
 
-// Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite.
-void require_finite_state(layers::Module& model, const std::string& stage, int epoch);
+// Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite,
+// at the end of `epoch` (1-based) or, when step >= 0, after that step of it.
+void require_finite_state(layers::Module& model, const std::string& stage, int epoch, int64_t step = -1);
 
 class StageRunner {
  public:
@@ -56,6 +61,7 @@ class StageRunner {
   struct EpochTotals {
     float lr = 0;                // LR of the last step
     int64_t seen_before = 0;     // images of this epoch run before a resume
+    int64_t steps = 0, skipped = 0;  // of this epoch in this process; skipped by --on-nan skip
     double seconds = 0;
   };
   bool run_stage(int si);
@@ -64,7 +70,8 @@ class StageRunner {
   bool run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched, const Stage& st,
                  EpochTotals& totals);
   void finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt);
-  bool should_stop(engine::SGD& opt);
+  void on_nonfinite(const StepResult& r, const Stage& st, int64_t batch);
+  bool save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done);
   void save(const std::string& name, const engine::SGD* opt, const RunState& state) const;
 
   TrainingRun& run_;
@@ -74,6 +81,7 @@ class StageRunner {
   std::vector<StageSummary> summaries_;
   std::chrono::steady_clock::time_point t0_, last_save_;
   int64_t steps_this_process_ = 0;
+  std::set<int64_t> test_nan_steps_;  // QIL_TEST_NAN_STEPS (test-only)
   int exit_code_ = 0;
 };
 

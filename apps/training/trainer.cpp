@@ -26,15 +26,60 @@ Tensor Trainer::loss_of(const Tensor& logits, const Tensor& images, const Tensor
   return engine::ops::soft_cross_entropy(logits, soft);
 }
 
+namespace {
+
+// True when every element is finite: x * 0 is 0 for a finite x and NaN for an infinity or a NaN, and a sum
+// keeps a NaN (a loop the compiler can vectorize, without a branch per element).
+bool all_finite(const Tensor& t) {
+  const float* p = t.data();
+  const int64_t n = t.numel();
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += p[i] * 0.f;
+  return acc == 0.f;
+}
+
+// The forward pass of a step that is then skipped has already moved BatchNorm's running statistics (towards
+// NaN, when the batch is what was not finite): they are put back.
+std::vector<Tensor> copy_buffers(layers::Module& model) {
+  std::vector<Tensor> out;
+  for (const auto& b : model.named_buffers()) out.push_back(b.tensor.clone());
+  return out;
+}
+void restore_buffers(layers::Module& model, const std::vector<Tensor>& saved) {
+  size_t i = 0;
+  for (auto& b : model.named_buffers()) b.tensor.copy_from(saved[i++]);
+}
+
+}  // namespace
+
+std::string Trainer::first_nonfinite_gradient() const {
+  for (const auto& g : opt_.groups())
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const Tensor& grad = g.params[i].grad();
+      if (grad.defined() && grad.dtype() == engine::DType::f32 && !all_finite(grad))
+        return i < g.param_names.size() ? g.param_names[i] : opt_.state_key(&g - opt_.groups().data(), i);
+    }
+  return "";
+}
+
 StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
   opt_.zero_grad();
+  const std::vector<Tensor> buffers = copy_buffers(model_);
   const Tensor logits = model_.forward(images);  // (N, classes)
   Tensor loss = loss_of(logits, images, labels);
   StepResult r;
   r.loss = loss.item();
   r.count = labels.size(0);
   r.correct = engine::ops::topk_correct(logits.detach(), labels, 1);
-  if (!std::isfinite(r.loss)) return r;  // stepping on NaN gradients would only spoil the weights
+  auto skip = [&](std::string what) {
+    restore_buffers(model_, buffers);
+    r.nonfinite = std::move(what);
+    return r;
+  };
+  // Stepping on NaN gradients would only spoil the weights. Across ranks the backward and the all-reduce run
+  // anyway: the NaN then reaches every rank's gradients, and all ranks stop or skip together.
+  if (!std::isfinite(r.loss) && !options_.allreduce) return skip("loss");
   loss.backward();
   if (options_.allreduce) {
     std::vector<Tensor> grads;
@@ -44,6 +89,9 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
     engine::dist::allreduce_mean(grads);
   }
   if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
+  // A finite loss can still have non-finite gradients (an overflow in a backward pass).
+  if (std::string bad = first_nonfinite_gradient(); !bad.empty())
+    return skip(std::isfinite(r.loss) ? "gradient of " + bad : "loss");
   opt_.step(lr);
   layers::project_quantizers(model_);
   return r;

@@ -4,6 +4,7 @@
 // Not the loop around it (stage_runner.h), not data loading, not evaluation (evaluate.h).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/optim.h"
@@ -29,6 +30,11 @@ struct StepResult {
   float loss = 0;       // the batch's mean loss, before the update
   int64_t correct = 0;  // top-1 hits of the batch, before the update
   int64_t count = 0;    // images in the batch
+  // Empty when the step was taken. Otherwise what was not finite — "loss", or "gradient of <parameter>" (the
+  // first in optimizer order) — and the step was not taken: parameters, optimizer state and BatchNorm
+  // statistics are as they were before it.
+  std::string nonfinite;
+  bool stepped() const { return nonfinite.empty(); }
 };
 
 class Trainer {
@@ -37,7 +43,7 @@ class Trainer {
   Trainer(layers::Module& model, engine::SGD& optimizer, StepOptions options);
 
   // One optimizer step on a batch: images (N, C, H, W) f32, labels (N) s32, at learning rate `lr`.
-  // A non-finite loss is returned as it is (the caller names where it happened and stops).
+  // A non-finite loss or gradient is not stepped on: the result names it (the caller stops or skips).
   StepResult step(const engine::Tensor& images, const engine::Tensor& labels, float lr);
 
   layers::Module& model() { return model_; }
@@ -45,6 +51,8 @@ class Trainer {
 
  private:
   engine::Tensor loss_of(const engine::Tensor& logits, const engine::Tensor& images, const engine::Tensor& labels);
+  // The first parameter (in optimizer order) whose gradient holds a NaN or an infinity; "" when none does.
+  std::string first_nonfinite_gradient() const;
 
   layers::Module& model_;
   engine::SGD& opt_;

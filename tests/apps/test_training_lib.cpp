@@ -4,6 +4,7 @@
 // written before it existed), and Trainer::step lowers the loss of a small batch.
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "apps/training/run_state.h"
 #include "apps/training/stage_runner.h"
 #include "apps/training/trainer.h"
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "gradcheck.h"
 #include "layers/basic.h"
@@ -47,7 +49,7 @@ std::string error_of(const std::function<void()>& f) {
 
 }  // namespace
 
-TEST_CASE("config: typed lists from the command line; the resolved TOML reads back to the same configuration") {
+TEST_CASE("config: typed lists from the command line, the resolved TOML reads back to the same configuration") {
   TrainCli a({"--model", "resnet20", "--stages", "32,w4a8,3", "--stage-epochs", "3,1,2", "--stage-lr",
               "0.05,0.005,0.0025", "--schedule", "multistep", "--milestones", "1.5,2", "--augment", "flip",
               "--lr", "0.1", "--weight-decay", "1e-4", "--nesterov", "--seed", "42", "--label-smoothing", "0.1"});
@@ -83,7 +85,7 @@ TEST_CASE("config: typed lists from the command line; the resolved TOML reads ba
   CHECK(b.cfg.layers["fc"].exclude);
 }
 
-TEST_CASE("config: a file with a dotted layer name; arrays and comma strings both read as lists") {
+TEST_CASE("config: a file with a dotted layer name, arrays and comma strings both read as lists") {
   ScratchDir tmp;
   std::ofstream(tmp / "c.toml") << "stages = '32,4'\nstage_epochs = [2, 1]\naugment = ['crop']\n"
                                 << "[layers.\"layer2.1.conv2\"]\nabits = 8\n";
@@ -97,7 +99,7 @@ TEST_CASE("config: a file with a dotted layer name; arrays and comma strings bot
   CHECK(c.cfg.layers["layer2.1.conv2"].wbits == 0);
 }
 
-TEST_CASE("config: a failed check names the flag and the value; from a file also the key and the file") {
+TEST_CASE("config: a failed check names the flag and the value, from a file also the key and the file") {
   CHECK(error_of([] { TrainCli({"--batch", "0"}); }) == "--batch must be at least 1, got 0");
   CHECK(error_of([] { TrainCli({"--momentum", "1.5"}); }) == "--momentum must be in [0, 1), got 1.5");
   CHECK(error_of([] { TrainCli({"--stage-epochs", "2,0"}); }) == "--stage-epochs must be at least 1, got 0");
@@ -121,7 +123,7 @@ TEST_CASE("config: a failed check names the flag and the value; from a file also
   CHECK(error_of([&] { apps::validate(m.cfg); }).find("needs --milestones") != std::string::npos);
 }
 
-TEST_CASE("RunState: JSON round trip; a checkpoint's run_state written before RunState existed still reads") {
+TEST_CASE("RunState: JSON round trip, a checkpoint's run_state written before RunState existed still reads") {
   apps::training::RunState s = apps::training::RunState::start(3);
   s.position.stage = 1;
   s.position.epoch = 2;
@@ -152,7 +154,7 @@ TEST_CASE("RunState: JSON round trip; a checkpoint's run_state written before Ru
   CHECK(j.at("rng").at("drop1").size() == 4);
 }
 
-TEST_CASE("Trainer::step lowers the loss of a small batch; evaluate reports on the same scale") {
+TEST_CASE("Trainer::step lowers the loss of a small batch, evaluate reports on the same scale") {
   using engine::Tensor;
   auto m = layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7});
   engine::Generator g(3);
@@ -201,4 +203,90 @@ TEST_CASE("nothing non-finite is saved: an overflowed BatchNorm statistic stops 
   CHECK_THROWS_WITH_AS(apps::training::require_finite_state(*m, "fp32", 2),
                        doctest::Contains("training diverged: bn1.running_var holds inf after stage fp32 epoch 2"),
                        engine::Error);
+}
+
+namespace {
+
+// LeNet and a `gain` parameter whose gradient turns NaN on demand while the loss stays finite, as an overflow
+// inside a backward pass would.
+class PoisonedGradient : public layers::Module {
+ public:
+  bool armed = false;       // the gradient of `gain` turns NaN
+  bool nan_output = false;  // a logit turns NaN: the loss does
+  PoisonedGradient() {
+    net_ = register_module("net", layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7}));
+    gain_ = register_parameter("gain", engine::Tensor::full({1}, 1.f));
+  }
+  engine::Tensor forward(const engine::Tensor& x) override {
+    const engine::Tensor y = net_->forward(x);  // (N, 10)
+    engine::Tensor out = y.detach().clone();
+    if (nan_output) out.data()[0] = NAN;
+    return engine::record("poison", out, {y, gain_},
+                          [armed = armed](const engine::Tensor& gy, std::vector<engine::Tensor>& gx) {
+                            if (gx[0].defined())
+                              for (int64_t i = 0; i < gy.numel(); ++i) gx[0].data()[i] += gy.data()[i];
+                            if (gx[1].defined()) gx[1].data()[0] += armed ? NAN : 0.f;
+                          });
+  }
+  std::string describe() const override { return "PoisonedGradient"; }
+
+ private:
+  layers::Module* net_ = nullptr;
+  engine::Tensor gain_;
+};
+
+std::vector<std::vector<float>> values(const std::vector<layers::NamedTensor>& ts) {
+  std::vector<std::vector<float>> out;
+  for (const auto& t : ts)
+    if (t.tensor.dtype() == engine::DType::f32) out.emplace_back(t.tensor.data(), t.tensor.data() + t.tensor.numel());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a non-finite loss or gradient is not stepped on: named, and the model left as it was") {
+  using engine::Tensor;
+  PoisonedGradient m;
+  engine::Generator g(3);
+  Tensor x = qiltest::randn({8, 1, 28, 28}, g);
+  Tensor y = Tensor::empty({8}, engine::DType::s32);
+  for (int64_t i = 0; i < 8; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(i % 10);
+  engine::SGD opt(apps::training::param_groups(m, 5e-4, 1.0), 0.9f);
+  apps::training::Trainer trainer(m, opt, apps::training::StepOptions{});
+  m.train();
+  REQUIRE(trainer.step(x, y, 0.05f).stepped());  // momentum buffers exist from here on
+  const auto params = values(m.named_parameters()), buffers = values(m.named_buffers());
+  std::vector<std::vector<float>> momentum;
+  for (const auto& [n, t] : opt.export_state()) momentum.emplace_back(t.data(), t.data() + t.numel());
+  auto unchanged = [&] {
+    CHECK(values(m.named_parameters()) == params);
+    CHECK(values(m.named_buffers()) == buffers);  // BatchNorm's running statistics moved in the forward pass
+    size_t i = 0;
+    for (const auto& [n, t] : opt.export_state())
+      CHECK(std::vector<float>(t.data(), t.data() + t.numel()) == momentum[i++]);
+  };
+
+  m.armed = true;  // a finite loss, a NaN gradient
+  const auto r = trainer.step(x, y, 0.05f);
+  CHECK(std::isfinite(r.loss));
+  CHECK(!r.stepped());
+  CHECK(r.nonfinite == "gradient of gain");
+  unchanged();
+
+  m.armed = false;
+  m.nan_output = true;  // the loss
+  const auto l = trainer.step(x, y, 0.05f);
+  CHECK(std::isnan(l.loss));
+  CHECK(l.nonfinite == "loss");
+  unchanged();
+
+  m.nan_output = false;  // an infinite pixel (today: BatchNorm turns it into NaN, ReLU drops it, the loss stays
+  Tensor bad = x.clone();  // finite and conv1's gradient is NaN)
+  bad.data()[5] = std::numeric_limits<float>::infinity();
+  const auto b = trainer.step(bad, y, 0.05f);
+  CHECK(!b.stepped());
+  CHECK((b.nonfinite == "loss" || b.nonfinite.rfind("gradient of net.", 0) == 0));
+  unchanged();
+  CHECK(trainer.step(x, y, 0.05f).stepped());
+  CHECK(values(m.named_parameters()) != params);
 }

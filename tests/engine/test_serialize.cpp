@@ -211,6 +211,74 @@ TEST_CASE("a failing write leaves the old file intact and no temporary file behi
   CHECK(read_checkpoint(path).text("beta") == "hello world");
 }
 
+// Sets a test-only fault for the lifetime of the guard (engine/serialize.cpp: QIL_TEST_FAIL_WRITE).
+struct FaultGuard {
+  explicit FaultGuard(const char* spec) { ::setenv("QIL_TEST_FAIL_WRITE", spec, 1); }
+  ~FaultGuard() { ::unsetenv("QIL_TEST_FAIL_WRITE"); }
+};
+
+std::string write_error(const std::string& path, const Checkpoint& c) {
+  try {
+    write_checkpoint(path, c);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_CASE("a full disk or a failing device while saving: a clear error, the old file loadable, nothing left") {
+  TempDir dir;
+  const std::string path = dir.file("last.ckpt");
+  write_checkpoint(path, small_checkpoint());
+  const std::vector<uint8_t> before = read_bytes(path);
+  Checkpoint big;
+  big.add_tensor("w", Tensor::zeros({100000}));
+  struct Case {
+    const char* spec;
+    const char* message;
+  };
+  // The first write of each value fails: mid-file (short, then ENOSPC), or at fsync (EIO: the file was
+  // shorter than the byte count), as the kernel reports a full disk or a failing device.
+  for (const Case& c : {Case{"1:1000:ENOSPC", "write failed: No space left on device"},
+                        Case{"1:0:EDQUOT", "write failed: Disk quota exceeded"},
+                        Case{"1:99999999:EIO", "fsync failed: Input/output error"}}) {
+    INFO(c.spec);
+    FaultGuard fault(c.spec);
+    const std::string err = write_error(path, big);
+    CHECK(err.find("checkpoint " + path + ": " + c.message) != std::string::npos);
+    CHECK(err.find("(" + path + " was not changed)") != std::string::npos);
+    CHECK(read_bytes(path) == before);
+    CHECK(dir.entries() == std::vector<std::string>{"last.ckpt"});
+    CHECK(read_checkpoint(path).text("beta") == "hello world");
+    CHECK(write_error(path, small_checkpoint()).empty());  // only the first write of the value fails
+  }
+  {
+    FaultGuard fault("2:10:EIO");  // the second write fails, the first goes through
+    CHECK(write_error(dir.file("a.ckpt"), small_checkpoint()).empty());
+    CHECK(write_error(dir.file("b.ckpt"), small_checkpoint()).find("Input/output error") != std::string::npos);
+    CHECK(dir.entries() == std::vector<std::string>{"a.ckpt", "last.ckpt"});
+  }
+  FaultGuard bad("sometimes");
+  CHECK(write_error(path, small_checkpoint()).find("QIL_TEST_FAIL_WRITE must be N:BYTES:ERR") != std::string::npos);
+}
+
+TEST_CASE("small files written atomically, temporary files of killed writers are removed, live ones kept") {
+  TempDir dir;
+  write_file_atomic(dir.file("config.toml"), "a = 1\n", "config");
+  write_file_atomic(dir.file("config.toml"), "a = 2\n", "config");
+  CHECK(read_bytes(dir.file("config.toml")) == std::vector<uint8_t>{'a', ' ', '=', ' ', '2', '\n'});
+  CHECK_THROWS_WITH_AS(write_file_atomic(dir.file("nowhere/config.toml"), "", "config"),
+                       doctest::Contains(("config " + dir.file("nowhere/config.toml") + ": cannot create").c_str()), Error);
+  // A pid above the kernel's limit (at most 2^22) is never running; this process and its parent are.
+  const std::string dead = "last.ckpt.tmp.999999999.3", mine = "best.ckpt.tmp." + std::to_string(::getpid()) + ".0",
+                    parent = "x.safetensors.tmp." + std::to_string(::getppid()) + ".1";
+  for (const std::string& f : {dead, mine, parent, std::string("notes.tmp"), std::string("a.tmp.b.c")})
+    write_bytes(dir.file(f), {1, 2, 3});
+  CHECK(remove_stale_temp_files(dir.path) == std::vector<std::string>{dead});
+  CHECK(dir.entries() == std::vector<std::string>{"a.tmp.b.c", mine, "config.toml", "notes.tmp", parent});
+  CHECK(remove_stale_temp_files(dir.file("missing")).empty());
+}
+
 TEST_CASE("writes into a missing or read-only folder fail naming it") {
   CHECK_THROWS_WITH_AS(write_checkpoint("/nonexistent_qil_dir/x.ckpt", small_checkpoint()),
                        doctest::Contains("cannot create a temporary file in folder /nonexistent_qil_dir"), Error);
