@@ -88,7 +88,7 @@ inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
   if (quantized) {
     layers::QuantPlan plan;
     plan.wbits = plan.abits = 4;
-    plan.overrides["fc1"] = layers::LayerOverride{3, 4, false};
+    plan.overrides["fc1"] = layers::LayerOverride{3, 4, false, ""};
     layers::apply_quant_plan(*model, plan);
     int left = 2;
     uint64_t seed = 100;
