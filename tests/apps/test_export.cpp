@@ -222,7 +222,7 @@ TEST_CASE("export int: codes are round(w_hat * q) and code * scale reproduces w_
   CHECK(st.metadata.count("activations"));
 }
 
-TEST_CASE("export int: LSQ, PACT and DoReFa codes times their scale reproduce the float export; rules per kind") {
+TEST_CASE("export int: LSQ, PACT and DoReFa codes times their scale reproduce the float export, rules per kind") {
   // DoReFa's and PACT's weights lie on k/q (k odd, q = 2^b - 1), LSQ's on k·s: the codes are k, the scale
   // out_scale/q or out_scale·s. Each input rule's parameters follow: LSQ s, PACT alpha, DoReFa none.
   const std::map<std::string, std::vector<std::string>> act_params = {

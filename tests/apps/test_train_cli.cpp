@@ -139,7 +139,7 @@ TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
   expect_error("train" + kSmall + " --epochs 1 --out " + tmp / "file/run", "--out: cannot create run directory");
 }
 
-TEST_CASE("a short run writes its run directory; eval and inspect read it; a different model is refused") {
+TEST_CASE("a short run writes its run directory, eval and inspect read it, a different model is refused") {
   if (!have_fashion()) return;
   ScratchDir tmp;
   auto r = run_qil("train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --out " + tmp / "run");
@@ -299,7 +299,7 @@ TEST_CASE("--quantizer lsq: a run quantizes with LSQ, resumes mid-stage exactly,
   CHECK_MESSAGE(x.code == 0, x.out);
 }
 
-TEST_CASE("--quantizer pact and dorefa: runs resume mid-stage exactly; inspect shows alpha; export int writes them") {
+TEST_CASE("--quantizer pact and dorefa: runs resume mid-stage exactly, inspect shows alpha, export int writes them") {
   expect_error("train --quantizer lq-nets", "--quantizer must be qil, lsq, pact or dorefa, got 'lq-nets'");
   expect_error("train --pact-alpha-decay 0.001", "--pact-alpha-decay applies to PACT's alpha");
   expect_error("train --quantizer pact --pact-alpha-decay -1", "--pact-alpha-decay must be >= 0, got -1");
@@ -399,7 +399,7 @@ TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run
 
 #include "apps/config.h"
 
-TEST_CASE("config file: values become flags that the command line overrides; per-layer tables") {
+TEST_CASE("config file: values become flags that the command line overrides, per-layer tables") {
   ScratchDir tmp;
   std::ofstream(tmp / "run.toml") << "model = \"resnet20\"\nlr = 0.02\nstages = \"32,4\"\nnesterov = true\n"
                                   << "stage_epochs = [3, 1]\nquantizer = \"pact\"\npact_alpha_decay = 0.0005\n"

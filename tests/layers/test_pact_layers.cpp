@@ -104,7 +104,7 @@ TEST_CASE("PACT and DoReFa layers: kinds, alpha where QIL puts c + d, output sca
   }
 }
 
-TEST_CASE("PACT and DoReFa layers: a quantized lenet lowers its loss on one batch; PACT's alpha trains") {
+TEST_CASE("PACT and DoReFa layers: a quantized lenet lowers its loss on one batch, PACT's alpha trains") {
   for (const std::string kind : {"pact", "dorefa"}) {
     CAPTURE(kind);
     Batch b = random_batch(32, 10, 4);
@@ -209,7 +209,7 @@ TEST_CASE("PACT and DoReFa layers: a checkpoint round trip keeps kinds, alpha an
   }
 }
 
-TEST_CASE("quantizer kinds per layer: an override mixes them; a quantized layer cannot switch kind") {
+TEST_CASE("quantizer kinds per layer: an override mixes them, a quantized layer cannot switch kind") {
   Batch b = random_batch(8, 10, 2);
   auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
   QuantPlan plan;

@@ -92,7 +92,7 @@ TEST_CASE("dorefa weights: the gradient by hand, through tanh and the max (ties 
   CHECK(z.grad().to_vector() == std::vector<float>{0, 0, 0});
 }
 
-TEST_CASE("dorefa weights: finite differences of tanh(w)/max|tanh w| (the max included); rounding straight through") {
+TEST_CASE("dorefa weights: finite differences of tanh(w)/max|tanh w| (the max included), rounding straight through") {
   // 20 weights (gradcheck checks every coordinate of an input this small, the max among them), the largest
   // |w| well clear of the next so that the argmax does not change within eps.
   Generator g(7);
@@ -118,7 +118,7 @@ TEST_CASE("dorefa weights: finite differences of tanh(w)/max|tanh w| (the max in
   CHECK(big.grad().to_vector() == dq);
 }
 
-TEST_CASE("dorefa activations: q_k(clip(x, 0, 1)) at 2, 3 and 4 bits, gradient 1 on [0, 1) and nothing learned") {
+TEST_CASE("dorefa activations: q_k(clip(x, 0, 1)) at 2, 3 and 4 bits, gradient 1 from 0 up to 1 and nothing learned") {
   auto q2 = make_activation_quantizer("dorefa", 2);
   CHECK(std::string(q2->kind()) == "dorefa_activation");
   CHECK(q2->named_parameters().empty());

@@ -58,7 +58,7 @@ TEST_CASE("pact: golden levels at 2, 3 and 4 bits, and the signed variant") {
   CHECK_THROWS_WITH_AS(pact_quantize(x2, param(1.f), 9), doctest::Contains("bits must be in 2..8, got 9"), Error);
 }
 
-TEST_CASE("pact: the paper's STE by hand; accumulated; identical to the clip's gradients") {
+TEST_CASE("pact: the paper's STE by hand, accumulated, identical to the clip's gradients") {
   // 3 bits, α = 3.5, G_i = i + 1. x = -0.4 0.2 0.3 1.1 2.6 3.5 4.0
   // ∂/∂x: 1 where 0 <= x < α: 0 1 1 1 1 0 0 (x = α is clipped: its derivative goes to α).
   // ∂/∂α: 1 where x >= α: the last two, Σ G = 6 + 7 = 13; below α it is 0, however far the grid moves.
@@ -99,7 +99,7 @@ TEST_CASE("pact: the paper's STE by hand; accumulated; identical to the clip's g
   }
 }
 
-TEST_CASE("pact: finite differences of the clip in x and alpha; of the staircase in alpha minus the grid's k/q") {
+TEST_CASE("pact: finite differences of the clip in x and alpha, of the staircase in alpha minus the grid's k/q") {
   // Inputs at least 0.1 from the kinks 0 and α (and from -α when signed), some clipped; α = 2.
   Generator g(11);
   std::vector<float> vals;
