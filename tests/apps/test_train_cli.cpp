@@ -173,6 +173,16 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
   REQUIRE_MESSAGE(cq.code == 0, cq.out);
   CHECK(cq.out.find("\"quant\":\"2\"") != std::string::npos);
   CHECK(cq.out != fp.out);  // 2-bit weights and activations change the logits
+  CHECK(cq.out.find("\"quantizer\":\"qil\"") != std::string::npos);
+  // Another quantizer's calibration: another result.
+  auto cd = run_qil("eval " + tmp / "run/best-fp32.ckpt" +
+                    " --subset 256 --progress none --json --quant 2 --calib-batches 2 --quantizer dorefa");
+  REQUIRE_MESSAGE(cd.code == 0, cd.out);
+  CHECK(cd.out.find("\"quantizer\":\"dorefa\"") != std::string::npos);
+  const auto last_json = [](const std::string& out) {
+    return nlohmann::json::parse(out.substr(out.rfind('{')));
+  };
+  CHECK(last_json(cd.out).at("loss") != last_json(cq.out).at("loss"));
   expect_error("eval " + tmp / "run/best.ckpt" + " --quant 4", "already quantized");
   expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 9", "bit width 9");
   auto i = run_qil("inspect " + tmp / "run");
