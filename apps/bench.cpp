@@ -34,6 +34,8 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--repeat", o.repeat, "repeats (the median is reported)")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
+  app.add_option("--quantizer", o.quantizer, "quantizer of the quantized layers: qil | lsq | pact | dorefa")
+      ->capture_default_str();
   app.add_flag("--json", o.json, "print JSON");
   app.add_flag("--plain", o.plain, "plain NCHW activations between ops (default: blocked where oneDNN picks it)");
   app.add_flag("--profile", o.profile, "print the time per op type (forward and backward) per step");
@@ -68,10 +70,11 @@ SyntheticBatch synthetic_batch(const BenchOptions& o) {
   return b;
 }
 
-void quantize_for_bench(layers::Module& model, const Stage& st, const Tensor& x) {
+void quantize_for_bench(layers::Module& model, const Stage& st, const std::string& quantizer, const Tensor& x) {
   layers::QuantPlan plan;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
+  plan.quantizer = quantizer;
   layers::apply_quant_plan(model, plan);
   layers::calibrate(model, 1, [&, done = false](Tensor& in) mutable {
     if (done) return false;
@@ -91,7 +94,7 @@ int run_bench(const BenchOptions& o) {
   auto model = layers::build_model(o.model, spec);
   const Stage st = parse_stage_entry(o.quant);
   const SyntheticBatch b = synthetic_batch(o);
-  if (st.quantized()) quantize_for_bench(*model, st, b.x);
+  if (st.quantized()) quantize_for_bench(*model, st, o.quantizer, b.x);
   std::vector<Tensor> params;
   for (auto& p : model->named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
@@ -117,12 +120,14 @@ int run_bench(const BenchOptions& o) {
   if (o.json)  // keys in this order, one line; the rate to 3 decimals as before
     std::cout << nlohmann::ordered_json{{"model", o.model},          {"batch", o.batch},
                                         {"image_size", o.image_size}, {"quant", st.name()},
+                                        {"quantizer", st.quantized() ? o.quantizer : "none"},
                                         {"threads", omp_get_max_threads()}, {"img_per_s", std::round(med * 1e3) / 1e3}}
                      .dump()
               << std::endl;
   else
-    std::printf("%s batch %lld @%lld %s, %d threads: img/s=%.2f\n", o.model.c_str(), static_cast<long long>(o.batch),
-                static_cast<long long>(o.image_size), st.name().c_str(), omp_get_max_threads(), med);
+    std::printf("%s batch %lld @%lld %s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
+                static_cast<long long>(o.batch), static_cast<long long>(o.image_size), st.name().c_str(),
+                st.quantized() ? (" " + o.quantizer).c_str() : "", omp_get_max_threads(), med);
   return 0;
 }
 

@@ -21,6 +21,7 @@ struct BenchOptions {
   int64_t repeat = 3;   // the median of the repeats is reported
   int64_t threads = 0;  // 0 = OpenMP's default
   std::string quant = "32";  // a stage entry: 32, 4, w4a8 ...
+  std::string quantizer = "qil";  // qil | lsq | pact | dorefa, for a quantized --quant
   bool json = false;
   bool plain = false;    // plain NCHW activations between ops instead of oneDNN's blocked layout
   bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)

@@ -41,6 +41,9 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--quant", o.quant,
                  "quantize at these widths first (4, w4a8, ...), with intervals from calibration alone: the "
                  "baseline that training the intervals must beat");
+  app.add_option("--quantizer", o.quantizer, "with --quant: qil | lsq | pact | dorefa")
+      ->check(CLI::IsMember({"qil", "lsq", "pact", "dorefa"}))
+      ->capture_default_str();
   app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8")
       ->check(CLI::IsMember({"fp", "8"}))
       ->capture_default_str();
@@ -61,6 +64,7 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
   plan.wbits = st.wbits;
   plan.abits = st.abits;
   plan.first_last_8bit = o.first_last == "8";
+  plan.quantizer = o.quantizer;
   layers::apply_quant_plan(*lm.model, plan);
   TrainConfig cfg;
   cfg.data = o.data;
@@ -81,11 +85,14 @@ int run_eval(const EvalOptions& o) {
   if (o.json) {
     json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
            {"top1", r.top1}, {"top5", r.top5}};
-    if (!o.quant.empty()) j["quant"] = o.quant;
+    if (!o.quant.empty()) {
+      j["quant"] = o.quant;
+      j["quantizer"] = o.quantizer;
+    }
     std::cout << j.dump() << "\n";
   } else {
     std::printf("%s%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
-                o.quant.empty() ? "" : (" quantized " + o.quant + " (calibration only)").c_str(), name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
+                o.quant.empty() ? "" : (" quantized " + o.quant + " " + o.quantizer + " (calibration only)").c_str(), name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
   }
   return 0;
 }

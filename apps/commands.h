@@ -21,6 +21,7 @@ struct EvalOptions {
   // Calibration-only quantization: quantize a full-precision checkpoint at these widths, calibrate on the
   // data's training images, evaluate. "" = evaluate the network as saved.
   std::string quant;
+  std::string quantizer = "qil";  // with quant: qil | lsq | pact | dorefa
   std::string first_last = "fp";
   int64_t calib_batches = 8;
 };

@@ -100,6 +100,8 @@ CLI::Validator schedule_name() {
       "cosine | multistep | constant");
 }
 
+const std::vector<std::string> kQuantizers = {"qil", "lsq", "pact", "dorefa"};
+
 std::vector<Field> fields(TrainConfig& c) {
   using CLI::IsMember;
   return {
@@ -146,9 +148,12 @@ std::vector<Field> fields(TrainConfig& c) {
        "interval gradients, output scales fixed at their least-squares fit)",
        one_of("quant-recipe", {"qil", "paper"})},
       {"quantizer", &c.quantizer,
-       "quantizer of every quantized layer: qil (learned interval, c, d, gamma) | lsq (learned step size s, "
-       "docs/quantizers.md)",
-       one_of("quantizer", {"qil", "lsq"})},
+       "quantizer of every quantized layer (docs/quantizers.md): qil (learned interval, c, d, gamma) | lsq "
+       "(learned step size s) | pact (learned clipping level alpha; DoReFa weights) | dorefa (nothing learned)",
+       one_of("quantizer", kQuantizers)},
+      {"pact-alpha-decay", &c.pact_alpha_decay,
+       "PACT: L2 penalty lambda on each clipping level alpha (adds lambda*alpha to its gradient; 0 = none)",
+       non_negative("pact-alpha-decay")},
       {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", one_of("first-last", {"fp", "8"})},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
@@ -276,8 +281,14 @@ LayerOverride read_layer_table(const toml::table& lt, const std::string& lname, 
     } else if (f == "exclude") {
       QIL_CHECK(fv.is_boolean(), "config ", path, ": layers.", lname, ".exclude must be true or false");
       o.exclude = *fv.value<bool>();
+    } else if (f == "quantizer") {
+      const auto k = fv.value<std::string>();
+      QIL_CHECK(k && std::find(kQuantizers.begin(), kQuantizers.end(), *k) != kQuantizers.end(), "config ", path,
+                ": layers.", lname, ".quantizer must be qil, lsq, pact or dorefa");
+      o.quantizer = *k;
     } else {
-      config_error(path, str_cat("unknown key 'layers.", lname, ".", f, "' (known: wbits, abits, exclude)"));
+      config_error(path,
+                   str_cat("unknown key 'layers.", lname, ".", f, "' (known: wbits, abits, exclude, quantizer)"));
     }
   }
   return o;
@@ -356,6 +367,10 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.schedule != "multistep" || !c.milestones.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");
   QIL_CHECK(c.augment.size() == 1 || std::find(c.augment.begin(), c.augment.end(), "none") == c.augment.end(),
             "--augment: 'none' cannot be combined with other augmentations, got '", join(c.augment, ','), "'");
+  bool pact = c.quantizer == "pact";
+  for (const auto& [name, o] : c.layers) pact = pact || o.quantizer == "pact";
+  QIL_CHECK(c.pact_alpha_decay == 0 || pact, "--pact-alpha-decay applies to PACT's alpha: it needs --quantizer pact "
+            "(or a layer with quantizer = \"pact\" in the config file), got --quantizer ", c.quantizer);
   c.stage_list();
 }
 
@@ -388,6 +403,7 @@ std::string to_toml(const TrainConfig& cfg) {
     if (o.wbits) t.insert("wbits", o.wbits);
     if (o.abits) t.insert("abits", o.abits);
     if (o.exclude) t.insert("exclude", true);
+    if (!o.quantizer.empty()) t.insert("quantizer", o.quantizer);
     layers.insert(name, std::move(t));
   }
   if (!layers.empty()) tbl.insert("layers", std::move(layers));

@@ -17,7 +17,8 @@ class App;
 
 namespace apps {
 
-// A per-layer table in the config file: [layers."layer1.0.conv1"] wbits = 3, abits = 4, exclude = false.
+// A per-layer table in the config file: [layers."layer1.0.conv1"] wbits = 3, abits = 4, exclude = false,
+// quantizer = "pact".
 using layers::LayerOverride;
 
 struct TrainConfig {
@@ -56,7 +57,8 @@ struct TrainConfig {
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
-  std::string quantizer = "qil";     // qil | lsq: the quantizer every quantized layer gets (quant's factory)
+  std::string quantizer = "qil";     // qil | lsq | pact | dorefa: every quantized layer's kind (quant's factory)
+  double pact_alpha_decay = 0;       // PACT: L2 penalty λ on each α, as weight decay of α's optimizer group
   std::string first_last = "fp";  // fp | 8: the first conv and the last linear
   int64_t calib_batches = 8;
   std::string init;           // checkpoint or safetensors to start from

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "apps/npy.h"
 #include "engine/autograd.h"
@@ -49,7 +50,8 @@ std::map<std::string, std::string> common_metadata(layers::Module& model, const 
     const auto& s = l->quant_spec();
     layers_json[name] = {{"wbits", weight_quantized(*l) ? s.wbits : 32},
                          {"abits", input_quantized(*l) ? s.abits : 32},
-                         {"signed_input", input_quantized(*l) && l->act_quantizer()->is_signed()}};
+                         {"signed_input", input_quantized(*l) && l->act_quantizer()->is_signed()},
+                         {"quantizer", s.quantizer}};
   }
   return {{"format", format},
           {"model", meta.model},
@@ -61,10 +63,34 @@ std::map<std::string, std::string> common_metadata(layers::Module& model, const 
           {"quant_layers", layers_json.dump()}};
 }
 
-const char* kActivationRule =
-    "x_bar = round(clamp((x - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers "
-    "x_bar = sign(x) * round(clamp((|x| - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^(bits-1) - 1; "
-    "round is half away from zero";
+// Each quantizer family's input rule, as the files state it (the layer's quant_layers entry names its family).
+const char* activation_rule(const std::string& family) {
+  if (family == "lsq")
+    return "x_bar = round(clamp(x/s, 0, 2^bits - 1)) * s; for signed_input layers x_bar = round(clamp(x/s, "
+           "-2^(bits-1), 2^(bits-1) - 1)) * s; round is half away from zero";
+  if (family == "pact")
+    return "x_bar = round(clamp(x, 0, alpha) * q/alpha) * alpha/q with q = 2^bits - 1; for signed_input layers "
+           "x_bar = sign(x) * round(min(|x|, alpha) * q/alpha) * alpha/q with q = 2^(bits-1) - 1; round is half "
+           "away from zero";
+  if (family == "dorefa")
+    return "x_bar = round(clamp(x, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers x_bar = sign(x) * "
+           "round(min(|x|, 1) * q)/q with q = 2^(bits-1) - 1; round is half away from zero";
+  return "x_bar = round(clamp((x - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers "
+         "x_bar = sign(x) * round(clamp((|x| - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^(bits-1) - 1; "
+         "round is half away from zero";
+}
+
+// The rule of every family whose input quantizers the model uses: the rule alone when there is one family (QIL's
+// text as files have always had it), else "<family> layers: <rule>" joined by " | ".
+std::string activation_rules(layers::Module& model) {
+  std::set<std::string> families;
+  for (auto& [name, l] : layers::quantizable_layers(model))
+    if (input_quantized(*l)) families.insert(l->quant_spec().quantizer);
+  if (families.size() <= 1) return activation_rule(families.empty() ? "qil" : *families.begin());
+  std::string o;
+  for (const std::string& f : families) o += (o.empty() ? "" : " | ") + f + " layers: " + activation_rule(f);
+  return o;
+}
 
 std::map<std::string, layers::QuantizableModule*> layer_map(layers::Module& model) {
   std::map<std::string, layers::QuantizableModule*> out;
@@ -107,11 +133,38 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
   out.metadata["weights"] =
       "effective: the weight of each quantized layer is its fake-quantized weight times its out_scale (w_bar * s), "
       "so the file loads into the full-precision network; reproducing qil's outputs exactly also needs each "
-      "quantized layer's input quantization (abits in quant_layers; c and d in <layer>.act_quant.* when exported "
-      "with --with-quant-params)";
-  out.metadata["activation_rule"] = kActivationRule;
+      "quantized layer's input quantization (abits and the quantizer in quant_layers; its parameters, e.g. c and d, "
+      "in <layer>.act_quant.* when exported with --with-quant-params)";
+  out.metadata["activation_rule"] = activation_rules(model);
   return out;
 }
+
+namespace {
+// A quantized layer's weight as int8 codes and the scale that turns them into the weight it computes with:
+// w̄·out_scale = code·weight_scale. QIL's and DoReFa's w̄ lie on the grid k/q (q = positive_levels), LSQ's on k·s.
+void add_weight_codes(ExportedModel& out, const layers::QuantizableModule& l, const std::string& pre) {
+  const quant::Quantizer& wq = *l.active_weight_quantizer();
+  const double step = wq.stats().step;
+  const double unit = step > 0 ? step : 1.0 / wq.positive_levels();
+  const long max_code = step > 0 ? 1L << (wq.bits() - 1) : wq.positive_levels();  // LSQ: -Q_N = -2^(b-1)
+  QIL_CHECK(max_code <= 128 && (step > 0 || max_code <= 127), "export --format int: layer '",
+            pre.substr(0, pre.size() - 1), "' has ", wq.bits(), "-bit ", wq.kind(), " weights, whose codes reach ",
+            max_code, " and do not fit int8 (use --format safetensors, or at most 7 bits)");
+  const Tensor wbar = fake_quantized_weight(l);
+  Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
+  const float* w = wbar.data();
+  int8_t* c = codes.data<int8_t>();
+  for (int64_t i = 0; i < wbar.numel(); ++i) {
+    // w̄ = code·unit, so w̄/unit is an integer up to float rounding.
+    const long code = std::lround(w[i] / unit);
+    QIL_CHECK(code >= -max_code && code <= max_code, "export: layer '", pre, "' has a weight code ", code,
+              " outside [", -max_code, ", ", max_code, "]");
+    c[i] = static_cast<int8_t>(code);
+  }
+  out.tensors.emplace_back(pre + "weight_int", codes);
+  out.tensors.emplace_back(pre + "weight_scale", scalar(static_cast<float>(l.out_scale().item() * unit)));
+}
+}  // namespace
 
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
   ExportedModel out;
@@ -124,31 +177,10 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
       continue;
     }
     const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
-    // The codes below and kActivationRule are QIL's (w̄ = k/q); another rule's levels would be written wrongly.
-    for (const quant::Quantizer* q : {l->active_weight_quantizer(), l->active_act_quantizer()})
-      QIL_CHECK(!q || std::string(q->kind()).rfind("qil_", 0) == 0, "export --format int: layer '",
-                pre.substr(0, pre.size() - 1), "' uses the ", q->kind(),
-                " quantizer; integer export writes QIL's codes only (use --format safetensors)");
-    if (weight_quantized(*l)) {
-      const int q = l->active_weight_quantizer()->positive_levels();
-      const Tensor wbar = fake_quantized_weight(*l);
-      Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
-      const float* w = wbar.data();
-      int8_t* c = codes.data<int8_t>();
-      for (int64_t i = 0; i < wbar.numel(); ++i) {
-        // w̄ = round(ŵ·q)/q, so w̄·q is an integer up to float rounding.
-        const long code = std::lround(w[i] * q);
-        QIL_CHECK(code >= -q && code <= q, "export: layer '", pre, "' has a weight code ", code, " outside [", -q,
-                  ", ", q, "]");
-        c[i] = static_cast<int8_t>(code);
-      }
-      out.tensors.emplace_back(pre + "weight_int", codes);
-      out.tensors.emplace_back(pre + "weight_scale", scalar(l->out_scale().item() / static_cast<float>(q)));
-    } else {
-      out.tensors.emplace_back(p.name, effective_weight(*l));
-    }
+    if (weight_quantized(*l)) add_weight_codes(out, *l, pre);
+    else out.tensors.emplace_back(p.name, effective_weight(*l));
     if (input_quantized(*l)) {
-      // The quantizer's own parameters (QIL: c, d), which kActivationRule names.
+      // The quantizer's own parameters (QIL: c, d; LSQ: s; PACT: alpha; DoReFa: none), which its rule names.
       for (const auto& [n, t] : l->active_act_quantizer()->named_parameters())
         out.tensors.emplace_back(pre + "act_quant." + n, scalar(t.item()));
       out.tensors.emplace_back(pre + "act_quant.bits", scalar(static_cast<float>(l->quant_spec().abits)));
@@ -159,8 +191,10 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
   out.metadata["weights"] =
       "<layer>.weight = <layer>.weight_int (int8 codes) * <layer>.weight_scale for layers with quantized weights; "
       "other weights are f32 (already multiplied by the layer's output scale where only the input is quantized)";
-  out.metadata["activations"] =
-      str_cat("a layer with <layer>.act_quant.{c,d,bits} computes op(x_bar, weight) + bias, where ", kActivationRule);
+  out.metadata["activations"] = str_cat(
+      "a layer with <layer>.act_quant.bits computes op(x_bar, weight) + bias, its input quantized by the rule of "
+      "its quantizer (quant_layers), whose parameters are <layer>.act_quant.*: ",
+      activation_rules(model));
   return out;
 }
 

@@ -20,7 +20,9 @@ json stats_json(const quant::QuantStats& s) {
          {"c", s.c},                 {"d", s.d},
          {"gamma", s.gamma},         {"prune_threshold", s.prune_threshold},
          {"clip_threshold", s.clip_threshold}, {"levels_total", s.levels_total}};
-  if (s.step > 0) j["step"] = s.step;  // LSQ's s
+  if (s.step > 0) j["step"] = s.step;              // LSQ's s
+  if (s.alpha > 0) j["alpha"] = s.alpha;           // PACT's α (DoReFa's activations: 1)
+  if (s.tanh_max > 0) j["tanh_max"] = s.tanh_max;  // DoReFa's weights: max|tanh w|
   if (s.pruned_fraction >= 0) j["pruned_fraction"] = s.pruned_fraction;
   if (s.clipped_fraction >= 0) j["clipped_fraction"] = s.clipped_fraction;
   if (s.levels_used >= 0) j["levels_used"] = s.levels_used;
@@ -35,6 +37,8 @@ quant::QuantStats stats_from_json(const json& j) {
   s.d = j.value("d", 0.0);
   s.gamma = j.value("gamma", 1.0);
   s.step = j.value("step", 0.0);
+  s.alpha = j.value("alpha", 0.0);
+  s.tanh_max = j.value("tanh_max", 0.0);
   s.prune_threshold = j.value("prune_threshold", 0.0);
   s.clip_threshold = j.value("clip_threshold", 0.0);
   s.levels_total = j.value("levels_total", 0);
@@ -47,6 +51,51 @@ std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
+}
+
+// What a side's c, d and γ columns show: QIL's interval; one learned scalar in the c column ("-" in d and γ):
+// LSQ's step s, PACT's clipping level α; nothing ("-" in all three): DoReFa learns no parameter.
+enum class Shown { interval, one, none };
+Shown shown(const quant::QuantStats& s) {
+  const std::string k = s.kind;
+  if (k.rfind("lsq_", 0) == 0 || k.rfind("pact_", 0) == 0) return Shown::one;
+  if (k.rfind("dorefa_", 0) == 0) return Shown::none;
+  return Shown::interval;
+}
+double one_param(const quant::QuantStats& s) { return s.step > 0 ? s.step : s.alpha; }
+
+// The notes under a table: one per quantizer family whose columns differ from QIL's.
+std::string table_notes(const std::vector<layers::LayerReport>& reports, bool thresholds) {
+  bool lsq = false, pact = false, dw = false, da = false;
+  for (const auto& r : reports)
+    for (const quant::QuantStats* s : {&r.weight, &r.activation}) {
+      lsq = lsq || s->kind.rfind("lsq_", 0) == 0;
+      pact = pact || s->kind.rfind("pact_", 0) == 0;
+      dw = dw || s->kind == "dorefa_weight";
+      da = da || s->kind.rfind("dorefa_activation", 0) == 0;
+    }
+  std::string o;
+  if (lsq) o += thresholds ? "LSQ layers: the c columns hold the step s; prune = s/2, clip = (Q_P - 1/2)*s\n"
+                           : "LSQ layers: the c columns hold the step s\n";
+  if (pact) o += thresholds ? "PACT layers: the c_X column holds the clipping level alpha; prune_X = alpha/(2q), "
+                              "clip_X = alpha*(1 - 1/(2q)), q = 2^bits - 1\n"
+                            : "PACT layers: the c_X column holds the clipping level alpha\n";
+  if (dw && thresholds)
+    o += "DoReFa weights (also PACT's) learn nothing (-): w_bar = 2*q_k(tanh(w)/(2M) + 1/2) - 1, M = max|tanh w|, "
+         "has no 0 level (prune 0); clip = atanh(M*(1 - 1/q))\n";
+  if (da && thresholds) o += "DoReFa inputs learn nothing (-): x_bar = q_k(clip(x, 0, 1)); prune 1/(2q), clip 1 - 1/(2q)\n";
+  return o;
+}
+
+// The c, d, γ columns of the interval table for one side (widths 8, 8 and 5, or 8 and 8 without γ).
+std::string param_cols(const quant::QuantStats& s, bool with_gamma) {
+  const std::string dash8 = std::string(7, ' ') + "-", dash5 = std::string(4, ' ') + "-";
+  const Shown k = shown(s);
+  std::string o = k == Shown::interval ? fmt("%8.4f", s.c) + " " + fmt("%8.4f", s.d)
+                  : k == Shown::one    ? fmt("%8.4f", one_param(s)) + " " + dash8
+                                       : dash8 + " " + dash8;
+  if (with_gamma) o += " " + (k == Shown::interval ? fmt("%5.2f", s.gamma) : dash5);
+  return o;
 }
 }  // namespace
 
@@ -79,33 +128,25 @@ std::string interval_table(const std::vector<layers::LayerReport>& reports) {
                 "layer", "w/a", "c_W", "d_W", "gamma", "prune", "clip", "%prun", "%clip", "levels", "c_X", "d_X",
                 "prune_X", "clip_X", "scale");
   os << line << std::string(std::string(line).size() - 1, '-') << "\n";
-  bool any_lsq = false;
   for (const auto& r : reports) {
     const auto& w = r.weight;
     const auto& a = r.activation;
     const std::string wa = (r.spec.wbits < 32 ? std::to_string(r.spec.wbits) : "fp") + "/" +
                            (r.spec.abits < 32 ? std::to_string(r.spec.abits) : "fp");
-    // LSQ has one step s and no interval: s in the c column, "-" for d and γ (a note under the table says so).
-    const bool wl = w.step > 0, al = a.step > 0;
-    any_lsq = any_lsq || wl || al;
-    std::string wcols = w.bits ? (wl ? fmt("%8.4f", w.step) + " " + std::string(7, ' ') + "-" + " " + std::string(4, ' ') + "-"
-                                     : fmt("%8.4f", w.c) + " " + fmt("%8.4f", w.d) + " " + fmt("%5.2f", w.gamma)) +
-                                     " " +
-                                     fmt("%8.4f", w.prune_threshold) + " " + fmt("%8.4f", w.clip_threshold) + " " +
-                                     fmt("%6.1f", 100 * w.pruned_fraction) + " " +
-                                     fmt("%6.1f", 100 * w.clipped_fraction) + " " +
-                                     (std::to_string(w.levels_used) + "/" + std::to_string(w.levels_total))
-                               : std::string(8 + 1 + 8 + 1 + 5 + 1 + 8 + 1 + 8 + 1 + 6 + 1 + 6 + 1 + 1, ' ') + "-";
-    std::string acols = a.bits ? (al ? fmt("%8.4f", a.step) + " " + std::string(7, ' ') + "-"
-                                     : fmt("%8.4f", a.c) + " " + fmt("%8.4f", a.d)) +
-                                     " " + fmt("%8.4f", a.prune_threshold) +
-                                     " " + fmt("%8.4f", a.clip_threshold)
-                               : std::string(35, ' ') + "-";
+    const std::string wcols = w.bits ? param_cols(w, true) + " " + fmt("%8.4f", w.prune_threshold) + " " +
+                                           fmt("%8.4f", w.clip_threshold) + " " +
+                                           fmt("%6.1f", 100 * w.pruned_fraction) + " " +
+                                           fmt("%6.1f", 100 * w.clipped_fraction) + " " +
+                                           (std::to_string(w.levels_used) + "/" + std::to_string(w.levels_total))
+                                     : std::string(8 + 1 + 8 + 1 + 5 + 1 + 8 + 1 + 8 + 1 + 6 + 1 + 6 + 1 + 1, ' ') + "-";
+    const std::string acols = a.bits ? param_cols(a, false) + " " + fmt("%8.4f", a.prune_threshold) + " " +
+                                           fmt("%8.4f", a.clip_threshold)
+                                     : std::string(35, ' ') + "-";
     std::snprintf(line, sizeof line, "%-24s %5s | %-64s | %-35s | %7.4f\n", r.name.c_str(), wa.c_str(),
                   wcols.c_str(), acols.c_str(), r.out_scale);
     os << line;
   }
-  if (any_lsq) os << "LSQ layers: the c columns hold the step s; prune = s/2, clip = (Q_P - 1/2)*s\n";
+  os << table_notes(reports, true);
   return os.str();
 }
 
@@ -113,7 +154,7 @@ std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
   std::ostringstream os;
   os << "layer,type,wbits,abits,out_scale,w_c,w_d,w_gamma,w_prune_threshold,w_clip_threshold,w_pruned_fraction,"
         "w_clipped_fraction,w_levels_used,w_levels_total,a_c,a_d,a_prune_threshold,a_clip_threshold,"
-        "w_step,a_step\n";
+        "w_step,a_step,a_alpha,w_tanh_max\n";
   os.precision(8);
   for (const auto& r : reports) {
     const auto& w = r.weight;
@@ -128,11 +169,12 @@ std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
       os << ',' << a.c << ',' << a.d << ',' << a.prune_threshold << ',' << a.clip_threshold;
     else
       os << ",,,,";
-    // LSQ's steps last, so that the QIL columns keep their positions; empty for QIL.
-    os << ',';
-    if (w.step > 0) os << w.step;
-    os << ',';
-    if (a.step > 0) os << a.step;
+    // The other quantizers' parameters last, so that the QIL columns keep their positions; empty where a layer's
+    // quantizer has no such parameter (LSQ's steps, PACT's α, DoReFa's max|tanh w|).
+    for (double v : {w.step, a.step, a.alpha, w.tanh_max}) {
+      os << ',';
+      if (v > 0) os << v;
+    }
     os << '\n';
   }
   return os.str();
@@ -170,7 +212,6 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
   std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", "layer", "c_W", "d_W", "gamma",
                 "%prun", "c_X", "d_X");
   os << line << std::string(std::string(line).size() - 1, '-') << "\n";
-  bool any_lsq = false;
   for (const auto& r : now) {
     auto it = by_name.find(r.name);
     if (it == by_name.end()) continue;
@@ -178,22 +219,25 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
     const auto& a0 = it->second->activation;
     const auto& w = r.weight;
     const auto& a = r.activation;
-    const bool ws = w.bits && w0.bits, as = a.bits && a0.bits;
-    // LSQ: the step s in the c columns, "-" for d and γ (as in interval_table).
-    const bool wl = w.step > 0, al = a.step > 0;
-    any_lsq = any_lsq || wl || al;
-    const std::string wc = !ws ? "-" : wl ? moved(w0.step, w.step, "%.4f") : moved(w0.c, w.c, "%.4f");
-    const std::string wd = !ws || wl ? "-" : moved(w0.d, w.d, "%.4f");
-    const std::string wg = !ws || wl ? "-" : fmt("%.3f", w0.gamma) + " -> " + fmt("%.3f", w.gamma);
-    const std::string ac = !as ? "-" : al ? moved(a0.step, a.step, "%.4f") : moved(a0.c, a.c, "%.4f");
-    const std::string ad = !as || al ? "-" : moved(a0.d, a.d, "%.4f");
+    // As in interval_table: LSQ's s and PACT's α in the c columns, "-" for what a quantizer does not learn.
+    const Shown wk = w.bits && w0.bits ? shown(w) : Shown::none, ak = a.bits && a0.bits ? shown(a) : Shown::none;
+    auto c_col = [](Shown k, const quant::QuantStats& s0, const quant::QuantStats& s) {
+      return k == Shown::interval ? moved(s0.c, s.c, "%.4f")
+             : k == Shown::one    ? moved(one_param(s0), one_param(s), "%.4f")
+                                  : std::string("-");
+    };
+    const std::string wc = c_col(wk, w0, w), ac = c_col(ak, a0, a);
+    const std::string wd = wk == Shown::interval ? moved(w0.d, w.d, "%.4f") : "-";
+    const std::string wg =
+        wk == Shown::interval ? fmt("%.3f", w0.gamma) + " -> " + fmt("%.3f", w.gamma) : std::string("-");
+    const std::string ad = ak == Shown::interval ? moved(a0.d, a.d, "%.4f") : "-";
     std::snprintf(line, sizeof line, "%-24s | %-28s %-28s %-21s %6s | %-28s %-28s\n", r.name.c_str(), wc.c_str(),
                   wd.c_str(), wg.c_str(),
                   w.bits && w.pruned_fraction >= 0 ? fmt("%.1f", 100 * w.pruned_fraction).c_str() : "-", ac.c_str(),
                   ad.c_str());
     os << line;
   }
-  if (any_lsq) os << "LSQ layers: the c columns hold the step s\n";
+  os << table_notes(now, false);
   return os.str();
 }
 

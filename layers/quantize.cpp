@@ -47,7 +47,12 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
       if (it->second.exclude) s.wbits = s.abits = 32;
       if (it->second.wbits) s.wbits = it->second.wbits;
       if (it->second.abits) s.abits = it->second.abits;
+      if (!it->second.quantizer.empty()) s.quantizer = it->second.quantizer;
     }
+    QIL_CHECK(!(l->weight_quantizer() || l->act_quantizer()) || l->quant_spec().quantizer == s.quantizer,
+              "quantization: layer '", n, "' holds ", l->quant_spec().quantizer,
+              " quantizers (from its checkpoint or an earlier stage) and cannot switch to ", s.quantizer,
+              " (start from a full-precision network to change the quantizer)");
     // A layer that has run quantized keeps its quantizers; a full-precision stage after a quantized one is
     // not a thing the stage list allows.
     l->set_quant(s);

@@ -17,6 +17,7 @@ struct LayerOverride {
   int wbits = 0;  // 0 = the stage's width
   int abits = 0;
   bool exclude = false;  // keep this layer full precision
+  std::string quantizer;  // "" = the plan's kind; else qil, lsq, pact or dorefa for this layer
 };
 
 struct QuantPlan {
@@ -31,7 +32,8 @@ struct QuantPlan {
 std::vector<std::pair<std::string, QuantizableModule*>> quantizable_layers(Module& m);
 
 // Applies the plan to every layer; returns the names of the layers that are now quantized. Overrides naming
-// a layer that does not exist are errors (the message names it).
+// a layer that does not exist are errors (the message names it), and so is a kind other than the one whose
+// quantizers a layer already holds (from a checkpoint or an earlier stage: their parameters cannot change kind).
 std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan);
 
 // Calibrates quantizers that have no interval yet (a new stage keeps the previous stage's intervals): one

@@ -1,6 +1,7 @@
-// Vectorizable float log, exp and rounding for the QIL kernels. std::log, std::exp, std::pow and std::round are
-// library calls that keep an OpenMP simd loop scalar (glibc's vector math is only declared under -ffast-math);
-// these inline versions (Cephes' logf/expf polynomials, ~2 ulp) let the compiler vectorize the quantizer loops.
+// Vectorizable float log, exp, tanh and rounding for the quantizer kernels. std::log, std::exp, std::tanh,
+// std::pow and std::round are library calls that keep an OpenMP simd loop scalar (glibc's vector math is only
+// declared under -ffast-math); these inline versions (Cephes' logf/expf/tanhf, ~2 ulp) let the compiler vectorize
+// the quantizer loops.
 // Not a general math library: inputs outside the documented ranges are not handled.
 #pragma once
 #include <cstdint>
@@ -62,6 +63,25 @@ inline float fast_exp(float x) {
   y = y * x + 5.0000001201e-1f;
   y = y * z + x + 1.f;
   return y * bits_float((n + 127) << 23);
+}
+
+// tanh x for any finite x (Cephes' tanhf: an odd polynomial below |x| = 0.625, 1 − 2/(e^(2|x|) + 1) above).
+// Both branches are computed and mixed by a 0/1 mask, which keeps a loop around it vectorized; |x| is capped
+// at 44 first (tanh 44 is 1 in float), so that the polynomial stays finite and the mask never multiplies inf.
+inline float fast_tanh(float x) {
+  float a = x < 0.f ? -x : x;
+  a = a > 44.f ? 44.f : a;
+  const float z = a * a;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = p * z * a + a;
+  const float large = 1.f - 2.f / (fast_exp(2.f * a) + 1.f);
+  const float big = static_cast<float>(a >= 0.625f);
+  const float t = big * large + (1.f - big) * small;
+  return x < 0.f ? -t : t;
 }
 
 // round(v) half away from zero for 0 <= v < 2^31, as std::round does: v + 0.5 is exact in double, and a

@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "quant/dorefa.h"
 #include "quant/lsq.h"
+#include "quant/pact.h"
 #include "quant/qil_ops.h"
 
 namespace quant {
@@ -24,9 +26,9 @@ void check_input(const char* op, const Tensor& t) {
   QIL_CHECK(t.defined(), op, ": undefined input");
   QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
 }
+}  // namespace
 
-// max(0, max v) or max |v|.
-double max_value(const Tensor& t, bool absolute) {
+double observed_max(const Tensor& t, bool absolute) {
   const float* p = t.data();
   const int64_t n = t.numel();
   float m = 0.f;
@@ -35,9 +37,7 @@ double max_value(const Tensor& t, bool absolute) {
   return m;
 }
 
-// The pct-th percentile (linear interpolation between order statistics, as numpy's default) of v, or of |v|,
-// over every stride-th element so that a large activation costs at most kCalibSample values.
-double strided_percentile(const Tensor& t, double pct, bool absolute) {
+double observed_percentile(const Tensor& t, double pct, bool absolute) {
   const float* p = t.data();
   const int64_t n = t.numel();
   const int64_t stride = (n + QilActQuantizer::kCalibSample - 1) / QilActQuantizer::kCalibSample;
@@ -53,6 +53,7 @@ double strided_percentile(const Tensor& t, double pct, bool absolute) {
   return v_lo + (pos - lo) * (v_hi - v_lo);
 }
 
+namespace {
 // Fractions of discretized values at level 0 and at the top level, and how many levels appear.
 // y holds the op's output: k/q for integer levels k in [−q, q] (symmetric) or [0, q].
 void level_stats(const Tensor& y, int q, bool symmetric, QuantStats& st) {
@@ -128,7 +129,9 @@ void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
   if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma);
   if (kind == "lsq") return std::make_unique<LsqQuantizer>(LsqQuantizer::Role::weight, bits);
-  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil, lsq)"));
+  // PACT's paper quantizes the weights with DoReFa's rule.
+  if (kind == "pact" || kind == "dorefa") return std::make_unique<DorefaWeightQuantizer>(bits);
+  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil, lsq, pact, dorefa)"));
 }
 
 std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
@@ -136,10 +139,26 @@ std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, in
   if (kind == "lsq")
     return std::make_unique<LsqQuantizer>(
         o.is_signed ? LsqQuantizer::Role::activation_signed : LsqQuantizer::Role::activation, bits);
-  throw engine::Error(engine::str_cat("unknown activation quantizer '", kind, "' (known: qil, lsq)"));
+  if (kind == "pact") return std::make_unique<PactQuantizer>(bits, o.is_signed, o.percentile);
+  if (kind == "dorefa") return std::make_unique<DorefaActQuantizer>(bits, o.is_signed);
+  throw engine::Error(
+      engine::str_cat("unknown activation quantizer '", kind, "' (known: qil, lsq, pact, dorefa)"));
 }
 
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
+  if (s.kind == "pact_activation" || s.kind == "pact_activation_signed") {
+    auto p = std::make_unique<PactQuantizer>(s.bits, s.kind == "pact_activation_signed");
+    p->alpha().data()[0] = static_cast<float>(s.alpha);
+    p->set_calibrated(true);
+    return p;
+  }
+  if (s.kind == "dorefa_weight") {
+    auto w = std::make_unique<DorefaWeightQuantizer>(s.bits);
+    w->set_fixed_normalizer(static_cast<float>(s.tanh_max));  // 0 (not reported): the input's own M
+    return w;
+  }
+  if (s.kind == "dorefa_activation" || s.kind == "dorefa_activation_signed")
+    return std::make_unique<DorefaActQuantizer>(s.bits, s.kind == "dorefa_activation_signed");
   if (s.kind == "lsq_weight" || s.kind == "lsq_activation" || s.kind == "lsq_activation_signed") {
     const auto role = s.kind == "lsq_weight"       ? LsqQuantizer::Role::weight
                       : s.kind == "lsq_activation" ? LsqQuantizer::Role::activation
@@ -258,7 +277,7 @@ NamedTensors QilWeightQuantizer::named_parameters() const { return {{"c", c_}, {
 void QilWeightQuantizer::observe(const Tensor& w) {
   if (calibrated_) return;
   check_input("QilWeightQuantizer::observe", w);
-  max_abs_ = std::max(max_abs_, max_value(w, true));
+  max_abs_ = std::max(max_abs_, observed_max(w, true));
   ++observed_;
 }
 
@@ -334,8 +353,8 @@ void QilActQuantizer::observe(const Tensor& x) {
   if (calibrated_) return;
   check_input("QilActQuantizer::observe", x);
   if (x.numel() == 0) return;
-  percentile_sum_ += strided_percentile(x, percentile_, is_signed_);
-  max_value_ = std::max(max_value_, max_value(x, is_signed_));
+  percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
+  max_value_ = std::max(max_value_, observed_max(x, is_signed_));
   ++observed_;
 }
 

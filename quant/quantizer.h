@@ -1,7 +1,7 @@
-// Parameter-owning quantizers: the Quantizer interface a layer holds (so LSQ, PACT or DoReFa can sit beside
-// QIL), the factory that makes one by kind, the two QIL quantizers (weights: c, d, γ; activations: c, d), their
-// calibration, the constraint step project(), gradient balancing, the per-layer statistics QuantStats, and the
-// least-squares output-scale fit.
+// Parameter-owning quantizers: the Quantizer interface a layer holds (LSQ, PACT and DoReFa sit beside QIL), the
+// factory that makes one by kind, the two QIL quantizers (weights: c, d, γ; activations: c, d), their
+// calibration and the observation helpers the other activation quantizers share, the constraint step project(),
+// gradient balancing, the per-layer statistics QuantStats, and the least-squares output-scale fit.
 // Not the ops themselves (qil_ops.h), not the layer that applies out_scale, not the optimizer.
 #pragma once
 #include <cstdint>
@@ -21,11 +21,13 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 // or on v (post-ReLU activations), after discretization: |v| < prune_threshold -> 0;
 // |v| >= clip_threshold -> the top level (±1 or 1).
 struct QuantStats {
-  std::string kind;  // "qil_weight", "qil_activation", "qil_activation_signed", "lsq_weight", "lsq_activation", ...
+  std::string kind;  // "qil_weight", "qil_activation", "lsq_weight", "pact_activation", "dorefa_weight", ...
   int bits = 0;
   int levels_total = 0;  // distinct output values the rule can produce: 2q+1 (symmetric) or q+1
-  double c = 0.0, d = 0.0, gamma = 1.0;  // QIL's interval and exponent (0, 0, 1 for LSQ)
-  double step = 0.0;                      // LSQ's step s (0 for QIL)
+  double c = 0.0, d = 0.0, gamma = 1.0;  // QIL's interval and exponent (0, 0, 1 for the others)
+  double step = 0.0;                      // LSQ's step s (0 for the others)
+  double alpha = 0.0;     // the clipping level: PACT's learned α, DoReFa's activations' fixed 1 (0 for the others)
+  double tanh_max = 0.0;  // DoReFa's weights: M = max|tanh w| of the tensor stats(w) saw (0 for the others)
   double prune_threshold = 0.0;
   double clip_threshold = 0.0;
   // Over one tensor (stats(v)); -1 when no tensor was given (stats()).
@@ -65,6 +67,9 @@ class Quantizer {
   Tensor parameter(const std::string& name) const;
   // Parameters that stay out of training whatever freezing asks (QIL's γ under fix_gamma).
   virtual bool pinned(const std::string& name) const { return false; }
+  // Parameters the method regularizes with an L2 penalty λ·p²/2 (PACT's α): the trainer puts them in an optimizer
+  // group whose weight decay is λ (`--pact-alpha-decay`), which adds λ·p to their gradient after balancing.
+  virtual bool l2_penalized(const std::string& name) const { return false; }
   // γ pinning, an option of quantizers with an exponent; the others ignore it.
   virtual bool fix_gamma() const { return false; }
   virtual void set_fix_gamma(bool /*fix*/) {}
@@ -198,18 +203,20 @@ class QilActQuantizer : public QilQuantizerBase {
 struct QuantizerOptions {
   bool fix_gamma = false;     // weights: pin QIL's γ to 1
   bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
-  double percentile = 99.9;   // activations: calibration percentile
+  double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
 };
 
-// The quantizers a layer holds, by kind ("qil" or "lsq"). An unknown kind is an error naming it and the known ones.
+// The quantizers a layer holds, by kind: "qil", "lsq", "pact" (PACT activations, DoReFa weights, as the paper
+// pairs them) or "dorefa". An unknown kind is an error naming it and the known ones.
 // A new quantizer is one more line in each (quant/quantizer.cpp) beside its own file.
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits,
                                                  const QuantizerOptions& options = {});
 std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits,
                                                      const QuantizerOptions& options = {});
 
-// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, or LSQ's step): a reader of intervals.jsonl or a
-// checkpoint's report can run the very rule that produced the numbers. An unknown kind is an error naming it.
+// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, LSQ's step, PACT's α, DoReFa's M): a
+// reader of intervals.jsonl or a checkpoint's report can run the very rule that produced the numbers. An unknown
+// kind is an error naming it.
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 
 // Effective thresholds after discretization (DESIGN §3), on |v|:
@@ -217,6 +224,12 @@ std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 // activations (γ = 1): c − d + d/q and c + d − d/q.
 double qil_prune_threshold(double c, double d, double gamma, int q);
 double qil_clip_threshold(double c, double d, double gamma, int q);
+
+// Calibration statistics of observed inputs, shared by the activation quantizers: max(0, max v) (max |v| when
+// absolute), and the pct-th percentile of v (of |v|; linear interpolation between order statistics, as numpy's
+// default) over every stride-th element, so that a large input costs at most QilActQuantizer::kCalibSample values.
+double observed_max(const Tensor& v, bool absolute);
+double observed_percentile(const Tensor& v, double pct, bool absolute);
 
 // The least-squares scale s minimizing ||y_fp − s·y_q||²: ⟨y_fp, y_q⟩ / ⟨y_q, y_q⟩, in double.
 // Returns 1 when y_q is all zeros (any scale fits equally; 1 leaves the output untouched).

@@ -184,7 +184,9 @@ std::string weight_chart(const layers::LayerReport& r, const std::vector<float>&
 
 std::string activation_chart(const layers::LayerReport& r, const ActivationStats& as, int& ids) {
   const quant::QuantStats& s = r.activation;
-  const bool is_signed = s.kind == "qil_activation_signed";
+  const std::string signed_suffix = "_signed";  // qil_activation_signed, lsq_activation_signed, ...
+  const bool is_signed = s.kind.size() > signed_suffix.size() &&
+                         s.kind.compare(s.kind.size() - signed_suffix.size(), signed_suffix.size(), signed_suffix) == 0;
   const double lo = as.hist_lo, hi = as.hist_hi;
   Chart c = histogram_chart(
       "Inputs (" + std::to_string(as.values) + ") and the " + std::to_string(s.bits) + "-bit quantizer",

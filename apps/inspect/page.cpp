@@ -118,6 +118,8 @@ std::string layer_table(const layers::LayerReport& r, const ActivationStats* as)
   row("quantizer", w.kind, a.kind);
   row("bits", std::to_string(w.bits), std::to_string(a.bits));
   if (w.step > 0 || a.step > 0) row("step s (LSQ)", num(w.step), num(a.step));
+  if (a.alpha > 0) row("clipping level &alpha; (PACT; DoReFa: 1)", "", num(a.alpha));
+  if (w.tanh_max > 0) row("max|tanh w| (DoReFa)", num(w.tanh_max), "");
   row("c", num(w.c), num(a.c));
   row("d", num(w.d), num(a.d));
   row("&gamma;", num(w.gamma, "%.3f"), num(a.gamma, "%.3f"));

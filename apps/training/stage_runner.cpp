@@ -110,7 +110,8 @@ bool StageRunner::run_stage(int si) {
   const bool resuming = run_.resume.has_value() && si == pos.stage;
   const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
   const auto qnames = prepare_stage(si, st, mid_stage);
-  engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale, cfg_.act_quant_lr_scale),
+  engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale, cfg_.act_quant_lr_scale,
+                               cfg_.pact_alpha_decay),
                   static_cast<float>(cfg_.momentum), cfg_.nesterov);
   if (resuming)
     opt.import_state(run_.resume->tensors("optim."));

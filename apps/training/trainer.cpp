@@ -98,30 +98,38 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
 }
 
 std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,
-                                             double act_quant_lr_scale) {
+                                             double act_quant_lr_scale, double quant_l2) {
   engine::ParamGroup w("weights", {}, 1.f, static_cast<float>(weight_decay));
   engine::ParamGroup nd("no_decay", {}, 1.f, 0.f);
   engine::ParamGroup q("quant", {}, static_cast<float>(quant_lr_scale), 0.f);
   // Activation intervals get a group of their own only when their LR differs (old checkpoints name one group).
   engine::ParamGroup qa("quant_act", {}, static_cast<float>(quant_lr_scale * act_quant_lr_scale), 0.f);
+  // Penalized quantizer parameters likewise only when there is a penalty, at their side's LR.
+  engine::ParamGroup ql("quant_l2", {}, q.lr_scale, static_cast<float>(quant_l2));
+  engine::ParamGroup qal("quant_act_l2", {}, qa.lr_scale, static_cast<float>(quant_l2));
   const bool own_act_group = act_quant_lr_scale != 1.0;
-  // The activation quantizers' own parameters, by identity (not by name).
-  std::set<const void*> act_params;
+  // The activation quantizers' own parameters and the penalized ones, by identity (not by name).
+  std::set<const void*> act_params, penalized;
   for (auto& [name, l] : layers::quantizable_layers(model))
-    if (const auto* a = l->act_quantizer())
-      for (const auto& [n, t] : a->named_parameters()) act_params.insert(t.id());
-  auto is_act_interval = [&](const engine::Tensor& t) { return act_params.count(t.id()) > 0; };
+    for (const quant::Quantizer* qz : {l->weight_quantizer(), l->act_quantizer()})
+      if (qz)
+        for (const auto& [n, t] : qz->named_parameters()) {
+          if (qz == l->act_quantizer()) act_params.insert(t.id());
+          if (quant_l2 > 0 && qz->l2_penalized(n)) penalized.insert(t.id());
+        }
   for (auto& p : model.named_parameters()) {
     if (!p.tensor.requires_grad()) continue;
+    const bool act = own_act_group && act_params.count(p.tensor.id()) > 0;
+    const bool l2 = penalized.count(p.tensor.id()) > 0;
     engine::ParamGroup& g = p.kind == layers::ParamKind::weight  ? w
                             : p.kind != layers::ParamKind::quant ? nd
-                            : own_act_group && is_act_interval(p.tensor) ? qa
-                                                                       : q;
+                            : act                                ? (l2 ? qal : qa)
+                                                                 : (l2 ? ql : q);
     g.params.push_back(p.tensor);
     g.param_names.push_back(p.name);
   }
   std::vector<engine::ParamGroup> out;
-  for (auto* g : {&w, &nd, &q, &qa})
+  for (auto* g : {&w, &nd, &q, &qa, &ql, &qal})
     if (!g->params.empty()) out.push_back(*g);
   return out;
 }

@@ -62,8 +62,10 @@ class Trainer {
 // Parameter groups: conv/linear weights with weight decay; BN and biases without; quantizer parameters
 // without, at quant_lr_scale times the LR. Frozen parameters (requires_grad off) are left out.
 // Optimizer groups: weights (decayed), no_decay (biases, BN), quant (interval parameters and output scales), and
-// quant_act (activation intervals) when act_quant_lr_scale != 1.
+// quant_act (activation intervals) when act_quant_lr_scale != 1. When quant_l2 > 0, the quantizer parameters
+// their method penalizes (quant::Quantizer::l2_penalized: PACT's α) move to quant_l2 (or quant_act_l2, at the
+// activation LR) with weight decay quant_l2: SGD adds quant_l2·p to their gradient (`--pact-alpha-decay`).
 std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,
-                                             double act_quant_lr_scale = 1.0);
+                                             double act_quant_lr_scale = 1.0, double quant_l2 = 0.0);
 
 }  // namespace apps::training

@@ -80,15 +80,19 @@ inline void set_scalar(layers::Module& m, const std::string& name, float v) {
   FAIL("no parameter ", name);
 }
 
-// Writes a LeNet checkpoint. quantized: conv2 at W4A4 and fc1 at W3A4 (conv1 and fc2 stay full precision),
-// calibrated on random batches, then γ and out_scale set by hand so that the test sees γ ≠ 1 and s ≠ 1.
-inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
+// Writes a LeNet checkpoint. quantized: conv2 at W<wbits>A4 and fc1 at W3A4 (conv1 and fc2 stay full
+// precision) with quantizers of `kind`, calibrated on random batches, then (QIL) γ and out_scale set by hand so
+// that the test sees γ ≠ 1 and s ≠ 1.
+inline void write_tiny_checkpoint(const std::string& path, bool quantized, const std::string& kind = "qil",
+                                  int wbits = 4) {
   const layers::ModelMeta meta = tiny_meta();
   auto model = layers::build_model(meta.model, meta.spec);
   if (quantized) {
     layers::QuantPlan plan;
-    plan.wbits = plan.abits = 4;
-    plan.overrides["fc1"] = layers::LayerOverride{3, 4, false};
+    plan.wbits = wbits;
+    plan.abits = 4;
+    plan.quantizer = kind;
+    plan.overrides["fc1"] = layers::LayerOverride{3, 4, false, ""};
     layers::apply_quant_plan(*model, plan);
     int left = 2;
     uint64_t seed = 100;
@@ -97,10 +101,12 @@ inline void write_tiny_checkpoint(const std::string& path, bool quantized) {
       x = random_tensor({4, 1, 8, 8}, seed++);
       return true;
     });
-    set_scalar(*model, "conv2.weight_quant.gamma", 1.3f);
-    set_scalar(*model, "fc1.weight_quant.gamma", 0.7f);
-    set_scalar(*model, "conv2.out_scale", 0.8f);
-    set_scalar(*model, "fc1.out_scale", 1.7f);
+    if (kind == "qil") {
+      set_scalar(*model, "conv2.weight_quant.gamma", 1.3f);
+      set_scalar(*model, "fc1.weight_quant.gamma", 0.7f);
+      set_scalar(*model, "conv2.out_scale", 0.8f);
+      set_scalar(*model, "fc1.out_scale", 1.7f);
+    }
   }
   engine::Checkpoint ck;
   layers::add_model(ck, *model, meta);

@@ -121,7 +121,22 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("batch") == 2);
   CHECK(j.at("image_size") == 28);
   CHECK(j.at("quant").is_string());
+  CHECK(j.at("quantizer") == "qil");
   CHECK(j.at("threads") == 1);
   CHECK(j.at("img_per_s").get<double>() > 0);
-  CHECK(j.size() == 6);
+  CHECK(j.size() == 7);
+  // Each quantizer runs the benchmark; a full-precision run names none.
+  for (const char* kind : {"lsq", "pact", "dorefa"}) {
+    auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                     "--warmup 0 --repeat 1 --threads 1 --quant 3 --json --quantizer " + std::string(kind));
+    REQUIRE_MESSAGE(k.code == 0, k.out);
+    CHECK(nlohmann::json::parse(last_line(k.out)).at("quantizer") == kind);
+  }
+  auto fp = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                    "--warmup 0 --repeat 1 --threads 1 --json");
+  REQUIRE_MESSAGE(fp.code == 0, fp.out);
+  CHECK(nlohmann::json::parse(last_line(fp.out)).at("quantizer") == "none");
+  auto bad = run_qil("bench --model lenet --image-size 28 --in-channels 1 --steps 1 --quant 4 --quantizer lq");
+  CHECK(bad.code != 0);
+  CHECK_MESSAGE(bad.out.find("unknown weight quantizer 'lq'") != std::string::npos, bad.out);
 }

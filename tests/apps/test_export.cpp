@@ -222,6 +222,63 @@ TEST_CASE("export int: codes are round(w_hat * q) and code * scale reproduces w_
   CHECK(st.metadata.count("activations"));
 }
 
+TEST_CASE("export int: LSQ, PACT and DoReFa codes times their scale reproduce the float export, rules per kind") {
+  // DoReFa's and PACT's weights lie on k/q (k odd, q = 2^b - 1), LSQ's on k·s: the codes are k, the scale
+  // out_scale/q or out_scale·s. Each input rule's parameters follow: LSQ s, PACT alpha, DoReFa none.
+  const std::map<std::string, std::vector<std::string>> act_params = {
+      {"lsq", {".act_quant.s"}}, {"pact", {".act_quant.alpha"}}, {"dorefa", {}}};
+  for (const auto& [kind, params] : act_params) {
+    CAPTURE(kind);
+    TempDir dir;
+    write_tiny_checkpoint(dir.file("q.ckpt"), true, kind);
+    layers::LoadedModel lm = layers::load_model_checkpoint(dir.file("q.ckpt"));
+    layers::Module& m = *lm.model;
+    const apps::ExportedModel e = apps::export_int(m, lm.meta);
+    auto got = by_name(e.tensors);
+    auto fl = by_name(apps::export_float(m, lm.meta, false).tensors);
+    auto mt = model_tensors(m);
+    for (const std::string layer : {"conv2", "fc1"}) {
+      CAPTURE(layer);
+      const Tensor& codes = got.at(layer + ".weight_int");
+      REQUIRE(codes.dtype() == engine::DType::s8);
+      const float scale = got.at(layer + ".weight_scale").item();
+      const Tensor& wf = fl.at(layer + ".weight");  // w̄·out_scale
+      int64_t bad = 0, even = 0;
+      for (int64_t i = 0; i < codes.numel(); ++i) {
+        const int code = codes.data<int8_t>()[i];
+        bad += std::fabs(code * scale - wf.data()[i]) > 1e-5 * std::fabs(wf.data()[i]) + 1e-7;
+        even += code % 2 == 0;
+      }
+      CHECK(bad == 0);
+      if (kind == "dorefa" || kind == "pact") CHECK(even == 0);  // DoReFa's levels: odd multiples of 1/q
+      CHECK(got.count(layer + ".act_quant.bits"));
+      for (const std::string& pn : params) CHECK(got.at(layer + pn).item() == mt.at(layer + pn).item());
+    }
+    const std::string rule = e.metadata.at("activations");
+    CHECK_MESSAGE(rule.find(kind == "lsq" ? "x/s" : kind == "pact" ? "clamp(x, 0, alpha)" : "clamp(x, 0, 1)") !=
+                      std::string::npos,
+                  rule);
+    CHECK(nlohmann::json::parse(e.metadata.at("quant_layers")).at("conv2").at("quantizer") == kind);
+  }
+  // 8-bit DoReFa weights reach code ±255: no int8 file can hold them.
+  TempDir dir;
+  write_tiny_checkpoint(dir.file("d8.ckpt"), true, "dorefa", 8);
+  layers::LoadedModel lm = layers::load_model_checkpoint(dir.file("d8.ckpt"));
+  check_error([&] { apps::export_int(*lm.model, lm.meta); },
+              {"layer 'conv2'", "8-bit dorefa_weight", "255", "do not fit int8", "--format safetensors"});
+  // A model mixing kinds states each rule by its family.
+  auto mixed = layers::build_model("lenet", tiny_meta().spec);
+  layers::QuantPlan plan;
+  plan.wbits = plan.abits = 4;
+  plan.quantizer = "pact";
+  plan.overrides["fc1"].quantizer = "dorefa";
+  layers::apply_quant_plan(*mixed, plan);
+  layers::calibrate(*mixed, 1, [n = 0](Tensor& x) mutable { x = random_tensor({4, 1, 8, 8}, 5); return n++ < 1; });
+  const std::string rules = apps::export_float(*mixed, tiny_meta(), false).metadata.at("activation_rule");
+  CHECK(rules.find("dorefa layers: ") != std::string::npos);
+  CHECK(rules.find(" | pact layers: ") != std::string::npos);
+}
+
 TEST_CASE("predict: logits equal the network's forward, in batches") {
   for (bool quantized : {false, true}) {
     CAPTURE(quantized);

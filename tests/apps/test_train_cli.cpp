@@ -115,6 +115,8 @@ TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
     expect_error("train --config " + tmp / "broken.toml", "broken.toml");
     std::ofstream(tmp / "layers.toml") << "[layers.\"conv9\"]\nwbits = 12\n";
     expect_error("train --config " + tmp / "layers.toml", "layers.conv9.wbits must be an integer in 2..8");
+    std::ofstream(tmp / "kind.toml") << "[layers.\"conv2\"]\nquantizer = \"lq-nets\"\n";
+    expect_error("train --config " + tmp / "kind.toml", "layers.conv2.quantizer must be qil, lsq, pact or dorefa");
     expect_error("train --config " + tmp / "missing.toml", "no such file");
   }
   {  // an IDX folder whose images file is cut short
@@ -171,6 +173,16 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
   REQUIRE_MESSAGE(cq.code == 0, cq.out);
   CHECK(cq.out.find("\"quant\":\"2\"") != std::string::npos);
   CHECK(cq.out != fp.out);  // 2-bit weights and activations change the logits
+  CHECK(cq.out.find("\"quantizer\":\"qil\"") != std::string::npos);
+  // Another quantizer's calibration: another result.
+  auto cd = run_qil("eval " + tmp / "run/best-fp32.ckpt" +
+                    " --subset 256 --progress none --json --quant 2 --calib-batches 2 --quantizer dorefa");
+  REQUIRE_MESSAGE(cd.code == 0, cd.out);
+  CHECK(cd.out.find("\"quantizer\":\"dorefa\"") != std::string::npos);
+  const auto last_json = [](const std::string& out) {
+    return nlohmann::json::parse(out.substr(out.rfind('{')));
+  };
+  CHECK(last_json(cd.out).at("loss") != last_json(cq.out).at("loss"));
   expect_error("eval " + tmp / "run/best.ckpt" + " --quant 4", "already quantized");
   expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 9", "bit width 9");
   auto i = run_qil("inspect " + tmp / "run");
@@ -267,7 +279,6 @@ TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted
 }
 
 TEST_CASE("--quantizer lsq: a run quantizes with LSQ, resumes mid-stage exactly, and inspect shows s") {
-  expect_error("train --quantizer pact", "--quantizer must be qil or lsq, got 'pact'");
   if (!have_fashion()) return;
   ScratchDir tmp;
   const std::string base =
@@ -294,8 +305,52 @@ TEST_CASE("--quantizer lsq: a run quantizes with LSQ, resumes mid-stage exactly,
   auto i = run_qil("inspect " + tmp / "full");
   REQUIRE_MESSAGE(i.code == 0, i.out);
   CHECK(i.out.find("conv2") != std::string::npos);
-  expect_error("export " + tmp / "full/last.ckpt" + " --format int --out " + tmp / "x.safetensors",
-               "integer export writes QIL's codes only");
+  auto x = run_qil("export " + tmp / "full/last.ckpt" + " --format int --out " + tmp / "x.safetensors");
+  CHECK_MESSAGE(x.code == 0, x.out);
+}
+
+TEST_CASE("--quantizer pact and dorefa: runs resume mid-stage exactly, inspect shows alpha, export int writes them") {
+  expect_error("train --quantizer lq-nets", "--quantizer must be qil, lsq, pact or dorefa, got 'lq-nets'");
+  expect_error("train --pact-alpha-decay 0.001", "--pact-alpha-decay applies to PACT's alpha");
+  expect_error("train --quantizer pact --pact-alpha-decay -1", "--pact-alpha-decay must be >= 0, got -1");
+  if (!have_fashion()) return;
+  for (const std::string kind : {"pact", "dorefa"}) {
+    CAPTURE(kind);
+    const bool pact = kind == "pact";
+    ScratchDir tmp;
+    const std::string base = "train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --threads 1 " +
+                             "--quantizer " + kind + (pact ? " --pact-alpha-decay 0.0005" : "") + " --out ";
+    auto full = run_qil(base + tmp / "full");
+    REQUIRE_MESSAGE(full.code == 0, full.out);
+    CHECK(full.out.find(pact ? "PACT layers" : "DoReFa inputs") != std::string::npos);  // the table's notes
+    CHECK(full.out.find("DoReFa weights") != std::string::npos);
+    auto p1 = run_qil(base + tmp / "cut" + " --stop-after-steps 13");  // 3 steps into the quantized stage
+    REQUIRE_MESSAGE(p1.code == 0, p1.out);
+    {  // The penalty's optimizer group ran: its momentum buffers are in the interrupted run's checkpoint.
+      bool l2_group = false;
+      for (const auto& [n, t] : engine::read_checkpoint(tmp / "cut/last.ckpt").tensors("optim."))
+        l2_group = l2_group || n.rfind("quant_l2.", 0) == 0;
+      CHECK(l2_group == pact);
+    }
+    auto p2 = run_qil("train --resume " + tmp / "cut");
+    REQUIRE_MESSAGE(p2.code == 0, p2.out);
+    CHECK(csv_column(tmp / "cut/metrics.csv", "test_loss") == csv_column(tmp / "full/metrics.csv", "test_loss"));
+    std::ifstream cf(tmp / "full/config.toml");
+    const std::string cfg((std::istreambuf_iterator<char>(cf)), {});
+    CHECK(cfg.find("quantizer = '" + kind + "'") != std::string::npos);
+    std::ifstream jf(tmp / "full/intervals.jsonl");
+    const std::string j((std::istreambuf_iterator<char>(jf)), {});
+    CHECK(j.find("\"dorefa_weight\"") != std::string::npos);
+    CHECK(j.find("\"tanh_max\"") != std::string::npos);
+    CHECK(j.find(pact ? "\"pact_activation\"" : "\"dorefa_activation\"") != std::string::npos);
+    engine::Checkpoint ck = engine::read_checkpoint(tmp / "full/last.ckpt");
+    CHECK(ck.text("quant_layout").find("\"" + kind + "\"") != std::string::npos);
+    auto i = run_qil("inspect " + tmp / "full" + " --json");
+    REQUIRE_MESSAGE(i.code == 0, i.out);
+    CHECK(i.out.find("\"alpha\"") != std::string::npos);  // PACT's α, DoReFa's fixed 1
+    auto x = run_qil("export " + tmp / "full/last.ckpt" + " --format int --out " + tmp / "x.safetensors");
+    CHECK_MESSAGE(x.code == 0, x.out);
+  }
 }
 
 #include <stb_image_write.h>
@@ -357,8 +412,9 @@ TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run
 TEST_CASE("config file: values become flags that the command line overrides, per-layer tables") {
   ScratchDir tmp;
   std::ofstream(tmp / "run.toml") << "model = \"resnet20\"\nlr = 0.02\nstages = \"32,4\"\nnesterov = true\n"
-                                  << "stage_epochs = [3, 1]\n\n[layers.\"layer1.0.conv1\"]\nwbits = 3\n"
-                                  << "[layers.fc]\nexclude = true\n";
+                                  << "stage_epochs = [3, 1]\nquantizer = \"pact\"\npact_alpha_decay = 0.0005\n"
+                                  << "\n[layers.\"layer1.0.conv1\"]\nwbits = 3\n"
+                                  << "[layers.fc]\nexclude = true\n[layers.conv1]\nquantizer = \"dorefa\"\n";
   apps::TrainConfig cfg;
   CLI::App app;
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -372,6 +428,9 @@ TEST_CASE("config file: values become flags that the command line overrides, per
   REQUIRE(cfg.layers.count("layer1.0.conv1") == 1);
   CHECK(cfg.layers["layer1.0.conv1"].wbits == 3);
   CHECK(cfg.layers["fc"].exclude);
+  CHECK(cfg.quantizer == "pact");
+  CHECK(cfg.pact_alpha_decay == 0.0005);
+  CHECK(cfg.layers["conv1"].quantizer == "dorefa");
   // The resolved config reads back to the same values.
   std::ofstream(tmp / "resolved.toml") << apps::to_toml(cfg);
   apps::TrainConfig again;
@@ -386,4 +445,7 @@ TEST_CASE("config file: values become flags that the command line overrides, per
   CHECK(again.weight_decay == cfg.weight_decay);
   CHECK(again.layers["layer1.0.conv1"].wbits == 3);
   CHECK(again.layers["fc"].exclude);
+  CHECK(again.quantizer == "pact");
+  CHECK(again.pact_alpha_decay == 0.0005);
+  CHECK(again.layers["conv1"].quantizer == "dorefa");
 }

@@ -58,8 +58,8 @@ TEST_CASE("config: typed lists from the command line, the resolved TOML reads ba
   CHECK(a.cfg.stage_lr == std::vector<double>{0.05, 0.005, 0.0025});
   CHECK(a.cfg.milestones == std::vector<double>{1.5, 2});
   CHECK(a.cfg.augment == std::vector<std::string>{"flip"});
-  a.cfg.layers["layer1.0.conv1"] = apps::LayerOverride{3, 4, false};
-  a.cfg.layers["fc"] = apps::LayerOverride{0, 0, true};
+  a.cfg.layers["layer1.0.conv1"] = apps::LayerOverride{3, 4, false, ""};
+  a.cfg.layers["fc"] = apps::LayerOverride{0, 0, true, ""};
   const std::string text = apps::to_toml(a.cfg);
   CHECK(text.find("stages = '32,w4a8,3'") != std::string::npos);  // as typed, readable by older builds
   CHECK(text.find("lr = 0.1\n") != std::string::npos);            // the shortest exact decimal

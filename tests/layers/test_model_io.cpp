@@ -97,7 +97,7 @@ TEST_CASE("the layout records the quantizer kind, and an unknown one is an error
   REQUIRE_FALSE(layout.empty());
   for (auto& [n, v] : layout.items()) CHECK(v.at("quantizer") == "qil");
   nlohmann::json bad = layout;
-  bad.begin().value()["quantizer"] = "pact";
+  bad.begin().value()["quantizer"] = "lq-nets";
   auto fresh = build_model("lenet", ModelSpec{1, 10, 28, 3});
-  CHECK_THROWS_WITH_AS(apply_quant_layout(*fresh, bad, "f.ckpt"), doctest::Contains("'pact'"), engine::Error);
+  CHECK_THROWS_WITH_AS(apply_quant_layout(*fresh, bad, "f.ckpt"), doctest::Contains("'lq-nets'"), engine::Error);
 }

@@ -29,8 +29,8 @@ TEST_CASE("quantization plan: first conv and last linear stay full precision unl
   auto m = build_model("resnet20", ModelSpec{3, 10, 32, 0});
   QuantPlan plan;
   plan.wbits = plan.abits = 4;
-  plan.overrides["layer2.0.conv1"] = LayerOverride{3, 0, false};
-  plan.overrides["layer3.2.conv2"] = LayerOverride{0, 0, true};
+  plan.overrides["layer2.0.conv1"] = LayerOverride{3, 0, false, ""};
+  plan.overrides["layer3.2.conv2"] = LayerOverride{0, 0, true, ""};
   auto q = apply_quant_plan(*m, plan);
   // 19 convs + 2 projection shortcuts + fc = 22 layers; minus conv1, fc and the excluded one.
   CHECK(q.size() == 19);

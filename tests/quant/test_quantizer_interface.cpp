@@ -1,6 +1,6 @@
 // The quant::Quantizer interface as a layer sees it: quantizers made by the factory and used through a
 // `Quantizer*` only (forward, calibration, gradient balancing, projection, freezing, re-arming after a load).
-// A second quantizer kind should pass the same cases. Not the QIL rule's values (test_qil_ops.cpp) or the QIL
+// Every kind passes the last case. Not the QIL rule's values (test_qil_ops.cpp) or the QIL
 // classes' own members (test_quantizer.cpp).
 #include <algorithm>
 #include <cmath>
@@ -157,9 +157,63 @@ TEST_CASE("factory: activation quantizers, signed and not, and unknown kinds") {
   CHECK(s->is_signed());
   CHECK(s->positive_levels() == 7);
 
-  CHECK_THROWS_WITH_AS(make_weight_quantizer("pact", 4),
-                       doctest::Contains("unknown weight quantizer 'pact' (known: qil, lsq)"), Error);
-  CHECK_THROWS_WITH_AS(make_activation_quantizer("pact", 4), doctest::Contains("unknown activation quantizer 'pact'"),
-                       Error);
+  CHECK_THROWS_WITH_AS(make_weight_quantizer("lq-nets", 4),
+                       doctest::Contains("unknown weight quantizer 'lq-nets' (known: qil, lsq, pact, dorefa)"), Error);
+  CHECK_THROWS_WITH_AS(make_activation_quantizer("lq-nets", 4),
+                       doctest::Contains("unknown activation quantizer 'lq-nets'"), Error);
   CHECK_THROWS_WITH_AS(make_weight_quantizer("qil", 1), doctest::Contains("bits must be in 2..8, got 1"), Error);
+}
+
+TEST_CASE("factory: every kind through Quantizer*: calibration, levels, gradients, freezing, re-arming, widths") {
+  Generator g(9);
+  const Tensor w = randn({6, 4, 3, 3}, g, 0.3f);
+  Tensor x = randn({2, 4, 5, 5}, g);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);  // post-ReLU
+  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
+    for (bool weights : {true, false}) {
+      CAPTURE(kind);
+      CAPTURE(weights);
+      std::unique_ptr<Quantizer> q = weights ? make_weight_quantizer(kind, 3) : make_activation_quantizer(kind, 3);
+      const Tensor& v = weights ? w : x;
+      q->observe(v);
+      q->finish_calibration();
+      REQUIRE(q->calibrated());
+      // The output takes at most levels_total values, and as many as the stats count.
+      Tensor in = v.clone();
+      in.set_requires_grad(true);
+      const Tensor y = (*q)(in);
+      std::vector<float> vals = y.to_vector();
+      std::sort(vals.begin(), vals.end());
+      const int distinct = static_cast<int>(std::unique(vals.begin(), vals.end()) - vals.begin());
+      const QuantStats st = q->stats(v);
+      CHECK(distinct <= st.levels_total);
+      CHECK(distinct == st.levels_used);
+      CHECK(st.kind == q->kind());
+      CHECK(st.clip_threshold > st.prune_threshold);
+      // Backward reaches the input and every parameter.
+      ops::sum(y).backward();
+      CHECK(in.grad().defined());
+      for (auto& [n, t] : q->named_parameters()) {
+        CAPTURE(n);
+        CHECK(t.grad().defined());
+      }
+      // Freezing stops every parameter; a load that brought them re-arms without recalibrating.
+      q->set_frozen(true);
+      for (auto& [n, t] : q->named_parameters()) CHECK_FALSE(t.requires_grad());
+      std::vector<std::string> names;
+      std::vector<float> before;
+      for (auto& [n, t] : q->named_parameters()) {
+        names.push_back(n);
+        before.push_back(t.item());
+      }
+      q->parameters_loaded(names);
+      CHECK(q->calibrated());
+      q->set_bits(2);
+      q->observe(randn({64}, g, 50.f));
+      q->finish_calibration();
+      size_t i = 0;
+      for (auto& [n, t] : q->named_parameters()) CHECK(t.item() == before[i++]);
+      CHECK(q->bits() == 2);
+    }
+  }
 }

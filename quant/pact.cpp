@@ -1,0 +1,221 @@
+// PACT's fused op (one OpenMP pass forward, one backward, ∂L/∂α reduced in double and accumulated) and the
+// quantizer that owns α.
+#include "quant/pact.h"
+
+// As in qil_ops.cpp: no floating-point traps, so the clamps below vectorize.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "quant/fast_math.h"
+
+namespace quant {
+
+using engine::DType;
+
+namespace {
+constexpr int64_t kParallelMin = 16384;  // thread start-up costs more than a few thousand floats
+
+void check_input(const char* op, const Tensor& t) {
+  QIL_CHECK(t.defined(), op, ": undefined input");
+  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+
+float alpha_of(const char* op, const Tensor& a) {
+  QIL_CHECK(a.defined() && a.dtype() == DType::f32 && a.numel() == 1, op,
+            ": alpha must be a one-element f32 tensor");
+  const float v = a.item();
+  QIL_CHECK(std::isfinite(v) && v > 0.f, op, ": alpha must be positive and finite, got ", v);
+  return v;
+}
+
+// Forward: y = clip(x, 0, α) (or clip(x, −α, α)); kRound puts it on the grid k·α/q.
+template <bool kRound, bool kSigned>
+void pact_forward(const float* xp, float* yp, int64_t n, float a, float qf) {
+  const float q_over_a = qf / a;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = xp[i];
+    const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
+    float m = kSigned ? std::fabs(v) : v;  // the magnitude that is clipped
+    m = m < 0.f ? 0.f : m;
+    m = m > a ? a : m;
+    if (kRound) m = static_cast<float>(round_nonneg(m * q_over_a)) * a / qf;
+    yp[i] = s * m + 0.f;  // + 0 turns -0 into +0
+  }
+}
+
+// Backward, the same for the rounded op and the surrogate (the STE): dx += g where 0 <= x < α (|x| < α when
+// signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where x >= α (|x| >= α).
+template <bool kSigned, bool kNeedX>
+double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, float a) {
+  double ga = 0.0;
+#pragma omp parallel for simd reduction(+ : ga) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = xv[i];
+    const float m = kSigned ? std::fabs(v) : v;
+    const float above = static_cast<float>(m >= a);  // 0/1 masks keep the reduction vectorized
+    const float inside = kSigned ? 1.f - above : static_cast<float>(v >= 0.f) - above;
+    if (kNeedX) dx[i] += inside * gyp[i];
+    const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
+    ga += static_cast<double>(gyp[i]) * (above * s);
+  }
+  return ga;
+}
+
+// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
+template <class F>
+auto dispatch(bool b, F&& f) {
+  return b ? f(std::true_type{}) : f(std::false_type{});
+}
+
+// q = 0: the surrogate (no rounding).
+Tensor pact_op(const char* op, const char* bwd_name, const Tensor& x, const Tensor& alpha, int q, bool is_signed) {
+  engine::ops::OpTimer timer(op);
+  check_input(op, x);
+  const float a = alpha_of(op, alpha);
+  Tensor y = Tensor::empty_like(x);
+  const float* xp = x.data();
+  float* yp = y.data();
+  const int64_t n = x.numel();
+  const float qf = static_cast<float>(q);
+  dispatch(q > 0, [&](auto round) {
+    return dispatch(is_signed, [&](auto sgn) {
+      pact_forward<decltype(round)::value, decltype(sgn)::value>(xp, yp, n, a, qf);
+      return 0;
+    });
+  });
+  return engine::record(op, y, {x, alpha}, [xs = x.detach(), a, is_signed, bwd_name](const Tensor& gy,
+                                                                                     std::vector<Tensor>& gx) {
+    engine::ops::OpTimer timer(bwd_name);
+    float* dx = gx[0].defined() ? gx[0].data() : nullptr;
+    const double ga = dispatch(is_signed, [&](auto sgn) {
+      return dispatch(dx != nullptr, [&](auto need_x) {
+        return pact_backward<decltype(sgn)::value, decltype(need_x)::value>(xs.data(), gy.data(), dx,
+                                                                             xs.numel(), a);
+      });
+    });
+    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(ga);
+  });
+}
+}  // namespace
+
+int pact_levels(int bits, bool is_signed, const char* op) {
+  QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
+  return is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+}
+
+Tensor pact_quantize(const Tensor& x, const Tensor& alpha, int bits, bool is_signed) {
+  return pact_op("pact_quantize", "pact_quantize.bwd", x, alpha, pact_levels(bits, is_signed, "pact_quantize"),
+                 is_signed);
+}
+
+Tensor pact_transform(const Tensor& x, const Tensor& alpha, bool is_signed) {
+  return pact_op("pact_transform", "pact_transform.bwd", x, alpha, 0, is_signed);
+}
+
+void clip_level_stats(const Tensor& y, double alpha, int q, bool is_signed, QuantStats& st) {
+  std::vector<int64_t> hist(static_cast<size_t>(2 * q + 1), 0);
+  const float* yp = y.data();
+  const int64_t n = y.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const long k = std::lround(static_cast<double>(yp[i]) * q / alpha);  // y = k·α/q
+    ++hist[static_cast<size_t>(std::clamp<long>(k, -q, q) + q)];
+  }
+  const double nn = n > 0 ? static_cast<double>(n) : 1.0;
+  st.pruned_fraction = static_cast<double>(hist[static_cast<size_t>(q)]) / nn;
+  st.clipped_fraction = static_cast<double>(hist.back() + (is_signed ? hist.front() : 0)) / nn;
+  st.levels_used = static_cast<int>(std::count_if(hist.begin(), hist.end(), [](int64_t h) { return h > 0; }));
+}
+
+// ---- the quantizer ----------------------------------------------------------------------------------------
+
+PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile)
+    : bits_(bits), is_signed_(is_signed), percentile_(percentile), alpha_(Tensor::scalar(1.f)) {
+  alpha_.set_requires_grad(true);
+  pact_levels(bits, is_signed, "PactQuantizer");
+  QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "PactQuantizer: percentile must be in (0, 100], got ",
+            percentile);
+}
+
+void PactQuantizer::set_bits(int bits) {
+  pact_levels(bits, is_signed_, "PactQuantizer::set_bits");
+  bits_ = bits;
+}
+
+Tensor PactQuantizer::operator()(const Tensor& x) const {
+  QIL_CHECK(calibrated_, kind(), ": quantizer used before calibration (observe() a few batches, then "
+                                 "finish_calibration(), or set_calibrated(true) after loading its alpha)");
+  return pact_quantize(x, alpha_, bits_, is_signed_);
+}
+
+Tensor PactQuantizer::transform(const Tensor& x) const {
+  QIL_CHECK(calibrated_, kind(), "::transform: quantizer used before calibration");
+  return pact_transform(x, alpha_, is_signed_);
+}
+
+void PactQuantizer::observe(const Tensor& x) {
+  if (calibrated_) return;
+  check_input("PactQuantizer::observe", x);
+  if (x.numel() == 0) return;
+  percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
+  max_value_ = std::max(max_value_, observed_max(x, is_signed_));
+  ++observed_;
+}
+
+void PactQuantizer::finish_calibration() {
+  if (calibrated_) return;
+  QIL_CHECK(observed_ > 0, "PactQuantizer::finish_calibration: nothing observed");
+  double p = percentile_sum_ / static_cast<double>(observed_);
+  if (!(p > 0.0)) p = max_value_;
+  QIL_CHECK(p > 0.0, "PactQuantizer::finish_calibration: all ", observed_,
+            " observed inputs are zero (or negative for an unsigned quantizer)");
+  alpha_.data()[0] = static_cast<float>(p);
+  calibrated_ = true;
+  percentile_sum_ = 0.0;
+  max_value_ = 0.0;
+  observed_ = 0;
+}
+
+void PactQuantizer::project() {
+  engine::NoGradGuard ng;
+  float& a = alpha_.data()[0];
+  a = std::max(a, kAlphaFloor);
+}
+
+void PactQuantizer::scale_gradients(GradBalance mode, int64_t elements) {
+  if (mode == GradBalance::none || elements <= 0) return;
+  if (!alpha_.requires_grad() || !alpha_.grad().defined()) return;
+  // ∂L/∂α is a sum over the N clipped elements of each image: LSQ's g = 1/sqrt(N·q) keeps its step from growing
+  // with the layer's size, as it does for QIL's and LSQ's parameters.
+  Tensor g = alpha_.grad();
+  g.data()[0] = static_cast<float>(g.data()[0] / std::sqrt(static_cast<double>(elements) * positive_levels()));
+}
+
+QuantStats PactQuantizer::stats() const {
+  QuantStats st;
+  st.kind = kind();
+  st.bits = bits_;
+  const int q = positive_levels();
+  st.levels_total = is_signed_ ? 2 * q + 1 : q + 1;
+  st.alpha = alpha_.item();
+  st.prune_threshold = st.alpha / (2.0 * q);
+  st.clip_threshold = st.alpha * (1.0 - 1.0 / (2.0 * q));
+  return st;
+}
+
+QuantStats PactQuantizer::stats(const Tensor& x) const {
+  QuantStats st = stats();
+  engine::NoGradGuard ng;
+  clip_level_stats((*this)(x), st.alpha, positive_levels(), is_signed_, st);
+  return st;
+}
+
+}  // namespace quant
