@@ -5,6 +5,7 @@
 #include <set>
 
 #include "engine/autograd.h"
+#include "engine/check.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
 #include "layers/quantize.h"
@@ -27,26 +28,49 @@ Tensor Trainer::loss_of(const Tensor& logits, const Tensor& images, const Tensor
 }
 
 StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
-  opt_.zero_grad();
+  const StepResult r = accumulate(images, labels);
+  if (std::isfinite(r.loss)) {
+    apply(lr);
+  } else {
+    pending_ = 0;  // stepping on NaN gradients would only spoil the weights
+  }
+  return r;
+}
+
+StepResult Trainer::accumulate(const Tensor& images, const Tensor& labels) {
+  if (pending_ == 0) opt_.zero_grad();
   const Tensor logits = model_.forward(images);  // (N, classes)
   Tensor loss = loss_of(logits, images, labels);
   StepResult r;
   r.loss = loss.item();
   r.count = labels.size(0);
   r.correct = engine::ops::topk_correct(logits.detach(), labels, 1);
-  if (!std::isfinite(r.loss)) return r;  // stepping on NaN gradients would only spoil the weights
+  if (!std::isfinite(r.loss)) return r;  // the caller names where it happened and stops
   loss.backward();
-  if (options_.allreduce) {
-    std::vector<Tensor> grads;
-    for (auto& g : opt_.groups())
-      for (const Tensor& p : g.params)
-        if (p.grad().defined()) grads.push_back(p.grad());
-    engine::dist::allreduce_mean(grads);
+  ++pending_;
+  return r;
+}
+
+void Trainer::apply(float lr) {
+  QIL_CHECK(pending_ > 0, "Trainer::apply: no micro-batch was accumulated since the last step");
+  std::vector<Tensor> grads;
+  for (auto& g : opt_.groups())
+    for (const Tensor& p : g.params)
+      if (p.grad().defined()) grads.push_back(p.grad());
+  if (pending_ > 1) {  // the sum of the micro-batches' mean gradients -> their mean
+    const float inv = 1.f / static_cast<float>(pending_);
+    for (Tensor& g : grads) {
+      float* p = g.data<float>();
+      const int64_t n = g.numel();
+#pragma omp parallel for simd if (n > 16384)
+      for (int64_t k = 0; k < n; ++k) p[k] *= inv;
+    }
   }
+  if (options_.allreduce) engine::dist::allreduce_mean(grads);
   if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
   opt_.step(lr);
   layers::project_quantizers(model_);
-  return r;
+  pending_ = 0;
 }
 
 std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,

@@ -1,5 +1,6 @@
 // The training step, written once: zero_grad -> forward -> loss (labels, or a teacher's softmax) -> backward
-// -> gradient all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
+// [-> forward and backward of further micro-batches, gradients adding up] -> mean over micro-batches and
+// all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
 // `qil train`, `qil bench` and the layer tests all step through it. Also the optimizer's parameter groups.
 // Not the loop around it (stage_runner.h), not data loading, not evaluation (evaluate.h).
 #pragma once
@@ -40,6 +41,15 @@ class Trainer {
   // A non-finite loss is returned as it is (the caller names where it happened and stops).
   StepResult step(const engine::Tensor& images, const engine::Tensor& labels, float lr);
 
+  // Gradient accumulation: step() split in two. accumulate() runs forward and backward of one micro-batch
+  // (the first after an apply() clears the gradients, later ones add to them); apply() steps on the mean of
+  // the accumulated gradients (then averaged over ranks), so K micro-batches of B images with equal sizes step
+  // as one batch of K·B would, up to rounding. BatchNorm layers see each micro-batch alone (batch statistics
+  // over B images, running statistics updated K times per step). A non-finite loss skips the backward.
+  StepResult accumulate(const engine::Tensor& images, const engine::Tensor& labels);
+  void apply(float lr);
+  int64_t pending() const { return pending_; }  // micro-batches accumulated since the last apply()
+
   layers::Module& model() { return model_; }
   engine::SGD& optimizer() { return opt_; }
 
@@ -49,6 +59,7 @@ class Trainer {
   layers::Module& model_;
   engine::SGD& opt_;
   StepOptions options_;
+  int64_t pending_ = 0;
 };
 
 // Parameter groups: conv/linear weights with weight decay; BN and biases without; quantizer parameters
