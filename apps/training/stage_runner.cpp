@@ -4,11 +4,13 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
 
 #include "apps/progress.h"
+#include "apps/training/fault_injection.h"
 #include "apps/training/trainer.h"
 #include "data/imagenet.h"
 #include "engine/check.h"
@@ -52,7 +54,48 @@ void average_buffers_across_ranks(layers::Module& model) {
   engine::dist::allreduce_mean(bufs);
 }
 
+// Runs `fn` (a checkpoint write) with the buffers averaged over ranks, then puts each rank's own back: a save in
+// the middle of an epoch leaves the run itself as it was, whenever the save happens. The running statistics
+// are linear in the batch statistics, so a run resumed from the average ends the epoch where this one does,
+// up to rounding.
+template <class Fn>
+void with_rank_mean_buffers(layers::Module& model, int world, Fn fn) {
+  if (world == 1) return fn();
+  std::vector<Tensor> own;
+  for (auto& b : model.named_buffers())
+    if (b.tensor.dtype() == engine::DType::f32) own.push_back(b.tensor.clone());
+  average_buffers_across_ranks(model);
+  fn();
+  size_t i = 0;
+  for (auto& b : model.named_buffers())
+    if (b.tensor.dtype() == engine::DType::f32) b.tensor.copy_from(own[i++]);
+}
+
+// Test-only (QIL_TEST_RANK_CHECKPOINTS=1): ranks other than 0 write their checkpoints too, as NAME.rank<r>, so
+// that a test can compare what every rank holds.
+bool every_rank_saves() {
+  const char* v = std::getenv("QIL_TEST_RANK_CHECKPOINTS");
+  return v && std::string(v) == "1";
+}
+
 }  // namespace
+
+void require_same_on_all_ranks(layers::Module& model, bool with_buffers, const std::string& where) {
+  std::vector<Tensor> tensors;
+  std::vector<std::string> names;
+  for (auto& p : model.named_parameters()) {
+    tensors.push_back(p.tensor);
+    names.push_back(p.name);
+  }
+  if (with_buffers)
+    for (auto& b : model.named_buffers()) {
+      tensors.push_back(b.tensor);
+      names.push_back(b.name);
+    }
+  const engine::dist::Divergence d = engine::dist::find_divergence(tensors);
+  QIL_CHECK(!d.found(), "ranks diverged: ", names[static_cast<size_t>(d.index)], " on rank ", d.rank,
+            " differs from rank 0's ", where, " (every rank must hold the same model; nothing was saved)");
+}
 
 void install_stop_signals() {
   std::signal(SIGINT, on_stop_signal);
@@ -108,8 +151,9 @@ bool StageRunner::run_stage(int si) {
   const engine::LrSchedule sched = make_schedule(cfg_, st);
   data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
                                                       run_.rank, run_.world));
-  QIL_CHECK(loader.batches_per_epoch() > 0, "--batch ", cfg_.batch, " is larger than the training set (",
-            run_.data.train->size(), " images)");
+  QIL_CHECK(loader.batches_per_epoch() >= cfg_.accumulate, "--batch ", cfg_.batch, " x --accumulate ",
+            cfg_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
+            run_.world, " process(es)");
   StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
   log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
                     qnames.size(), " quantized layers",
@@ -133,30 +177,40 @@ bool StageRunner::run_stage(int si) {
   return true;
 }
 
+// One optimizer step per `accumulate` micro-batches of the loader; an epoch's micro-batches that cannot fill a
+// whole step are not read. Checkpoints are written at step boundaries only, so pos.batch (in micro-batches) is
+// always a multiple of `accumulate` in a checkpoint.
 bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched,
                             const Stage& st, EpochTotals& totals) {
   RunPosition& pos = state_.position;
-  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  const int64_t k = cfg_.accumulate;
+  const int64_t steps_per_epoch = loader.batches_per_epoch() / k;  // optimizer steps: what the LR schedule counts
+  const int64_t end = steps_per_epoch * k;
   run_.model->train();
   loader.start_epoch(pos.global_epoch, pos.batch);
-  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (steps_per_epoch - pos.batch) * cfg_.batch,
+  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * cfg_.batch,
                run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
   data::Batch b;
-  while (loader.next(b)) {
-    totals.lr = sched.lr(pos.step, steps_per_epoch);
-    const StepResult r = trainer.step(b.images, b.labels, totals.lr);
+  while (pos.batch < end && loader.next(b)) {
+    const StepResult r = trainer.accumulate(b.images, b.labels);
     QIL_CHECK(std::isfinite(r.loss), "training diverged: loss is ", r.loss, " at stage ", st.name(), " epoch ",
               pos.epoch + 1, " batch ", b.index, " (try a lower --lr)");
     pos.loss_sum += r.loss * r.count;
     pos.correct += r.correct;
     pos.seen += r.count;
-    ++pos.step;
     pos.batch = b.index + 1;
+    if (pos.batch % k != 0) continue;
+    totals.lr = sched.lr(pos.step, steps_per_epoch);
+    trainer.apply(totals.lr);
+    ++pos.step;
     bar.update(pos.seen - totals.seen_before, str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
                                                       fixed2(100.0 * pos.correct / pos.seen), "%"));
     ++steps_this_process_;
+    inject_test_fault(run_.rank, steps_this_process_, *run_.model);
+    if (run_.world > 1 && cfg_.rank_check_every > 0 && pos.step % cfg_.rank_check_every == 0)
+      require_same_on_all_ranks(*run_.model, false, str_cat("after step ", pos.step, " of stage ", st.name()));
     if (should_stop(trainer.optimizer())) {
       bar.finish();
       return false;
@@ -167,27 +221,35 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   return true;
 }
 
-// Saves `last` every 10 minutes and when stopping; true when the run must stop now.
+// Saves `last` every 10 minutes and when stopping; true when the run must stop now. Under MPI every rank takes
+// the same decision: a signal or a save that is due on one rank counts for all (the save averages the running
+// statistics across ranks, and a rank that stopped alone would leave the others waiting in the next step).
 bool StageRunner::should_stop(engine::SGD& opt) {
   const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
-  const bool stop = g_stop_signal != 0 || stop_requested;
-  if (stop || std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10)) {
-    save("last.ckpt", &opt, state_);
+  std::vector<int64_t> due{g_stop_signal.load(),
+                           std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10) ? 1 : 0};
+  if (run_.world > 1) engine::dist::allreduce_max_i64(due);
+  const int signal = static_cast<int>(due[0]);
+  const bool stop = signal != 0 || stop_requested;
+  if (stop || due[1]) {
+    with_rank_mean_buffers(*run_.model, run_.world, [&] { save("last.ckpt", &opt, state_); });
     last_save_ = std::chrono::steady_clock::now();
   }
   if (!stop) return false;
   log_.line(str_cat("stopped ",
-                    stop_requested ? str_cat("after ", steps_this_process_, " steps")
-                                   : str_cat("by signal ", g_stop_signal.load()),
+                    stop_requested ? str_cat("after ", steps_this_process_, " steps") : str_cat("by signal ", signal),
                     "; saved ", run_.dir, "/last.ckpt; continue with: qil train --resume ", run_.dir));
-  exit_code_ = stop_requested ? 0 : 128 + g_stop_signal;
+  exit_code_ = stop_requested ? 0 : 128 + signal;
   return true;
 }
 
 void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt) {
   RunPosition& pos = state_.position;
   const size_t si = static_cast<size_t>(pos.stage);
-  if (run_.world > 1) average_buffers_across_ranks(*run_.model);
+  if (run_.world > 1) {
+    average_buffers_across_ranks(*run_.model);
+    require_same_on_all_ranks(*run_.model, true, str_cat("at the end of stage ", st.name(), " epoch ", pos.epoch + 1));
+  }
   EpochRecord e;
   e.stage = pos.stage + 1;
   e.stage_name = st.name();
@@ -239,7 +301,7 @@ void require_finite_state(layers::Module& model, const std::string& stage, int e
 }
 
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
-  if (!run_.lead()) return;
+  if (!run_.lead() && !every_rank_saves()) return;
   engine::Checkpoint ck;
   layers::add_model(ck, *run_.model, run_.meta);
   if (opt) ck.add_tensors(opt->export_state(), "optim.");
@@ -247,7 +309,8 @@ void StageRunner::save(const std::string& name, const engine::SGD* opt, const Ru
   s.capture_rng(*run_.model);
   ck.add_json("run_state", nlohmann::json(s).dump());
   ck.add_text("config", run_.config_toml);
-  engine::write_checkpoint((fs::path(run_.dir) / name).string(), ck);
+  const std::string file = run_.lead() ? name : str_cat(name, ".rank", run_.rank);
+  engine::write_checkpoint((fs::path(run_.dir) / file).string(), ck);
 }
 
 }  // namespace apps::training

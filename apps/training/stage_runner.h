@@ -1,7 +1,9 @@
 // The loop of a training run: stage after stage (quantize, calibrate, a fresh optimizer and LR schedule),
-// epoch after epoch (Trainer::step over the training loader, then evaluation, logging and checkpoints), with
-// an atomic `last` checkpoint that `--resume` continues from (mid-epoch if need be) and `best` by validation
-// accuracy. A signal (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops.
+// epoch after epoch (Trainer steps over the training loader, `--accumulate` micro-batches each, then
+// evaluation, logging and checkpoints), with an atomic `last` checkpoint that `--resume` continues from
+// (mid-epoch if need be) and `best` by validation accuracy. A signal (SIGINT/SIGTERM) or --stop-after-steps
+// saves `last` and stops. Under MPI: the ranks' parameters are compared now and then (the divergence guard)
+// and every rank takes the same stop and save decisions.
 // Not the setup of a run (where the model and data come from: apps/train.cpp) and not the step itself.
 #pragma once
 #include <chrono>
@@ -44,6 +46,10 @@ void install_stop_signals();
 
 // Throws engine::Error naming the first parameter or buffer (BatchNorm running statistics) that is not finite.
 void require_finite_state(layers::Module& model, const std::string& stage, int epoch);
+
+// The divergence guard: throws engine::Error naming the first parameter (and with_buffers, buffer) that differs
+// between MPI ranks, the rank that holds another value, and `where`. Every rank must call it; a no-op alone.
+void require_same_on_all_ranks(layers::Module& model, bool with_buffers, const std::string& where);
 
 class StageRunner {
  public:
