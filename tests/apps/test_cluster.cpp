@@ -178,7 +178,7 @@ TEST_CASE("--accumulate: a run resumed at a step boundary ends where an uninterr
   CHECK(first_difference(model_of(tmp / "cut/last.ckpt"), model_of(tmp / "full/last.ckpt")) == "");
 }
 
-TEST_CASE("with BatchNorm, 2 ranks end with one model; resumed under mpirun it equals an uninterrupted run") {
+TEST_CASE("with BatchNorm, 2 ranks end with one model, and resumed under mpirun equal an uninterrupted run") {
   if (!can_run()) return;
   ScratchDir tmp;
   // ResNet-20, 128 training images: 4 steps of 2 x 16 per epoch, 2 epochs. Every rank saves (test-only), so
@@ -235,7 +235,7 @@ TEST_CASE("sharded evaluation: 2 ranks report one process's figures exactly, odd
   }
 }
 
-TEST_CASE("a rank that throws ends the job within seconds, named; the last checkpoint stays intact") {
+TEST_CASE("a rank that throws ends the job within seconds, named, and the last checkpoint stays intact") {
   if (!can_run()) return;
   ScratchDir tmp;
   // Step 10 is in epoch 2: epoch 1's checkpoint was written.
@@ -252,7 +252,7 @@ TEST_CASE("a rank that throws ends the job within seconds, named; the last check
   CHECK(pos["batch"] == 0);
 }
 
-TEST_CASE("a rank killed with SIGKILL ends the job within seconds, named; the last checkpoint stays intact") {
+TEST_CASE("a rank killed with SIGKILL ends the job within seconds, named, and the last checkpoint stays intact") {
   if (!can_run()) return;
   ScratchDir tmp;
   auto r = mpi_qil("train" + kTiny + " --batch 16 --epochs 2 --out " + tmp / "run",

@@ -193,7 +193,7 @@ TEST_CASE("history readers: metrics by header name, interval records placed on g
                        engine::Error);
 }
 
-TEST_CASE("metrics.csv reader: CRLF lines, unknown and missing columns; bad numbers and files are named") {
+TEST_CASE("metrics.csv reader: CRLF lines, unknown and missing columns, bad numbers and files are named") {
   TempDir dir;
   std::ofstream(dir.file("crlf.csv"), std::ios::binary)
       << "stage,stage_name,epoch,future_column,val_top1\r\n1,fp32,1,x,55.5\r\n\r\n2,w4a4,1,,-nan\r\n";

@@ -137,7 +137,7 @@ TEST_CASE("bad input: a clear error naming the value, exit code != 0") {
   expect_error("train" + kSmall + " --epochs 1 --out " + tmp / "file/run", "--out: cannot create run directory");
 }
 
-TEST_CASE("a short run writes its run directory; eval and inspect read it; a different model is refused") {
+TEST_CASE("a short run writes its run directory, eval and inspect read it, a different model is refused") {
   if (!have_fashion()) return;
   ScratchDir tmp;
   auto r = run_qil("train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --out " + tmp / "run");
@@ -354,7 +354,7 @@ TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run
 
 #include "apps/config.h"
 
-TEST_CASE("config file: values become flags that the command line overrides; per-layer tables") {
+TEST_CASE("config file: values become flags that the command line overrides, per-layer tables") {
   ScratchDir tmp;
   std::ofstream(tmp / "run.toml") << "model = \"resnet20\"\nlr = 0.02\nstages = \"32,4\"\nnesterov = true\n"
                                   << "stage_epochs = [3, 1]\n\n[layers.\"layer1.0.conv1\"]\nwbits = 3\n"

@@ -50,7 +50,7 @@ std::string error_of(const std::function<void()>& f) {
 
 }  // namespace
 
-TEST_CASE("config: typed lists from the command line; the resolved TOML reads back to the same configuration") {
+TEST_CASE("config: typed lists from the command line, the resolved TOML reads back to the same configuration") {
   TrainCli a({"--model", "resnet20", "--stages", "32,w4a8,3", "--stage-epochs", "3,1,2", "--stage-lr",
               "0.05,0.005,0.0025", "--schedule", "multistep", "--milestones", "1.5,2", "--augment", "flip",
               "--lr", "0.1", "--weight-decay", "1e-4", "--nesterov", "--seed", "42", "--label-smoothing", "0.1"});
@@ -86,7 +86,7 @@ TEST_CASE("config: typed lists from the command line; the resolved TOML reads ba
   CHECK(b.cfg.layers["fc"].exclude);
 }
 
-TEST_CASE("config: a file with a dotted layer name; arrays and comma strings both read as lists") {
+TEST_CASE("config: a file with a dotted layer name, arrays and comma strings both read as lists") {
   ScratchDir tmp;
   std::ofstream(tmp / "c.toml") << "stages = '32,4'\nstage_epochs = [2, 1]\naugment = ['crop']\n"
                                 << "[layers.\"layer2.1.conv2\"]\nabits = 8\n";
@@ -100,7 +100,7 @@ TEST_CASE("config: a file with a dotted layer name; arrays and comma strings bot
   CHECK(c.cfg.layers["layer2.1.conv2"].wbits == 0);
 }
 
-TEST_CASE("config: a failed check names the flag and the value; from a file also the key and the file") {
+TEST_CASE("config: a failed check names the flag and the value, from a file also the key and the file") {
   CHECK(error_of([] { TrainCli({"--batch", "0"}); }) == "--batch must be at least 1, got 0");
   CHECK(error_of([] { TrainCli({"--momentum", "1.5"}); }) == "--momentum must be in [0, 1), got 1.5");
   CHECK(error_of([] { TrainCli({"--stage-epochs", "2,0"}); }) == "--stage-epochs must be at least 1, got 0");
@@ -124,7 +124,7 @@ TEST_CASE("config: a failed check names the flag and the value; from a file also
   CHECK(error_of([&] { apps::validate(m.cfg); }).find("needs --milestones") != std::string::npos);
 }
 
-TEST_CASE("RunState: JSON round trip; a checkpoint's run_state written before RunState existed still reads") {
+TEST_CASE("RunState: JSON round trip, a checkpoint's run_state written before RunState existed still reads") {
   apps::training::RunState s = apps::training::RunState::start(3);
   s.position.stage = 1;
   s.position.epoch = 2;
@@ -155,7 +155,7 @@ TEST_CASE("RunState: JSON round trip; a checkpoint's run_state written before Ru
   CHECK(j.at("rng").at("drop1").size() == 4);
 }
 
-TEST_CASE("Trainer::step lowers the loss of a small batch; evaluate reports on the same scale") {
+TEST_CASE("Trainer::step lowers the loss of a small batch, evaluate reports on the same scale") {
   using engine::Tensor;
   auto m = layers::build_model("lenet", layers::ModelSpec{1, 10, 28, 7});
   engine::Generator g(3);

@@ -102,7 +102,7 @@ TEST_CASE("loader: every sample exactly once per epoch") {
   CHECK(u.index == sorted);
 }
 
-TEST_CASE("loader: identical batches with 1 and 4 workers; epochs differ") {
+TEST_CASE("loader: identical batches with 1 and 4 workers, epochs differ") {
   auto ds = std::make_shared<CountingDataset>(257);
   Seen one = epoch(ds, opts(16, false, 1), 5);
   data::LoaderOptions four = opts(16, false, 4);

@@ -116,7 +116,7 @@ TEST_CASE("top-k counts") {
   CHECK(ops::topk_correct(logits, labels, 2) == 2);
 }
 
-TEST_CASE("soft-target cross-entropy: one-hot targets match the label loss; gradient; softmax rows") {
+TEST_CASE("soft-target cross-entropy: one-hot targets match the label loss, gradient, softmax rows") {
   Generator g(9);
   Tensor logits = randn({4, 6}, g).set_requires_grad(true);
   Tensor labels = Tensor::empty({4}, DType::s32);

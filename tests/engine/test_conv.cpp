@@ -142,7 +142,7 @@ TEST_CASE("conv2d gradients match central finite differences") {
   }
 }
 
-TEST_CASE("conv2d: only the gradients asked for are written; frozen weights still pass dx") {
+TEST_CASE("conv2d: only the gradients asked for are written, frozen weights still pass dx") {
   Generator g(2);
   Tensor x = randn({2, 3, 6, 6}, g).set_requires_grad(true);
   Tensor w = randn({4, 3, 3, 3}, g);  // frozen

@@ -69,7 +69,7 @@ TEST_CASE("linear matches the plain-loop reference: forward, dx, dw, db into poi
   }
 }
 
-TEST_CASE("linear gradients match finite differences; misuse errors") {
+TEST_CASE("linear gradients match finite differences, misuse errors") {
   Generator g(4);
   gradcheck([](const std::vector<Tensor>& t) { return ops::linear(t[0], t[1], t[2]); },
             {randn({3, 5}, g).set_requires_grad(true), randn({4, 5}, g).set_requires_grad(true),

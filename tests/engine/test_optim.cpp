@@ -81,7 +81,7 @@ TEST_CASE("SGD weight decay is added to the gradient before momentum") {
   check_values(p, {1.7977f});
 }
 
-TEST_CASE("SGD groups: own LR scale and decay; a parameter without gradient is untouched") {
+TEST_CASE("SGD groups: own LR scale and decay, a parameter without gradient is untouched") {
   // base_lr = 1, no momentum.
   //   group a (lr_scale 1, wd 0):      p = 1, g = 2  -> 1 - 1*2 = -1
   //   group b (lr_scale 0.01, wd 0.5): p = 4, g = 1  -> d = 1 + 0.5*4 = 3, p = 4 - 0.01*3 = 3.97

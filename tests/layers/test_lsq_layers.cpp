@@ -36,7 +36,7 @@ std::unique_ptr<Module> lsq_lenet(int bits, const Batch& b, uint64_t seed) {
 }
 }  // namespace
 
-TEST_CASE("LSQ layers: kinds and s = 2·mean|w|/sqrt(Q_P) after calibration; output scales fit near 1") {
+TEST_CASE("LSQ layers: kinds and s = 2·mean|w|/sqrt(Q_P) after calibration, output scales fit near 1") {
   Batch b = random_batch(16, 10, 3);
   for (int bits : {8, 4}) {
     CAPTURE(bits);

@@ -155,7 +155,7 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
     if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->parameter("c").requires_grad());
 }
 
-TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square; none leaves them") {
+TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square, none leaves them") {
   auto lin = grid_linear(0.f);
   lin->set_quant(LayerQuantSpec{3, 2});
   calibrate_on(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8

@@ -25,7 +25,7 @@ TEST_CASE("lenet overfits one fixed batch (loss below 0.05)") {
   CHECK(last < 0.05f);
 }
 
-TEST_CASE("quantization plan: first conv and last linear stay full precision unless 8-bit; overrides apply") {
+TEST_CASE("quantization plan: first conv and last linear stay full precision unless 8-bit, overrides apply") {
   auto m = build_model("resnet20", ModelSpec{3, 10, 32, 0});
   QuantPlan plan;
   plan.wbits = plan.abits = 4;
@@ -54,7 +54,7 @@ TEST_CASE("quantization plan: first conv and last linear stay full precision unl
   CHECK_THROWS_WITH_AS(apply_quant_plan(*m, plan), doctest::Contains("'conv9'"), engine::Error);
 }
 
-TEST_CASE("calibration sets intervals and a least-squares output scale; a later stage keeps them") {
+TEST_CASE("calibration sets intervals and a least-squares output scale, a later stage keeps them") {
   auto m = build_model("lenet", ModelSpec{1, 10, 28, 5});
   Batch b = random_batch(16, 10, 2);
   QuantPlan plan;
@@ -103,7 +103,7 @@ TEST_CASE("calibration sets intervals and a least-squares output scale; a later 
   CHECK(wq->bits() == 3);
 }
 
-TEST_CASE("quantized lenet still learns one batch; frozen weights and BN stay put") {
+TEST_CASE("quantized lenet still learns one batch, frozen weights and BN stay put") {
   auto m = build_model("lenet", ModelSpec{1, 10, 28, 9});
   Batch b = random_batch(32, 10, 4);
   train_steps(*m, b, 30, 0.05f);  // a trained full-precision start

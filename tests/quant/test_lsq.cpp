@@ -30,7 +30,7 @@ void check_values(const Tensor& y, const std::vector<float>& want) {
 }
 }  // namespace
 
-TEST_CASE("ranges: weights [-2^(b-1), 2^(b-1)-1], post-ReLU [0, 2^b-1]; bits outside 2..8 are errors") {
+TEST_CASE("ranges: weights [-2^(b-1), 2^(b-1)-1], post-ReLU [0, 2^b-1], bits outside 2..8 are errors") {
   CHECK(lsq_signed_range(2).qn == 2);
   CHECK(lsq_signed_range(2).qp == 1);
   CHECK(lsq_signed_range(3).qn == 4);
@@ -86,7 +86,7 @@ TEST_CASE("gradients: the paper's dv and ds, by hand, accumulated into pre-fille
   CHECK(s.grad().item() == doctest::Approx(100.0 + 31.0).epsilon(1e-5));
 }
 
-TEST_CASE("gradients: finite differences of the surrogate in v and s; of the staircase in s plus -v/s") {
+TEST_CASE("gradients: finite differences of the surrogate in v and s, of the staircase in s plus -v/s") {
   // Values whose v/s sits at least 0.1 from every integer (rounding jumps) and from the clip edges, with some
   // clipped on either side; 4-bit weights, s = 0.3: Q_N = 8, Q_P = 7, range [-2.4, 2.1].
   Generator g(5);

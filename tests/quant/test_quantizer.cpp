@@ -51,7 +51,7 @@ TEST_CASE("bits outside 2..8 are rejected by the quantizers") {
   CHECK(wq.bits() == 2);
 }
 
-TEST_CASE("weight calibration: c = d = max|w| / 2; a calibrated quantizer keeps its interval") {
+TEST_CASE("weight calibration: c = d = max|w| / 2, a calibrated quantizer keeps its interval") {
   QilWeightQuantizer wq(4);
   CHECK_THROWS_WITH_AS(wq.finish_calibration(), doctest::Contains("nothing observed"), Error);
   wq.observe(Tensor::from_vector({0.1f, -0.8f, 0.3f}, {3}));
@@ -122,7 +122,7 @@ TEST_CASE("activation calibration: c = d = p/2, p the 99.9th percentile averaged
   CHECK(bq.c().item() == doctest::Approx(0.999f * 4.f / 2.f).epsilon(2e-3));
 }
 
-TEST_CASE("project(): d >= d_min, c >= d, gamma in [0.25, 4]; fix_gamma pins gamma to 1") {
+TEST_CASE("project(): d >= d_min, c >= d, gamma in [0.25, 4], fix_gamma pins gamma to 1") {
   QilWeightQuantizer wq(4);
   wq.observe(Tensor::from_vector({2.f}, {1}));  // c = d = 1, width 2, d_min = 2e-4
   wq.finish_calibration();
@@ -271,7 +271,7 @@ TEST_CASE("least-squares output scale") {
                        doctest::Contains("least_squares_scale: shapes differ"), Error);
 }
 
-TEST_CASE("a quantizer rebuilt from its stats runs the same rule; transform is the op's transformer") {
+TEST_CASE("a quantizer rebuilt from its stats runs the same rule, transform is the op's transformer") {
   const Tensor v = Tensor::from_vector({-1.2f, -0.45f, -0.05f, 0.f, 0.12f, 0.3f, 0.61f, 0.9f, 1.7f}, {9});
   QilWeightQuantizer wq(3);
   set(wq.c(), 0.5f);
