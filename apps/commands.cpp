@@ -19,6 +19,7 @@
 #include "apps/stages.h"
 #include "apps/training/evaluate.h"
 #include "engine/check.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
@@ -81,7 +82,11 @@ int run_eval(const EvalOptions& o) {
   if (!o.quant.empty()) quantize_for_eval(lm, o);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
-  training::EvalResult r = training::evaluate(*lm.model, ds, o.batch, o.workers, o.progress, "eval");
+  // Under mpirun the ranks share the images out (training::evaluate) and rank 0 reports.
+  const bool lead = engine::dist::rank() == 0;
+  training::EvalResult r =
+      training::evaluate(*lm.model, ds, o.batch, o.workers, lead ? o.progress : "none", "eval");
+  if (!lead) return 0;
   if (o.json) {
     json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
            {"top1", r.top1}, {"top5", r.top5}};

@@ -117,7 +117,11 @@ std::vector<Field> fields(TrainConfig& c) {
       {"augment", &c.augment, "training augmentation: comma list of crop, flip; or none", IsMember({"crop", "flip", "none"})},
       {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels", non_negative("crop-padding")},
       {"max-bad-files", &c.max_bad_files, "imagenet: undecodable files skipped (with a warning) before the run stops", non_negative("max-bad-files")},
-      {"batch", &c.batch, "batch size (per process)", at_least("batch", 1)},
+      {"batch", &c.batch, "batch size per process (and per micro-batch with --accumulate)", at_least("batch", 1)},
+      {"accumulate", &c.accumulate,
+       "micro-batches of --batch images per optimizer step: the step uses their mean gradient (global batch = "
+       "batch x accumulate x ranks; BatchNorm still sees each micro-batch alone; docs/cluster.md)",
+       in_range("accumulate", 1, 65536)},
       {"lr", &c.lr, "base learning rate of the weights", positive("lr")},
       {"momentum", &c.momentum, "SGD momentum", unit_interval("momentum")},
       {"nesterov", &c.nesterov, "Nesterov momentum"},
@@ -174,6 +178,14 @@ std::vector<Field> fields(TrainConfig& c) {
        "checkpoints keep the last good state) | skip (the optimizer step is skipped, counted and reported)",
        one_of("on-nan", {"stop", "skip"})},
       {"stop-after-steps", &c.stop_after_steps, "stop as if interrupted after N optimizer steps (saves last.ckpt; for testing --resume)", non_negative("stop-after-steps")},
+      {"rank-check-every", &c.rank_check_every,
+       "under mpirun: compare the ranks' parameters every N optimizer steps and at each epoch end, stopping the "
+       "run if they differ (0 = at epoch ends only)",
+       non_negative("rank-check-every")},
+      {"collective-timeout", &c.collective_timeout,
+       "under mpirun: seconds a rank may wait for the others in one collective before it ends the job (0 = no "
+       "limit)",
+       non_negative("collective-timeout")},
   };
 }
 

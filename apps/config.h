@@ -36,7 +36,8 @@ struct TrainConfig {
   int64_t crop_padding = 2;
   int64_t max_bad_files = 100;         // imagenet: undecodable files tolerated before the run stops
   // Optimization.
-  int64_t batch = 128;
+  int64_t batch = 128;       // per process and micro-batch: the global batch is batch x accumulate x ranks
+  int64_t accumulate = 1;    // micro-batches whose mean gradient makes one optimizer step
   double lr = 0.1;
   double momentum = 0.9;
   bool nesterov = false;
@@ -76,6 +77,9 @@ struct TrainConfig {
   int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)
   int64_t checkpoint_every_steps = 0;  // also save last.ckpt every N optimizer steps (0 = only every 10 minutes)
   std::string on_nan = "stop";         // stop | skip: a non-finite loss or gradient stops the run, or skips the step
+  // Several processes (mpirun).
+  int64_t rank_check_every = 100;   // optimizer steps between cross-rank parameter checks (0 = epoch ends only)
+  double collective_timeout = 600;  // seconds a collective may wait for the other ranks (0 = forever)
 
   // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
   std::vector<Stage> stage_list() const;

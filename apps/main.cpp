@@ -1,9 +1,11 @@
 // The `qil` command: subcommands train, eval, models, inspect, bench, bench-data, export, predict. Every error
-// is reported on one line naming the bad value or file, with a non-zero exit code. The process-wide settings
-// of the engine (allocator, activation layout, op profiler) are set here, once, and nowhere else.
+// is reported on one line naming the bad value or file, with a non-zero exit code; under mpirun the line names
+// the rank and the error ends every rank of the job at once. The process-wide settings of the engine
+// (allocator, activation layout, op profiler, collective watchdog) are set here, once, and nowhere else.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <string>
 
 #include "apps/bench.h"
 #include "apps/bench_data.h"
@@ -24,6 +26,17 @@ struct DistScope {
   }
   ~DistScope() { engine::dist::finalize(); }
 };
+
+// Reports an error on one line. Under MPI with several ranks the line names this rank, and the whole job ends
+// here: the other ranks would otherwise wait for this one in their next collective.
+int fail(const std::string& kind, const std::string& message, int code) {
+  const int world = engine::dist::world_size();
+  const std::string where =
+      world > 1 ? " (rank " + std::to_string(engine::dist::rank()) + " of " + std::to_string(world) + ")" : "";
+  std::cerr << "qil: " << kind << where << ": " << message << std::endl;
+  if (world > 1) engine::dist::abort_job(code);
+  return code;
+}
 
 // Every subcommand's options, bound to its flags.
 struct Commands {
@@ -64,6 +77,7 @@ struct Commands {
     // the network trains or is measured; the other commands keep the plain layout their outputs are read in.
     engine::ops::set_keep_blocked(*train || *eval || (*bench && !bench_opt.plain));
     engine::ops::set_op_profiling(*bench && bench_opt.profile);
+    engine::dist::set_collective_timeout(*train ? train_cfg.collective_timeout : 600);
   }
 
   int run() const {
@@ -96,17 +110,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const engine::Error& e) {
-    std::cerr << "qil: error: " << e.what() << "\n";
-    return 2;
+    return fail("error", e.what(), 2);
   }
   try {
     cmd.configure_engine();
     return cmd.run();
   } catch (const engine::Error& e) {
-    std::cerr << "qil: error: " << e.what() << "\n";
-    return 1;
+    return fail("error", e.what(), 1);
   } catch (const std::exception& e) {
-    std::cerr << "qil: internal error: " << e.what() << "\n";
-    return 1;
+    return fail("internal error", e.what(), 1);
   }
 }

@@ -113,6 +113,10 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
               ", step ", p.step, ")");
     QIL_CHECK(p.stage <= static_cast<int>(run.stages.size()), ck, ": run_state is at stage ", p.stage + 1,
               " but the run has ", run.stages.size());
+    // Checkpoints are written at step boundaries only (stage_runner.h).
+    QIL_CHECK(p.batch % cfg.accumulate == 0, ck, " stopped at batch ", p.batch,
+              " of its epoch, which is not a step boundary of --accumulate ", cfg.accumulate,
+              " (resume with the --accumulate the run was saved with)");
     QIL_CHECK(p.stage == static_cast<int>(run.stages.size()) || p.epoch <= run.stages[p.stage].epochs, ck,
               ": run_state is at epoch ", p.epoch + 1, " of stage ", p.stage + 1, ", which has ",
               run.stages[static_cast<size_t>(std::min<int>(p.stage, static_cast<int>(run.stages.size()) - 1))].epochs);
@@ -132,10 +136,15 @@ void broadcast_from_rank0(layers::Module& model) {  // every rank starts from ra
 }
 
 std::string run_header(const TrainConfig& cfg, const TrainingRun& run) {
+  const std::string batch =
+      cfg.accumulate == 1 && run.world == 1
+          ? str_cat("batch ", cfg.batch)
+          : str_cat("batch ", cfg.batch * cfg.accumulate * run.world, " (", cfg.batch, " x ", cfg.accumulate,
+                    " micro-batches x ", run.world, " ranks)");
   return str_cat("qil train: ", run.meta.model, " (", run.model->num_parameters(), " parameters) on ",
                  run.data.train_name, ": ", run.data.train->size(), " train, ", run.data.val ? run.data.val->size() : 0,
                  " val, ", run.data.test ? run.data.test->size() : 0, " test (", run.data.test_name, "); stages ",
-                 cfg.stages_text(), "; run directory ", run.dir, run.resume ? " (resumed)" : "");
+                 cfg.stages_text(), "; ", batch, "; run directory ", run.dir, run.resume ? " (resumed)" : "");
 }
 
 }  // namespace

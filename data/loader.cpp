@@ -18,6 +18,12 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
   QIL_CHECK(opt_.world_size >= 1 && opt_.rank >= 0 && opt_.rank < opt_.world_size, "Loader: rank ", opt_.rank,
             " is not within world_size ", opt_.world_size);
   const int64_t n = dataset_->size();
+  if (opt_.shard_batches) {
+    QIL_CHECK(!opt_.drop_last, "Loader: shard_batches reads every sample once; drop_last does not apply");
+    shard_size_ = 0;
+    for (int64_t b = 0; b < batches_per_epoch(); ++b) shard_size_ += span(b).count;
+    return;
+  }
   // Equal shards keep every rank's step count the same (collectives must match); the n % world_size
   // samples left over are different ones each shuffled epoch.
   shard_size_ = n / opt_.world_size;
@@ -29,7 +35,22 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
 Loader::~Loader() { stop_workers(); }
 
 int64_t Loader::batches_per_epoch() const {
+  if (opt_.shard_batches) {  // this rank's share of the one-process batches
+    const int64_t all = (dataset_->size() + opt_.batch_size - 1) / opt_.batch_size;
+    return all > opt_.rank ? (all - opt_.rank + opt_.world_size - 1) / opt_.world_size : 0;
+  }
   return opt_.drop_last ? shard_size_ / opt_.batch_size : (shard_size_ + opt_.batch_size - 1) / opt_.batch_size;
+}
+
+// Only the one-process order's last batch can be short, and it is its rank's last: this rank's batch b starts
+// at b * batch_size of its shard either way.
+Loader::Span Loader::span(int64_t b) const {
+  const int64_t first = b * opt_.batch_size;
+  if (opt_.shard_batches) {
+    const int64_t index = opt_.rank + b * opt_.world_size;
+    return {first, std::min(opt_.batch_size, dataset_->size() - index * opt_.batch_size), index};
+  }
+  return {first, std::min(opt_.batch_size, shard_size_ - first), b};
 }
 
 std::vector<int64_t> Loader::shard(int64_t epoch) const {
@@ -41,6 +62,14 @@ std::vector<int64_t> Loader::shard(int64_t epoch) const {
   } else {
     order.resize(n);
     for (int64_t i = 0; i < n; ++i) order[i] = i;
+  }
+  if (opt_.shard_batches) {
+    std::vector<int64_t> mine;
+    for (int64_t b = 0; b < batches_per_epoch(); ++b) {
+      const int64_t from = (opt_.rank + b * opt_.world_size) * opt_.batch_size;
+      mine.insert(mine.end(), order.begin() + from, order.begin() + from + span(b).count);
+    }
+    return mine;
   }
   std::vector<int64_t> mine(shard_size_);
   for (int64_t k = 0; k < shard_size_; ++k) mine[k] = order[opt_.rank + k * opt_.world_size];
@@ -74,11 +103,10 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
 
 Batch Loader::make_batch(int64_t b) const {
   const engine::Shape s = dataset_->sample_shape();  // (C, H, W)
-  const int64_t first = b * opt_.batch_size;
-  const int64_t count = std::min(opt_.batch_size, shard_size_ - first);
+  const auto [first, count, index] = span(b);
   const int64_t per = engine::shape_numel(s);
   Batch batch;
-  batch.index = b;
+  batch.index = index;
   batch.images = engine::Tensor::empty({count, s[0], s[1], s[2]});      // (N, C, H, W)
   batch.labels = engine::Tensor::empty({count}, engine::DType::s32);    // (N)
   float* img = batch.images.data<float>();

@@ -1,7 +1,8 @@
 // Loader: batches from a Dataset, decoded by background threads into a bounded queue and delivered in order.
 // Deterministic whatever the thread count: the epoch order is one permutation seeded by (seed, epoch), each
-// rank takes a disjoint, equal-size, strided shard of it, and sample i's augmentation draws from
-// Generator::derive(aug_seed(seed), epoch, i) — never from the thread or the rank.
+// rank takes a disjoint, equal-size, strided shard of it (or, for evaluation, whole batches of it in turn),
+// and sample i's augmentation draws from Generator::derive(aug_seed(seed), epoch, i) — never from the thread
+// or the rank.
 // Not a sampler zoo: no weighting, no class balancing.
 #pragma once
 #include <condition_variable>
@@ -27,12 +28,19 @@ struct LoaderOptions {
   int64_t prefetch = 2;    // batches decoded ahead of the consumer, >= 1
   int64_t rank = 0;
   int64_t world_size = 1;
+  // false (training): rank r takes samples r, r + W, r + 2W, ... of the epoch order, floor(n / W) of them, so
+  // every rank has the same number of batches and step k of W ranks with batch B covers the same samples as
+  // step k of one process with batch W·B. true (evaluation): the epoch order is cut into batches as one
+  // process would cut it and rank r takes batches r, r + W, ...; every sample is read exactly once, each batch
+  // holds the same images as in a one-process run, and ranks may differ by one batch.
+  bool shard_batches = false;
 };
 
 struct Batch {
   engine::Tensor images;  // f32 (N, C, H, W)
   engine::Tensor labels;  // s32 (N)
-  int64_t index = 0;      // batch number within the epoch (skipped batches count)
+  int64_t index = 0;      // batch number within the epoch (skipped batches count); with shard_batches, the
+                          // batch's number in the one-process order
 };
 
 class Loader {
@@ -48,8 +56,9 @@ class Loader {
   // dataset in a worker is re-thrown here (the epoch then ends).
   bool next(Batch& batch);
 
-  int64_t batches_per_epoch() const;
-  int64_t samples_per_rank() const { return shard_size_; }  // floor(n / world_size)
+  int64_t batches_per_epoch() const;  // this rank's
+  // floor(n / world_size); with shard_batches, the samples of this rank's batches
+  int64_t samples_per_rank() const { return shard_size_; }
   // This rank's dataset indices for an epoch, in delivery order (before batching).
   std::vector<int64_t> shard(int64_t epoch) const;
   const LoaderOptions& options() const { return opt_; }
@@ -66,6 +75,11 @@ class Loader {
   void stop_workers();
   void worker_loop();
   Batch make_batch(int64_t b) const;
+  // Where this rank's batch b starts in order_, how many samples it holds, and its number in the epoch.
+  struct Span {
+    int64_t first, count, index;
+  };
+  Span span(int64_t b) const;
 
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions opt_;

@@ -4,9 +4,15 @@
 
 #include <mpi.h>
 
+#include <atomic>
+#include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 namespace engine::dist {
 
@@ -32,6 +38,85 @@ std::vector<char>& scratch(size_t bytes) {
   return buf;
 }
 
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The watchdog: a thread that wakes once a second and looks at when the collective in progress (if any) began.
+// The calling thread only stores two atomics per collective, so a step pays nothing measurable for it. The
+// thread ends the process with _Exit (MPI may only be called from the main thread): mpirun reports a rank that
+// exits without MPI_Finalize and ends the job.
+struct Watchdog {
+  std::atomic<int64_t> entered_ns{0};  // when the current collective began; 0 = none in progress
+  std::atomic<const char*> what{""};
+  double timeout_s = 0;
+  int rank = 0, world = 1;
+  std::mutex mu;
+  std::condition_variable wake;
+  bool stop = false;
+  std::thread thread;
+
+  void loop() {
+    std::unique_lock<std::mutex> lk(mu);
+    while (!wake.wait_for(lk, std::chrono::seconds(1), [&] { return stop; })) {
+      const int64_t since = entered_ns.load();
+      if (since == 0 || (now_ns() - since) * 1e-9 <= timeout_s) continue;
+      std::fflush(stdout);
+      std::fprintf(stderr,
+                   "qil: error (rank %d of %d): %s has waited more than %g s for the other ranks (one of them is "
+                   "stuck; --collective-timeout); ending the job\n",
+                   rank, world, what.load(), timeout_s);
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
+  }
+};
+Watchdog* g_watchdog = nullptr;  // never freed: an aborting process must not destroy a running thread
+
+// Marks a blocking collective for the watchdog while it runs.
+class Watched {
+ public:
+  explicit Watched(const char* what) {
+    if (!g_watchdog) return;
+    g_watchdog->what = what;
+    g_watchdog->entered_ns = now_ns();
+  }
+  ~Watched() {
+    if (g_watchdog) g_watchdog->entered_ns = 0;
+  }
+};
+
+void stop_watchdog() {
+  if (!g_watchdog || !g_watchdog->thread.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lk(g_watchdog->mu);
+    g_watchdog->stop = true;
+  }
+  g_watchdog->wake.notify_all();
+  g_watchdog->thread.join();
+  g_watchdog = nullptr;  // leaked on purpose, see above
+}
+
+// Two sums of a tensor's 32-bit words (and of its trailing bytes), the second weighted by position, mod 2^64.
+std::pair<uint64_t, uint64_t> fingerprint(const Tensor& t) {
+  const auto* bytes = static_cast<const unsigned char*>(t.bytes());
+  const int64_t nbytes = static_cast<int64_t>(t.nbytes()), words = nbytes / 4;
+  uint64_t s1 = 0, s2 = 0;
+#pragma omp parallel for reduction(+ : s1, s2) if (words > kParallelMin)
+  for (int64_t i = 0; i < words; ++i) {
+    uint32_t w;
+    std::memcpy(&w, bytes + 4 * i, 4);
+    s1 += w;
+    s2 += w * static_cast<uint64_t>(i + 1);
+  }
+  for (int64_t i = 4 * words; i < nbytes; ++i) {
+    s1 += bytes[i];
+    s2 += bytes[i] * static_cast<uint64_t>(i + 1);
+  }
+  return {s1, s2};
+}
+
 }  // namespace
 
 void init(int* argc, char*** argv) {
@@ -50,8 +135,25 @@ void init(int* argc, char*** argv) {
 }
 
 void finalize() {
+  stop_watchdog();
   if (!active() || !g_started_here) return;
   check_mpi(MPI_Finalize(), "finalize");
+}
+
+void abort_job(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (active()) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+void set_collective_timeout(double seconds) {
+  stop_watchdog();
+  if (seconds <= 0 || world_size() == 1) return;
+  g_watchdog = new Watchdog;
+  g_watchdog->timeout_s = seconds;
+  g_watchdog->rank = rank();
+  g_watchdog->world = world_size();
+  g_watchdog->thread = std::thread([w = g_watchdog] { w->loop(); });
 }
 
 bool launched_by_mpi() {
@@ -98,9 +200,12 @@ void allreduce_mean(std::vector<Tensor>& tensors) {
     std::memcpy(buf + off, t.data<float>(), t.nbytes());
     off += t.numel();
   }
-  for (int64_t at = 0; at < total; at += kMaxCount) {
-    const int count = static_cast<int>(std::min(kMaxCount, total - at));
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf + at, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce_mean");
+  {
+    Watched w("allreduce_mean");
+    for (int64_t at = 0; at < total; at += kMaxCount) {
+      const int count = static_cast<int>(std::min(kMaxCount, total - at));
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf + at, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce_mean");
+    }
   }
   const float inv = 1.f / static_cast<float>(world);
   off = 0;
@@ -114,19 +219,32 @@ void allreduce_mean(std::vector<Tensor>& tensors) {
   }
 }
 
+namespace {
+// One MPI_Allreduce in place over `count` values of `type`.
+void allreduce_values(void* values, size_t count, MPI_Datatype type, MPI_Op op, const char* what) {
+  if (world_size() == 1 || count == 0) return;
+  QIL_CHECK(static_cast<int64_t>(count) <= kMaxCount, "dist::", what, ": ", count, " values is too many for one call");
+  Watched w(what);
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(count), type, op, MPI_COMM_WORLD), what);
+}
+}  // namespace
+
 void allreduce_sum_i64(std::vector<int64_t>& values) {
-  if (world_size() == 1 || values.empty()) return;
-  QIL_CHECK(static_cast<int64_t>(values.size()) <= kMaxCount, "dist::allreduce_sum_i64: ", values.size(),
-            " values is too many for one call");
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT64_T, MPI_SUM,
-                          MPI_COMM_WORLD),
-            "allreduce_sum_i64");
+  allreduce_values(values.data(), values.size(), MPI_INT64_T, MPI_SUM, "allreduce_sum_i64");
+}
+
+void allreduce_max_i64(std::vector<int64_t>& values) {
+  allreduce_values(values.data(), values.size(), MPI_INT64_T, MPI_MAX, "allreduce_max_i64");
 }
 
 int64_t allreduce_sum_i64(int64_t value) {
   std::vector<int64_t> v{value};
   allreduce_sum_i64(v);
   return v[0];
+}
+
+void allreduce_sum_f64(std::vector<double>& values) {
+  allreduce_values(values.data(), values.size(), MPI_DOUBLE, MPI_SUM, "allreduce_sum_f64");
 }
 
 void broadcast(std::vector<Tensor>& tensors, int root) {
@@ -147,9 +265,12 @@ void broadcast(std::vector<Tensor>& tensors, int root) {
       std::memcpy(buf + off, t.bytes(), t.nbytes());
       off += static_cast<int64_t>(t.nbytes());
     }
-  for (int64_t at = 0; at < total; at += kMaxCount) {
-    const int count = static_cast<int>(std::min(kMaxCount, total - at));
-    check_mpi(MPI_Bcast(buf + at, count, MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+  {
+    Watched w("broadcast");
+    for (int64_t at = 0; at < total; at += kMaxCount) {
+      const int count = static_cast<int>(std::min(kMaxCount, total - at));
+      check_mpi(MPI_Bcast(buf + at, count, MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+    }
   }
   if (is_root) return;
   off = 0;
@@ -161,7 +282,32 @@ void broadcast(std::vector<Tensor>& tensors, int root) {
 
 void barrier() {
   if (world_size() == 1) return;
+  Watched w("barrier");
   check_mpi(MPI_Barrier(MPI_COMM_WORLD), "barrier");
+}
+
+Divergence find_divergence(const std::vector<Tensor>& tensors) {
+  const int world = world_size();
+  if (world == 1) return {};
+  QIL_CHECK(static_cast<int64_t>(tensors.size()) * 2 <= kMaxCount, "dist::find_divergence: too many tensors");
+  std::vector<uint64_t> mine, root;  // (s1, s2) per tensor
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    QIL_CHECK(tensors[i].defined(), "dist::find_divergence: tensor ", i, " is undefined");
+    const auto [s1, s2] = fingerprint(tensors[i]);
+    mine.push_back(s1);
+    mine.push_back(s2);
+  }
+  root = mine;
+  Watched w("find_divergence");
+  check_mpi(MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_UINT64_T, 0, MPI_COMM_WORLD),
+            "find_divergence");
+  int64_t first = INT64_MAX;  // index * world + rank of this rank's first differing tensor
+  for (size_t i = 0; i < tensors.size() && first == INT64_MAX; ++i)
+    if (mine[2 * i] != root[2 * i] || mine[2 * i + 1] != root[2 * i + 1])
+      first = static_cast<int64_t>(i) * world + rank();
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD), "find_divergence");
+  if (first == INT64_MAX) return {};
+  return {first / world, static_cast<int>(first % world)};
 }
 
 }  // namespace engine::dist

@@ -85,6 +85,26 @@ std::unique_ptr<Module> lenet(const ModelSpec& spec) {
   return m;
 }
 
+// LeNet without BatchNorm (its convolutions have biases instead): nothing depends on how a batch is split, so
+// N ranks x batch B, one process x batch N·B and --accumulate N give the same steps up to rounding.
+std::unique_ptr<Module> lenet_nobn(const ModelSpec& spec) {
+  QIL_CHECK(spec.image_size >= 4, "lenet-nobn: image size ", spec.image_size, " is too small (needs >= 4)");
+  engine::Generator g(spec.seed);
+  auto m = std::make_unique<Sequential>();
+  m->add("conv1", conv(spec.in_channels, 32, 5, 1, 2, true, g));
+  m->add("relu1", std::make_unique<ReLU>());
+  m->add("pool1", std::make_unique<MaxPool2d>(2, 2));
+  m->add("conv2", conv(32, 64, 5, 1, 2, true, g));
+  m->add("relu2", std::make_unique<ReLU>());
+  m->add("pool2", std::make_unique<MaxPool2d>(2, 2));
+  m->add("flatten", std::make_unique<Flatten>());
+  const int64_t side = spec.image_size / 4;
+  m->add("fc1", std::make_unique<Linear>(64 * side * side, 256, true, g));
+  m->add("relu3", std::make_unique<ReLU>());
+  m->add("fc2", std::make_unique<Linear>(256, spec.num_classes, true, g));
+  return m;
+}
+
 // torchvision.models.alexnet: features, avgpool (adaptive 6x6), flatten, classifier.
 class AlexNet : public Module {
  public:
@@ -157,6 +177,7 @@ Tensor BasicBlock::forward(const Tensor& x) {
 const std::vector<ModelInfo>& model_infos() {
   static const std::vector<ModelInfo> infos = {
       {"lenet", "LeNet-class CNN: 2 conv-BN-ReLU-pool blocks (32, 64), fc 256, fc", 28, 1, 10},
+      {"lenet-nobn", "lenet without BatchNorm (conv biases): batch-split invariant", 28, 1, 10},
       {"resnet20", "CIFAR-style ResNet-20 (3x3 blocks of 16/32/64 channels)", 32, 3, 10},
       {"resnet32", "CIFAR-style ResNet-32", 32, 3, 10},
       {"resnet56", "CIFAR-style ResNet-56", 32, 3, 10},
@@ -171,6 +192,7 @@ std::unique_ptr<Module> build_model(const std::string& name, const ModelSpec& sp
   QIL_CHECK(spec.in_channels > 0, "model: input channels must be positive, got ", spec.in_channels);
   QIL_CHECK(spec.num_classes > 0, "model: class count must be positive, got ", spec.num_classes);
   if (name == "lenet") return lenet(spec);
+  if (name == "lenet-nobn") return lenet_nobn(spec);
   if (name == "resnet20") return cifar_resnet(3, spec);
   if (name == "resnet32") return cifar_resnet(5, spec);
   if (name == "resnet56") return cifar_resnet(9, spec);

@@ -66,17 +66,18 @@ def plan(seeds):
         if s == s0:
             for b in (5, 4, 3, 2):
                 runs.append(dict(name=f"calib-w{b}", kind="eval", args=["--quant", str(b)]))
-        for b, ep in ((4, 2 * E), (3, 3 * E), (2, 4 * E)):  # same epochs as the progressive path to that width
+        for b, ep in ((4, 2 * E), (3, 3 * E)):  # same epochs as the progressive path to that width
             q(f"direct-w{b}", "--stages", str(b), "--epochs", str(ep), seed=s)
-        if s == s0:
-            for b in (4, 2, 5, 3):
+        if s == s0:  # quantizer-only and other-data runs are short: before the 8-epoch direct W2A2
+            for b in (4, 2):
                 q(f"qonly-w{b}-qil", "--stages", str(b), "--epochs", "1", "--freeze-weights", seed=s)
-                if b == 2:
-                    q("qonly-w4-teacher", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher",
-                      seed=s)
-                    q("digits-w4", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher",
-                      "--data", "idx", "--data-dir", DIGITS, "--val-size", "1000", "--eval-data", "fashion-mnist",
-                      seed=s)
+            q("qonly-w4-teacher", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher", seed=s)
+            q("digits-w4", "--stages", "4", "--epochs", "1", "--freeze-weights", "--targets", "teacher",
+              "--data", "idx", "--data-dir", DIGITS, "--val-size", "1000", "--eval-data", "fashion-mnist", seed=s)
+        q("direct-w2", "--stages", "2", "--epochs", str(4 * E), seed=s)
+        if s == s0:
+            for b in (5, 3):
+                q(f"qonly-w{b}-qil", "--stages", str(b), "--epochs", "1", "--freeze-weights", seed=s)
         for b in (2, 3):
             q(f"abl-w{b}-gamma1", "--stages", str(b), "--epochs", str(E), "--fix-gamma", seed=s)
         if s == s0:

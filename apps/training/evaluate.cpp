@@ -2,9 +2,11 @@
 #include "apps/training/evaluate.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "apps/progress.h"
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 #include "layers/quantize.h"
 
@@ -22,8 +24,11 @@ data::LoaderOptions loader_options(LoaderUse use, int64_t batch, int64_t workers
     // Every rank steps the same number of times per epoch, so the gradient all-reduce never waits forever.
     lo.drop_last = true;
     lo.seed = seed;
+  }
+  if (use != LoaderUse::calibration) {
     lo.rank = rank;
     lo.world_size = world;
+    lo.shard_batches = use == LoaderUse::eval;  // each batch as one process forms it: the same arithmetic
   }
   return lo;
 }
@@ -47,24 +52,32 @@ void for_each_eval_batch(layers::Module& model, const std::shared_ptr<const data
 
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
                     int64_t workers, const std::string& progress, const std::string& label) {
+  const int rank = engine::dist::rank(), world = engine::dist::world_size();
   Progress bar(label, ds->size(), progress_mode(progress));
-  EvalResult r;
-  double loss_sum = 0;
-  int64_t c1 = 0, c5 = 0;
-  for_each_eval_batch(model, ds, loader_options(LoaderUse::eval, batch, workers), 0,
+  // Loss sums per batch of the one-process order (zero for other ranks' batches), top-1 and top-5 hits, images.
+  std::vector<double> batch_loss(static_cast<size_t>((ds->size() + batch - 1) / batch), 0.0);
+  std::vector<int64_t> counts{0, 0, 0};
+  for_each_eval_batch(model, ds, loader_options(LoaderUse::eval, batch, workers, 0, rank, world), 0,
                       [&](const data::Batch& b, const Tensor& logits) {
                         const int64_t n = b.labels.size(0);
-                        loss_sum += engine::ops::softmax_cross_entropy(logits, b.labels).item() * n;
-                        c1 += engine::ops::topk_correct(logits, b.labels, 1);
-                        c5 += engine::ops::topk_correct(logits, b.labels, std::min<int64_t>(5, logits.size(1)));
-                        r.count += n;
-                        bar.update(r.count, "");
+                        batch_loss[static_cast<size_t>(b.index)] =
+                            engine::ops::softmax_cross_entropy(logits, b.labels).item() * n;
+                        counts[0] += engine::ops::topk_correct(logits, b.labels, 1);
+                        counts[1] += engine::ops::topk_correct(logits, b.labels, std::min<int64_t>(5, logits.size(1)));
+                        counts[2] += n;
+                        bar.update(std::min(ds->size(), counts[2] * world), "");  // this rank's share, scaled
                       });
   bar.finish();
+  engine::dist::allreduce_sum_i64(counts);
+  engine::dist::allreduce_sum_f64(batch_loss);  // one non-zero term per batch: exact
+  double loss_sum = 0;
+  for (double l : batch_loss) loss_sum += l;  // in batch order, as one process adds them
+  EvalResult r;
+  r.count = counts[2];
   if (r.count) {
     r.loss = loss_sum / r.count;
-    r.top1 = 100.0 * c1 / r.count;
-    r.top5 = 100.0 * c5 / r.count;
+    r.top1 = 100.0 * counts[0] / r.count;
+    r.top5 = 100.0 * counts[1] / r.count;
   }
   return r;
 }

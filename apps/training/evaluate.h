@@ -17,12 +17,12 @@ namespace apps::training {
 
 enum class LoaderUse {
   train,        // shuffled per (seed, epoch), sharded by rank, last partial batch dropped
-  eval,         // dataset order, every image once, this process alone
+  eval,         // dataset order, every image once: whole batches of the one-process order shared out by rank
   calibration,  // dataset order, the first few batches of the training images (eval transform)
 };
 
-// The loader settings for a use. seed, rank and world apply to training only (evaluation and calibration
-// read the same images in every process).
+// The loader settings for a use. seed applies to training only; rank and world to training and evaluation
+// (calibration reads the same images in every process).
 data::LoaderOptions loader_options(LoaderUse use, int64_t batch, int64_t workers, uint64_t seed = 0,
                                    int64_t rank = 0, int64_t world = 1);
 
@@ -38,6 +38,9 @@ struct EvalResult {
 };
 
 // Accuracy and mean cross-entropy of `model` over all of `ds`. progress: auto | bar | lines | none.
+// Under MPI every rank must call it: each evaluates its share of the batches (LoaderUse::eval) and the counts
+// and per-batch loss sums are reduced, the loss summed in batch order, so the figures equal a one-process
+// evaluation's exactly (with the same batch size and threads per process, which fix the arithmetic).
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
                     int64_t workers, const std::string& progress, const std::string& label);
 

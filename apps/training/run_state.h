@@ -19,7 +19,7 @@ namespace apps::training {
 struct RunPosition {
   int stage = 0;
   int epoch = 0;            // within the stage
-  int64_t batch = 0;        // within the epoch: the next batch to run
+  int64_t batch = 0;        // within the epoch: the next batch (micro-batch, with --accumulate) to run
   int64_t step = 0;         // optimizer steps within the stage (drives the LR schedule)
   int64_t global_epoch = 0;  // epochs over all stages (seeds the data order)
   std::vector<double> best_val;  // per stage, -1 = none yet

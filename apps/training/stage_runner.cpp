@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "apps/progress.h"
+#include "apps/training/fault_injection.h"
 #include "apps/training/trainer.h"
 #include "data/imagenet.h"
 #include "engine/check.h"
@@ -53,7 +54,48 @@ void average_buffers_across_ranks(layers::Module& model) {
   engine::dist::allreduce_mean(bufs);
 }
 
+// Runs `fn` (a checkpoint write) with the buffers averaged over ranks, then puts each rank's own back: a save in
+// the middle of an epoch leaves the run itself as it was, whenever the save happens. The running statistics
+// are linear in the batch statistics, so a run resumed from the average ends the epoch where this one does,
+// up to rounding.
+template <class Fn>
+void with_rank_mean_buffers(layers::Module& model, int world, Fn fn) {
+  if (world == 1) return fn();
+  std::vector<Tensor> own;
+  for (auto& b : model.named_buffers())
+    if (b.tensor.dtype() == engine::DType::f32) own.push_back(b.tensor.clone());
+  average_buffers_across_ranks(model);
+  fn();
+  size_t i = 0;
+  for (auto& b : model.named_buffers())
+    if (b.tensor.dtype() == engine::DType::f32) b.tensor.copy_from(own[i++]);
+}
+
+// Test-only (QIL_TEST_RANK_CHECKPOINTS=1): ranks other than 0 write their checkpoints too, as NAME.rank<r>, so
+// that a test can compare what every rank holds.
+bool every_rank_saves() {
+  const char* v = std::getenv("QIL_TEST_RANK_CHECKPOINTS");
+  return v && std::string(v) == "1";
+}
+
 }  // namespace
+
+void require_same_on_all_ranks(layers::Module& model, bool with_buffers, const std::string& where) {
+  std::vector<Tensor> tensors;
+  std::vector<std::string> names;
+  for (auto& p : model.named_parameters()) {
+    tensors.push_back(p.tensor);
+    names.push_back(p.name);
+  }
+  if (with_buffers)
+    for (auto& b : model.named_buffers()) {
+      tensors.push_back(b.tensor);
+      names.push_back(b.name);
+    }
+  const engine::dist::Divergence d = engine::dist::find_divergence(tensors);
+  QIL_CHECK(!d.found(), "ranks diverged: ", names[static_cast<size_t>(d.index)], " on rank ", d.rank,
+            " differs from rank 0's ", where, " (every rank must hold the same model; nothing was saved)");
+}
 
 void install_stop_signals() {
   std::signal(SIGINT, on_stop_signal);
@@ -120,8 +162,9 @@ bool StageRunner::run_stage(int si) {
   const engine::LrSchedule sched = make_schedule(cfg_, st);
   data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
                                                       run_.rank, run_.world));
-  QIL_CHECK(loader.batches_per_epoch() > 0, "--batch ", cfg_.batch, " is larger than the training set (",
-            run_.data.train->size(), " images)");
+  QIL_CHECK(loader.batches_per_epoch() >= cfg_.accumulate, "--batch ", cfg_.batch, " x --accumulate ",
+            cfg_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
+            run_.world, " process(es)");
   StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
   log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
                     qnames.size(), " quantized layers",
@@ -145,40 +188,57 @@ bool StageRunner::run_stage(int si) {
   return true;
 }
 
+// One optimizer step per `accumulate` micro-batches of the loader; an epoch's micro-batches that cannot fill a
+// whole step are not read. Checkpoints are written at step boundaries only, so pos.batch (in micro-batches) is
+// always a multiple of `accumulate` in a checkpoint.
 bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched,
                             const Stage& st, EpochTotals& totals) {
   RunPosition& pos = state_.position;
-  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  const int64_t k = cfg_.accumulate;
+  const int64_t steps_per_epoch = loader.batches_per_epoch() / k;  // optimizer steps: what the LR schedule counts
+  const int64_t end = steps_per_epoch * k;
   run_.model->train();
   loader.start_epoch(pos.global_epoch, pos.batch);
-  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (steps_per_epoch - pos.batch) * cfg_.batch,
+  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * cfg_.batch,
                run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
   int64_t images = 0;  // of this process, for the progress bar
   data::Batch b;
-  while (loader.next(b)) {
-    totals.lr = sched.lr(pos.step, steps_per_epoch);
+  // Sums over the micro-batches of the step being accumulated: they count once the step is taken.
+  double step_loss = 0;
+  int64_t step_correct = 0, step_seen = 0;
+  while (pos.batch < end && loader.next(b)) {
     if (test_nan_steps_.count(pos.step + 1)) b.images.data()[0] = std::nanf("");  // test-only, see the constructor
-    const StepResult r = trainer.step(b.images, b.labels, totals.lr);
-    if (r.stepped()) {
-      pos.loss_sum += r.loss * r.count;
-      pos.correct += r.correct;
-      pos.seen += r.count;
+    const StepResult r = trainer.accumulate(b.images, b.labels);
+    step_loss += r.loss * r.count;
+    step_correct += r.correct;
+    step_seen += r.count;
+    images += r.count;
+    pos.batch = b.index + 1;
+    if (pos.batch % k != 0) continue;
+    totals.lr = sched.lr(pos.step, steps_per_epoch);
+    const std::string nonfinite = trainer.apply(totals.lr);
+    if (nonfinite.empty()) {
+      pos.loss_sum += step_loss;
+      pos.correct += step_correct;
+      pos.seen += step_seen;
     } else {
-      on_nonfinite(r, st, b.index);
+      on_nonfinite(nonfinite, static_cast<float>(step_loss / std::max<int64_t>(step_seen, 1)), st, b.index);
       ++totals.skipped;
     }
+    step_loss = 0;
+    step_correct = step_seen = 0;
     ++totals.steps;
     ++pos.step;
-    pos.batch = b.index + 1;
-    images += r.count;
-    bar.update(images,
-               pos.seen ? str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
-                                  fixed2(100.0 * pos.correct / pos.seen), "%")
-                        : std::string());
+    bar.update(images, pos.seen ? str_cat("loss ", fixed2(pos.loss_sum / pos.seen), " acc ",
+                                          fixed2(100.0 * pos.correct / pos.seen), "%")
+                                : std::string());
     ++steps_this_process_;
-    if (save_or_stop(trainer.optimizer(), st, pos.batch == steps_per_epoch)) {
+    inject_test_fault(run_.rank, steps_this_process_, *run_.model);
+    if (run_.world > 1 && cfg_.rank_check_every > 0 && pos.step % cfg_.rank_check_every == 0)
+      require_same_on_all_ranks(*run_.model, false, str_cat("after step ", pos.step, " of stage ", st.name()));
+    if (save_or_stop(trainer.optimizer(), st, pos.batch == end)) {
       bar.finish();
       return false;
     }
@@ -189,11 +249,11 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
 }
 
 // --on-nan stop: the run ends here, before anything of this step is saved; skip: the step was not taken
-// (Trainer::step), it is counted and reported.
-void StageRunner::on_nonfinite(const StepResult& r, const Stage& st, int64_t batch) {
+// (Trainer::apply), it is counted and reported. `nonfinite` is "loss" or "gradient of <parameter>".
+void StageRunner::on_nonfinite(const std::string& nonfinite, float loss, const Stage& st, int64_t batch) {
   RunPosition& pos = state_.position;
-  const std::string what = r.nonfinite == "loss" ? str_cat("the loss is ", r.loss) : str_cat("the ", r.nonfinite,
-                                                                                             " is not finite");
+  const std::string what = nonfinite == "loss" ? str_cat("the loss is ", loss) : str_cat("the ", nonfinite,
+                                                                                        " is not finite");
   const std::string where = str_cat("step ", pos.step + 1, " of stage ", st.name(), " (epoch ", pos.epoch + 1,
                                     ", batch ", batch + 1, ")");
   QIL_CHECK(cfg_.on_nan == "skip", "training diverged: ", what, " at ", where,
@@ -203,32 +263,38 @@ void StageRunner::on_nonfinite(const StepResult& r, const Stage& st, int64_t bat
 }
 
 // Saves `last` every --checkpoint-every-steps steps, every 10 minutes and when stopping (not on the epoch's
-// last batch: finish_epoch saves right after it); true when the run must stop now.
+// last step: finish_epoch saves right after it); true when the run must stop now. Under MPI every rank takes
+// the same decision: a signal or a save that is due on one rank counts for all (the save averages the running
+// statistics across ranks, and a rank that stopped alone would leave the others waiting in the next step).
 bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done) {
   const RunPosition& pos = state_.position;
   const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
-  const bool stop = g_stop_signal != 0 || stop_requested;
+  std::vector<int64_t> due{g_stop_signal.load(),
+                           std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10) ? 1 : 0};
+  if (run_.world > 1) engine::dist::allreduce_max_i64(due);
+  const int signal = static_cast<int>(due[0]);
+  const bool stop = signal != 0 || stop_requested;
   const bool every_n = cfg_.checkpoint_every_steps > 0 && pos.step % cfg_.checkpoint_every_steps == 0;
-  const bool timed = std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10);
-  if (stop || (!epoch_done && (every_n || timed))) {
-    // Rank 0 saves (its own BatchNorm statistics: the ranks' are averaged at the end of the epoch only).
-    if (run_.lead()) require_finite_state(*run_.model, st.name(), pos.epoch + 1, pos.step);
-    save("last.ckpt", &opt, state_);
+  if (stop || (!epoch_done && (every_n || due[1]))) {
+    require_finite_state(*run_.model, st.name(), pos.epoch + 1, pos.step);  // every rank: same parameters
+    with_rank_mean_buffers(*run_.model, run_.world, [&] { save("last.ckpt", &opt, state_); });
     last_save_ = std::chrono::steady_clock::now();
   }
   if (!stop) return false;
   log_.line(str_cat("stopped ",
-                    stop_requested ? str_cat("after ", steps_this_process_, " steps")
-                                   : str_cat("by signal ", g_stop_signal.load()),
+                    stop_requested ? str_cat("after ", steps_this_process_, " steps") : str_cat("by signal ", signal),
                     "; saved ", run_.dir, "/last.ckpt; continue with: qil train --resume ", run_.dir));
-  exit_code_ = stop_requested ? 0 : 128 + g_stop_signal;
+  exit_code_ = stop_requested ? 0 : 128 + signal;
   return true;
 }
 
 void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt) {
   RunPosition& pos = state_.position;
   const size_t si = static_cast<size_t>(pos.stage);
-  if (run_.world > 1) average_buffers_across_ranks(*run_.model);
+  if (run_.world > 1) {
+    average_buffers_across_ranks(*run_.model);
+    require_same_on_all_ranks(*run_.model, true, str_cat("at the end of stage ", st.name(), " epoch ", pos.epoch + 1));
+  }
   EpochRecord e;
   e.stage = pos.stage + 1;
   e.stage_name = st.name();
@@ -284,7 +350,7 @@ void require_finite_state(layers::Module& model, const std::string& stage, int e
 }
 
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
-  if (!run_.lead()) return;
+  if (!run_.lead() && !every_rank_saves()) return;
   engine::Checkpoint ck;
   layers::add_model(ck, *run_.model, run_.meta);
   if (opt) ck.add_tensors(opt->export_state(), "optim.");
@@ -292,7 +358,8 @@ void StageRunner::save(const std::string& name, const engine::SGD* opt, const Ru
   s.capture_rng(*run_.model);
   ck.add_json("run_state", nlohmann::json(s).dump());
   ck.add_text("config", run_.config_toml);
-  engine::write_checkpoint((fs::path(run_.dir) / name).string(), ck);
+  const std::string file = run_.lead() ? name : str_cat(name, ".rank", run_.rank);
+  engine::write_checkpoint((fs::path(run_.dir) / file).string(), ck);
 }
 
 }  // namespace apps::training

@@ -1,9 +1,10 @@
 // The loop of a training run: stage after stage (quantize, calibrate, a fresh optimizer and LR schedule),
-// epoch after epoch (Trainer::step over the training loader, then evaluation, logging and checkpoints), with
-// an atomic `last` checkpoint that `--resume` continues from (mid-epoch if need be) and `best` by validation
-// accuracy (also every --checkpoint-every-steps steps and every 10 minutes within an epoch). A signal
-// (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops; a non-finite loss or gradient stops the run
-// or skips the step (--on-nan).
+// epoch after epoch (Trainer steps over the training loader, `--accumulate` micro-batches each, then
+// evaluation, logging and checkpoints), with an atomic `last` checkpoint that `--resume` continues from
+// (mid-epoch if need be) and `best` by validation accuracy (also every --checkpoint-every-steps steps and
+// every 10 minutes within an epoch). A signal (SIGINT/SIGTERM) or --stop-after-steps saves `last` and stops; a
+// non-finite loss or gradient stops the run or skips the step (--on-nan). Under MPI: the ranks' parameters
+// are compared now and then (the divergence guard) and every rank takes the same stop and save decisions.
 // Not the setup of a run (where the model and data come from: apps/train.cpp) and not the step itself.
 #pragma once
 #include <chrono>
@@ -50,6 +51,10 @@ void install_stop_signals();
 // at the end of `epoch` (1-based) or, when step >= 0, after that step of it.
 void require_finite_state(layers::Module& model, const std::string& stage, int epoch, int64_t step = -1);
 
+// The divergence guard: throws engine::Error naming the first parameter (and with_buffers, buffer) that differs
+// between MPI ranks, the rank that holds another value, and `where`. Every rank must call it; a no-op alone.
+void require_same_on_all_ranks(layers::Module& model, bool with_buffers, const std::string& where);
+
 class StageRunner {
  public:
   StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log);
@@ -70,7 +75,7 @@ class StageRunner {
   bool run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched, const Stage& st,
                  EpochTotals& totals);
   void finish_epoch(const Stage& st, const EpochTotals& totals, StageSummary& summary, engine::SGD& opt);
-  void on_nonfinite(const StepResult& r, const Stage& st, int64_t batch);
+  void on_nonfinite(const std::string& nonfinite, float loss, const Stage& st, int64_t batch);
   bool save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done);
   void save(const std::string& name, const engine::SGD* opt, const RunState& state) const;
 

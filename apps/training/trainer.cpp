@@ -5,6 +5,7 @@
 #include <set>
 
 #include "engine/autograd.h"
+#include "engine/check.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
 #include "layers/quantize.h"
@@ -64,37 +65,67 @@ std::string Trainer::first_nonfinite_gradient() const {
 }
 
 StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
-  opt_.zero_grad();
-  const std::vector<Tensor> buffers = copy_buffers(model_);
+  StepResult r = accumulate(images, labels);
+  r.nonfinite = apply(lr);
+  return r;
+}
+
+StepResult Trainer::accumulate(const Tensor& images, const Tensor& labels) {
+  if (pending_ == 0 && nonfinite_.empty()) {  // the first micro-batch of a step
+    opt_.zero_grad();
+    buffers_ = copy_buffers(model_);
+  }
   const Tensor logits = model_.forward(images);  // (N, classes)
   Tensor loss = loss_of(logits, images, labels);
   StepResult r;
   r.loss = loss.item();
   r.count = labels.size(0);
   r.correct = engine::ops::topk_correct(logits.detach(), labels, 1);
-  auto skip = [&](std::string what) {
-    restore_buffers(model_, buffers);
-    r.nonfinite = std::move(what);
-    return r;
-  };
   // Stepping on NaN gradients would only spoil the weights. Across ranks the backward and the all-reduce run
   // anyway: the NaN then reaches every rank's gradients, and all ranks stop or skip together.
-  if (!std::isfinite(r.loss) && !options_.allreduce) return skip("loss");
-  loss.backward();
-  if (options_.allreduce) {
-    std::vector<Tensor> grads;
-    for (auto& g : opt_.groups())
-      for (const Tensor& p : g.params)
-        if (p.grad().defined()) grads.push_back(p.grad());
-    engine::dist::allreduce_mean(grads);
+  if (!std::isfinite(r.loss)) {
+    r.nonfinite = "loss";
+    if (nonfinite_.empty()) nonfinite_ = "loss";
+    if (!options_.allreduce) return r;
   }
+  loss.backward();
+  ++pending_;
+  return r;
+}
+
+std::string Trainer::apply(float lr) {
+  QIL_CHECK(pending_ > 0 || !nonfinite_.empty(), "Trainer::apply: no micro-batch was accumulated since the last step");
+  std::string bad = std::move(nonfinite_);
+  nonfinite_.clear();
+  const int64_t micro = pending_;
+  pending_ = 0;
+  std::vector<Tensor> grads;
+  for (auto& g : opt_.groups())
+    for (const Tensor& p : g.params)
+      if (p.grad().defined()) grads.push_back(p.grad());
+  if (micro > 1) {  // the sum of the micro-batches' mean gradients -> their mean
+    const float inv = 1.f / static_cast<float>(micro);
+    for (Tensor& g : grads) {
+      float* p = g.data<float>();
+      const int64_t n = g.numel();
+#pragma omp parallel for simd if (n > 16384)
+      for (int64_t k = 0; k < n; ++k) p[k] *= inv;
+    }
+  }
+  if (options_.allreduce) engine::dist::allreduce_mean(grads);
   if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
-  // A finite loss can still have non-finite gradients (an overflow in a backward pass).
-  if (std::string bad = first_nonfinite_gradient(); !bad.empty())
-    return skip(std::isfinite(r.loss) ? "gradient of " + bad : "loss");
+  // A finite loss can still have non-finite gradients (an overflow in a backward pass, a NaN pixel that
+  // BatchNorm spreads and ReLU hides from the loss).
+  if (bad.empty()) {
+    if (std::string g = first_nonfinite_gradient(); !g.empty()) bad = "gradient of " + g;
+  }
+  if (!bad.empty()) {
+    restore_buffers(model_, buffers_);
+    return bad;
+  }
   opt_.step(lr);
   layers::project_quantizers(model_);
-  return r;
+  return "";
 }
 
 std::vector<engine::ParamGroup> param_groups(layers::Module& model, double weight_decay, double quant_lr_scale,

@@ -1,5 +1,6 @@
 // The training step, written once: zero_grad -> forward -> loss (labels, or a teacher's softmax) -> backward
-// -> gradient all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
+// [-> forward and backward of further micro-batches, gradients adding up] -> mean over micro-batches and
+// all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
 // `qil train`, `qil bench` and the layer tests all step through it. Also the optimizer's parameter groups.
 // Not the loop around it (stage_runner.h), not data loading, not evaluation (evaluate.h).
 #pragma once
@@ -46,6 +47,18 @@ class Trainer {
   // A non-finite loss or gradient is not stepped on: the result names it (the caller stops or skips).
   StepResult step(const engine::Tensor& images, const engine::Tensor& labels, float lr);
 
+  // Gradient accumulation: step() split in two. accumulate() runs forward and backward of one micro-batch
+  // (the first after an apply() clears the gradients, later ones add to them); apply() steps on the mean of
+  // the accumulated gradients (then averaged over ranks), so K micro-batches of B images with equal sizes step
+  // as one batch of K·B would, up to rounding. BatchNorm layers see each micro-batch alone (batch statistics
+  // over B images, running statistics updated K times per step). A non-finite loss skips the backward (alone;
+  // across ranks the backward runs, so that every rank sees the NaN). apply() returns "" when it stepped, or
+  // what was not finite ("loss", "gradient of <parameter>"): then nothing was stepped and the BatchNorm
+  // statistics are put back to what they were before the step's first micro-batch.
+  StepResult accumulate(const engine::Tensor& images, const engine::Tensor& labels);
+  std::string apply(float lr);
+  int64_t pending() const { return pending_; }  // micro-batches accumulated since the last apply()
+
   layers::Module& model() { return model_; }
   engine::SGD& optimizer() { return opt_; }
 
@@ -57,6 +70,9 @@ class Trainer {
   layers::Module& model_;
   engine::SGD& opt_;
   StepOptions options_;
+  int64_t pending_ = 0;
+  std::string nonfinite_;               // what was not finite among this step's micro-batches so far
+  std::vector<engine::Tensor> buffers_;  // BatchNorm statistics before this step's first micro-batch
 };
 
 // Parameter groups: conv/linear weights with weight decay; BN and biases without; quantizer parameters

@@ -1,10 +1,12 @@
 // The training library and the typed configuration without running the `qil` binary: the resolved config
 // written as TOML reads back to the same configuration (layer names with dots included), a failed check names
 // the flag, the value and (from a file) the key and file, RunState survives JSON (and reads the checkpoints
-// written before it existed), and Trainer::step lowers the loss of a small batch.
+// written before it existed), Trainer::step lowers the loss of a small batch, and accumulated micro-batches
+// step as their whole batch.
 #include <CLI/CLI.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -171,6 +173,66 @@ TEST_CASE("Trainer::step lowers the loss of a small batch, evaluate reports on t
   for (int i = 0; i < 25; ++i) last = trainer.step(x, y, 0.05f);
   CHECK(last.loss < 0.5f * first.loss);
   CHECK(last.correct > first.correct);
+}
+
+namespace {
+// Largest |a - b| over a model's parameters, relative to the largest |b| of the same tensor.
+double max_rel_diff(layers::Module& a, layers::Module& b) {
+  auto pb = b.named_parameters();
+  double worst = 0;
+  size_t i = 0;
+  for (auto& p : a.named_parameters()) {
+    const auto va = p.tensor.to_vector(), vb = pb[i++].tensor.to_vector();
+    double diff = 0, scale = 1e-30;
+    for (size_t k = 0; k < va.size(); ++k) {
+      diff = std::max(diff, static_cast<double>(std::fabs(va[k] - vb[k])));
+      scale = std::max(scale, static_cast<double>(std::fabs(vb[k])));
+    }
+    worst = std::max(worst, diff / scale);
+  }
+  return worst;
+}
+}  // namespace
+
+TEST_CASE("Trainer: two accumulated micro-batches step as their whole batch (without BatchNorm)") {
+  using engine::Tensor;
+  engine::Generator g(11);
+  Tensor x = qiltest::randn({16, 1, 28, 28}, g);  // (16, 1, 28, 28); halves of 8
+  Tensor y = Tensor::empty({16}, engine::DType::s32);
+  for (int64_t i = 0; i < 16; ++i) y.data<int32_t>()[i] = static_cast<int32_t>((i * 7) % 10);
+  auto half = [](const Tensor& t, int64_t h) {
+    engine::Shape s = t.shape();
+    s[0] = 8;
+    Tensor out = Tensor::empty(s, t.dtype());
+    std::memcpy(out.bytes(), static_cast<const char*>(t.bytes()) + h * out.nbytes(), out.nbytes());
+    return out;
+  };
+  auto run = [&](const std::string& model, bool accumulate) {
+    auto m = layers::build_model(model, layers::ModelSpec{1, 10, 28, 7});
+    engine::SGD opt(apps::training::param_groups(*m, 5e-4, 1.0), 0.9f);
+    apps::training::Trainer t(*m, opt, apps::training::StepOptions{});
+    m->train();
+    for (int step = 0; step < 3; ++step) {
+      if (!accumulate) {
+        t.step(x, y, 0.05f);
+        continue;
+      }
+      t.accumulate(half(x, 0), half(y, 0));
+      CHECK(t.pending() == 1);
+      t.accumulate(half(x, 1), half(y, 1));
+      t.apply(0.05f);
+      CHECK(t.pending() == 0);
+    }
+    if (accumulate)
+      CHECK_THROWS_WITH_AS(t.apply(0.05f), doctest::Contains("no micro-batch was accumulated"), engine::Error);
+    return m;
+  };
+  auto whole = run("lenet-nobn", false), split = run("lenet-nobn", true);
+  auto start = layers::build_model("lenet-nobn", layers::ModelSpec{1, 10, 28, 7});
+  CHECK(max_rel_diff(*split, *whole) < 1e-5);
+  CHECK(max_rel_diff(*start, *whole) > 1e-3);  // the steps moved the weights far beyond that tolerance
+  // BatchNorm normalizes each micro-batch alone: with it, the same split is a different step.
+  CHECK(max_rel_diff(*run("lenet", true), *run("lenet", false)) > 1e-4);
 }
 
 TEST_CASE("optimizer groups: activation intervals get their own LR only when --act-quant-lr-scale asks for it") {

@@ -166,6 +166,44 @@ TEST_CASE("loader: rank shards are disjoint, equal, covering and rank-independen
   CHECK(u.size() == 99);
 }
 
+TEST_CASE("loader: shard_batches gives each rank whole one-process batches in turn, every sample once") {
+  // 103 samples in batches of 10: one process cuts 11 batches (ten of 10, one of 3). Ranks of 2 take batches
+  // 0,2,4,6,8,10 and 1,3,5,7,9; ranks of 3 take 4, 4 and 3 batches. Each batch equals the one-process batch.
+  auto ds = std::make_shared<CountingDataset>(103);
+  const Seen single = epoch(ds, opts(10, false, 1), 2);
+  for (int64_t world : {1, 2, 3, 4, 12}) {
+    std::vector<int64_t> covered;
+    for (int64_t r = 0; r < world; ++r) {
+      data::LoaderOptions o = opts(10, false, 2);
+      o.rank = r;
+      o.world_size = world;
+      o.shard_batches = true;
+      data::Loader l(ds, o);
+      const Seen s = epoch(ds, o, 2);
+      CHECK(l.batches_per_epoch() == static_cast<int64_t>(s.batch_index.size()));
+      CHECK(l.samples_per_rank() == static_cast<int64_t>(s.index.size()));
+      CHECK(l.shard(2) == s.index);
+      int64_t at = 0;
+      for (size_t k = 0; k < s.batch_index.size(); ++k) {
+        const int64_t g = s.batch_index[k];
+        CHECK(g == r + static_cast<int64_t>(k) * world);
+        CHECK(s.batch_sizes[k] == single.batch_sizes[g]);
+        for (int64_t j = 0; j < s.batch_sizes[k]; ++j, ++at) {
+          CHECK(s.index[at] == single.index[g * 10 + j]);
+          CHECK(s.aug[at] == single.aug[g * 10 + j]);
+        }
+      }
+      covered.insert(covered.end(), s.index.begin(), s.index.end());
+    }
+    std::sort(covered.begin(), covered.end());
+    CHECK_MESSAGE(covered.size() == 103, world);
+    for (int64_t i = 0; i < static_cast<int64_t>(covered.size()); ++i) REQUIRE(covered[i] == i);
+  }
+  data::LoaderOptions o = opts(10, true, 1);
+  o.shard_batches = true;
+  CHECK_THROWS_WITH_AS(data::Loader(ds, o), doctest::Contains("drop_last does not apply"), Error);
+}
+
 TEST_CASE("loader: resuming with skip_batches yields the same remaining batches") {
   auto ds = std::make_shared<CountingDataset>(90);
   Seen full = epoch(ds, opts(8, false, 3), 4);

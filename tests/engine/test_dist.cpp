@@ -1,12 +1,18 @@
-// MPI helpers: the single-rank fast path (before init, and as an MPI singleton), argument checks, and a
-// two-rank run of this same binary under mpirun that checks the mean, the sums and the broadcast.
+// MPI helpers: the single-rank fast path (before init, and as an MPI singleton), argument checks, a two-rank
+// run of this same binary under mpirun that checks the mean, the sums, the maxima, the broadcast and the
+// divergence check, and a two-rank run in which one rank does not arrive and the watchdog ends the job.
 #include <doctest/doctest.h>
 
 #include <array>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
+#include <regex>
 #include <string>
+#include <thread>
 
 #include "engine/dist.h"
 
@@ -28,6 +34,12 @@ void check_single_rank_collectives() {
   std::vector<int64_t> counts{3, 5};
   dist::allreduce_sum_i64(counts);
   CHECK(counts == std::vector<int64_t>{3, 5});
+  dist::allreduce_max_i64(counts);
+  CHECK(counts == std::vector<int64_t>{3, 5});
+  std::vector<double> sums{0.1, -2.5};
+  dist::allreduce_sum_f64(sums);
+  CHECK(sums == std::vector<double>{0.1, -2.5});
+  CHECK_FALSE(dist::find_divergence(grads).found());
   dist::barrier();
 }
 }  // namespace
@@ -88,31 +100,89 @@ TEST_CASE("dist worker: two ranks" * doctest::skip()) {
   dist::broadcast(params, 1);
   CHECK(w.to_vector() == std::vector<float>{7.f, -8.f});
   CHECK(n.data<int32_t>()[0] == 12345);
+  // Maxima: [r, -r] -> [1, 0]. Double sums with one non-zero term per element come back exact.
+  std::vector<int64_t> m{r, -r};
+  dist::allreduce_max_i64(m);
+  CHECK(m == std::vector<int64_t>{1, 0});
+  std::vector<double> d{r == 0 ? 0.1 : 0.0, r == 1 ? 1.0 / 3.0 : 0.0};
+  dist::allreduce_sum_f64(d);
+  CHECK(d == std::vector<double>{0.1, 1.0 / 3.0});
+  // Divergence: equal tensors agree; one ulp on rank 1 in tensor 1 (of any dtype) is found, and the first
+  // differing tensor is named even when a later one differs too.
+  Tensor t0 = Tensor::from_vector({1.f, 2.f, 3.f}, {3});
+  Tensor t1 = Tensor::full({40000}, 0.5f);  // large enough for the threaded fingerprint
+  Tensor t2 = Tensor::zeros({5}, DType::s32);
+  std::vector<Tensor> model{t0, t1, t2};
+  CHECK_FALSE(dist::find_divergence(model).found());
+  if (r == 1) t2.data<int32_t>()[4] = 1;
+  dist::Divergence dv = dist::find_divergence(model);
+  CHECK((dv.index == 2 && dv.rank == 1));
+  if (r == 1) t1.data<float>()[39999] = std::nextafter(0.5f, 1.f);
+  dv = dist::find_divergence(model);
+  CHECK((dv.index == 1 && dv.rank == 1));
   dist::barrier();
   dist::finalize();
 }
 
-TEST_CASE("dist with two ranks under mpirun") {
-  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
-    MESSAGE("mpirun not found: the two-rank run is not exercised");
-    return;
-  }
-  const std::string cmd =
-      "timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 " +
-      std::filesystem::read_symlink("/proc/self/exe").string() + " --no-skip --no-colors --test-case='dist worker: two ranks' 2>&1";
+// Run under mpirun by the test below: rank 1 arrives at the barrier 20 s late; rank 0's watchdog, at 1 s,
+// ends the job first.
+TEST_CASE("dist worker: a rank that does not arrive" * doctest::skip()) {
+  int argc = 0;
+  char** argv = nullptr;
+  dist::init(&argc, &argv);
+  dist::set_collective_timeout(1);
+  if (dist::rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(20));
+  dist::barrier();
+  dist::finalize();
+}
+
+namespace {
+struct MpiRun {
+  int status = -1;
+  std::string out;
+  double seconds = 0;
+};
+
+MpiRun mpirun_test_case(const std::string& name) {
+  const std::string cmd = "timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 " +
+                          std::filesystem::read_symlink("/proc/self/exe").string() +
+                          " --no-skip --no-colors --test-case='" + name + "' 2>&1";
+  const auto t0 = std::chrono::steady_clock::now();
   FILE* pipe = ::popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
-  std::string out;
+  MpiRun r;
   std::array<char, 4096> chunk;
   size_t got;
-  while ((got = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0) out.append(chunk.data(), got);
-  const int status = ::pclose(pipe);
-  INFO(out);
-  CHECK(status == 0);
-  // Each rank runs the worker once and reports its own summary.
-  size_t passes = 0;
-  for (size_t at = 0; (at = out.find("test cases: 1 | 1 passed | 0 failed", at)) != std::string::npos; ++at) ++passes;
-  CHECK(passes == 2);
+  while ((got = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0) r.out.append(chunk.data(), got);
+  r.status = ::pclose(pipe);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+bool have_mpirun() {
+  if (std::system("command -v mpirun >/dev/null 2>&1") == 0) return true;
+  MESSAGE("mpirun not found: the two-rank run is not exercised");
+  return false;
+}
+}  // namespace
+
+TEST_CASE("dist with two ranks under mpirun") {
+  if (!have_mpirun()) return;
+  const MpiRun r = mpirun_test_case("dist worker: two ranks");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  // Each rank runs the worker once and reports its own summary (doctest pads the counts to a common width).
+  const std::regex one_passed(R"(test cases:\s+1\s+\|\s+1 passed\s+\|\s+0 failed)");
+  CHECK(std::distance(std::sregex_iterator(r.out.begin(), r.out.end(), one_passed), std::sregex_iterator()) == 2);
+}
+
+TEST_CASE("a collective that waits past the timeout ends the job, naming the waiting rank") {
+  if (!have_mpirun()) return;
+  const MpiRun r = mpirun_test_case("dist worker: a rank that does not arrive");
+  INFO(r.out);
+  CHECK(r.status != 0);
+  CHECK(r.out.find("qil: error (rank 0 of 2): barrier has waited more than 1 s") != std::string::npos);
+  CHECK(r.seconds < 15);  // well before the late rank's 20 s
 }
 
 TEST_CASE("MPI is asked for only by a launcher's environment or QIL_MPI") {

@@ -45,13 +45,26 @@ TEST_CASE("parameter and buffer names follow torchvision's state_dict") {
 
 TEST_CASE("models run on 1-channel 28x28 input and produce (N, classes)") {
   engine::NoGradGuard ng;
-  for (const char* name : {"lenet", "resnet20", "resnet18"}) {
+  for (const char* name : {"lenet", "lenet-nobn", "resnet20", "resnet18"}) {
     ModelSpec spec{1, 10, 28, 1};
     auto m = build_model(name, spec);
     m->eval();
     Tensor y = m->forward(Tensor::zeros({2, 1, 28, 28}));
     CHECK_MESSAGE((y.shape() == Shape{2, 10}), name);
   }
+}
+
+TEST_CASE("lenet-nobn: lenet's layers without BatchNorm, biases on the convs instead, no buffers") {
+  ModelSpec spec{1, 10, 28, 0};
+  auto m = build_model("lenet-nobn", spec);
+  // conv1 32*1*25 + 32 = 832; conv2 64*32*25 + 64 = 51,264; fc1 (64*7*7)*256 + 256 = 803,072; fc2 2,570.
+  CHECK(m->num_parameters() == 857738);
+  CHECK(m->named_buffers().empty());
+  std::set<std::string> want = names_of(*build_model("lenet", spec));
+  for (auto it = want.begin(); it != want.end();) it = it->rfind("bn", 0) == 0 ? want.erase(it) : std::next(it);
+  want.insert("conv1.bias");
+  want.insert("conv2.bias");
+  CHECK(names_of(*m) == want);
 }
 
 TEST_CASE("forward MACs of resnet18 at 224 are torchvision's 1.82 G") {

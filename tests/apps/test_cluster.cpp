@@ -1,0 +1,315 @@
+// `qil train` and `qil eval` under mpirun with two ranks, one thread each: data-parallel training equals one
+// process (and --accumulate) on a network without BatchNorm; with BatchNorm every rank ends with the same
+// model and a resumed run equals an uninterrupted one; sharded evaluation gives one process's figures exactly;
+// a rank that throws, is killed or hangs ends the job within seconds, named, with the last checkpoint intact;
+// the divergence guard names the parameter that differs. Faults come from the test-only QIL_TEST_FAULT
+// variables (apps/training/fault_injection.h).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/serialize.h"
+#include "run_qil.h"
+
+using qiltest::run_qil;
+using qiltest::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kFashion = "/usr/share/datasets/fashion-mnist";
+// 256 training images (8 steps of 2 x 16), 64 validation, 64 test; a network without BatchNorm.
+const std::string kTiny =
+    " --model lenet-nobn --train-subset 320 --val-size 64 --test-subset 64 --progress none --lr 0.05 --threads 1";
+
+bool can_run() {
+  if (!fs::exists(std::string(kFashion) + "/train-images-idx3-ubyte.gz")) {
+    MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+    return false;
+  }
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    MESSAGE("mpirun not installed: skipped");
+    return false;
+  }
+  return true;
+}
+
+struct MpiResult {
+  int code = -1;
+  std::string out;
+  double after_marker = -1;  // seconds from the marker's first appearance in the output to the job's end
+};
+
+// `qil args` under mpirun, 2 ranks of one thread; env: "NAME=value NAME=value" for every rank. The output is
+// read as it comes, so the time from `marker` to the end of the job is measured.
+MpiResult mpi_qil(const std::string& args, const std::string& env = "", const std::string& marker = "") {
+  std::string xs = " -x OMP_NUM_THREADS=1";
+  std::istringstream es(env);
+  for (std::string kv; es >> kv;) xs += " -x " + kv;
+  const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2" + xs + " '" +
+                          qiltest::qil_binary() + "' " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  MpiResult r;
+  std::chrono::steady_clock::time_point seen;
+  char buf[4096];
+  for (ssize_t n; (n = read(fileno(p), buf, sizeof buf)) > 0;) {
+    r.out.append(buf, static_cast<size_t>(n));
+    if (r.after_marker < 0 && !marker.empty() && r.out.find(marker) != std::string::npos) {
+      seen = std::chrono::steady_clock::now();
+      r.after_marker = 0;
+    }
+  }
+  const int st = pclose(p);
+  if (r.after_marker >= 0) r.after_marker = std::chrono::duration<double>(std::chrono::steady_clock::now() - seen).count();
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+engine::NamedTensors model_of(const std::string& ckpt) { return engine::read_checkpoint(ckpt).tensors("model."); }
+
+// The largest relative difference ||a - b|| / ||b|| over the tensors (each tensor's own norms); `which` picks
+// names.
+double max_rel_diff(const engine::NamedTensors& a, const engine::NamedTensors& b,
+                    const std::function<bool(const std::string&)>& which = {}) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(a[i].first == b[i].first);
+    if (which && !which(a[i].first)) continue;
+    const auto va = a[i].second.to_vector(), vb = b[i].second.to_vector();
+    double diff = 0, norm = 1e-300;
+    for (size_t k = 0; k < va.size(); ++k) {
+      diff += (static_cast<double>(va[k]) - vb[k]) * (static_cast<double>(va[k]) - vb[k]);
+      norm += static_cast<double>(vb[k]) * vb[k];
+    }
+    worst = std::max(worst, std::sqrt(diff / norm));
+  }
+  return worst;
+}
+
+// The first tensor whose bytes differ, or "" when all are identical.
+std::string first_difference(const engine::NamedTensors& a, const engine::NamedTensors& b) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].first != b[i].first || a[i].second.nbytes() != b[i].second.nbytes() ||
+        std::memcmp(a[i].second.bytes(), b[i].second.bytes(), a[i].second.nbytes()) != 0)
+      return a[i].first;
+  return "";
+}
+
+bool is_buffer(const std::string& name) { return name.find("running_") != std::string::npos; }
+
+std::string csv_cell(const std::string& path, const std::string& col, size_t row) {
+  std::ifstream f(path);
+  std::string line, cell;
+  std::getline(f, line);
+  std::stringstream hs(line);
+  size_t k = 0;
+  for (std::string h; std::getline(hs, h, ',') && h != col;) ++k;
+  for (size_t r = 0; r <= row; ++r) REQUIRE_MESSAGE(std::getline(f, line), "no row " << row << " in " << path);
+  std::stringstream ls(line);
+  for (size_t i = 0; i <= k; ++i) std::getline(ls, cell, ',');
+  return cell;
+}
+
+nlohmann::json run_state_of(const std::string& ckpt) {
+  return nlohmann::json::parse(engine::read_checkpoint(ckpt).text("run_state"));
+}
+
+}  // namespace
+
+TEST_CASE("2 ranks x batch 16 step as 1 process x batch 32 and as --accumulate 2 (no BatchNorm)") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // 10 steps: epoch 1 (8 steps, evaluated and logged) and two steps into epoch 2. Rank r takes samples r, r+2,
+  // ... of each epoch's order, so step k of the two ranks covers the 32 samples of one process's step k.
+  const std::string run = "train" + kTiny + " --epochs 2 --stop-after-steps 10 --out ";
+  auto a = mpi_qil(run + tmp / "ranks" + " --batch 16");
+  REQUIRE_MESSAGE(a.code == 0, a.out);
+  CHECK(a.out.find("batch 32 (16 x 1 micro-batches x 2 ranks)") != std::string::npos);
+  auto b = run_qil(run + tmp / "one" + " --batch 32");
+  REQUIRE_MESSAGE(b.code == 0, b.out);
+  auto c = run_qil(run + tmp / "accumulate" + " --batch 16 --accumulate 2");
+  REQUIRE_MESSAGE(c.code == 0, c.out);
+  CHECK(c.out.find("batch 32 (16 x 2 micro-batches x 1 ranks)") != std::string::npos);
+  auto d = run_qil(run + tmp / "half" + " --batch 16");  // control: 16 images per step
+  REQUIRE_MESSAGE(d.code == 0, d.out);
+
+  // The same 32 images per step, their gradient summed in other orders: equal up to rounding (about 2e-6 here).
+  const auto one = model_of(tmp / "one/last.ckpt"), ranks = model_of(tmp / "ranks/last.ckpt"),
+             accumulated = model_of(tmp / "accumulate/last.ckpt");
+  const double by_ranks = max_rel_diff(ranks, one), by_accumulation = max_rel_diff(accumulated, one);
+  MESSAGE("largest relative difference (per tensor, L2) to 1 x 32: 2 ranks x 16 " << by_ranks
+                                                                                  << ", --accumulate 2 " << by_accumulation);
+  CHECK(by_ranks < 1e-5);
+  CHECK(by_accumulation < 1e-5);
+  CHECK(max_rel_diff(ranks, accumulated) < 1e-5);
+  CHECK(max_rel_diff(model_of(tmp / "half/last.ckpt"), one) > 1e-3);  // what other data per step does
+  // The LR schedule counts optimizer steps: epoch 1's last LR is the same for all three (counted in
+  // micro-batches, --accumulate 2's epoch would have had 16 steps and its last LR another value).
+  const std::string lr = csv_cell(tmp / "one/metrics.csv", "lr", 0);
+  CHECK(csv_cell(tmp / "ranks/metrics.csv", "lr", 0) == lr);
+  CHECK(csv_cell(tmp / "accumulate/metrics.csv", "lr", 0) == lr);
+}
+
+TEST_CASE("--accumulate: a run resumed at a step boundary ends where an uninterrupted one does") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  auto error_of = [&](const std::string& args) {
+    auto r = run_qil("train" + kTiny + " --epochs 1 --out " + tmp / "bad" + args);
+    CHECK(r.code != 0);
+    return r.out;
+  };
+  CHECK(error_of(" --accumulate 0").find("--accumulate must be in 1..65536, got 0") != std::string::npos);
+  CHECK(error_of(" --batch 64 --accumulate 5").find("--batch 64 x --accumulate 5 is more than the 256 training images") !=
+        std::string::npos);
+  CHECK(error_of(" --rank-check-every -1").find("--rank-check-every must be >= 0, got -1") != std::string::npos);
+  CHECK(error_of(" --collective-timeout -2").find("--collective-timeout must be >= 0, got -2") != std::string::npos);
+  const std::string run = "train" + kTiny + " --epochs 1 --batch 16 --accumulate 2 --out ";
+  REQUIRE(run_qil(run + tmp / "full").code == 0);
+  auto cut = run_qil(run + tmp / "cut" + " --stop-after-steps 3");  // 6 of the epoch's 16 micro-batches
+  REQUIRE_MESSAGE(cut.code == 0, cut.out);
+  CHECK(run_state_of(tmp / "cut/last.ckpt")["position"]["batch"] == 6);
+  // A checkpoint is at a step boundary of the --accumulate it was written with, not of any other.
+  auto other = run_qil("train --resume " + tmp / "cut" + " --accumulate 4");
+  CHECK(other.code != 0);
+  CHECK_MESSAGE(other.out.find("not a step boundary of --accumulate 4") != std::string::npos, other.out);
+  auto rest = run_qil("train --resume " + tmp / "cut");
+  REQUIRE_MESSAGE(rest.code == 0, rest.out);
+  CHECK(rest.out.find("resuming at epoch 1 batch 6") != std::string::npos);
+  CHECK(first_difference(model_of(tmp / "cut/last.ckpt"), model_of(tmp / "full/last.ckpt")) == "");
+}
+
+TEST_CASE("with BatchNorm, 2 ranks end with one model, and resumed under mpirun equal an uninterrupted run") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // ResNet-20, 128 training images: 4 steps of 2 x 16 per epoch, 2 epochs. Every rank saves (test-only), so
+  // what rank 1 holds can be compared with rank 0.
+  const std::string run =
+      "train --model resnet20 --train-subset 160 --val-size 32 --test-subset 32 --batch 16 --epochs 2 "
+      "--progress none --lr 0.05 --threads 1 --out ";
+  const std::string env = "QIL_TEST_RANK_CHECKPOINTS=1";
+  auto full = mpi_qil(run + tmp / "full", env);
+  REQUIRE_MESSAGE(full.code == 0, full.out);
+  auto cut = mpi_qil(run + tmp / "cut" + " --stop-after-steps 6", env);  // epoch 2, batch 2
+  REQUIRE_MESSAGE(cut.code == 0, cut.out);
+  // Rank 0's mid-epoch checkpoint holds the ranks' mean running statistics, rank 1's the same.
+  CHECK(first_difference(model_of(tmp / "cut/last.ckpt"), model_of(tmp / "cut/last.ckpt.rank1")) == "");
+  auto rest = mpi_qil("train --resume " + tmp / "cut", env);
+  REQUIRE_MESSAGE(rest.code == 0, rest.out);
+  CHECK(rest.out.find("resuming at epoch 2 batch 2") != std::string::npos);
+
+  const auto want = model_of(tmp / "full/last.ckpt");
+  // Every rank holds the same parameters and running statistics at the end.
+  CHECK(first_difference(model_of(tmp / "full/last.ckpt.rank1"), want) == "");
+  CHECK(first_difference(model_of(tmp / "cut/last.ckpt.rank1"), model_of(tmp / "cut/last.ckpt")) == "");
+  // The resumed run's parameters equal the uninterrupted run's exactly (batch statistics, not running ones,
+  // shape training); its running statistics were averaged at the stop, which changes only their rounding.
+  const auto got = model_of(tmp / "cut/last.ckpt");
+  CHECK(max_rel_diff(got, want, [](const std::string& n) { return !is_buffer(n); }) == 0);
+  const double buffers = max_rel_diff(got, want, is_buffer);
+  MESSAGE("running statistics, resumed vs uninterrupted: largest relative difference " << buffers);
+  CHECK(buffers < 1e-5);
+  double moved = 0;  // the running variances left their initial 1: the comparison above compares something
+  for (const auto& [name, t] : got)
+    if (name.find("running_var") != std::string::npos)
+      for (float v : t.to_vector()) moved = std::max(moved, std::fabs(v - 1.0));
+  CHECK(moved > 1e-2);
+}
+
+TEST_CASE("sharded evaluation: 2 ranks report one process's figures exactly, odd sizes included") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  auto t = run_qil("train --model lenet --train-subset 320 --val-size 64 --test-subset 64 --batch 32 --epochs 1 "
+                   "--stop-after-steps 3 --progress none --threads 1 --out " + tmp / "run");
+  REQUIRE_MESSAGE(t.code == 0, t.out);
+  // 137 images in batches of 64: 64 + 64 + 9, rank 0 takes two batches and rank 1 one. 50 images: one batch,
+  // rank 1 has none.
+  for (const char* shape : {"--subset 137 --batch 64", "--subset 50 --batch 64"}) {
+    const std::string args = "eval " + tmp / "run/last.ckpt" + " --json --threads 1 --progress none " + shape;
+    auto one = run_qil(args);
+    REQUIRE_MESSAGE(one.code == 0, one.out);
+    auto two = mpi_qil(args);
+    REQUIRE_MESSAGE(two.code == 0, two.out);
+    const auto j = nlohmann::json::parse(one.out);
+    CHECK(j["images"] == (std::string(shape).find("137") != std::string::npos ? 137 : 50));
+    CHECK_MESSAGE(two.out == one.out, shape);  // one JSON line, from rank 0, the same to the last digit
+  }
+}
+
+TEST_CASE("a rank that throws ends the job within seconds, named, and the last checkpoint stays intact") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // Step 10 is in epoch 2: epoch 1's checkpoint was written.
+  auto r = mpi_qil("train" + kTiny + " --batch 16 --epochs 2 --out " + tmp / "run",
+                   "QIL_TEST_FAULT=throw QIL_TEST_FAULT_RANK=1 QIL_TEST_FAULT_STEP=10", "QIL_TEST_FAULT=throw");
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("qil: error (rank 1 of 2): test fault (QIL_TEST_FAULT=throw) after step 10") != std::string::npos);
+  CHECK(r.after_marker >= 0);
+  CHECK(r.after_marker < 30);
+  MESSAGE("job ended " << r.after_marker << " s after the error");
+  const auto pos = run_state_of(tmp / "run/last.ckpt")["position"];  // readable: checksums hold
+  CHECK(pos["epoch"] == 1);
+  CHECK(pos["batch"] == 0);
+}
+
+TEST_CASE("a rank killed with SIGKILL ends the job within seconds, named, and the last checkpoint stays intact") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  auto r = mpi_qil("train" + kTiny + " --batch 16 --epochs 2 --out " + tmp / "run",
+                   "QIL_TEST_FAULT=kill QIL_TEST_FAULT_RANK=1 QIL_TEST_FAULT_STEP=10", "QIL_TEST_FAULT=kill");
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("rank 1") != std::string::npos);
+  CHECK(r.out.find("signal 9") != std::string::npos);
+  CHECK(r.after_marker >= 0);
+  CHECK(r.after_marker < 30);
+  MESSAGE("job ended " << r.after_marker << " s after the kill");
+  const auto pos = run_state_of(tmp / "run/last.ckpt")["position"];
+  CHECK(pos["epoch"] == 1);
+  CHECK(pos["batch"] == 0);
+}
+
+TEST_CASE("a rank that hangs: the others' collective times out and ends the job, naming the waiting rank") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // 10 s: far above a step of this network, also on a busy machine (at 2 s a slow step was taken for a hang).
+  auto r = mpi_qil("train" + kTiny + " --batch 16 --epochs 1 --collective-timeout 10 --out " + tmp / "run",
+                   "QIL_TEST_FAULT=hang QIL_TEST_FAULT_RANK=1 QIL_TEST_FAULT_STEP=2", "QIL_TEST_FAULT=hang");
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("qil: error (rank 0 of 2): allreduce_max_i64 has waited more than 10 s for the other ranks") !=
+        std::string::npos);
+  CHECK(r.after_marker >= 0);
+  CHECK(r.after_marker < 30);
+}
+
+TEST_CASE("divergence guard: a parameter that differs on one rank stops the run, naming it") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  const std::string env = "QIL_TEST_FAULT=diverge QIL_TEST_FAULT_RANK=1 QIL_TEST_FAULT_STEP=3 "
+                          "QIL_TEST_FAULT_PARAM=fc1.bias";
+  // Checked every 2 steps: found after step 4, before any checkpoint.
+  auto r = mpi_qil("train" + kTiny + " --batch 16 --epochs 1 --rank-check-every 2 --out " + tmp / "a", env);
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("ranks diverged: fc1.bias on rank 1 differs from rank 0's after step 4 of stage fp32") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "a/last.ckpt"));
+  // Checked at epoch ends only: found at the end of epoch 1, and nothing of that epoch is saved.
+  auto e = mpi_qil("train" + kTiny + " --batch 16 --epochs 1 --rank-check-every 0 --out " + tmp / "e", env);
+  INFO(e.out);
+  CHECK(e.code != 0);
+  CHECK(e.out.find("ranks diverged: fc1.bias on rank 1 differs from rank 0's at the end of stage fp32 epoch 1") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "e/last.ckpt"));
+}
