@@ -102,7 +102,8 @@ CLI::Validator schedule_name() {
 
 const std::vector<std::string> kQuantizers = {"qil", "lsq", "pact", "dorefa"};
 
-std::vector<Field> fields(TrainConfig& c) {
+// Model, data and optimization.
+std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
   using CLI::IsMember;
   return {
       {"model", &c.model, "model name (see `qil models`)"},
@@ -131,6 +132,12 @@ std::vector<Field> fields(TrainConfig& c) {
       {"lr-gamma", &c.lr_gamma, "multistep LR factor", positive("lr-gamma")},
       {"warmup-epochs", &c.warmup_epochs, "linear LR warm-up at the start of each stage, in epochs", non_negative("warmup-epochs")},
       {"label-smoothing", &c.label_smoothing, "label smoothing of the cross-entropy", unit_interval("label-smoothing")},
+  };
+}
+
+// Stages, quantization and the run itself.
+std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
+  return {
       {"stages", &c.stages, "bit widths per stage, e.g. 32,4,3,2 or w4a8 (32 = full precision)", stage_entry()},
       {"stage-epochs", &c.stage_epochs, "epochs per stage, one number or one per stage (default: --epochs)", at_least("stage-epochs", 1)},
       {"stage-lr", &c.stage_lr, "base LR per stage, one number or one per stage (default: --lr), e.g. 0.05,0.005,0.005", positive("stage-lr")},
@@ -187,6 +194,12 @@ std::vector<Field> fields(TrainConfig& c) {
        "limit)",
        non_negative("collective-timeout")},
   };
+}
+
+std::vector<Field> fields(TrainConfig& c) {
+  std::vector<Field> all = data_and_optimizer_fields(c);
+  for (Field& f : quantization_and_run_fields(c)) all.push_back(std::move(f));
+  return all;
 }
 
 std::string to_key(std::string flag) {
