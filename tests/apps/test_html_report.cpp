@@ -10,7 +10,6 @@
 #include <iterator>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 
 #include "apps/inspect/activations.h"
@@ -23,6 +22,7 @@
 #include "engine/serialize.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
+#include "markup_check.h"
 
 using namespace apps;
 namespace fs = std::filesystem;
@@ -133,21 +133,7 @@ std::string fmt4(double v) {
 
 // Every element opened is closed in order (HTML's void elements aside): the SVG is well-formed.
 void check_balanced_tags(const std::string& html) {
-  static const std::set<std::string> kVoid = {"meta", "br", "hr", "img", "link", "input"};
-  std::vector<std::string> stack;
-  const std::regex tag(R"(<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>)");
-  for (auto it = std::sregex_iterator(html.begin(), html.end(), tag); it != std::sregex_iterator(); ++it) {
-    const std::string name = (*it)[2];
-    if ((*it)[3] == "/" || kVoid.count(name)) continue;
-    if ((*it)[1] == "/") {
-      REQUIRE_MESSAGE(!stack.empty(), "closing </", name, "> with nothing open");
-      REQUIRE_MESSAGE(stack.back() == name, "</", name, "> closes <", stack.back(), ">");
-      stack.pop_back();
-    } else {
-      stack.push_back(name);
-    }
-  }
-  CHECK_MESSAGE(stack.empty(), stack.size(), " elements left open");
+  markuptest::check_balanced(html, {"meta", "br", "hr", "img", "link", "input"});
 }
 
 void check_self_contained(const std::string& html) {

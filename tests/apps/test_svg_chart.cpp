@@ -3,11 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "apps/inspect/svg_chart.h"
+#include "markup_check.h"
 
 using namespace apps::svg;
 
@@ -19,25 +19,7 @@ int count(const std::string& s, const std::string& what) {
   return n;
 }
 
-// Every element opened is closed, in order; returns the number of elements seen.
-int check_balanced(const std::string& svg) {
-  std::vector<std::string> stack;
-  int elements = 0;
-  const std::regex tag(R"(<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>)");
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), tag); it != std::sregex_iterator(); ++it) {
-    const std::string name = (*it)[2];
-    if ((*it)[1] == "/") {
-      REQUIRE_MESSAGE(!stack.empty(), "closing </", name, "> with nothing open");
-      REQUIRE_MESSAGE(stack.back() == name, "</", name, "> closes <", stack.back(), ">");
-      stack.pop_back();
-      continue;
-    }
-    ++elements;
-    if ((*it)[3] != "/") stack.push_back(name);
-  }
-  CHECK_MESSAGE(stack.empty(), stack.size(), " elements left open");
-  return elements;
-}
+using markuptest::check_balanced;
 
 void check_ticks(const std::vector<double>& got, const std::vector<double>& want) {
   REQUIRE(got.size() == want.size());
