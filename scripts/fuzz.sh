@@ -42,15 +42,16 @@ declare -A srcs=(
   [safetensors]="engine/serialize.cpp $tensor_srcs"
   [npy]="apps/npy.cpp $tensor_srcs"
   [idx]="data/idx.cpp data/image_set.cpp $tensor_srcs"
+  [cifar]="data/cifar.cpp data/idx.cpp data/image_set.cpp $tensor_srcs"
   [image]="data/image.cpp"
   [config]="apps/config.cpp apps/stages.cpp"
 )
 declare -A libs=(
-  [checkpoint]="-lz" [safetensors]="-lz" [npy]="" [idx]="-lz" [image]="$(pkg-config --libs stb)"
+  [checkpoint]="-lz" [safetensors]="-lz" [npy]="" [idx]="-lz" [cifar]="-lz" [image]="$(pkg-config --libs stb)"
   [config]="$(pkg-config --libs tomlplusplus)"
 )
 targets=("$@")
-((${#targets[@]})) || targets=(checkpoint safetensors npy idx image config)
+((${#targets[@]})) || targets=(checkpoint safetensors npy idx cifar image config)
 
 flags=(-std=c++17 -O1 -g -I. -Itests/fuzz $(pkg-config --cflags stb tomlplusplus) -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Wno-unused-command-line-argument)

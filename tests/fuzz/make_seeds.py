@@ -58,6 +58,15 @@ def idx():
     return raw, struct.pack("<H", len(gzi)) + gzi + labels
 
 
+def cifar():
+    # The target's first byte picks the format: even = CIFAR-10 (label + 3072 pixels), odd = CIFAR-100 (coarse,
+    # fine, 3072 pixels). Two records each.
+    px = bytes(i % 251 for i in range(3072))
+    c10 = b"\x00" + bytes([3]) + px + bytes([9]) + px
+    c100 = b"\x01" + bytes([4, 42]) + px + bytes([19, 99]) + px
+    return c10, c100
+
+
 def png():
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -80,6 +89,9 @@ def main():
     raw, gz = idx()
     put("idx", "seed-raw", raw)
     put("idx", "seed-gz", gz)
+    c10, c100 = cifar()
+    put("cifar", "seed-cifar10", c10)
+    put("cifar", "seed-cifar100", c100)
     put("image", "seed-4x3.png", png())
     put("config", "seed-train.toml", config())
 
