@@ -14,6 +14,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/kernel_util.h"
 #include "quant/fast_math.h"
 #include "quant/pact.h"
 
@@ -22,8 +23,7 @@ namespace quant {
 using engine::DType;
 
 namespace {
-constexpr int64_t kParallelMin = 16384;  // thread start-up costs more than a few thousand floats
-
+using namespace kernel;
 float max_abs(const float* p, int64_t n) {
   float m = 0.f;
 #pragma omp parallel for simd reduction(max : m) if (n > kParallelMin)

@@ -14,23 +14,14 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/kernel_util.h"
 
 namespace quant {
 
 using engine::DType;
 
 namespace {
-constexpr int64_t kParallelMin = 16384;  // thread start-up costs more than a few thousand floats
-
-void check_bits(int bits, const char* op) {
-  QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
-}
-
-void check_input(const char* op, const Tensor& t) {
-  QIL_CHECK(t.defined(), op, ": undefined input");
-  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
-}
-
+using namespace kernel;
 float step_of(const char* op, const Tensor& s) {
   QIL_CHECK(s.defined() && s.dtype() == DType::f32 && s.numel() == 1, op, ": s must be a one-element f32 tensor");
   const float v = s.item();

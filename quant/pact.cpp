@@ -14,6 +14,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/kernel_util.h"
 #include "quant/fast_math.h"
 
 namespace quant {
@@ -21,13 +22,7 @@ namespace quant {
 using engine::DType;
 
 namespace {
-constexpr int64_t kParallelMin = 16384;  // thread start-up costs more than a few thousand floats
-
-void check_input(const char* op, const Tensor& t) {
-  QIL_CHECK(t.defined(), op, ": undefined input");
-  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
-}
-
+using namespace kernel;
 float alpha_of(const char* op, const Tensor& a) {
   QIL_CHECK(a.defined() && a.dtype() == DType::f32 && a.numel() == 1, op,
             ": alpha must be a one-element f32 tensor");
@@ -68,12 +63,6 @@ double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, fl
     ga += static_cast<double>(gyp[i]) * (above * s);
   }
   return ga;
-}
-
-// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
-template <class F>
-auto dispatch(bool b, F&& f) {
-  return b ? f(std::true_type{}) : f(std::false_type{});
 }
 
 // q = 0: the surrogate (no rounding).

@@ -18,6 +18,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/kernel_util.h"
 #include "quant/fast_math.h"
 
 namespace quant {
@@ -25,14 +26,7 @@ namespace quant {
 using engine::DType;
 
 namespace {
-// Large loops only: thread start-up costs more than a few thousand floats.
-constexpr int64_t kParallelMin = 16384;
-
-void check_input(const char* op, const Tensor& t) {
-  QIL_CHECK(t.defined(), op, ": undefined input");
-  QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
-}
-
+using namespace kernel;
 float scalar_of(const char* op, const char* name, const Tensor& t) {
   QIL_CHECK(t.defined(), op, ": undefined ", name);
   QIL_CHECK(t.dtype() == DType::f32 && t.numel() == 1, op, ": ", name,
@@ -137,12 +131,6 @@ ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int
   return {gc, -gd / iv.d, gg};
 }
 
-// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
-template <class F>
-auto dispatch(bool b, F&& f) {
-  return b ? f(std::true_type{}) : f(std::false_type{});
-}
-
 // Unsigned forward: x̂ = 0 below c − d, 1 above c + d, u(x) inside; discretized when kDiscretize.
 template <bool kDiscretize>
 void unsigned_forward(const float* xp, float* yp, int64_t n, const Interval iv, float qf) {
@@ -245,9 +233,6 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
   });
 }
 
-void check_bits(int bits, const char* op) {
-  QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
-}
 }  // namespace
 
 int qil_weight_levels(int bits, const char* op) {

@@ -1,0 +1,31 @@
+// What the fused quantizer kernels (qil_ops.cpp, lsq.cpp, pact.cpp, dorefa.cpp) share: the size below which a
+// loop stays on one thread, the input and bit-width checks, and the run-time flag -> template argument switch.
+// Internal to quant/; not an op.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "engine/check.h"
+#include "engine/tensor.h"
+
+namespace quant::kernel {
+
+// Large loops only: thread start-up costs more than a few thousand floats.
+constexpr int64_t kParallelMin = 16384;
+
+inline void check_input(const char* op, const engine::Tensor& t) {
+  QIL_CHECK(t.defined(), op, ": undefined input");
+  QIL_CHECK(t.dtype() == engine::DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+
+inline void check_bits(int bits, const char* op) {
+  QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
+}
+
+// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
+template <class F>
+auto dispatch(bool b, F&& f) {
+  return b ? f(std::true_type{}) : f(std::false_type{});
+}
+
+}  // namespace quant::kernel
