@@ -64,37 +64,19 @@ std::unique_ptr<Module> cifar_resnet(int64_t n, const ModelSpec& spec) {
   return m;
 }
 
-// Two 5x5 conv-BN-ReLU-maxpool blocks (32, 64 channels) and two linear layers (256 hidden units).
-std::unique_ptr<Module> lenet(const ModelSpec& spec) {
-  QIL_CHECK(spec.image_size >= 4, "lenet: image size ", spec.image_size, " is too small (needs >= 4)");
+// Two 5x5 conv-BN-ReLU-maxpool blocks (32, 64 channels) and two linear layers (256 hidden units). Without
+// BatchNorm ("lenet-nobn") the convolutions have biases instead: nothing then depends on how a batch is split,
+// so N ranks x batch B, one process x batch N·B and --accumulate N give the same steps up to rounding.
+std::unique_ptr<Module> lenet(const ModelSpec& spec, bool batch_norm, const char* name) {
+  QIL_CHECK(spec.image_size >= 4, name, ": image size ", spec.image_size, " is too small (needs >= 4)");
   engine::Generator g(spec.seed);
   auto m = std::make_unique<Sequential>();
-  m->add("conv1", conv(spec.in_channels, 32, 5, 1, 2, false, g));
-  m->add("bn1", std::make_unique<BatchNorm2d>(32));
+  m->add("conv1", conv(spec.in_channels, 32, 5, 1, 2, !batch_norm, g));
+  if (batch_norm) m->add("bn1", std::make_unique<BatchNorm2d>(32));
   m->add("relu1", std::make_unique<ReLU>());
   m->add("pool1", std::make_unique<MaxPool2d>(2, 2));
-  m->add("conv2", conv(32, 64, 5, 1, 2, false, g));
-  m->add("bn2", std::make_unique<BatchNorm2d>(64));
-  m->add("relu2", std::make_unique<ReLU>());
-  m->add("pool2", std::make_unique<MaxPool2d>(2, 2));
-  m->add("flatten", std::make_unique<Flatten>());
-  const int64_t side = spec.image_size / 4;
-  m->add("fc1", std::make_unique<Linear>(64 * side * side, 256, true, g));
-  m->add("relu3", std::make_unique<ReLU>());
-  m->add("fc2", std::make_unique<Linear>(256, spec.num_classes, true, g));
-  return m;
-}
-
-// LeNet without BatchNorm (its convolutions have biases instead): nothing depends on how a batch is split, so
-// N ranks x batch B, one process x batch N·B and --accumulate N give the same steps up to rounding.
-std::unique_ptr<Module> lenet_nobn(const ModelSpec& spec) {
-  QIL_CHECK(spec.image_size >= 4, "lenet-nobn: image size ", spec.image_size, " is too small (needs >= 4)");
-  engine::Generator g(spec.seed);
-  auto m = std::make_unique<Sequential>();
-  m->add("conv1", conv(spec.in_channels, 32, 5, 1, 2, true, g));
-  m->add("relu1", std::make_unique<ReLU>());
-  m->add("pool1", std::make_unique<MaxPool2d>(2, 2));
-  m->add("conv2", conv(32, 64, 5, 1, 2, true, g));
+  m->add("conv2", conv(32, 64, 5, 1, 2, !batch_norm, g));
+  if (batch_norm) m->add("bn2", std::make_unique<BatchNorm2d>(64));
   m->add("relu2", std::make_unique<ReLU>());
   m->add("pool2", std::make_unique<MaxPool2d>(2, 2));
   m->add("flatten", std::make_unique<Flatten>());
@@ -191,8 +173,8 @@ const std::vector<ModelInfo>& model_infos() {
 std::unique_ptr<Module> build_model(const std::string& name, const ModelSpec& spec) {
   QIL_CHECK(spec.in_channels > 0, "model: input channels must be positive, got ", spec.in_channels);
   QIL_CHECK(spec.num_classes > 0, "model: class count must be positive, got ", spec.num_classes);
-  if (name == "lenet") return lenet(spec);
-  if (name == "lenet-nobn") return lenet_nobn(spec);
+  if (name == "lenet") return lenet(spec, true, "lenet");
+  if (name == "lenet-nobn") return lenet(spec, false, "lenet-nobn");
   if (name == "resnet20") return cifar_resnet(3, spec);
   if (name == "resnet32") return cifar_resnet(5, spec);
   if (name == "resnet56") return cifar_resnet(9, spec);
