@@ -4,10 +4,13 @@
 # INTERLEAVED — ours, torch, ours, torch, ... — on the same thread count, and prints a Markdown table of the
 # median images/s and the ratio ours/PyTorch. Interleaving spreads load from other processes over both sides.
 #
-# Usage: scripts/bench.sh [--heavy] [--bf16] [--runs N] [--threads T] [--qil PATH] [--torch-ref PATH] [--out FILE]
-#   --heavy   also ResNet-18 @224 batch 32 (FP32 and QIL W4A4); takes several minutes
-#   --bf16    also one PyTorch autocast-bf16 run per configuration (context only: qil trains in f32)
-#   --runs N  runs per side (default 3)
+# Usage: scripts/bench.sh [--heavy] [--bf16] [--quantizers] [--runs N] [--threads T] [--qil PATH]
+#                         [--torch-ref PATH] [--out FILE]
+#   --heavy       also ResNet-18 @224 batch 32 (FP32 and QIL W4A4); takes several minutes
+#   --bf16        also one PyTorch autocast-bf16 run per configuration (context only: qil trains in f32)
+#   --quantizers  instead: qil alone, ResNet-20 @32 batch 128, FP32 and W4A4 with each quantizer
+#                 (qil, lsq, pact, dorefa) interleaved, step time relative to FP32
+#   --runs N      runs per side (default 3)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,23 +21,51 @@ runs=3
 threads=2
 heavy=0
 bf16=0
+quantizers=0
 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --heavy) heavy=1 ;;
     --bf16) bf16=1 ;;
+    --quantizers) quantizers=1 ;;
     --runs) runs="$2"; shift ;;
     --threads) threads="$2"; shift ;;
     --qil) qil="$2"; shift ;;
     --torch-ref) torch_ref="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 [[ -x "$qil" ]] || { echo "bench.sh: $qil not built" >&2; exit 1; }
-[[ -f "$torch_ref" ]] || { echo "bench.sh: PyTorch reference $torch_ref not found" >&2; exit 1; }
+# qil alone: the cost of each quantizer in a training step, as images/s relative to the FP32 step, all
+# configurations interleaved round by round (FP32, qil, lsq, pact, dorefa, FP32, ...).
+bench_quantizers() {
+  local names=(fp32 qil lsq pact dorefa) n i r
+  declare -A got
+  for ((i = 0; i < runs; ++i)); do
+    for n in "${names[@]}"; do
+      local q=(--quant 4 --quantizer "$n")
+      [[ $n == fp32 ]] && q=(--quant 32)
+      r=$("$qil" bench --model resnet20 --batch 128 --image-size 32 --num-classes 10 --steps 6 --warmup 2 \
+            --repeat 1 --threads "$threads" "${q[@]}" | rate)
+      got[$n]+="$r "
+      echo "quantizers: run $((i + 1)) $n $r img/s" >&2
+    done
+  done
+  local fp; fp=$(echo "${got[fp32]}" | median)
+  local t="| ResNet-20 @32 b128 | img/s (median) | step time / FP32 | runs |"$'\n'"|---|---:|---:|---|"$'\n'
+  for n in "${names[@]}"; do
+    local m; m=$(echo "${got[$n]}" | median)
+    local rel; rel=$(awk -v a="$fp" -v b="$m" 'BEGIN {printf "%.2f", a / b}')
+    local label="W4A4 $n"; [[ $n == fp32 ]] && label="FP32"
+    t+="| $label | $m | $rel | ${got[$n]}|"$'\n'
+  done
+  echo "$t"
+}
+
+[[ $quantizers == 1 || -f "$torch_ref" ]] || { echo "bench.sh: PyTorch reference $torch_ref not found" >&2; exit 1; }
 
 # name | model | batch | res | classes | steps | bits (32 = full precision)
 configs=(
@@ -53,6 +84,14 @@ rate() { tail -n 1 | sed -n 's/.*img\/s=\([0-9.]*\).*/\1/p'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 export OMP_NUM_THREADS="$threads"
+if [[ $quantizers == 1 ]]; then
+  report="Threads: $threads; $runs interleaved runs each; $(nproc --all) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); ISA: $(grep -o -w -E 'avx512[a-z_0-9]*|avx2|fma|amx[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"$'\n'
+  report+="Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"$'\n\n'"$(bench_quantizers)"
+  report+=$'\n'"Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "$report"
+  if [[ -n $out ]]; then echo "$report" >"$out"; fi
+  exit 0
+fi
 busy="$(ps -eo pcpu=,comm= | awk -v me="$$" '$1 > 20 {print $2}' | sort | uniq -c | tr '\n' ' ')"
 table="| configuration | qil img/s (median) | PyTorch img/s (median) | qil / PyTorch | runs (qil; PyTorch) |"$'\n'
 table+="|---|---:|---:|---:|---|"$'\n'
