@@ -141,28 +141,16 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
 
 namespace {
 // A quantized layer's weight as int8 codes and the scale that turns them into the weight it computes with:
-// w̄·out_scale = code·weight_scale. QIL's and DoReFa's w̄ lie on the grid k/q (q = positive_levels), LSQ's on k·s.
+// w̄·out_scale = code·weight_scale. The codes are the weight quantizer's levels (w̄ = code·level_step), the ones
+// integer inference (`--int8`) computes with.
 void add_weight_codes(ExportedModel& out, const layers::QuantizableModule& l, const std::string& pre) {
   const quant::Quantizer& wq = *l.active_weight_quantizer();
-  const double step = wq.stats().step;
-  const double unit = step > 0 ? step : 1.0 / wq.positive_levels();
-  const long max_code = step > 0 ? 1L << (wq.bits() - 1) : wq.positive_levels();  // LSQ: -Q_N = -2^(b-1)
-  QIL_CHECK(max_code <= 128 && (step > 0 || max_code <= 127), "export --format int: layer '",
+  const int reach = std::max(-wq.min_level(), wq.positive_levels());
+  QIL_CHECK(wq.min_level() >= -128 && wq.positive_levels() <= 127, "export --format int: layer '",
             pre.substr(0, pre.size() - 1), "' has ", wq.bits(), "-bit ", wq.kind(), " weights, whose codes reach ",
-            max_code, " and do not fit int8 (use --format safetensors, or at most 7 bits)");
-  const Tensor wbar = fake_quantized_weight(l);
-  Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
-  const float* w = wbar.data();
-  int8_t* c = codes.data<int8_t>();
-  for (int64_t i = 0; i < wbar.numel(); ++i) {
-    // w̄ = code·unit, so w̄/unit is an integer up to float rounding.
-    const long code = std::lround(w[i] / unit);
-    QIL_CHECK(code >= -max_code && code <= max_code, "export: layer '", pre, "' has a weight code ", code,
-              " outside [", -max_code, ", ", max_code, "]");
-    c[i] = static_cast<int8_t>(code);
-  }
-  out.tensors.emplace_back(pre + "weight_int", codes);
-  out.tensors.emplace_back(pre + "weight_scale", scalar(static_cast<float>(l.out_scale().item() * unit)));
+            reach, " and do not fit int8 (use --format safetensors, or at most 7 bits)");
+  out.tensors.emplace_back(pre + "weight_int", wq.levels(l.weight().detach()));
+  out.tensors.emplace_back(pre + "weight_scale", scalar(static_cast<float>(l.out_scale().item() * wq.level_step())));
 }
 }  // namespace
 
