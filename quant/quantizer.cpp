@@ -137,9 +137,11 @@ Tensor Quantizer::levels(const Tensor& v) const {
   auto fill = [&](auto* kp) {
 #pragma omp parallel for simd reduction(+ : outside) if (n > 16384)
     for (int64_t i = 0; i < n; ++i) {
-      const float r = std::nearbyint(vp[i] * inv_step);  // vbar = k·step up to float rounding
-      outside += static_cast<int64_t>(r < lo) + static_cast<int64_t>(r > hi);
-      kp[i] = static_cast<std::remove_pointer_t<decltype(kp)>>(r);
+      // vbar = k·step up to float rounding, so r is within 1e-5 of k: round half away by truncation (vectorizes).
+      const float r = vp[i] * inv_step;
+      const int32_t ki = static_cast<int32_t>(r + (r < 0.f ? -0.5f : 0.5f));
+      outside += static_cast<int64_t>(ki < lo) + static_cast<int64_t>(ki > hi);
+      kp[i] = static_cast<std::remove_pointer_t<decltype(kp)>>(ki);
     }
   };
   if (sgn) fill(k.data<int8_t>());
@@ -378,6 +380,11 @@ void QilActQuantizer::set_bits(int bits) {
 
 int QilActQuantizer::positive_levels() const {
   return is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
+}
+
+Tensor QilActQuantizer::levels(const Tensor& x) const {
+  require_calibrated("QilActQuantizer::levels");
+  return qil_activation_codes(x, c_, d_, bits_, is_signed_);
 }
 
 NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}}; }

@@ -195,6 +195,7 @@ class QilActQuantizer : public QilQuantizerBase {
   void set_bits(int bits) override;
   int positive_levels() const override;
   double level_step() const override { return 1.0 / positive_levels(); }
+  Tensor levels(const Tensor& x) const override;  // one pass (qil_activation_codes)
   NamedTensors named_parameters() const override;
   void observe(const Tensor& x) override;
   void finish_calibration() override;

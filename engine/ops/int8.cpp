@@ -39,15 +39,19 @@ bool pairs_saturate(int64_t max_src, int64_t max_w) {
 
 int64_t max_abs_code(const Tensor& wk) {
   const int8_t* w = wk.data<int8_t>();
-  int64_t m = 0;
-  for (int64_t i = 0; i < wk.numel(); ++i) m = std::max<int64_t>(m, std::abs(static_cast<int>(w[i])));
+  const int64_t n = wk.numel();
+  int m = 0;
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(static_cast<int>(w[i])));
   return m;
 }
 
 int64_t max_u8(const Tensor& x) {
   const uint8_t* p = x.data<uint8_t>();
+  const int64_t n = x.numel();
   uint8_t m = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) m = std::max(m, p[i]);
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, p[i]);
   return m;
 }
 
@@ -63,13 +67,15 @@ Tensor map_to_u8(const Tensor& x, F f) {
   Tensor out = Tensor::empty(x.shape(), DType::u8, x.layout());
   const T* s = x.data<T>();
   uint8_t* d = out.data<uint8_t>();
-  for (int64_t i = 0; i < x.numel(); ++i) d[i] = static_cast<uint8_t>(f(static_cast<int>(s[i])));
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<uint8_t>(f(static_cast<int>(s[i])));
   return out;
 }
 
-// m (u8, values ≤ 255) with weight coef, split into low 7 bits and top bit where the pair sums could saturate.
-void add_magnitude(std::vector<Plane>& planes, const Tensor& m, int32_t coef, int64_t max_w) {
-  if (!pairs_saturate(max_u8(m), max_w)) {
+// m (u8, values up to `bound`) with weight coef, split into low 7 bits and top bit where pair sums could saturate
+// (the values are scanned only when the bound alone cannot rule it out).
+void add_magnitude(std::vector<Plane>& planes, const Tensor& m, int32_t coef, int64_t bound, int64_t max_w) {
+  if (!pairs_saturate(bound, max_w) || !pairs_saturate(max_u8(m), max_w)) {
     planes.push_back({m, coef});
     return;
   }
@@ -81,10 +87,10 @@ void add_magnitude(std::vector<Plane>& planes, const Tensor& m, int32_t coef, in
 std::vector<Plane> source_planes(const Tensor& xk, int64_t max_w) {
   std::vector<Plane> planes;
   if (xk.dtype() == DType::u8) {
-    add_magnitude(planes, xk, 1, max_w);
+    add_magnitude(planes, xk, 1, 255, max_w);
   } else {
-    add_magnitude(planes, map_to_u8<int8_t>(xk, [](int v) { return v > 0 ? v : 0; }), 1, max_w);
-    add_magnitude(planes, map_to_u8<int8_t>(xk, [](int v) { return v < 0 ? -v : 0; }), -1, max_w);
+    add_magnitude(planes, map_to_u8<int8_t>(xk, [](int v) { return v > 0 ? v : 0; }), 1, 127, max_w);
+    add_magnitude(planes, map_to_u8<int8_t>(xk, [](int v) { return v < 0 ? -v : 0; }), -1, 128, max_w);
   }
   return planes;
 }
