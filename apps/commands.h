@@ -24,6 +24,7 @@ struct EvalOptions {
   std::string quantizer = "qil";  // with quant: qil | lsq | pact | dorefa
   std::string first_last = "fp";
   int64_t calib_batches = 8;
+  bool int8 = false;  // integer inference for the layers whose weights and input are quantized (docs/int8.md)
 };
 void add_eval_flags(CLI::App& app, EvalOptions& o);
 int run_eval(const EvalOptions& o);

@@ -13,6 +13,7 @@
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "layers/quantize.h"
 
 namespace apps {
 
@@ -215,6 +216,22 @@ void add_predict_flags(CLI::App& app, PredictOptions& o) {
   app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  app.add_flag("--int8", o.int8, kInt8FlagHelp);
+}
+
+const char* const kInt8FlagHelp =
+    "integer inference: every layer whose weights and input are both quantized runs on oneDNN's int8 primitives "
+    "(input levels u8, or s8 for a signed first-layer input, x weight codes s8, exact s32 sums, one f32 scale per "
+    "layer); full-precision layers and layers with only one side quantized run in f32 as before (docs/int8.md)";
+
+void enable_int8_inference(layers::Module& model, const std::string& checkpoint) {
+  const layers::Int8Layers l = layers::set_int8_inference(model, true);
+  QIL_CHECK(!l.integer.empty(), "--int8: ", checkpoint,
+            " has no layer whose weights and input are both quantized (nothing would run in int8)");
+  std::string names;
+  for (const std::string& n : l.floating) names += (names.empty() ? "" : ", ") + n;
+  std::fprintf(stderr, "int8: %zu layers in integers, %zu in f32%s%s\n", l.integer.size(), l.floating.size(),
+               names.empty() ? "" : ": ", names.c_str());
 }
 
 Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const Tensor& x, int64_t batch,
@@ -246,6 +263,7 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
   write_npy(o.output, y);
