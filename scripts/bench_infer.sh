@@ -72,7 +72,8 @@ header="Threads: $threads; $runs interleaved rounds; $(nproc --all) CPUs: $cpu; 
 header+="Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"$'\n'
 impls="$(ONEDNN_VERBOSE=1 "$qil" bench --infer --int8 --quant 4 --model resnet20 --batch 1 --image-size 32 \
            --num-classes 10 --steps 1 --warmup 0 --repeat 1 2>/dev/null |
-         awk -F, '/exec/ && /src_u8/ {print $4 " (" $3 ")"}' | sort | uniq -c | sed 's/^ *//' | tr '\n' ';' || true)"
+         awk -F, '$2 == "exec" && ($4 == "convolution" || $4 == "inner_product") && /src_u8/ {print $5}' |
+         sort | uniq -c | sed 's/^ *//' | tr '\n' ';' || true)"
 header+="oneDNN int8 implementations (ResNet-20 W4A4, count): ${impls:-none seen}"$'\n\n'
 
 table="| configuration | qil FP32 | qil W4A4 (f32) | qil W4A4 int8 | PyTorch FP32 | int8 / qil FP32 "

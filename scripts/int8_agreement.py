@@ -5,7 +5,8 @@ Usage: int8_agreement.py CKPT [CKPT ...] [--data-dir DIR] [--qil PATH] [--thread
 For each checkpoint: writes the t10k images of DIR (default Debian's Fashion-MNIST), normalized with the
 network's own input_mean/input_std (read from `qil export`'s metadata), as a float32 .npy; runs `qil predict`
 and `qil predict --int8` on it; prints a Markdown row: top-1 accuracy of each, the share of images whose top-1
-is identical, and the largest and the 99.9th-percentile |Δlogit|. Needs numpy (Debian's python3-numpy); a
+is identical, the largest and the 99.9th-percentile |Δlogit|, and how many images moved by more than 1e-3 (an
+activation level that rounded the other way in one run: docs/int8.md). Needs numpy (Debian's python3-numpy); a
 measurement tool, never a qil dependency.
 """
 import argparse
@@ -61,8 +62,9 @@ def main():
     labels = read_idx(find(a.data_dir, 't10k-labels-idx1-ubyte')).astype(np.int64)
     if a.limit:
         images, labels = images[:a.limit], labels[:a.limit]
-    print('| checkpoint | images | top-1 f32 | top-1 int8 | top-1 identical | max abs dlogit | 99.9th pct abs dlogit |')
-    print('|---|---:|---:|---:|---:|---:|---:|')
+    print('| checkpoint | images | top-1 f32 | top-1 int8 | top-1 identical | max abs dlogit | 99.9th pct abs dlogit '
+          '| images with abs dlogit > 1e-3 |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|')
     with tempfile.TemporaryDirectory() as tmp:
         for ckpt in a.checkpoints:
             meta = metadata(a.qil, ckpt, tmp)
@@ -76,7 +78,7 @@ def main():
             same = (yf.argmax(1) == yi.argmax(1)).mean()
             print(f'| {ckpt} | {len(labels)} | {100 * (yf.argmax(1) == labels).mean():.2f} | '
                   f'{100 * (yi.argmax(1) == labels).mean():.2f} | {100 * same:.2f} % | {d.max():.3g} | '
-                  f'{np.percentile(d, 99.9):.3g} |', flush=True)
+                  f'{np.percentile(d, 99.9):.3g} | {int((d > 1e-3).sum())} |', flush=True)
 
 
 if __name__ == '__main__':

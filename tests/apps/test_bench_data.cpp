@@ -124,7 +124,8 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("quantizer") == "qil");
   CHECK(j.at("threads") == 1);
   CHECK(j.at("img_per_s").get<double>() > 0);
-  CHECK(j.size() == 7);
+  CHECK(j.at("mode") == "train");  // "infer" / "infer-int8" under --infer [--int8]
+  CHECK(j.size() == 8);
   // Each quantizer runs the benchmark; a full-precision run names none.
   for (const char* kind : {"lsq", "pact", "dorefa"}) {
     auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
