@@ -222,11 +222,15 @@ int run_export(const ExportOptions& o) {
 }
 
 void add_predict_flags(CLI::App& app, PredictOptions& o) {
-  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
+  app.add_option("checkpoint", o.checkpoint,
+                 "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
+                 "or BF16; the --model ... flags below fill in what it does not say)")
+      ->required();
   app.add_option("--input", o.input, ".npy float32 (N, C, H, W), already normalized")->required();
   app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  add_model_file_flags(app, o.file);
 }
 
 Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const Tensor& x, int64_t batch,
@@ -257,7 +261,7 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, false);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
   write_npy(o.output, y);

@@ -1,13 +1,14 @@
 // `qil export` and `qil predict`: a trained network out of qil. export writes safetensors, either float
 // tensors under torchvision's names (quantized layers as the effective weight w̄·s they compute with) or
 // integer weight codes with their scales and the activation quantizers' parameters; predict runs a NumPy
-// `.npy` batch through a checkpoint and writes the logits as `.npy`. Not an importer (train's --init reads
-// checkpoints and safetensors), not an ONNX or TorchScript exporter.
+// `.npy` batch through a checkpoint (or torchvision-named safetensors, apps/model_file.h) and writes the logits
+// as `.npy`. Not an ONNX or TorchScript exporter.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 
+#include "apps/model_file.h"
 #include "layers/model_io.h"
 #include "engine/serialize.h"
 
@@ -51,11 +52,12 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta);
 
 struct PredictOptions {
-  std::string checkpoint;
+  std::string checkpoint;  // or a .safetensors file (file describes it)
   std::string input;
   std::string output;
   int64_t batch = 64;
   int64_t threads = 0;  // 0 = OpenMP's default
+  ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
 void add_predict_flags(CLI::App& app, PredictOptions& o);
 int run_predict(const PredictOptions& o);
