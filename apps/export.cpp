@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "apps/export_onnx.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
@@ -139,32 +140,28 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
   return out;
 }
 
-namespace {
-// A quantized layer's weight as int8 codes and the scale that turns them into the weight it computes with:
-// w̄·out_scale = code·weight_scale. QIL's and DoReFa's w̄ lie on the grid k/q (q = positive_levels), LSQ's on k·s.
-void add_weight_codes(ExportedModel& out, const layers::QuantizableModule& l, const std::string& pre) {
+WeightCodes weight_codes(const layers::QuantizableModule& l, const std::string& name) {
   const quant::Quantizer& wq = *l.active_weight_quantizer();
   const double step = wq.stats().step;
+  // QIL's and DoReFa's w̄ lie on the grid k/q (q = positive_levels), LSQ's on k·s.
   const double unit = step > 0 ? step : 1.0 / wq.positive_levels();
   const long max_code = step > 0 ? 1L << (wq.bits() - 1) : wq.positive_levels();  // LSQ: -Q_N = -2^(b-1)
-  QIL_CHECK(max_code <= 128 && (step > 0 || max_code <= 127), "export --format int: layer '",
-            pre.substr(0, pre.size() - 1), "' has ", wq.bits(), "-bit ", wq.kind(), " weights, whose codes reach ",
-            max_code, " and do not fit int8 (use --format safetensors, or at most 7 bits)");
+  QIL_CHECK(max_code <= 128 && (step > 0 || max_code <= 127), "export: layer '", name, "' has ", wq.bits(),
+            "-bit ", wq.kind(), " weights, whose codes reach ", max_code,
+            " and do not fit int8 (use --format safetensors, or at most 7 bits)");
   const Tensor wbar = fake_quantized_weight(l);
-  Tensor codes = Tensor::empty(wbar.shape(), engine::DType::s8);
+  WeightCodes out{Tensor::empty(wbar.shape(), engine::DType::s8), static_cast<float>(l.out_scale().item() * unit)};
   const float* w = wbar.data();
-  int8_t* c = codes.data<int8_t>();
+  int8_t* c = out.codes.data<int8_t>();
   for (int64_t i = 0; i < wbar.numel(); ++i) {
     // w̄ = code·unit, so w̄/unit is an integer up to float rounding.
     const long code = std::lround(w[i] / unit);
-    QIL_CHECK(code >= -max_code && code <= max_code, "export: layer '", pre, "' has a weight code ", code,
+    QIL_CHECK(code >= -max_code && code <= max_code, "export: layer '", name, "' has a weight code ", code,
               " outside [", -max_code, ", ", max_code, "]");
     c[i] = static_cast<int8_t>(code);
   }
-  out.tensors.emplace_back(pre + "weight_int", codes);
-  out.tensors.emplace_back(pre + "weight_scale", scalar(static_cast<float>(l.out_scale().item() * unit)));
+  return out;
 }
-}  // namespace
 
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
   ExportedModel out;
@@ -177,8 +174,11 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
       continue;
     }
     const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
-    if (weight_quantized(*l)) add_weight_codes(out, *l, pre);
-    else out.tensors.emplace_back(p.name, effective_weight(*l));
+    if (weight_quantized(*l)) {
+      WeightCodes wc = weight_codes(*l, pre.substr(0, pre.size() - 1));
+      out.tensors.emplace_back(pre + "weight_int", wc.codes);
+      out.tensors.emplace_back(pre + "weight_scale", scalar(wc.scale));
+    } else out.tensors.emplace_back(p.name, effective_weight(*l));
     if (input_quantized(*l)) {
       // The quantizer's own parameters (QIL: c, d; LSQ: s; PACT: alpha; DoReFa: none), which its rule names.
       for (const auto& [n, t] : l->active_act_quantizer()->named_parameters())
@@ -200,19 +200,30 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
 
 void add_export_flags(CLI::App& app, ExportOptions& o) {
   app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
-  app.add_option("--out", o.out, "output .safetensors file")->required();
-  app.add_option("--format", o.format, "safetensors (float, torchvision names) | int (integer weight codes)")
+  app.add_option("--out", o.out, "output file (.safetensors; .onnx for --format onnx)")->required();
+  app.add_option("--format", o.format,
+                 "safetensors (float, torchvision names) | int (integer weight codes) | onnx (opset 13 graph, "
+                 "quantized layers as QuantizeLinear/DequantizeLinear)")
       ->capture_default_str();
   app.add_flag("--with-quant-params", o.with_quant_params,
                "safetensors: also write the quantizer parameters (<layer>.weight_quant.c, ...) and output scales");
 }
 
 int run_export(const ExportOptions& o) {
-  QIL_CHECK(o.format == "safetensors" || o.format == "int", "export: --format must be safetensors or int, got '",
-            o.format, "'");
+  QIL_CHECK(o.format == "safetensors" || o.format == "int" || o.format == "onnx",
+            "export: --format must be safetensors, int or onnx, got '", o.format, "'");
   QIL_CHECK(!(o.with_quant_params && o.format == "int"),
             "export: --with-quant-params applies to --format safetensors (the int format always has them)");
   layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  if (o.format == "onnx") {
+    engine::write_file_atomic(o.out, export_onnx(*lm.model, lm.meta), "export");
+    bool quantized = false;
+    for (auto& [n, l] : layers::quantizable_layers(*lm.model))
+      quantized |= l->active_weight_quantizer() || l->active_act_quantizer();
+    std::printf("%s: ONNX graph (opset 13%s) written to %s\n", o.checkpoint.c_str(),
+                quantized ? ", quantized layers as QuantizeLinear/DequantizeLinear" : "", o.out.c_str());
+    return 0;
+  }
   ExportedModel e = o.format == "int" ? export_int(*lm.model, lm.meta)
                                       : export_float(*lm.model, lm.meta, o.with_quant_params);
   engine::write_safetensors(o.out, e.tensors, e.metadata);

@@ -41,6 +41,15 @@ struct ExportedModel {
 // is full precision. A new tensor, no autograd history.
 engine::Tensor effective_weight(const layers::QuantizableModule& layer);
 
+// A layer with quantized weights as int8 codes and the scale that turns them into the weight it computes with:
+// w̄·out_scale = codes·scale (QIL, DoReFa, PACT: odd or symmetric codes in [−q, q]; LSQ: [−2^(b−1), 2^(b−1)−1]).
+// Weights whose codes do not fit int8 (8-bit DoReFa) are an error naming the layer.
+struct WeightCodes {
+  engine::Tensor codes;  // s8, the weight's shape
+  float scale;
+};
+WeightCodes weight_codes(const layers::QuantizableModule& layer, const std::string& name);
+
 // Every parameter and buffer under its own name, quantized layers' `weight` replaced by effective_weight;
 // quantizer parameters (weight_quant.*, act_quant.*, out_scale) only when with_quant_params.
 ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta, bool with_quant_params);
