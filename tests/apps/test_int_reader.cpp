@@ -3,6 +3,8 @@
 // match qil's fake-quantized network on the same batch, for every quantizer kind.
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstdlib>
@@ -65,7 +67,7 @@ Agreement compare_with_reader(const TempDir& dir, const std::string& ckpt) {
   apps::write_npy(dir.file("x.npy"), x);
   const Tensor want = apps::predict_logits(*lm.model, lm.meta.spec, x, 16, "x");
   const char* py = std::getenv("QIL_PYTHON");
-  const std::string reader = std::string(std::getenv("QIL_SOURCE_DIR")) + "/tests/apps/int_reader.py";
+  const std::string reader = testpaths::source_dir() + "/tests/apps/int_reader.py";
   const std::string cmd = std::string(py ? py : "/usr/bin/python3") + " '" + reader + "' '" +
                           dir.file("i.safetensors") + "' '" + dir.file("x.npy") + "' '" + dir.file("y.npy") + "'";
   REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "the NumPy reader failed (needs python3-numpy): ", cmd);
@@ -93,7 +95,6 @@ Agreement compare_with_reader(const TempDir& dir, const std::string& ckpt) {
 }  // namespace
 
 TEST_CASE("int export: the NumPy reader reproduces qil's logits from the integers and scales alone") {
-  if (!std::getenv("QIL_SOURCE_DIR")) return;  // run outside ctest
   for (const std::string kind : {"qil", "lsq", "pact", "dorefa"}) {
     for (const std::string model : {"lenet", "resnet20"}) {
       CAPTURE(kind);

@@ -3,6 +3,8 @@
 // named in one error, flags that disagree with a checkpoint refused.
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -217,8 +219,7 @@ TEST_CASE("model file: normalization of a file without metadata") {
 }
 
 TEST_CASE("model file: qil predict and qil eval take a safetensors file on the command line") {
-  const char* bin = std::getenv("QIL_BINARY");
-  if (!bin) return;  // run outside ctest
+  const std::string bin = testpaths::qil_binary();
   TempDir dir;
   write_tiny_checkpoint(dir.file("m.ckpt"), false);
   layers::LoadedModel a = layers::load_model_checkpoint(dir.file("m.ckpt"));

@@ -2,6 +2,8 @@
 // QuantizeLinear/DequantizeLinear pairs over int8/uint8, and ONNX Runtime (npm's onnxruntime-node, installed by
 // scripts/test.sh) computes the same logits as qil for full-precision and quantized networks of every kind.
 #include <doctest/doctest.h>
+
+#include "test_paths.h"
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 #include <onnx/shape_inference/implementation.h>
@@ -81,12 +83,12 @@ layers::LoadedModel quantized_resnet(const std::string& kind) {
 
 // ONNX Runtime's logits for x, through tests/apps/onnx_run.js.
 Tensor run_onnxruntime(const TempDir& dir, const std::string& onnx_bytes, const Tensor& x) {
-  const char* node_path = std::getenv("QIL_NODE_PATH");
-  REQUIRE_MESSAGE((node_path && fs::exists(std::string(node_path) + "/onnxruntime-node")),
-                  "onnxruntime-node is not installed under QIL_NODE_PATH (scripts/test.sh installs it from npm)");
+  const std::string node_path = testpaths::node_path();
+  REQUIRE_MESSAGE(fs::exists(node_path + "/onnxruntime-node"), "onnxruntime-node is not installed in ", node_path,
+                  " (scripts/test.sh installs it from npm)");
   write_bytes(dir.file("m.onnx"), onnx_bytes);
   write_bytes(dir.file("x.f32"), std::string(reinterpret_cast<const char*>(x.data()), x.numel() * 4));
-  const std::string cmd = "NODE_PATH='" + std::string(node_path) + "' node '" + std::getenv("QIL_SOURCE_DIR") +
+  const std::string cmd = "NODE_PATH='" + node_path + "' node '" + testpaths::source_dir() +
                           "/tests/apps/onnx_run.js' '" + dir.file("m.onnx") + "' '" + dir.file("x.f32") + "' " +
                           engine::str_cat(x.size(0), " ", x.size(1), " ", x.size(2), " ", x.size(3)) + " '" +
                           dir.file("y.f32") + "' >/dev/null";
@@ -185,7 +187,6 @@ TEST_CASE("onnx export: quantized layers as QDQ pairs, weights as int8 codes, ch
 }
 
 TEST_CASE("onnx export: ONNX Runtime computes qil's logits, full precision and quantized") {
-  if (!std::getenv("QIL_SOURCE_DIR")) return;  // run outside ctest
   TempDir dir;
   {
     const layers::ModelMeta meta{"resnet18", layers::ModelSpec{3, 7, 64, 3}, {}, {}};
