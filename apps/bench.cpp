@@ -8,12 +8,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "apps/stages.h"
 #include "apps/training/trainer.h"
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "layers/models.h"
@@ -39,6 +42,11 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_flag("--json", o.json, "print JSON");
   app.add_flag("--plain", o.plain, "plain NCHW activations between ops (default: blocked where oneDNN picks it)");
   app.add_flag("--profile", o.profile, "print the time per op type (forward and backward) per step");
+  app.add_flag("--infer", o.infer,
+               "time inference instead: eval-mode forward passes without gradients (a step = one forward)");
+  app.add_flag("--int8", o.int8,
+               "with --infer and a quantized --quant: integer inference for the layers whose weights and input are "
+               "quantized (docs/int8.md)");
 }
 
 namespace {
@@ -84,6 +92,27 @@ void quantize_for_bench(layers::Module& model, const Stage& st, const std::strin
   });
 }
 
+// What one timed step runs: an SGD step, or (--infer) one eval-mode forward pass without gradients. The
+// returned function owns what it needs (optimizer, trainer) and refers to model and b, which outlive it.
+std::function<void()> bench_step(layers::Module& model, const SyntheticBatch& b, const Stage& st, bool infer) {
+  if (infer) {
+    model.eval();
+    return [&model, &b] {
+      engine::NoGradGuard ng;
+      model.forward(b.x);
+    };
+  }
+  std::vector<Tensor> params;
+  for (auto& p : model.named_parameters()) params.push_back(p.tensor);
+  auto opt = std::make_shared<engine::SGD>(std::vector<engine::ParamGroup>{engine::ParamGroup("all", params, 1.f, 0.f)},
+                                           0.9f);
+  training::StepOptions so;
+  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
+  auto trainer = std::make_shared<training::Trainer>(model, *opt, so);
+  model.train();
+  return [opt, trainer, &b] { trainer->step(b.x, b.y, 0.01f); };
+}
+
 }  // namespace
 
 // The activation layout (--plain) and the op profiler (--profile) are process settings made by main().
@@ -93,16 +122,12 @@ int run_bench(const BenchOptions& o) {
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
   const Stage st = parse_stage_entry(o.quant);
+  QIL_CHECK(!o.int8 || (o.infer && st.quantized()), "bench: --int8 needs --infer and a quantized --quant (got --quant ",
+            o.quant, o.infer ? "" : ", no --infer", ")");
   const SyntheticBatch b = synthetic_batch(o);
   if (st.quantized()) quantize_for_bench(*model, st, o.quantizer, b.x);
-  std::vector<Tensor> params;
-  for (auto& p : model->named_parameters()) params.push_back(p.tensor);
-  engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
-  training::StepOptions so;
-  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
-  training::Trainer trainer(*model, opt, so);
-  model->train();
-  auto step = [&] { trainer.step(b.x, b.y, 0.01f); };
+  if (o.int8) layers::set_int8_inference(*model, true);
+  const std::function<void()> step = bench_step(*model, b, st, o.infer);
   for (int64_t i = 0; i < o.warmup; ++i) step();
   engine::ops::reset_op_profile();  // count the timed steps only
   double total_s = 0;
@@ -121,13 +146,15 @@ int run_bench(const BenchOptions& o) {
     std::cout << nlohmann::ordered_json{{"model", o.model},          {"batch", o.batch},
                                         {"image_size", o.image_size}, {"quant", st.name()},
                                         {"quantizer", st.quantized() ? o.quantizer : "none"},
-                                        {"threads", omp_get_max_threads()}, {"img_per_s", std::round(med * 1e3) / 1e3}}
+                                        {"threads", omp_get_max_threads()}, {"img_per_s", std::round(med * 1e3) / 1e3},
+                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"}}
                      .dump()
               << std::endl;
   else
-    std::printf("%s batch %lld @%lld %s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
+    std::printf("%s batch %lld @%lld %s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
                 static_cast<long long>(o.batch), static_cast<long long>(o.image_size), st.name().c_str(),
-                st.quantized() ? (" " + o.quantizer).c_str() : "", omp_get_max_threads(), med);
+                st.quantized() ? (" " + o.quantizer).c_str() : "",
+                o.infer ? (o.int8 ? " inference int8" : " inference") : "", omp_get_max_threads(), med);
   return 0;
 }
 

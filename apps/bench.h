@@ -1,5 +1,6 @@
 // `qil bench`: training-step throughput (images/s) of a model at a batch size and resolution, full precision
-// or quantized, on synthetic in-memory data. A benchmark, never a test.
+// or quantized, on synthetic in-memory data; or, with --infer, inference throughput (eval-mode forward passes,
+// fake-quantized f32 or --int8). A benchmark, never a test.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,6 +26,8 @@ struct BenchOptions {
   bool json = false;
   bool plain = false;    // plain NCHW activations between ops instead of oneDNN's blocked layout
   bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)
+  bool infer = false;    // time eval-mode forward passes without gradients instead of training steps
+  bool int8 = false;     // with infer and a quantized --quant: integer inference (layers::set_int8_inference)
 };
 void add_bench_flags(CLI::App& app, BenchOptions& o);
 int run_bench(const BenchOptions& o);

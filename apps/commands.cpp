@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/data_setup.h"
+#include "apps/export.h"
 #include "apps/inspect/activations.h"
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
@@ -57,6 +58,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
   add_model_file_flags(app, o.file);
+  app.add_flag("--int8", o.int8, kInt8FlagHelp);
 }
 
 namespace {
@@ -86,6 +88,7 @@ int run_eval(const EvalOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, true);
   if (!o.quant.empty()) quantize_for_eval(lm, o);
+  if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   std::string name;
   auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
   // Under mpirun the ranks share the images out (training::evaluate) and rank 0 reports.
@@ -100,10 +103,12 @@ int run_eval(const EvalOptions& o) {
       j["quant"] = o.quant;
       j["quantizer"] = o.quantizer;
     }
+    if (o.int8) j["int8"] = true;
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("%s%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
-                o.quant.empty() ? "" : (" quantized " + o.quant + " " + o.quantizer + " (calibration only)").c_str(), name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
+    std::printf("%s%s%s on %s (%lld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", o.checkpoint.c_str(),
+                o.quant.empty() ? "" : (" quantized " + o.quant + " " + o.quantizer + " (calibration only)").c_str(),
+                o.int8 ? " int8" : "", name.c_str(), static_cast<long long>(r.count), r.top1, r.top5, r.loss);
   }
   return 0;
 }

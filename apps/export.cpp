@@ -14,6 +14,7 @@
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "layers/quantize.h"
 
 namespace apps {
 
@@ -141,26 +142,14 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
 }
 
 WeightCodes weight_codes(const layers::QuantizableModule& l, const std::string& name) {
+  // The codes are the weight quantizer's levels (w̄ = code·level_step), the ones integer inference (`--int8`)
+  // computes with.
   const quant::Quantizer& wq = *l.active_weight_quantizer();
-  const double step = wq.stats().step;
-  // QIL's and DoReFa's w̄ lie on the grid k/q (q = positive_levels), LSQ's on k·s.
-  const double unit = step > 0 ? step : 1.0 / wq.positive_levels();
-  const long max_code = step > 0 ? 1L << (wq.bits() - 1) : wq.positive_levels();  // LSQ: -Q_N = -2^(b-1)
-  QIL_CHECK(max_code <= 128 && (step > 0 || max_code <= 127), "export: layer '", name, "' has ", wq.bits(),
-            "-bit ", wq.kind(), " weights, whose codes reach ", max_code,
+  const int reach = std::max(-wq.min_level(), wq.positive_levels());
+  QIL_CHECK(wq.min_level() >= -128 && wq.positive_levels() <= 127, "export: layer '", name, "' has ", wq.bits(),
+            "-bit ", wq.kind(), " weights, whose codes reach ", reach,
             " and do not fit int8 (use --format safetensors, or at most 7 bits)");
-  const Tensor wbar = fake_quantized_weight(l);
-  WeightCodes out{Tensor::empty(wbar.shape(), engine::DType::s8), static_cast<float>(l.out_scale().item() * unit)};
-  const float* w = wbar.data();
-  int8_t* c = out.codes.data<int8_t>();
-  for (int64_t i = 0; i < wbar.numel(); ++i) {
-    // w̄ = code·unit, so w̄/unit is an integer up to float rounding.
-    const long code = std::lround(w[i] / unit);
-    QIL_CHECK(code >= -max_code && code <= max_code, "export: layer '", name, "' has a weight code ", code,
-              " outside [", -max_code, ", ", max_code, "]");
-    c[i] = static_cast<int8_t>(code);
-  }
-  return out;
+  return {wq.levels(l.weight().detach()), static_cast<float>(l.out_scale().item() * wq.level_step())};
 }
 
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
@@ -242,6 +231,22 @@ void add_predict_flags(CLI::App& app, PredictOptions& o) {
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   add_model_file_flags(app, o.file);
+  app.add_flag("--int8", o.int8, kInt8FlagHelp);
+}
+
+const char* const kInt8FlagHelp =
+    "integer inference: every layer whose weights and input are both quantized runs on oneDNN's int8 primitives "
+    "(input levels u8, or s8 for a signed first-layer input, x weight codes s8, exact s32 sums, one f32 scale per "
+    "layer); full-precision layers and layers with only one side quantized run in f32 as before (docs/int8.md)";
+
+void enable_int8_inference(layers::Module& model, const std::string& checkpoint) {
+  const layers::Int8Layers l = layers::set_int8_inference(model, true);
+  QIL_CHECK(!l.integer.empty(), "--int8: ", checkpoint,
+            " has no layer whose weights and input are both quantized (nothing would run in int8)");
+  std::string names;
+  for (const std::string& n : l.floating) names += (names.empty() ? "" : ", ") + n;
+  std::fprintf(stderr, "int8: %zu layers in integers, %zu in f32%s%s\n", l.integer.size(), l.floating.size(),
+               names.empty() ? "" : ": ", names.c_str());
 }
 
 Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const Tensor& x, int64_t batch,
@@ -273,6 +278,7 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, false);
+  if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
   write_npy(o.output, y);

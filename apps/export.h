@@ -66,8 +66,15 @@ struct PredictOptions {
   std::string output;
   int64_t batch = 64;
   int64_t threads = 0;  // 0 = OpenMP's default
+  bool int8 = false;    // integer inference for the layers whose weights and input are quantized
   ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
+
+// `--int8` of eval and predict: its help text, and switching integer inference on for every layer whose weights
+// and input are both quantized (layers::set_int8_inference), with a line on stderr saying which layers run it.
+// A network with no such layer is an error naming the checkpoint.
+extern const char* const kInt8FlagHelp;
+void enable_int8_inference(layers::Module& model, const std::string& checkpoint);
 void add_predict_flags(CLI::App& app, PredictOptions& o);
 int run_predict(const PredictOptions& o);
 

@@ -2,7 +2,8 @@
 // needs one, records a backward closure (autograd.h). Shapes are outermost-first: activations (N, C, H, W),
 // conv weights (O, I/groups, KH, KW), linear weights (out, in). All f32; activations plain, or blocked
 // between the ops that support it when set_keep_blocked is on (below).
-// Heavy ops (conv2d, max/avg pools, linear) run on oneDNN; batch_norm2d and elementwise ops use OpenMP loops.
+// Heavy ops (conv2d, max/avg pools, linear, and their int8 twins) run on oneDNN; batch_norm2d and elementwise
+// ops use OpenMP loops.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -27,6 +28,15 @@ int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_
 
 // x (N, in), w (out, in), b (out) or undefined -> (N, out).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// Integer layers of integer inference (no autograd): input levels xk (u8, or s8 for a signed input) times s8
+// weight codes wk, summed exactly in s32 (acc), then y = fl(fl(scale·fl(acc)) + b[o]) in f32 — the scaling and
+// the bias in that order, whatever oneDNN's own bias semantics. Level 0 is the value 0 (zero padding).
+// xk (N, C, H, W) plain or blocked, wk (O, C/groups, KH, KW), b (O) f32 or undefined -> (N, O, H', W') f32,
+// blocked when set_keep_blocked is on and O is a multiple of 16.
+Tensor conv2d_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale, const Conv2dGeom& g);
+// xk (N, in) u8/s8, wk (out, in) s8, b (out) f32 or undefined -> (N, out) f32; the same arithmetic.
+Tensor linear_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale);
 
 // x (N, C, H, W); gamma, beta (C); running_mean, running_var (C) are buffers updated in place in training
 // mode (running = (1 - momentum) * running + momentum * batch, the variance unbiased, as PyTorch does).

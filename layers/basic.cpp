@@ -49,9 +49,12 @@ void Conv2d::reset_pytorch_default(engine::Generator& gen) {
 Tensor Conv2d::forward(const Tensor& x) {  // x: (N, C_in, H, W)
   QIL_CHECK(x.dim() == 4 && x.size(1) == opt_.in_channels, "Conv2d: expected (N, ", opt_.in_channels,
             ", H, W) input, got ", x.shape());
-  Tensor y = forward_quantized(x, b_, [this](const Tensor& xin, const Tensor& w, const Tensor& b) {
-    return engine::ops::conv2d(xin, w, b, geom_);
-  });
+  Tensor y = forward_quantized(
+      x, b_,
+      [this](const Tensor& xin, const Tensor& w, const Tensor& b) { return engine::ops::conv2d(xin, w, b, geom_); },
+      [this](const Tensor& xk, const Tensor& wk, const Tensor& b, float scale) {
+        return engine::ops::conv2d_int8(xk, wk, b, scale, geom_);
+      });
   last_macs_ = y.size(1) * y.size(2) * y.size(3) * (w_.numel() / w_.size(0));
   return y;
 }
@@ -80,7 +83,10 @@ Linear::Linear(int64_t in, int64_t out, bool bias, engine::Generator& gen) : in_
 Tensor Linear::forward(const Tensor& x) {
   QIL_CHECK(x.dim() == 2 && x.size(1) == in_, "Linear: expected (N, ", in_, ") input, got ", x.shape());
   return forward_quantized(
-      x, b_, [](const Tensor& xin, const Tensor& w, const Tensor& b) { return engine::ops::linear(xin, w, b); });
+      x, b_, [](const Tensor& xin, const Tensor& w, const Tensor& b) { return engine::ops::linear(xin, w, b); },
+      [](const Tensor& xk, const Tensor& wk, const Tensor& b, float scale) {
+        return engine::ops::linear_int8(xk, wk, b, scale);
+      });
 }
 
 std::string Linear::describe() const {

@@ -40,11 +40,30 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
   spec_ = spec;
 }
 
-Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op) {
+bool QuantizableModule::set_int8(bool on) {
+  int8_codes_ = Tensor();
+  if (!on || !active_weight_quantizer() || !active_act_quantizer()) return false;
+  a_q_->check_levels_fit();
+  engine::NoGradGuard ng;
+  Tensor codes = w_q_->levels(weight().detach());
+  int8_w_step_ = w_q_->level_step();
+  int8_codes_ = codes;
+  return true;
+}
+
+Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op,
+                                            const IntLayerOp& int_op) {
   const Tensor w = weight();
   if (!quantized()) return op(x, w, bias);
   if (x.dim() > 0 && x.size(0) > 0) input_per_image_ = x.numel() / x.size(0);
   for (const auto& [id, observe] : input_observers_) observe(x);
+  if (int8()) {
+    QIL_CHECK(phase_ == CalibPhase::none && !engine::grad_enabled(),
+              "integer inference runs without gradients and outside calibration (switch it off to train)");
+    // x̄·(s·w̄) summed = (s·step_x·step_w)·Σ k_x·k_w: one scale per layer.
+    const double scale = static_cast<double>(scale_.item()) * a_q_->level_step() * int8_w_step_;
+    return int_op(a_q_->levels(x), int8_codes_, bias, static_cast<float>(scale));
+  }
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
     if (wq) w_q_->observe(w);

@@ -74,6 +74,16 @@ class QuantizableModule : public Module {
   //   rate weight intervals, values ~0.05, do).
   // - none: the plain gradients.
   void scale_quant_grads(GradBalance mode);
+  // Integer inference (`qil eval --int8`, layers::set_int8_inference). When on, a layer whose weights and input
+  // are both quantized computes op_int(k_x, k_w, b, s·step_x·step_w) instead of op(x̄, s·w̄) + b: the input's
+  // levels k_x (x̄ = k_x·step_x; u8, or s8 for a signed input) times the weight codes k_w (w̄ = k_w·step_w; s8,
+  // the codes `qil export --format int` writes), summed exactly in s32, the one scale folding the output scale s
+  // and both steps. The codes are taken when it is switched on, so weights and quantizer parameters must not
+  // change while it is on; it runs without gradients only. Returns whether this layer now runs in integers (a
+  // layer with one side or neither quantized runs as before); levels that do not fit 8 bits are an error.
+  bool set_int8(bool on);
+  bool int8() const { return int8_codes_.defined(); }
+
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
   // observer for you): each observer is called with the layer's input, before quantization, on every
   // quantized forward. remove_input_observer ignores an id it does not hold.
@@ -84,7 +94,9 @@ class QuantizableModule : public Module {
   // The layer's compute: y = op(x, w, b) (b may be undefined). forward_quantized wraps it with quantization
   // and calibration; the output scale multiplies the weight, so it scales the pre-bias output only.
   using LayerOp = std::function<Tensor(const Tensor& x, const Tensor& w, const Tensor& b)>;
-  Tensor forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op);
+  // The integer twin of op (engine::ops::conv2d_int8, linear_int8): y = scale·op(xk, wk) + b, exact sums.
+  using IntLayerOp = std::function<Tensor(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale)>;
+  Tensor forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op, const IntLayerOp& int_op);
 
  private:
   LayerQuantSpec spec_;
@@ -96,6 +108,8 @@ class QuantizableModule : public Module {
   double fit_num_ = 0, fit_den_ = 0;
   int64_t input_per_image_ = 0;  // elements of one image's input, seen by the last forward
   std::vector<std::pair<int, std::function<void(const Tensor&)>>> input_observers_;  // (id, callback)
+  Tensor int8_codes_;         // s8 weight codes while integer inference is on (undefined otherwise)
+  double int8_w_step_ = 0.0;  // their step: w̄ = code·step
   int next_observer_id_ = 0;
 };
 

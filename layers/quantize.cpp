@@ -124,6 +124,20 @@ void freeze_output_scales(Module& m, bool frozen) {
   }
 }
 
+Int8Layers set_int8_inference(Module& m, bool on) {
+  Int8Layers out;
+  const auto layers = quantizable_layers(m);
+  for (const auto& [name, l] : layers) {
+    try {
+      (l->set_int8(on) ? out.integer : out.floating).push_back(name);
+    } catch (const engine::Error& e) {
+      for (const auto& [other, ol] : layers) ol->set_int8(false);
+      throw engine::Error(engine::str_cat("integer inference: layer '", name, "': ", e.what()));
+    }
+  }
+  return out;
+}
+
 std::vector<LayerReport> quant_report(Module& m) {
   std::vector<LayerReport> out;
   for (auto& [n, l] : quantizable_layers(m)) {

@@ -1,6 +1,6 @@
 // Network-level quantization: which layers are quantized at which widths (first conv and last linear full
 // precision or 8-bit, per-layer overrides), calibration of new quantizers, constraints, freezing for
-// quantizer-only training, and per-layer statistics.
+// quantizer-only training, switching integer inference on, and per-layer statistics.
 #pragma once
 #include <functional>
 #include <map>
@@ -58,6 +58,15 @@ void freeze_intervals(Module& m, bool frozen);
 
 // Output scales (`out_scale`) stop training and keep their least-squares value (the paper recipe).
 void freeze_output_scales(Module& m, bool frozen);
+
+// Integer inference for every layer that can run it (QuantizableModule::set_int8): those whose weights and
+// input are both quantized; the others stay as they are. on = false switches every layer back. A layer whose
+// levels do not fit 8 bits is an error naming it (and leaves every layer off).
+struct Int8Layers {
+  std::vector<std::string> integer;  // layers now running in int8
+  std::vector<std::string> floating;  // quantizable layers still running in f32 (one side or neither quantized)
+};
+Int8Layers set_int8_inference(Module& m, bool on);
 
 struct LayerReport {
   std::string name;

@@ -36,6 +36,7 @@ class DorefaWeightQuantizer : public Quantizer {
   void set_bits(int bits) override;
   int positive_levels() const override { return dorefa_weight_levels(bits_); }
   bool is_signed() const override { return true; }
+  double level_step() const override { return 1.0 / positive_levels(); }  // k odd in [−q, q]
   NamedTensors named_parameters() const override { return {}; }
   void observe(const Tensor& /*w*/) override {}
   void finish_calibration() override {}
@@ -67,6 +68,7 @@ class DorefaActQuantizer : public Quantizer {
   void set_bits(int bits) override;
   int positive_levels() const override;
   bool is_signed() const override { return is_signed_; }
+  double level_step() const override { return 1.0 / positive_levels(); }
   NamedTensors named_parameters() const override { return {}; }
   void observe(const Tensor& /*x*/) override {}
   void finish_calibration() override {}

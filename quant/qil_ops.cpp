@@ -145,6 +145,22 @@ void unsigned_forward(const float* xp, float* yp, int64_t n, const Interval iv, 
   }
 }
 
+// The levels k = round(x̂·q) of unsigned_forward<true> (T = uint8_t) or of symmetric_forward<true, true>
+// (T = int8_t, sign(x)·k): the same float operations, so the same k; written as integers.
+template <class T>
+void activation_codes(const float* xp, T* kp, int64_t n, const Interval iv, float qf) {
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::is_signed_v<T> ? std::fabs(xp[i]) : xp[i];
+    float h = u_of(v, c, inv2d);
+    h = v < lo ? 0.f : h;
+    h = v > hi ? 1.f : h;
+    const int32_t k = round_nonneg(h * qf);
+    kp[i] = static_cast<T>(std::is_signed_v<T> && xp[i] < 0.f ? -k : k);
+  }
+}
+
 // Weights and signed activations. gamma undefined means γ = 1 and no gradient to it (the signed
 // activation rule). q = 0: no discretizer.
 Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma,
@@ -254,6 +270,18 @@ Tensor qil_activation(const Tensor& x, const Tensor& c, const Tensor& d, int bit
   if (is_signed)
     return symmetric_op("qil_activation", x, c, d, Tensor(), qil_weight_levels(bits, "qil_activation"));
   return unsigned_act_op("qil_activation", x, c, d, qil_activation_levels(bits, "qil_activation"));
+}
+
+Tensor qil_activation_codes(const Tensor& x, const Tensor& c, const Tensor& d, int bits, bool is_signed) {
+  const char* op = "qil_activation_codes";
+  engine::ops::OpTimer timer(op);
+  check_input(op, x);
+  const Interval iv = interval_of(op, c, d);
+  const int q = is_signed ? qil_weight_levels(bits, op) : qil_activation_levels(bits, op);
+  Tensor k = Tensor::empty(x.shape(), is_signed ? DType::s8 : DType::u8, x.layout());
+  if (is_signed) activation_codes(x.data(), k.data<int8_t>(), x.numel(), iv, static_cast<float>(q));
+  else activation_codes(x.data(), k.data<uint8_t>(), x.numel(), iv, static_cast<float>(q));
+  return k;
 }
 
 Tensor qil_weight_transform(const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma) {

@@ -26,6 +26,11 @@ Tensor qil_weight(const Tensor& w, const Tensor& c, const Tensor& d, const Tenso
 // q = 2^(bits−1) − 1, so x̄ in [−1, 1].
 Tensor qil_activation(const Tensor& x, const Tensor& c, const Tensor& d, int bits, bool is_signed = false);
 
+// The integer levels k of qil_activation's output, x̄ = k/q, computed as its forward computes them (so the same k),
+// in one pass: u8 in [0, q] (q = 2^bits − 1), or s8 in [−q, q] when is_signed (q = 2^(bits−1) − 1); x's shape and
+// layout. Integer inference's input levels (QilActQuantizer::levels). No autograd.
+Tensor qil_activation_codes(const Tensor& x, const Tensor& c, const Tensor& d, int bits, bool is_signed = false);
+
 // The transformers alone (ŵ, x̂ before the discretizer), same gradients. For finite-difference tests and
 // inspection: the discretized ops' gradients are the STE, which finite differences cannot see.
 Tensor qil_weight_transform(const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma);

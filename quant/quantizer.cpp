@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "engine/autograd.h"
 #include "quant/dorefa.h"
@@ -113,6 +114,40 @@ Tensor Quantizer::parameter(const std::string& name) const {
   for (auto& [n, t] : named_parameters())
     if (n == name) return t;
   throw engine::Error(engine::str_cat(kind(), ": no parameter '", name, "'"));
+}
+
+void Quantizer::check_levels_fit() const {
+  const int lo = min_level(), hi = positive_levels();
+  const bool sgn = lo < 0;
+  QIL_CHECK(sgn ? (lo >= -128 && hi <= 127) : hi <= 255, kind(), ": ", bits(), "-bit levels span [", lo, ", ", hi,
+            "] and do not fit ", sgn ? "int8 (s8)" : "uint8 (u8)");
+}
+
+Tensor Quantizer::levels(const Tensor& v) const {
+  check_levels_fit();
+  const int lo = min_level(), hi = positive_levels();
+  const bool sgn = lo < 0;
+  engine::NoGradGuard ng;
+  const Tensor vbar = (*this)(v);
+  const float inv_step = static_cast<float>(1.0 / level_step());
+  Tensor k = Tensor::empty(v.shape(), sgn ? DType::s8 : DType::u8, v.layout());
+  const float* vp = vbar.data();
+  const int64_t n = v.numel();
+  int64_t outside = 0;  // levels outside [lo, hi]: a step that does not match the rule
+  auto fill = [&](auto* kp) {
+#pragma omp parallel for simd reduction(+ : outside) if (n > 16384)
+    for (int64_t i = 0; i < n; ++i) {
+      // vbar = k·step up to float rounding, so r is within 1e-5 of k: round half away by truncation (vectorizes).
+      const float r = vp[i] * inv_step;
+      const int32_t ki = static_cast<int32_t>(r + (r < 0.f ? -0.5f : 0.5f));
+      outside += static_cast<int64_t>(ki < lo) + static_cast<int64_t>(ki > hi);
+      kp[i] = static_cast<std::remove_pointer_t<decltype(kp)>>(ki);
+    }
+  };
+  if (sgn) fill(k.data<int8_t>());
+  else fill(k.data<uint8_t>());
+  QIL_CHECK(outside == 0, kind(), ": ", outside, " levels fell outside [", lo, ", ", hi, "] (step ", level_step(), ")");
+  return k;
 }
 
 void Quantizer::set_frozen(bool frozen) {
@@ -345,6 +380,11 @@ void QilActQuantizer::set_bits(int bits) {
 
 int QilActQuantizer::positive_levels() const {
   return is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
+}
+
+Tensor QilActQuantizer::levels(const Tensor& x) const {
+  require_calibrated("QilActQuantizer::levels");
+  return qil_activation_codes(x, c_, d_, bits_, is_signed_);
 }
 
 NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}}; }

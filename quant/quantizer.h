@@ -60,6 +60,18 @@ class Quantizer {
   // Whether the output takes negative values: QIL's spans [−1, 1] (odd-symmetric rule) rather than [0, 1].
   virtual bool is_signed() const = 0;
 
+  // Integer inference: operator()(v) = k·level_step() with k an integer in [min_level(), positive_levels()] —
+  // QIL's and DoReFa's k/q (step 1/q), LSQ's k·s, PACT's k·α/q. No kind has an offset: level 0 is the value 0,
+  // which is what lets an integer convolution pad with level 0 where the float one pads with 0.
+  virtual double level_step() const = 0;
+  virtual int min_level() const { return is_signed() ? -positive_levels() : 0; }
+  // k of every element of v, in v's shape and layout: s8 when min_level() < 0, else u8 (no autograd).
+  // This default rounds operator()(v)/level_step(), so k is by construction the level the float path uses.
+  virtual Tensor levels(const Tensor& v) const;
+  // Throws, naming the kind, bits and range, when the levels do not fit that 8-bit type (8-bit DoReFa weights
+  // reach ±255); levels() checks it first.
+  void check_levels_fit() const;
+
   // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them
   // ("weight_quant." / "act_quant."). Entries that must not train (a pinned γ) have requires_grad false.
   virtual NamedTensors named_parameters() const = 0;
@@ -147,6 +159,7 @@ class QilWeightQuantizer : public QilQuantizerBase {
   void set_bits(int bits) override;
   int positive_levels() const override;
   bool is_signed() const override { return true; }
+  double level_step() const override { return 1.0 / positive_levels(); }
   NamedTensors named_parameters() const override;
   bool pinned(const std::string& name) const override { return fix_gamma_ && name == "gamma"; }
   void observe(const Tensor& w) override;
@@ -181,6 +194,8 @@ class QilActQuantizer : public QilQuantizerBase {
   Tensor transform(const Tensor& x) const override;
   void set_bits(int bits) override;
   int positive_levels() const override;
+  double level_step() const override { return 1.0 / positive_levels(); }
+  Tensor levels(const Tensor& x) const override;  // one pass (qil_activation_codes)
   NamedTensors named_parameters() const override;
   void observe(const Tensor& x) override;
   void finish_calibration() override;

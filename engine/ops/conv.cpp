@@ -23,33 +23,6 @@ int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_
 
 namespace {
 
-// Everything a convolution primitive needs, derived once from the shapes.
-struct ConvDims {
-  memory::dims src, wei, bias, dst;        // plain dims; grouped weights as (G, O/G, I/G, KH, KW)
-  memory::dims strides, dilates, pad_l, pad_r;
-  tag wei_tag;
-};
-
-ConvDims conv_dims(const Tensor& x, const Tensor& w, const Conv2dGeom& g, int64_t oh, int64_t ow) {
-  ConvDims d;
-  const int64_t n = x.size(0), c = x.size(1), o = w.size(0), kh = w.size(2), kw = w.size(3);
-  d.src = {n, c, x.size(2), x.size(3)};
-  d.dst = {n, o, oh, ow};
-  d.bias = {o};
-  if (g.groups == 1) {
-    d.wei = {o, c, kh, kw};
-    d.wei_tag = tag::oihw;
-  } else {  // (O, I/G, KH, KW) in memory is exactly goihw with O split as (G, O/G)
-    d.wei = {g.groups, o / g.groups, c / g.groups, kh, kw};
-    d.wei_tag = tag::goihw;
-  }
-  d.strides = {g.stride_h, g.stride_w};
-  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts dilation from 0
-  d.pad_l = {g.pad_h, g.pad_w};
-  d.pad_r = {g.pad_h, g.pad_w};  // oneDNN floors the output size as PyTorch does
-  return d;
-}
-
 memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
 
 dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvDims& d, bool with_bias, dnnl::prop_kind pk) {

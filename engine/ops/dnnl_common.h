@@ -4,6 +4,7 @@
 #pragma once
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "engine/ops.h"
 #include "engine/tensor.h"
 
 namespace engine::ops::dnnl_glue {
@@ -27,15 +28,26 @@ inline memory::dims dims_of(const Tensor& t) { return memory::dims(t.shape().beg
 
 inline memory::desc plain_md(const memory::dims& d, tag t) { return memory::desc(d, memory::data_type::f32, t); }
 
-// An activation (N, C, H, W) as oneDNN sees it: nchw, or nChw16c for Layout::blocked.
+// oneDNN's name for a tensor's dtype (f32, s8, u8, s32).
+inline memory::data_type dnnl_dtype(DType t) {
+  switch (t) {
+    case DType::s8: return memory::data_type::s8;
+    case DType::u8: return memory::data_type::u8;
+    case DType::s32: return memory::data_type::s32;
+    case DType::bf16: return memory::data_type::bf16;
+    default: return memory::data_type::f32;
+  }
+}
+
+// An activation (N, C, H, W) as oneDNN sees it: nchw, or nChw16c for Layout::blocked; its own dtype.
 inline memory::desc act_md(const Tensor& t) {
-  return plain_md(dims_of(t), t.layout() == Layout::blocked ? tag::nChw16c : tag::nchw);
+  return memory::desc(dims_of(t), dnnl_dtype(t.dtype()), t.layout() == Layout::blocked ? tag::nChw16c : tag::nchw);
 }
 inline memory::desc blocked_md(const memory::dims& d) { return plain_md(d, tag::nChw16c); }
 
-// A dnnl::memory over a tensor's storage (no copy). oneDNN takes non-const pointers even for inputs.
+// A dnnl::memory over a tensor's storage (no copy), of any dtype. oneDNN takes non-const pointers even for inputs.
 inline memory wrap(const Tensor& t, const memory::desc& md) {
-  return memory(md, cpu_engine(), const_cast<float*>(t.data()));
+  return memory(md, cpu_engine(), const_cast<void*>(t.bytes()));
 }
 
 // `src` as memory in layout `want`: the same memory when the layouts agree, else a reordered copy.
@@ -54,6 +66,34 @@ inline memory output_in(const memory& plain, const memory::desc& md) {
 inline void copy_back(memory produced, memory plain) {
   if (produced.get_data_handle() == plain.get_data_handle()) return;
   dnnl::reorder(produced, plain).execute(cpu_stream(), produced, plain);
+}
+
+// The plain dims of a convolution (conv.cpp, int8.cpp), derived once from the shapes.
+struct ConvDims {
+  memory::dims src, wei, bias, dst;  // plain dims; grouped weights as (G, O/G, I/G, KH, KW)
+  memory::dims strides, dilates, pad_l, pad_r;
+  tag wei_tag;
+};
+
+// x (N, C, H, W), w (O, C/groups, KH, KW), output (oh, ow).
+inline ConvDims conv_dims(const Tensor& x, const Tensor& w, const Conv2dGeom& g, int64_t oh, int64_t ow) {
+  ConvDims d;
+  const int64_t n = x.size(0), c = x.size(1), o = w.size(0), kh = w.size(2), kw = w.size(3);
+  d.src = {n, c, x.size(2), x.size(3)};
+  d.dst = {n, o, oh, ow};
+  d.bias = {o};
+  if (g.groups == 1) {
+    d.wei = {o, c, kh, kw};
+    d.wei_tag = tag::oihw;
+  } else {  // (O, I/G, KH, KW) in memory is exactly goihw with O split as (G, O/G)
+    d.wei = {g.groups, o / g.groups, c / g.groups, kh, kw};
+    d.wei_tag = tag::goihw;
+  }
+  d.strides = {g.stride_h, g.stride_w};
+  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts dilation from 0
+  d.pad_l = {g.pad_h, g.pad_w};
+  d.pad_r = {g.pad_h, g.pad_w};  // oneDNN floors the output size as PyTorch does
+  return d;
 }
 
 // dst += src, converting layouts on the way. A reorder with a sum post-op reads dst and adds, so a gradient

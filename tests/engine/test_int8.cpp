@@ -1,0 +1,214 @@
+// conv2d_int8 and linear_int8 against plain-loop integer twins: the s32 sums must be exact (scale 1, no bias,
+// sums below 2^24, so the f32 output is the sum itself) and the scaled output with bias must be
+// fl(fl(scale·acc) + b) to within half an ulp of scale·acc (0 in practice; the bound admits an implementation that
+// fuses the multiply and the add). Shapes cover stride, padding, dilation, groups, 1x1, one input channel,
+// blocked inputs, and the operands that make oneDNN's non-VNNI kernels saturate (u8 255 × s8 ±127) or halve the
+// weights (any s8 source).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "op_check.h"
+
+#include "engine/ops.h"
+
+using namespace engine;
+using namespace qiltest;
+
+namespace {
+
+struct Int8ConvCase {
+  int64_t n, c, h, w, o, k;
+  ops::Conv2dGeom g;
+  DType src;
+  int src_lo, src_hi;  // source levels drawn uniformly from [lo, hi] (lo = hi: every element that value)
+  int w_lo, w_hi;      // weight codes likewise
+};
+
+ops::Conv2dGeom geom(int64_t s, int64_t p, int64_t d, int64_t groups) {
+  ops::Conv2dGeom g;
+  g.stride_h = g.stride_w = s;
+  g.pad_h = g.pad_w = p;
+  g.dil_h = g.dil_w = d;
+  g.groups = groups;
+  return g;
+}
+
+int draw(Generator& gen, int lo, int hi) {
+  return lo + static_cast<int>(gen.below(static_cast<uint64_t>(hi - lo + 1)));
+}
+
+// Integer levels of dtype t, uniform in [lo, hi].
+Tensor levels(const Shape& s, DType t, int lo, int hi, Generator& gen) {
+  Tensor k = Tensor::empty(s, t);
+  for (int64_t i = 0; i < k.numel(); ++i) {
+    const int v = draw(gen, lo, hi);
+    if (t == DType::u8) k.data<uint8_t>()[i] = static_cast<uint8_t>(v);
+    else k.data<int8_t>()[i] = static_cast<int8_t>(v);
+  }
+  return k;
+}
+
+int level_at(const Tensor& k, int64_t i) {
+  return k.dtype() == DType::u8 ? k.data<uint8_t>()[i] : k.data<int8_t>()[i];
+}
+
+// The direct definition in integers: every (output, input tap) pair once. acc (N, O, OH, OW).
+std::vector<int64_t> conv_sums(const Int8ConvCase& k, const Tensor& x, const Tensor& w, int64_t oh, int64_t ow) {
+  const auto& g = k.g;
+  const int64_t cg = k.c / g.groups, og = k.o / g.groups;
+  std::vector<int64_t> acc(static_cast<size_t>(k.n * k.o * oh * ow), 0);
+  for (int64_t n = 0; n < k.n; ++n)
+    for (int64_t o = 0; o < k.o; ++o)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          int64_t s = 0;
+          for (int64_t ci = 0; ci < cg; ++ci)
+            for (int64_t p = 0; p < k.k; ++p)
+              for (int64_t q = 0; q < k.k; ++q) {
+                const int64_t hh = i * g.stride_h - g.pad_h + p * g.dil_h;
+                const int64_t ww = j * g.stride_w - g.pad_w + q * g.dil_w;
+                if (hh < 0 || hh >= k.h || ww < 0 || ww >= k.w) continue;  // zero padding: level 0
+                const int64_t c = (o / og) * cg + ci;
+                s += level_at(x, ((n * k.c + c) * k.h + hh) * k.w + ww) *
+                     static_cast<int64_t>(w.data<int8_t>()[((o * cg + ci) * k.k + p) * k.k + q]);
+              }
+          acc[static_cast<size_t>(((n * k.o + o) * oh + i) * ow + j)] = s;
+        }
+  return acc;
+}
+
+// y against the twin: exactly acc (exact_sums), else fl(fl(scale·acc) + b[o]) within half an ulp of scale·acc.
+void check_int8_output(const std::vector<float>& y, const std::vector<int64_t>& acc, float scale, const Tensor& b,
+                       int64_t channels, int64_t inner, bool exact_sums, const std::string& what) {
+  REQUIRE(y.size() == acc.size());
+  for (size_t i = 0; i < acc.size(); ++i) {
+    if (exact_sums) {
+      REQUIRE_MESSAGE(std::fabs(static_cast<double>(acc[i])) < 16777216.0, what << ": test sum beyond 2^24");
+      if (y[i] != static_cast<float>(acc[i])) {
+        FAIL_CHECK(what << ": element " << i << " is " << y[i] << ", the exact sum is " << acc[i]);
+        return;
+      }
+      continue;
+    }
+    const float prod = scale * static_cast<float>(acc[i]);
+    const float bias = b.defined() ? b.data()[(static_cast<int64_t>(i) / inner) % channels] : 0.f;
+    const float want = prod + bias;
+    const double tol = std::ldexp(std::fabs(static_cast<double>(prod)), -24);
+    if (!(std::fabs(static_cast<double>(y[i]) - want) <= tol)) {
+      FAIL_CHECK(what << ": element " << i << " is " << y[i] << ", expected " << want << " (sum " << acc[i]
+                      << ", tol " << tol << ")");
+      return;
+    }
+  }
+}
+
+std::vector<Int8ConvCase> int8_conv_cases() {
+  return {
+      {2, 16, 7, 6, 16, 3, geom(1, 1, 1, 1), DType::u8, 0, 15, -7, 7},        // 4-bit levels, 3x3 pad 1
+      {1, 3, 9, 8, 8, 3, geom(2, 1, 1, 1), DType::u8, 0, 3, -1, 1},           // 2-bit, stride 2, odd channels
+      {2, 1, 12, 12, 6, 5, geom(1, 2, 1, 1), DType::u8, 0, 15, -7, 7},        // one input channel, 5x5
+      {2, 8, 9, 9, 12, 3, geom(1, 2, 2, 2), DType::u8, 0, 15, -7, 7},         // dilation 2, groups 2
+      {2, 16, 8, 8, 32, 1, geom(2, 0, 1, 1), DType::u8, 0, 15, -7, 7},        // 1x1 stride 2 (shortcut)
+      {1, 16, 5, 5, 16, 3, geom(1, 1, 1, 1), DType::u8, 255, 255, 127, 127},  // saturating pairs without VNNI
+      {2, 16, 5, 5, 16, 3, geom(1, 1, 1, 1), DType::u8, 0, 255, -127, 127},   // 8-bit levels and codes
+      {2, 3, 8, 8, 16, 3, geom(1, 1, 1, 1), DType::s8, -127, 127, -127, 127}, // signed first-layer input
+      {1, 16, 5, 5, 16, 3, geom(1, 1, 1, 1), DType::s8, -128, -128, -128, -128},  // LSQ's extreme codes
+      {2, 5, 7, 7, 4, 3, geom(1, 1, 1, 1), DType::s8, -7, 7, -7, 7},         // odd codes: oneDNN halves s8 weights
+  };
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_int8: exact s32 sums and the scaled, biased output equal the integer twin") {
+  Generator gen(11);
+  for (const Int8ConvCase& k : int8_conv_cases()) {
+    CAPTURE(k.c);
+    CAPTURE(k.o);
+    CAPTURE(k.src_hi);
+    CAPTURE(k.w_hi);
+    const Tensor x = levels({k.n, k.c, k.h, k.w}, k.src, k.src_lo, k.src_hi, gen);
+    const Tensor w = levels({k.o, k.c / k.g.groups, k.k, k.k}, DType::s8, k.w_lo, k.w_hi, gen);
+    Tensor b = randn({k.o}, gen, 2.f);
+    const int64_t oh = ops::conv_out_size(k.h, k.k, k.g.stride_h, k.g.pad_h, k.g.dil_h);
+    const int64_t ow = ops::conv_out_size(k.w, k.k, k.g.stride_w, k.g.pad_w, k.g.dil_w);
+    const std::vector<int64_t> acc = conv_sums(k, x, w, oh, ow);
+    check_int8_output(ops::conv2d_int8(x, w, Tensor(), 1.f, k.g).to_vector(), acc, 1.f, Tensor(), k.o, oh * ow,
+                      true, "exact sums");
+    const float scale = 0.0173f;  // not a power of two: the scaling rounds
+    check_int8_output(ops::conv2d_int8(x, w, b, scale, k.g).to_vector(), acc, scale, b, k.o, oh * ow, false,
+                      "scaled with bias");
+  }
+}
+
+TEST_CASE("conv2d_int8: blocked input levels, and a blocked output under keep_blocked") {
+  Generator gen(12);
+  const Int8ConvCase k{2, 32, 6, 6, 16, 3, geom(1, 1, 1, 1), DType::u8, 0, 15, -7, 7};
+  const Tensor x = levels({k.n, k.c, k.h, k.w}, DType::u8, 0, 15, gen);
+  const Tensor w = levels({k.o, k.c, 3, 3}, DType::s8, -7, 7, gen);
+  const Tensor b = randn({k.o}, gen, 1.f);
+  // The same levels in nChw16c order: element (n, c, s) at ((n * C/16 + c/16) * H*W + s) * 16 + c % 16.
+  Tensor xb = Tensor::empty(x.shape(), DType::u8, Layout::blocked);
+  for (int64_t n = 0; n < k.n; ++n)
+    for (int64_t c = 0; c < k.c; ++c)
+      for (int64_t s = 0; s < k.h * k.w; ++s)
+        xb.data<uint8_t>()[((n * (k.c / kBlock) + c / kBlock) * k.h * k.w + s) * kBlock + c % kBlock] =
+            x.data<uint8_t>()[(n * k.c + c) * k.h * k.w + s];
+  const Tensor xbp = xb.plain();
+  REQUIRE(std::vector<uint8_t>(xbp.data<uint8_t>(), xbp.data<uint8_t>() + x.numel()) ==
+          std::vector<uint8_t>(x.data<uint8_t>(), x.data<uint8_t>() + x.numel()));
+  const std::vector<int64_t> acc = conv_sums(k, x, w, 6, 6);
+  ops::set_keep_blocked(true);
+  const Tensor y = ops::conv2d_int8(xb, w, b, 0.05f, k.g);
+  ops::set_keep_blocked(false);
+  CHECK(y.layout() == Layout::blocked);
+  check_int8_output(y.to_vector(), acc, 0.05f, b, k.o, 36, false, "blocked");
+  check_int8_output(ops::conv2d_int8(xb, w, b, 0.05f, k.g).to_vector(), acc, 0.05f, b, k.o, 36, false,
+                    "blocked input, plain output");
+}
+
+TEST_CASE("linear_int8: exact s32 sums and the scaled, biased output equal the integer twin") {
+  Generator gen(13);
+  struct Case {
+    int64_t n, in, out;
+    DType src;
+    int src_lo, src_hi, w_lo, w_hi;
+  };
+  for (const Case& k : std::vector<Case>{{5, 64, 10, DType::u8, 0, 15, -7, 7},
+                                         {3, 400, 17, DType::u8, 0, 3, -1, 1},
+                                         {2, 64, 10, DType::u8, 255, 255, 127, 127},
+                                         {4, 50, 9, DType::u8, 0, 255, -127, 127},
+                                         {4, 33, 8, DType::s8, -128, 127, -128, 127}}) {
+    CAPTURE(k.in);
+    CAPTURE(k.src_hi);
+    const Tensor x = levels({k.n, k.in}, k.src, k.src_lo, k.src_hi, gen);
+    const Tensor w = levels({k.out, k.in}, DType::s8, k.w_lo, k.w_hi, gen);
+    const Tensor b = randn({k.out}, gen, 2.f);
+    std::vector<int64_t> acc(static_cast<size_t>(k.n * k.out), 0);
+    for (int64_t n = 0; n < k.n; ++n)
+      for (int64_t o = 0; o < k.out; ++o)
+        for (int64_t i = 0; i < k.in; ++i)
+          acc[static_cast<size_t>(n * k.out + o)] += level_at(x, n * k.in + i) *
+                                                     static_cast<int64_t>(w.data<int8_t>()[o * k.in + i]);
+    check_int8_output(ops::linear_int8(x, w, Tensor(), 1.f).to_vector(), acc, 1.f, Tensor(), k.out, 1, true,
+                      "exact sums");
+    check_int8_output(ops::linear_int8(x, w, b, 0.0173f).to_vector(), acc, 0.0173f, b, k.out, 1, false,
+                      "scaled with bias");
+  }
+}
+
+TEST_CASE("conv2d_int8 and linear_int8: misuse is an error naming the operand") {
+  const Tensor x8 = Tensor::zeros({1, 4, 5, 5}, DType::u8);
+  const Tensor w8 = Tensor::zeros({2, 4, 3, 3}, DType::s8);
+  check_error([&] { ops::conv2d_int8(Tensor::zeros({1, 4, 5, 5}), w8, Tensor(), 1.f, geom(1, 1, 1, 1)); },
+              {"conv2d_int8", "input levels must be u8 or s8"});
+  check_error([&] { ops::conv2d_int8(x8, Tensor::zeros({2, 4, 3, 3}, DType::u8), Tensor(), 1.f, geom(1, 1, 1, 1)); },
+              {"conv2d_int8", "weight codes must be s8"});
+  check_error([&] { ops::conv2d_int8(x8, Tensor::zeros({2, 3, 3, 3}, DType::s8), Tensor(), 1.f, geom(1, 1, 1, 1)); },
+              {"conv2d_int8", "does not fit input"});
+  check_error([&] { ops::conv2d_int8(x8, w8, Tensor::zeros({3}), 1.f, geom(1, 1, 1, 1)); },
+              {"conv2d_int8", "bias must be f32 (2)"});
+  const Tensor x2 = Tensor::zeros({2, 5}, DType::u8);
+  check_error([&] { ops::linear_int8(x2, Tensor::zeros({3, 4}, DType::s8), Tensor(), 1.f); },
+              {"linear_int8", "has 5 features"});
+}
