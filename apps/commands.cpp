@@ -31,9 +31,14 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 void add_eval_flags(CLI::App& app, EvalOptions& o) {
-  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
-  app.add_option("--data", o.data, "data kind: fashion-mnist | idx | cifar10 | cifar100")->capture_default_str();
-  app.add_option("--data-dir", o.data_dir, "data folder (fashion-mnist default: Debian's)");
+  app.add_option("checkpoint", o.checkpoint,
+                 "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
+                 "or BF16; the --model ... flags below fill in what it does not say)")
+      ->required();
+  app.add_option("--data", o.data, "data kind: fashion-mnist | idx | cifar10 | cifar100 | imagenet")
+      ->capture_default_str();
+  app.add_option("--data-dir", o.data_dir,
+                 "data folder (fashion-mnist default: Debian's; imagenet: the folder holding val/<class>/*.JPEG)");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--subset", o.subset, "evaluate the first N images only (0 = all)");
   app.add_option("--workers", o.workers, "data decode threads")->capture_default_str();
@@ -52,6 +57,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--calib-batches", o.calib_batches, "with --quant: training batches observed to set the intervals")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
+  add_model_file_flags(app, o.file);
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
 }
 
@@ -80,7 +86,7 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, true);
   if (!o.quant.empty()) quantize_for_eval(lm, o);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   std::string name;

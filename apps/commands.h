@@ -1,5 +1,6 @@
 // The smaller subcommands: eval, models, inspect. Each has an options struct, a flag registration and a run.
 #pragma once
+#include "apps/model_file.h"
 #include <string>
 
 namespace CLI {
@@ -9,7 +10,7 @@ class App;
 namespace apps {
 
 struct EvalOptions {
-  std::string checkpoint;
+  std::string checkpoint;  // or a .safetensors file (file describes it)
   std::string data = "fashion-mnist";
   std::string data_dir;
   int64_t batch = 256;
@@ -25,6 +26,7 @@ struct EvalOptions {
   std::string first_last = "fp";
   int64_t calib_batches = 8;
   bool int8 = false;  // integer inference for the layers whose weights and input are quantized (docs/int8.md)
+  ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
 void add_eval_flags(CLI::App& app, EvalOptions& o);
 int run_eval(const EvalOptions& o);

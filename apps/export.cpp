@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "apps/export_onnx.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
@@ -140,20 +141,16 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
   return out;
 }
 
-namespace {
-// A quantized layer's weight as int8 codes and the scale that turns them into the weight it computes with:
-// w̄·out_scale = code·weight_scale. The codes are the weight quantizer's levels (w̄ = code·level_step), the ones
-// integer inference (`--int8`) computes with.
-void add_weight_codes(ExportedModel& out, const layers::QuantizableModule& l, const std::string& pre) {
+WeightCodes weight_codes(const layers::QuantizableModule& l, const std::string& name) {
+  // The codes are the weight quantizer's levels (w̄ = code·level_step), the ones integer inference (`--int8`)
+  // computes with.
   const quant::Quantizer& wq = *l.active_weight_quantizer();
   const int reach = std::max(-wq.min_level(), wq.positive_levels());
-  QIL_CHECK(wq.min_level() >= -128 && wq.positive_levels() <= 127, "export --format int: layer '",
-            pre.substr(0, pre.size() - 1), "' has ", wq.bits(), "-bit ", wq.kind(), " weights, whose codes reach ",
-            reach, " and do not fit int8 (use --format safetensors, or at most 7 bits)");
-  out.tensors.emplace_back(pre + "weight_int", wq.levels(l.weight().detach()));
-  out.tensors.emplace_back(pre + "weight_scale", scalar(static_cast<float>(l.out_scale().item() * wq.level_step())));
+  QIL_CHECK(wq.min_level() >= -128 && wq.positive_levels() <= 127, "export: layer '", name, "' has ", wq.bits(),
+            "-bit ", wq.kind(), " weights, whose codes reach ", reach,
+            " and do not fit int8 (use --format safetensors, or at most 7 bits)");
+  return {wq.levels(l.weight().detach()), static_cast<float>(l.out_scale().item() * wq.level_step())};
 }
-}  // namespace
 
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
   ExportedModel out;
@@ -166,8 +163,11 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
       continue;
     }
     const std::string pre = p.name.substr(0, p.name.size() - 6);  // "<layer>." (without "weight")
-    if (weight_quantized(*l)) add_weight_codes(out, *l, pre);
-    else out.tensors.emplace_back(p.name, effective_weight(*l));
+    if (weight_quantized(*l)) {
+      WeightCodes wc = weight_codes(*l, pre.substr(0, pre.size() - 1));
+      out.tensors.emplace_back(pre + "weight_int", wc.codes);
+      out.tensors.emplace_back(pre + "weight_scale", scalar(wc.scale));
+    } else out.tensors.emplace_back(p.name, effective_weight(*l));
     if (input_quantized(*l)) {
       // The quantizer's own parameters (QIL: c, d; LSQ: s; PACT: alpha; DoReFa: none), which its rule names.
       for (const auto& [n, t] : l->active_act_quantizer()->named_parameters())
@@ -189,19 +189,30 @@ ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta) {
 
 void add_export_flags(CLI::App& app, ExportOptions& o) {
   app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
-  app.add_option("--out", o.out, "output .safetensors file")->required();
-  app.add_option("--format", o.format, "safetensors (float, torchvision names) | int (integer weight codes)")
+  app.add_option("--out", o.out, "output file (.safetensors; .onnx for --format onnx)")->required();
+  app.add_option("--format", o.format,
+                 "safetensors (float, torchvision names) | int (integer weight codes) | onnx (opset 13 graph, "
+                 "quantized layers as QuantizeLinear/DequantizeLinear)")
       ->capture_default_str();
   app.add_flag("--with-quant-params", o.with_quant_params,
                "safetensors: also write the quantizer parameters (<layer>.weight_quant.c, ...) and output scales");
 }
 
 int run_export(const ExportOptions& o) {
-  QIL_CHECK(o.format == "safetensors" || o.format == "int", "export: --format must be safetensors or int, got '",
-            o.format, "'");
+  QIL_CHECK(o.format == "safetensors" || o.format == "int" || o.format == "onnx",
+            "export: --format must be safetensors, int or onnx, got '", o.format, "'");
   QIL_CHECK(!(o.with_quant_params && o.format == "int"),
             "export: --with-quant-params applies to --format safetensors (the int format always has them)");
   layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  if (o.format == "onnx") {
+    engine::write_file_atomic(o.out, export_onnx(*lm.model, lm.meta), "export");
+    bool quantized = false;
+    for (auto& [n, l] : layers::quantizable_layers(*lm.model))
+      quantized |= l->active_weight_quantizer() || l->active_act_quantizer();
+    std::printf("%s: ONNX graph (opset 13%s) written to %s\n", o.checkpoint.c_str(),
+                quantized ? ", quantized layers as QuantizeLinear/DequantizeLinear" : "", o.out.c_str());
+    return 0;
+  }
   ExportedModel e = o.format == "int" ? export_int(*lm.model, lm.meta)
                                       : export_float(*lm.model, lm.meta, o.with_quant_params);
   engine::write_safetensors(o.out, e.tensors, e.metadata);
@@ -211,11 +222,15 @@ int run_export(const ExportOptions& o) {
 }
 
 void add_predict_flags(CLI::App& app, PredictOptions& o) {
-  app.add_option("checkpoint", o.checkpoint, "checkpoint file (e.g. runs/NAME/best.ckpt)")->required();
+  app.add_option("checkpoint", o.checkpoint,
+                 "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
+                 "or BF16; the --model ... flags below fill in what it does not say)")
+      ->required();
   app.add_option("--input", o.input, ".npy float32 (N, C, H, W), already normalized")->required();
   app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  add_model_file_flags(app, o.file);
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
 }
 
@@ -262,7 +277,7 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
+  layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, false);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);

@@ -1,13 +1,14 @@
 // `qil export` and `qil predict`: a trained network out of qil. export writes safetensors, either float
 // tensors under torchvision's names (quantized layers as the effective weight w̄·s they compute with) or
 // integer weight codes with their scales and the activation quantizers' parameters; predict runs a NumPy
-// `.npy` batch through a checkpoint and writes the logits as `.npy`. Not an importer (train's --init reads
-// checkpoints and safetensors), not an ONNX or TorchScript exporter.
+// `.npy` batch through a checkpoint (or torchvision-named safetensors, apps/model_file.h) and writes the logits
+// as `.npy`. Not an ONNX or TorchScript exporter.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 
+#include "apps/model_file.h"
 #include "layers/model_io.h"
 #include "engine/serialize.h"
 
@@ -40,6 +41,15 @@ struct ExportedModel {
 // is full precision. A new tensor, no autograd history.
 engine::Tensor effective_weight(const layers::QuantizableModule& layer);
 
+// A layer with quantized weights as int8 codes and the scale that turns them into the weight it computes with:
+// w̄·out_scale = codes·scale (QIL, DoReFa, PACT: odd or symmetric codes in [−q, q]; LSQ: [−2^(b−1), 2^(b−1)−1]).
+// Weights whose codes do not fit int8 (8-bit DoReFa) are an error naming the layer.
+struct WeightCodes {
+  engine::Tensor codes;  // s8, the weight's shape
+  float scale;
+};
+WeightCodes weight_codes(const layers::QuantizableModule& layer, const std::string& name);
+
 // Every parameter and buffer under its own name, quantized layers' `weight` replaced by effective_weight;
 // quantizer parameters (weight_quant.*, act_quant.*, out_scale) only when with_quant_params.
 ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta, bool with_quant_params);
@@ -51,12 +61,13 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta);
 
 struct PredictOptions {
-  std::string checkpoint;
+  std::string checkpoint;  // or a .safetensors file (file describes it)
   std::string input;
   std::string output;
   int64_t batch = 64;
   int64_t threads = 0;  // 0 = OpenMP's default
   bool int8 = false;    // integer inference for the layers whose weights and input are quantized
+  ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
 
 // `--int8` of eval and predict: its help text, and switching integer inference on for every layer whose weights

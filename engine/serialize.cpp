@@ -565,6 +565,29 @@ StEntry parse_entry(const std::string& where, const std::string& name, const nlo
   return e;
 }
 
+// IEEE 754 binary16 -> binary32, exactly (every half is a float): normal, subnormal, zero, infinity, NaN.
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);  // infinity, NaN (payload kept)
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);  // rebias 15 -> 127
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: shift the mantissa up to a leading 1
+    exp = 113;
+    while (!(man & 0x400u)) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 Tensor load_entry(const std::string& where, const StEntry& e, const uint8_t* data) {
   const std::string w = str_cat(where, ": tensor '", e.name, "'");
   uint64_t numel = 1;
@@ -573,9 +596,9 @@ Tensor load_entry(const std::string& where, const StEntry& e, const uint8_t* dat
               " overflows");
   const std::map<std::string, std::pair<DType, uint64_t>> kinds = {
       {"F32", {DType::f32, 4}}, {"BF16", {DType::bf16, 2}}, {"I8", {DType::s8, 1}},
-      {"U8", {DType::u8, 1}},   {"I32", {DType::s32, 4}},   {"I64", {DType::s32, 8}}};
+      {"U8", {DType::u8, 1}},   {"I32", {DType::s32, 4}},   {"I64", {DType::s32, 8}}, {"F16", {DType::f32, 2}}};
   const auto k = kinds.find(e.dtype);
-  QIL_CHECK(k != kinds.end(), w, ": unsupported dtype ", e.dtype, " (qil reads F32, BF16, I8, U8, I32, I64)");
+  QIL_CHECK(k != kinds.end(), w, ": unsupported dtype ", e.dtype, " (qil reads F32, F16, BF16, I8, U8, I32, I64)");
   const auto [dtype, elem] = k->second;
   QIL_CHECK(numel <= std::numeric_limits<uint64_t>::max() / elem && e.end - e.begin == numel * elem, w,
             ": data_offsets [", e.begin, ", ", e.end, ") hold ", e.end - e.begin, " bytes but ", e.dtype, " shape ",
@@ -590,6 +613,9 @@ Tensor load_entry(const std::string& where, const StEntry& e, const uint8_t* dat
                 ": I64 value ", v, " at element ", i, " does not fit in 32 bits");
       dst[i] = static_cast<int32_t>(v);
     }
+  } else if (e.dtype == "F16") {  // read as f32: qil has no 16-bit float dtype but bf16
+    float* dst = t.data();
+    for (uint64_t i = 0; i < numel; ++i) dst[i] = half_to_float(get_le<uint16_t>(src + 2 * i));
   } else if (numel) {
     std::memcpy(t.bytes(), src, numel * elem);
   }

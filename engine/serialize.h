@@ -81,8 +81,8 @@ struct SafeTensors {
 // dtypes written: F32 (and BF16, I8, U8, I32 for the other qil dtypes); plain layout. Written atomically.
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
-// Reads F32, BF16, I8, U8, I32, and I64 (converted to s32 when every value fits, e.g. PyTorch's
-// num_batches_tracked). Validates the header length, the JSON, every dtype, shape and data_offsets (within
+// Reads F32, BF16, I8, U8, I32, F16 (converted to f32, exactly) and I64 (converted to s32 when every value
+// fits, e.g. PyTorch's num_batches_tracked). Validates the header length, the JSON, every dtype, shape and data_offsets (within
 // the buffer, matching the shape, no overlap, no gap).
 SafeTensors read_safetensors(const std::string& path);
 

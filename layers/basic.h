@@ -65,6 +65,7 @@ class BatchNorm2d : public Module {
   // (quantizer-only training keeps BN on its full-precision statistics).
   void set_frozen(bool f) { frozen_ = f; }
   bool frozen() const { return frozen_; }
+  float eps() const { return eps_; }
 
  private:
   int64_t c_;
@@ -84,6 +85,7 @@ class MaxPool2d : public Module {
   MaxPool2d(int64_t kernel, int64_t stride, int64_t padding = 0);
   Tensor forward(const Tensor& x) override { return engine::ops::max_pool2d(x, geom_); }
   std::string describe() const override;
+  const engine::ops::Pool2dGeom& geom() const { return geom_; }
 
  private:
   engine::ops::Pool2dGeom geom_;
@@ -104,6 +106,8 @@ class AdaptiveAvgPool2d : public Module {
   AdaptiveAvgPool2d(int64_t oh, int64_t ow) : oh_(oh), ow_(ow) {}
   Tensor forward(const Tensor& x) override { return engine::ops::adaptive_avg_pool2d(x, oh_, ow_); }
   std::string describe() const override;
+  int64_t out_h() const { return oh_; }
+  int64_t out_w() const { return ow_; }
 
  private:
   int64_t oh_, ow_;

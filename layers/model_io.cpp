@@ -82,34 +82,63 @@ void add_model(engine::Checkpoint& ck, Module& model, const ModelMeta& meta) {
   ck.add_json("quant_layout", quant_layout(model).dump());
 }
 
+namespace {
+// "a, b, c and 4 more": at most `shown` entries of a list, for an error message.
+std::string name_list(const std::vector<std::string>& names, size_t shown = 12) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < shown; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > shown) out += str_cat(" and ", names.size() - shown, " more");
+  return out;
+}
+
+bool is_batch_counter(const std::string& n) {  // PyTorch's BatchNorm counter has no role here (momentum is fixed)
+  const std::string nbt = "num_batches_tracked";
+  return n.size() >= nbt.size() && n.compare(n.size() - nbt.size(), nbt.size(), nbt) == 0;
+}
+
+// Every way the file's tensors fail to fit the network, in one error: missing names, names the network does
+// not have, and shape (or dtype) mismatches.
+void check_tensors_fit(const std::vector<NamedTensor>& all, const std::map<std::string, const engine::Tensor*>& have,
+                       const std::string& file, bool allow_missing_quant) {
+  std::vector<std::string> missing, unexpected, misfit;
+  std::set<std::string> names;
+  for (const auto& p : all) {
+    names.insert(p.name);
+    auto it = have.find(p.name);
+    if (it == have.end()) {
+      if (!(allow_missing_quant && p.kind == ParamKind::quant)) missing.push_back("'" + p.name + "'");
+    } else if (it->second->shape() != p.tensor.shape() || it->second->dtype() != p.tensor.dtype()) {
+      const engine::Tensor& t = *it->second;
+      const std::string dt = t.dtype() == p.tensor.dtype() ? "" : str_cat(" ", engine::dtype_name(t.dtype()));
+      misfit.push_back(str_cat("'", p.name, "' ", t.shape(), dt, " (the model's: ", p.tensor.shape(), ")"));
+    }
+  }
+  for (const auto& [n, t] : have)
+    if (!names.count(n) && !is_batch_counter(n)) unexpected.push_back("'" + n + "'");
+  if (missing.empty() && unexpected.empty() && misfit.empty()) return;
+  std::string msg = str_cat(file, ": its tensors do not fit this network");
+  if (!misfit.empty()) msg += str_cat("; ", misfit.size(), " with another shape: tensor ", name_list(misfit, 6));
+  if (!missing.empty()) msg += str_cat("; ", missing.size(), " missing (the file has no tensor ", name_list(missing), ")");
+  if (!unexpected.empty())
+    msg += str_cat("; ", unexpected.size(), " the network does not have (tensor ", name_list(unexpected), ")");
+  throw engine::Error(msg + " (is it a checkpoint of another model?)");
+}
+}  // namespace
+
 void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,
                         bool allow_missing_quant) {
   std::map<std::string, const engine::Tensor*> have;
   for (const auto& [n, t] : tensors) have[n] = &t;
-  std::set<std::string> used;
   std::vector<NamedTensor> all = model.named_parameters();
   for (auto& b : model.named_buffers()) all.push_back(b);
+  // Check everything first: a failed load leaves the network untouched and names every problem at once.
+  check_tensors_fit(all, have, file, allow_missing_quant);
   std::set<std::string> loaded_quant;
   for (auto& p : all) {
     auto it = have.find(p.name);
-    if (it == have.end()) {
-      QIL_CHECK(allow_missing_quant && p.kind == ParamKind::quant, file, ": has no tensor '", p.name,
-                "' (is it a checkpoint of another model?)");
-      continue;
-    }
-    const engine::Tensor& src = *it->second;
-    QIL_CHECK(src.shape() == p.tensor.shape() && src.dtype() == p.tensor.dtype(), file, ": tensor '", p.name,
-              "' has shape ", src.shape(), " but the model's is ", p.tensor.shape(),
-              " (is it a checkpoint of another model?)");
-    p.tensor.copy_from(src);
-    used.insert(p.name);
+    if (it == have.end()) continue;
+    p.tensor.copy_from(*it->second);
     if (p.kind == ParamKind::quant) loaded_quant.insert(p.name);
-  }
-  for (const auto& [n, t] : tensors) {
-    // PyTorch's BatchNorm counter has no role here (momentum is fixed).
-    const std::string nbt = "num_batches_tracked";
-    if (n.size() >= nbt.size() && n.compare(n.size() - nbt.size(), nbt.size(), nbt) == 0) continue;
-    QIL_CHECK(used.count(n), file, ": tensor '", n, "' does not belong to this model (another architecture?)");
   }
   // Re-arm: each quantizer hears which of its own parameters came from the file.
   for (auto& [name, l] : quantizable_layers(model)) {

@@ -33,9 +33,11 @@ void apply_quant_layout(Module& model, const nlohmann::json& layout, const std::
 // and the quantization layout as JSON "quant_layout".
 void add_model(engine::Checkpoint& ck, Module& model, const ModelMeta& meta);
 
-// Copies tensors into the network. Every parameter and buffer of the network must be present with its shape,
-// except quantizer parameters when allow_missing_quant (starting a quantized stage from a full-precision
-// file); keys the network does not have are errors. Each quantizer is told which of its parameters were loaded
+// Copies tensors into the network. Every parameter and buffer of the network must be present with its shape
+// and dtype, except quantizer parameters when allow_missing_quant (starting a quantized stage from a
+// full-precision file); keys the network does not have are errors (PyTorch's `num_batches_tracked` aside).
+// Everything is checked before anything is copied, and one error lists every missing, unexpected and
+// misshapen tensor. Each quantizer is told which of its parameters were loaded
 // (quant::Quantizer::parameters_loaded: one that received any counts as calibrated); a layer whose out_scale
 // was loaded counts as scale-fitted.
 void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,

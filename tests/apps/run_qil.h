@@ -2,6 +2,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -17,9 +19,7 @@ struct CmdResult {
 };
 
 inline std::string qil_binary() {
-  const char* b = std::getenv("QIL_BINARY");
-  if (b && *b) return b;
-  return std::filesystem::exists("./qil") ? "./qil" : "";
+  return testpaths::qil_binary();
 }
 
 inline CmdResult run_qil(const std::string& args) {

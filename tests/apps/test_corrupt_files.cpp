@@ -5,6 +5,8 @@
 // the file; under scripts/sanitize.sh, with no sanitizer report. Not the fuzzing itself (scripts/fuzz.sh).
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -91,9 +93,7 @@ bool read_or_refuse(const Reader& reader, const std::string& path, const std::st
 }
 
 fs::path corpus_root() {
-  const char* src = std::getenv("QIL_SOURCE_DIR");
-  REQUIRE_MESSAGE(src, "QIL_SOURCE_DIR is not set (ctest sets it)");
-  return fs::path(src) / "tests" / "fuzz" / "corpus";
+  return fs::path(testpaths::source_dir()) / "tests" / "fuzz" / "corpus";
 }
 
 std::string seed(const std::string& target) {

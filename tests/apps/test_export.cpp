@@ -3,6 +3,8 @@
 // their scale give the same weights, and predict's logits equal the network's forward.
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -311,7 +313,7 @@ TEST_CASE("predict: an input of the wrong shape names the file and both shapes")
   TempDir dir;
   write_tiny_checkpoint(dir.file("m.ckpt"), false);
   apps::write_npy(dir.file("x.npy"), random_tensor({2, 3, 8, 8}, 1));
-  apps::PredictOptions o{dir.file("m.ckpt"), dir.file("x.npy"), dir.file("y.npy"), 4, 0};
+  apps::PredictOptions o{dir.file("m.ckpt"), dir.file("x.npy"), dir.file("y.npy"), 4, 0, false, {}};
   check_error([&] { apps::run_predict(o); }, {"x.npy", "[2, 3, 8, 8]", "(N, 1, 8, 8)"});
   apps::write_npy(dir.file("x.npy"), random_tensor({1, 8, 8}, 1));
   check_error([&] { apps::run_predict(o); }, {"x.npy", "[1, 8, 8]"});
@@ -319,8 +321,7 @@ TEST_CASE("predict: an input of the wrong shape names the file and both shapes")
 }
 
 TEST_CASE("export and predict from the command line") {
-  const char* bin = std::getenv("QIL_BINARY");
-  if (!bin) return;  // run outside ctest
+  const std::string bin = testpaths::qil_binary();
   TempDir dir;
   write_tiny_checkpoint(dir.file("m.ckpt"), true);
   const std::string q = "'" + std::string(bin) + "' ";
@@ -330,7 +331,12 @@ TEST_CASE("export and predict from the command line") {
   CHECK(std::system((q + "export '" + dir.file("m.ckpt") + "' --format int --out '" + dir.file("i.safetensors") + "'" +
                      quiet).c_str()) == 0);
   CHECK(engine::read_safetensors(dir.file("i.safetensors")).metadata.at("format") == "qil-export-int-v1");
-  CHECK(std::system((q + "export '" + dir.file("m.ckpt") + "' --format onnx --out x" + quiet).c_str()) != 0);
+  CHECK(std::system((q + "export '" + dir.file("m.ckpt") + "' --format tflite --out '" + dir.file("t") + "'" + quiet)
+                        .c_str()) != 0);
+  CHECK_FALSE(fs::exists(dir.file("t")));
+  CHECK(std::system((q + "export '" + dir.file("m.ckpt") + "' --format onnx --out '" + dir.file("m.onnx") + "'" + quiet)
+                        .c_str()) == 0);
+  CHECK(fs::file_size(dir.file("m.onnx")) > 1000);
   apps::write_npy(dir.file("x.npy"), random_tensor({3, 1, 8, 8}, 3));
   CHECK(std::system((q + "predict '" + dir.file("m.ckpt") + "' --input '" + dir.file("x.npy") + "' --output '" +
                      dir.file("y.npy") + "'" + quiet).c_str()) == 0);

@@ -2,6 +2,8 @@
 // SVG, nothing external), bare checkpoints, full-precision runs, JSON round trip, activation statistics and
 // errors for files that are not checkpoints.
 #include <doctest/doctest.h>
+
+#include "test_paths.h"
 #include <stdlib.h>
 
 #include <cmath>
@@ -370,13 +372,7 @@ TEST_CASE("inspecting something that is not a checkpoint names it") {
 }
 
 TEST_CASE("qil inspect on the command line: --html writes the page, --json prints records, bad files fail") {
-  // QIL_BINARY, else the qil beside the tests (ctest runs them in the build folder).
-  std::string bin = std::getenv("QIL_BINARY") ? std::getenv("QIL_BINARY") : "";
-  if (bin.empty() && fs::exists("qil")) bin = fs::absolute("qil").string();
-  if (bin.empty()) {
-    MESSAGE("no qil binary (set QIL_BINARY): skipped");
-    return;
-  }
+  const std::string bin = testpaths::qil_binary();
   TempDir dir;
   auto m = tiny_quantized_model();
   write_run_dir(dir, *m);

@@ -4,6 +4,8 @@
 // Not a check of what the tests test.
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -11,8 +13,7 @@
 #include <string>
 
 TEST_CASE("test names: no semicolon and balanced square brackets, so that ctest runs every TEST_CASE") {
-  const char* src = std::getenv("QIL_SOURCE_DIR");
-  const std::filesystem::path tests = std::filesystem::path(src ? src : ".") / "tests";
+  const std::filesystem::path tests = std::filesystem::path(testpaths::source_dir()) / "tests";
   if (!std::filesystem::is_directory(tests)) {
     MESSAGE("skipped: " << tests << " is absent (run under ctest, or set QIL_SOURCE_DIR)");
     return;

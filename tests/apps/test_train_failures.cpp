@@ -194,7 +194,11 @@ TEST_CASE("--resume refuses a checkpoint of another network, before anything is 
   std::ofstream(f + "/config.toml") << cfg;
   const auto t = run_qil("train --resume " + f);
   CHECK(t.code == 1);
-  CHECK_MESSAGE(contains(t, f + "/last.ckpt: tensor 'conv1.weight' has shape"), t.out);
+  CHECK_MESSAGE(contains(t, f + "/last.ckpt: its tensors do not fit this network"), t.out);
+  CHECK_MESSAGE(contains(t, "with another shape: tensor 'conv1.weight' [32, 1, 5, 5] (the model's: [16, 1, 3, 3])"),
+                t.out);
+  CHECK_MESSAGE(contains(t, "102 missing (the file has no tensor 'layer1.0.conv1.weight'"), t.out);
+  CHECK_MESSAGE(contains(t, "9 the network does not have (tensor 'bn2.bias'"), t.out);
   CHECK(contains(t, "(is it a checkpoint of another model?)"));
 }
 

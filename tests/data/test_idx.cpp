@@ -1,6 +1,8 @@
 // IDX readers: generated raw and gzipped files, every malformed-file error, and a real Fashion-MNIST read.
 #include <doctest/doctest.h>
 
+#include "test_paths.h"
+
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -149,8 +151,7 @@ TEST_CASE("idx: Fashion-MNIST t10k from Debian's dataset-fashion-mnist") {
 
 TEST_CASE("idx folder: the MNIST-digits train-only folder") {
   // shared/ sits beside the source tree (the checkout's parent folder).
-  const char* src = std::getenv("QIL_SOURCE_DIR");
-  const std::string dir = std::string(src ? src : ".") + "/../shared/data/mnist-digits";
+  const std::string dir = testpaths::source_dir() + "/../shared/data/mnist-digits";
   if (!std::filesystem::is_directory(dir)) {
     MESSAGE("skipped: " << dir << " is absent");
     return;

@@ -453,6 +453,36 @@ TEST_CASE("safetensors written by another tool: offsets out of order, I64 counte
   CHECK(r.metadata.empty());
 }
 
+TEST_CASE("safetensors F16 tensors are read as f32, exactly, special values included") {
+  TempDir dir;
+  const std::string path = dir.file("half.safetensors");
+  // binary16 bit patterns and their values: 1, -2, 65504 (largest), 2^-14 (smallest normal), 2^-24 (smallest
+  // subnormal), 1023 * 2^-24 (largest subnormal), -0, +inf, -inf; then a NaN.
+  const std::vector<uint16_t> bits = {0x3c00, 0xc000, 0x7bff, 0x0400, 0x0001, 0x03ff, 0x8000, 0x7c00, 0xfc00, 0x7e00};
+  const std::vector<float> want = {1.f, -2.f, 65504.f, std::ldexp(1.f, -14), std::ldexp(1.f, -24),
+                                   1023.f * std::ldexp(1.f, -24), -0.f, INFINITY, -INFINITY};
+  std::vector<uint8_t> data(bits.size() * 2);
+  for (size_t i = 0; i < bits.size(); ++i) {
+    data[2 * i] = static_cast<uint8_t>(bits[i] & 0xff);
+    data[2 * i + 1] = static_cast<uint8_t>(bits[i] >> 8);
+  }
+  write_st(path, R"({"h":{"dtype":"F16","shape":[2,5],"data_offsets":[0,20]}})", data);
+  SafeTensors r = read_safetensors(path);
+  REQUIRE(r.tensors.size() == 1);
+  const Tensor& t = r.tensors[0].second;
+  CHECK(t.dtype() == DType::f32);
+  CHECK(t.shape() == Shape{2, 5});
+  const std::vector<float> got = t.to_vector();
+  for (size_t i = 0; i < want.size(); ++i) {
+    CHECK(got[i] == want[i]);
+    CHECK(std::signbit(got[i]) == std::signbit(want[i]));
+  }
+  CHECK(std::isnan(got[9]));
+  // The byte count is checked against F16's 2 bytes per element, not the f32 it becomes.
+  write_st(path, R"({"h":{"dtype":"F16","shape":[2,5],"data_offsets":[0,40]}})", std::vector<uint8_t>(40));
+  CHECK_THROWS_WITH_AS(read_safetensors(path), doctest::Contains("hold 40 bytes but F16 shape [2, 5] needs 20"), Error);
+}
+
 TEST_CASE("malformed safetensors files are rejected, naming the file and the problem") {
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
@@ -478,7 +508,10 @@ TEST_CASE("malformed safetensors files are rejected, naming the file and the pro
   expect_error(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", d8, "tensor 'x' starts at 4, expected 0 (gap in the data buffer)");
   expect_error(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", d8,
                "the tensors cover 4 bytes of a 8-byte data buffer");
-  expect_error(R"({"x":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", d8, "tensor 'x': unsupported dtype F16");
+  expect_error(R"({"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", d8, "tensor 'x': unsupported dtype F64");
+  expect_error(R"({"x":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}})", d8,
+               "tensor 'x': unsupported dtype F8_E4M3");
+  expect_error(ok, d8, "header length 10000000000 is larger than the file", 10'000'000'000ULL);
   expect_error(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", d8,
                "tensor 'x': shape entry -2 is not a non-negative integer");
   expect_error(R"({"x":{"dtype":"F32","shape":[2]}})", d8, "tensor 'x': \"data_offsets\" must be");

@@ -1,0 +1,36 @@
+// The network `qil eval` and `qil predict` run: a qil checkpoint (which describes its network itself), or a
+// safetensors file of weights under torchvision's names — a torchvision state_dict saved with safetensors, or
+// `qil export`'s float format. A safetensors file says less about its network, so the flags here fill in
+// what its metadata and its tensors do not say.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layers/model_io.h"
+
+namespace CLI {
+class App;
+}
+
+namespace apps {
+
+// For safetensors files only (a checkpoint names all of this itself; given with one, each must agree with it).
+struct ModelFileOptions {
+  std::string model;         // zoo name; default: the file's qil metadata
+  int64_t num_classes = 0;   // 0: the metadata, else the rows of the network's last linear weight in the file
+  int64_t in_channels = 0;   // 0: the metadata, else the input channels of its first convolution's weight
+  int64_t image_size = 0;    // 0: the metadata, else the model's usual input size
+  std::vector<float> mean;   // input normalization; default: the metadata, else ImageNet's for RGB
+  std::vector<float> std;
+};
+void add_model_file_flags(CLI::App& app, ModelFileOptions& o);
+
+// Builds and loads the network in `path` (a checkpoint, or a file ending in .safetensors). BF16 and F16
+// tensors are widened to f32 exactly; PyTorch's num_batches_tracked counters are ignored; every missing,
+// unexpected or misshapen tensor is named in one error. need_normalization: the caller feeds raw images
+// (eval), so a file without normalization metadata needs --mean/--std unless it is RGB (ImageNet's are used
+// and said on stderr).
+layers::LoadedModel load_model_file(const std::string& path, const ModelFileOptions& o, bool need_normalization);
+
+}  // namespace apps
