@@ -7,9 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "engine/ops.h"
 #include "gradcheck.h"
 
 namespace qiltest {
+
+// A square convolution geometry: stride, padding, dilation and groups the same along both sides.
+inline engine::ops::Conv2dGeom geom(int64_t s, int64_t p, int64_t d, int64_t groups) {
+  engine::ops::Conv2dGeom g;
+  g.stride_h = g.stride_w = s;
+  g.pad_h = g.pad_w = p;
+  g.dil_h = g.dil_w = d;
+  g.groups = groups;
+  return g;
+}
 
 // A reference value per element and the sum of |terms| that produced it. Float32 summation error grows with
 // that sum, not with the (possibly cancelled) result, so it sets the absolute floor of the comparison.

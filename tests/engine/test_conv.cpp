@@ -55,15 +55,6 @@ ConvRef conv_reference(const ConvCase& k, const Tensor& x, const Tensor& w, cons
   return r;
 }
 
-ops::Conv2dGeom geom(int64_t s, int64_t p, int64_t d, int64_t groups) {
-  ops::Conv2dGeom g;
-  g.stride_h = g.stride_w = s;
-  g.pad_h = g.pad_w = p;
-  g.dil_h = g.dil_w = d;
-  g.groups = groups;
-  return g;
-}
-
 std::vector<ConvCase> conv_cases() {
   ops::Conv2dGeom asym = geom(1, 0, 1, 1);
   asym.stride_h = 2;

@@ -25,15 +25,6 @@ struct Int8ConvCase {
   int w_lo, w_hi;      // weight codes likewise
 };
 
-ops::Conv2dGeom geom(int64_t s, int64_t p, int64_t d, int64_t groups) {
-  ops::Conv2dGeom g;
-  g.stride_h = g.stride_w = s;
-  g.pad_h = g.pad_w = p;
-  g.dil_h = g.dil_w = d;
-  g.groups = groups;
-  return g;
-}
-
 int draw(Generator& gen, int lo, int hi) {
   return lo + static_cast<int>(gen.below(static_cast<uint64_t>(hi - lo + 1)));
 }
