@@ -222,9 +222,12 @@ void allreduce_mean(std::vector<Tensor>& tensors) {
   }
 }
 
-// Buffers and requests of the bucketed average, one per bucket; MPI_REQUEST_NULL when none is in flight.
+// Buffers and requests of the bucketed average, one per bucket; MPI_REQUEST_NULL when none is in flight. The
+// sums arrive in a buffer of their own: Open MPI's nonblocking all-reduce (libnbc) reduces an in-place buffer
+// through one rank and broadcasts it back (binomial tree, log2(W) full copies on the way), and picks its
+// bandwidth-optimal reduce-scatter + all-gather only for separate buffers (from 4 ranks on).
 struct GradAverager::Comm {
-  std::vector<std::vector<float>> buffers;
+  std::vector<std::vector<float>> buffers, sums;
   std::vector<MPI_Request> requests;
   std::unordered_map<const void*, size_t> index;  // parameter -> position in the list
   int world = 1;
@@ -249,6 +252,7 @@ GradAverager::GradAverager(std::vector<Tensor> params, int64_t bucket_bytes)
   for (const BucketPlan::Bucket& b : plan_.buckets()) {
     QIL_CHECK(b.numel <= kMaxCount, "dist::GradAverager: a bucket of ", b.numel, " values is too many for one call");
     comm_->buffers.emplace_back(comm_->world > 1 ? static_cast<size_t>(b.numel) : 0);
+    comm_->sums.emplace_back(comm_->buffers.back().size());
   }
   comm_->requests.assign(plan_.buckets().size(), MPI_REQUEST_NULL);
 }
@@ -295,7 +299,8 @@ void GradAverager::start(size_t b) {
     }
   }
   const int count = static_cast<int>(plan_.buckets()[b].numel);
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &comm_->requests[b]),
+  check_mpi(MPI_Iallreduce(buf, comm_->sums[b].data(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                           &comm_->requests[b]),
             "allreduce_mean (bucketed)");
 }
 
@@ -333,7 +338,7 @@ void GradAverager::finish() {
       Tensor& g = params_[s.tensor].grad();
       if (!g.defined()) continue;
       float* p = g.data<float>();
-      const float* src = comm_->buffers[b].data() + s.offset;
+      const float* src = comm_->sums[b].data() + s.offset;
 #pragma omp parallel for simd if (s.numel > kParallelMin)
       for (int64_t k = 0; k < s.numel; ++k) p[k] = src[k] * inv;
     }

@@ -42,7 +42,8 @@ void allreduce_mean(std::vector<Tensor>& tensors);
 // the parameters may differ between ranks. With 2 ranks the result equals allreduce_mean's bit for bit (each
 // element is one addition, a + b = b + a); with more, the summation order inside MPI may differ between
 // bucket sizes, so the two agree to rounding, while all ranks still hold the same values.
-// Without MPI or with one rank, finish() only applies the scale.
+// Memory: two buffers of the gradients' size (what is sent, and the sums). Without MPI or with one rank, none,
+// and finish() only applies the scale.
 class GradAverager {
  public:
   GradAverager(std::vector<Tensor> params, int64_t bucket_bytes);
