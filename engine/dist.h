@@ -59,6 +59,7 @@ class GradAverager {
   // `param`'s gradient is final for this round (BackwardHooks::on_leaf_ready); tensors not in the list are
   // ignored. An undefined gradient is sent as zeros and stays undefined.
   void ready(const Tensor& param);
+  // Lets MPI move the data of the buckets in flight (BackwardHooks::after_node); never blocks.
   void poll();
   // Starts the buckets not started yet (parameters backward did not reach), waits for all, and leaves each
   // defined gradient holding the mean over ranks of its scaled value.
