@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <memory>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "apps/stages.h"
 #include "apps/training/trainer.h"
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "layers/models.h"
@@ -47,6 +47,15 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_flag("--int8", o.int8,
                "with --infer and a quantized --quant: integer inference for the layers whose weights and input are "
                "quantized (docs/int8.md)");
+  app.add_option("--allreduce", o.allreduce,
+                 "under mpirun: gradients averaged after backward (end) or in buckets started during it (overlap)")
+      ->capture_default_str();
+  app.add_option("--bucket-mb", o.bucket_mb, "--allreduce overlap: the largest bucket of gradients, in MiB")
+      ->capture_default_str();
+  app.add_flag("--allreduce-only", o.allreduce_only,
+               "under mpirun (2+ ranks): instead of a step, time one all-reduce of the model's whole gradient "
+               "(--allreduce end: one buffer; overlap: its buckets, all started at once) and of one 8-byte value; "
+               "the median ms of --steps x --repeat calls after --warmup");
 }
 
 namespace {
@@ -92,25 +101,147 @@ void quantize_for_bench(layers::Module& model, const Stage& st, const std::strin
   });
 }
 
-// What one timed step runs: an SGD step, or (--infer) one eval-mode forward pass without gradients. The
-// returned function owns what it needs (optimizer, trainer) and refers to model and b, which outlive it.
-std::function<void()> bench_step(layers::Module& model, const SyntheticBatch& b, const Stage& st, bool infer) {
-  if (infer) {
-    model.eval();
-    return [&model, &b] {
+// A timed step benchmark: the median rate over the repeats, and where the timed steps' time went.
+struct StepBench {
+  double img_per_s = 0, total_s = 0;
+  training::StepTimes times;
+  size_t buckets = 0, buckets_in_backward = 0;  // --allreduce overlap under mpirun
+};
+
+StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& st, const SyntheticBatch& b) {
+  std::vector<Tensor> params;
+  for (auto& p : model.named_parameters()) params.push_back(p.tensor);
+  engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
+  training::StepOptions so;
+  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
+  so.allreduce = engine::dist::world_size() > 1 && !o.infer;  // every rank steps on the same synthetic batch
+  so.overlap = o.allreduce == "overlap";
+  so.bucket_bytes = training::bucket_bytes(o.bucket_mb);
+  training::Trainer trainer(model, opt, so);
+  // A step is an SGD step, or (--infer) one eval-mode forward pass without gradients.
+  std::function<void()> step = [&] { trainer.step(b.x, b.y, 0.01f); };
+  if (o.infer)
+    step = [&] {
       engine::NoGradGuard ng;
       model.forward(b.x);
     };
+  if (o.infer)
+    model.eval();
+  else
+    model.train();
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  engine::ops::reset_op_profile();  // count the timed steps only
+  trainer.reset_times();
+  StepBench r;
+  std::vector<double> rates;
+  for (int64_t k = 0; k < o.repeat; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.steps; ++i) step();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(o.batch * o.steps / s);
+    r.total_s += s;
   }
-  std::vector<Tensor> params;
-  for (auto& p : model.named_parameters()) params.push_back(p.tensor);
-  auto opt = std::make_shared<engine::SGD>(std::vector<engine::ParamGroup>{engine::ParamGroup("all", params, 1.f, 0.f)},
-                                           0.9f);
-  training::StepOptions so;
-  so.balance = st.quantized() ? layers::GradBalance::sqrt : layers::GradBalance::none;
-  auto trainer = std::make_shared<training::Trainer>(model, *opt, so);
-  model.train();
-  return [opt, trainer, &b] { trainer->step(b.x, b.y, 0.01f); };
+  std::sort(rates.begin(), rates.end());
+  r.img_per_s = rates[rates.size() / 2];
+  r.times = trainer.times();
+  if (const engine::dist::GradAverager* avg = trainer.averager()) {
+    r.buckets = avg->plan().buckets().size();
+    r.buckets_in_backward = avg->started_early();
+  }
+  return r;
+}
+
+void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
+  const int world = engine::dist::world_size();
+  const std::string mode = world > 1 ? o.allreduce : "none";
+  const double n = static_cast<double>(std::max<int64_t>(r.times.steps, 1));
+  auto ms = [](double s) { return std::round(s * 1e6) / 1e3; };  // ms to 3 decimals
+  if (o.json) {  // keys in this order, one line; the rate to 3 decimals as before
+    std::cout << nlohmann::ordered_json{{"model", o.model},
+                                        {"batch", o.batch},
+                                        {"image_size", o.image_size},
+                                        {"quant", st.name()},
+                                        {"quantizer", st.quantized() ? o.quantizer : "none"},
+                                        {"threads", omp_get_max_threads()},
+                                        {"img_per_s", std::round(r.img_per_s * 1e3) / 1e3},
+                                        {"ranks", world},
+                                        {"allreduce", mode},
+                                        {"step_ms", ms(o.batch / r.img_per_s)},
+                                        {"forward_ms", ms(r.times.forward / n)},
+                                        {"backward_ms", ms(r.times.backward / n)},
+                                        {"reduce_ms", ms(r.times.reduce / n)},
+                                        {"update_ms", ms(r.times.update / n)},
+                                        {"buckets", r.buckets},
+                                        {"buckets_in_backward", r.buckets_in_backward},
+                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"}}
+                     .dump()
+              << std::endl;
+    return;
+  }
+  const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
+  if (world > 1)
+    std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "
+                "%.1f, update %.1f)\n",
+                world, mode.c_str(), buckets.c_str(), 1e3 * o.batch / r.img_per_s, 1e3 * r.times.forward / n,
+                1e3 * r.times.backward / n, 1e3 * r.times.reduce / n, 1e3 * r.times.update / n);
+  std::printf("%s batch %lld @%lld %s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(), static_cast<long long>(o.batch),
+              static_cast<long long>(o.image_size), st.name().c_str(), st.quantized() ? (" " + o.quantizer).c_str() : "",
+              o.infer ? (o.int8 ? " inference int8" : " inference") : "", omp_get_max_threads(), r.img_per_s);
+}
+
+// Median of `n` timed calls of fn (ms), each after a barrier so that the ranks start it together.
+double median_ms(int64_t n, const std::function<void()>& fn) {
+  std::vector<double> t;
+  for (int64_t i = 0; i < n; ++i) {
+    engine::dist::barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// --allreduce-only: one all-reduce of as many floats as the model has parameters, in its tensors' sizes, the
+// way a training step averages them (packing and unpacking included), and one of a single value (latency).
+int run_allreduce_only(const BenchOptions& o, layers::Module& model) {
+  const int world = engine::dist::world_size();
+  QIL_CHECK(world > 1, "bench --allreduce-only: needs 2 or more ranks (start it with mpirun -np N), got ", world);
+  std::vector<Tensor> params, grads;
+  for (auto& p : model.named_parameters()) {
+    params.push_back(p.tensor);
+    p.tensor.grad() = Tensor::full(p.tensor.shape(), 1e-3f);
+    grads.push_back(p.tensor.grad());
+  }
+  engine::dist::GradAverager avg(params, training::bucket_bytes(o.bucket_mb));
+  std::function<void()> once = [&] { engine::dist::allreduce_mean(grads); };
+  if (o.allreduce == "overlap")
+    once = [&] {
+      avg.begin();
+      for (size_t i = params.size(); i-- > 0;) avg.ready(params[i]);  // the order backward finishes them
+      avg.finish();
+    };
+  median_ms(o.warmup, once);
+  const double full = median_ms(o.steps * o.repeat, once);
+  std::vector<double> one{1.0};
+  const double small =
+      median_ms(std::max<int64_t>(100, o.steps * o.repeat), [&] { engine::dist::allreduce_sum_f64(one); });
+  if (engine::dist::rank() != 0) return 0;
+  const int64_t n = model.num_parameters();
+  const size_t buckets = o.allreduce == "overlap" ? avg.plan().buckets().size() : 1;
+  if (o.json)
+    std::cout << nlohmann::ordered_json{{"model", o.model}, {"parameters", n}, {"bytes", 4 * n}, {"ranks", world},
+                                        {"allreduce", o.allreduce}, {"buckets", buckets},
+                                        {"median_ms", std::round(full * 1e3) / 1e3},
+                                        {"small_ms", std::round(small * 1e4) / 1e4}}
+                     .dump()
+              << std::endl;
+  else
+    std::printf("%s: all-reduce of %lld gradients (%.1f MB) over %d ranks, %s (%zu buckets): median %.2f ms; "
+                "8-byte all-reduce: %.4f ms\n",
+                o.model.c_str(), static_cast<long long>(n), 4e-6 * n, world, o.allreduce.c_str(), buckets, full,
+                small);
+  return 0;
 }
 
 }  // namespace
@@ -118,43 +249,23 @@ std::function<void()> bench_step(layers::Module& model, const SyntheticBatch& b,
 // The activation layout (--plain) and the op profiler (--profile) are process settings made by main().
 int run_bench(const BenchOptions& o) {
   QIL_CHECK(o.batch >= 1 && o.steps >= 1 && o.repeat >= 1 && o.warmup >= 0, "bench: batch, steps and repeat must be >= 1");
+  QIL_CHECK(o.allreduce == "end" || o.allreduce == "overlap", "bench: --allreduce must be end or overlap, got '",
+            o.allreduce, "'");
+  QIL_CHECK(o.bucket_mb > 0, "bench: --bucket-mb must be positive, got ", o.bucket_mb);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
+  if (o.allreduce_only) return run_allreduce_only(o, *model);
   const Stage st = parse_stage_entry(o.quant);
   QIL_CHECK(!o.int8 || (o.infer && st.quantized()), "bench: --int8 needs --infer and a quantized --quant (got --quant ",
             o.quant, o.infer ? "" : ", no --infer", ")");
   const SyntheticBatch b = synthetic_batch(o);
   if (st.quantized()) quantize_for_bench(*model, st, o.quantizer, b.x);
   if (o.int8) layers::set_int8_inference(*model, true);
-  const std::function<void()> step = bench_step(*model, b, st, o.infer);
-  for (int64_t i = 0; i < o.warmup; ++i) step();
-  engine::ops::reset_op_profile();  // count the timed steps only
-  double total_s = 0;
-  std::vector<double> rates;
-  for (int64_t r = 0; r < o.repeat; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < o.steps; ++i) step();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rates.push_back(o.batch * o.steps / s);
-    total_s += s;
-  }
-  std::sort(rates.begin(), rates.end());
-  const double med = rates[rates.size() / 2];
-  if (o.profile) print_profile(total_s, o.steps * o.repeat);
-  if (o.json)  // keys in this order, one line; the rate to 3 decimals as before
-    std::cout << nlohmann::ordered_json{{"model", o.model},          {"batch", o.batch},
-                                        {"image_size", o.image_size}, {"quant", st.name()},
-                                        {"quantizer", st.quantized() ? o.quantizer : "none"},
-                                        {"threads", omp_get_max_threads()}, {"img_per_s", std::round(med * 1e3) / 1e3},
-                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"}}
-                     .dump()
-              << std::endl;
-  else
-    std::printf("%s batch %lld @%lld %s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
-                static_cast<long long>(o.batch), static_cast<long long>(o.image_size), st.name().c_str(),
-                st.quantized() ? (" " + o.quantizer).c_str() : "",
-                o.infer ? (o.int8 ? " inference int8" : " inference") : "", omp_get_max_threads(), med);
+  const StepBench r = time_steps(o, *model, st, b);
+  if (engine::dist::rank() != 0) return 0;  // rank 0 reports
+  if (o.profile) print_profile(r.total_s, o.steps * o.repeat);
+  print_steps(o, st, r);
   return 0;
 }
 

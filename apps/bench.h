@@ -1,6 +1,8 @@
 // `qil bench`: training-step throughput (images/s) of a model at a batch size and resolution, full precision
-// or quantized, on synthetic in-memory data; or, with --infer, inference throughput (eval-mode forward passes,
-// fake-quantized f32 or --int8). A benchmark, never a test.
+// or quantized, on synthetic in-memory data; with --infer, inference throughput (eval-mode forward passes,
+// fake-quantized f32 or --int8); under mpirun, of a data-parallel step (gradient averaging included, either
+// all-reduce mode), and with --allreduce-only the time of one all-reduce of the model's whole gradient.
+// A benchmark, never a test.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -28,6 +30,10 @@ struct BenchOptions {
   bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)
   bool infer = false;    // time eval-mode forward passes without gradients instead of training steps
   bool int8 = false;     // with infer and a quantized --quant: integer inference (layers::set_int8_inference)
+  // Under mpirun: how gradients are averaged (end | overlap, as `qil train --allreduce`) and the bucket size.
+  std::string allreduce = "end";
+  double bucket_mb = 25;
+  bool allreduce_only = false;  // time one all-reduce of the model's gradient instead of a step (2+ ranks)
 };
 void add_bench_flags(CLI::App& app, BenchOptions& o);
 int run_bench(const BenchOptions& o);

@@ -193,6 +193,13 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        "under mpirun: seconds a rank may wait for the others in one collective before it ends the job (0 = no "
        "limit)",
        non_negative("collective-timeout")},
+      {"allreduce", &c.allreduce,
+       "under mpirun, how gradients are averaged: end (one all-reduce of all of them after backward) | overlap "
+       "(in buckets of --bucket-mb, each started during backward as soon as its gradients are final; the same "
+       "parameters, docs/cluster.md)",
+       one_of("allreduce", {"end", "overlap"})},
+      {"bucket-mb", &c.bucket_mb, "--allreduce overlap: the largest bucket of gradients, in MiB",
+       positive("bucket-mb")},
   };
 }
 

@@ -80,6 +80,8 @@ struct TrainConfig {
   // Several processes (mpirun).
   int64_t rank_check_every = 100;   // optimizer steps between cross-rank parameter checks (0 = epoch ends only)
   double collective_timeout = 600;  // seconds a collective may wait for the other ranks (0 = forever)
+  std::string allreduce = "end";    // end | overlap: gradients averaged after backward, or in buckets during it
+  double bucket_mb = 25;            // overlap: the largest bucket, MiB
 
   // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
   std::vector<Stage> stage_list() const;

@@ -141,10 +141,14 @@ std::string run_header(const TrainConfig& cfg, const TrainingRun& run) {
           ? str_cat("batch ", cfg.batch)
           : str_cat("batch ", cfg.batch * cfg.accumulate * run.world, " (", cfg.batch, " x ", cfg.accumulate,
                     " micro-batches x ", run.world, " ranks)");
+  const std::string reduce = run.world == 1               ? ""
+                             : cfg.allreduce == "overlap" ? str_cat(", gradients all-reduced during backward in ",
+                                                                    "buckets of up to ", cfg.bucket_mb, " MiB")
+                                                          : ", gradients all-reduced after backward";
   return str_cat("qil train: ", run.meta.model, " (", run.model->num_parameters(), " parameters) on ",
                  run.data.train_name, ": ", run.data.train->size(), " train, ", run.data.val ? run.data.val->size() : 0,
                  " val, ", run.data.test ? run.data.test->size() : 0, " test (", run.data.test_name, "); stages ",
-                 cfg.stages_text(), "; ", batch, "; run directory ", run.dir, run.resume ? " (resumed)" : "");
+                 cfg.stages_text(), "; ", batch, reduce, "; run directory ", run.dir, run.resume ? " (resumed)" : "");
 }
 
 }  // namespace

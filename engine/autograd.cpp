@@ -1,4 +1,5 @@
-// The backward walk: iterative topological order over nodes, gradients accumulated, nodes freed as they run.
+// The backward walk: iterative topological order over nodes, gradients accumulated, nodes freed as they run;
+// with hooks, each leaf reported once its last contributing node has run.
 #include "engine/autograd.h"
 
 #include <unordered_map>
@@ -36,31 +37,17 @@ Tensor record(const char* name, Tensor y, std::vector<Tensor> inputs, BackwardFn
   return y;
 }
 
-void Tensor::backward() const {
-  QIL_CHECK(defined() && numel() == 1, "backward: needs a one-element (scalar) tensor without a seed, got ",
-            *this);
-  backward(Tensor::full(shape(), 1.f));
-}
+namespace {
 
-void Tensor::backward(const Tensor& seed) const {
-  QIL_CHECK(defined(), "backward: undefined tensor");
-  QIL_CHECK(requires_grad(), "backward: ", *this, " does not require grad (no parameter reaches it)");
-  QIL_CHECK(seed.shape() == shape(), "backward: seed shape ", seed.shape(), " does not match tensor shape ",
-            shape());
-  if (!grad_fn()) {  // a leaf: the seed is its gradient
-    Tensor& g = const_cast<Tensor*>(this)->grad();
-    if (!g.defined()) g = Tensor::zeros(shape());
-    add_into(g, seed);
-    return;
-  }
-  // Post-order DFS without recursion; reversed, it is a topological order from the root.
+// Post-order DFS without recursion from `root`; reversed, it is a topological order from the root.
+std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>& root) {
   std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> seen;
   std::vector<std::pair<Node*, size_t>> stack;
   std::unordered_map<Node*, std::shared_ptr<Node>> keep;
-  stack.emplace_back(grad_fn().get(), 0);
-  seen.insert(grad_fn().get());
-  keep[grad_fn().get()] = grad_fn();
+  stack.emplace_back(root.get(), 0);
+  seen.insert(root.get());
+  keep[root.get()] = root;
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (next < node->inputs.size()) {
@@ -75,35 +62,85 @@ void Tensor::backward(const Tensor& seed) const {
       stack.pop_back();
     }
   }
-  keep.clear();
+  return order;
+}
+
+bool is_leaf(const Tensor& t) { return !t.grad_fn() && t.requires_grad(); }
+
+// How many inputs of the walk's nodes are each leaf (a node that takes a leaf twice counts twice): the leaf is
+// final once that many have been processed.
+std::unordered_map<const void*, int64_t> leaf_uses(const std::vector<std::shared_ptr<Node>>& order) {
+  std::unordered_map<const void*, int64_t> uses;
+  for (const auto& node : order)
+    for (const Tensor& in : node->inputs)
+      if (is_leaf(in)) ++uses[in.id()];
+  return uses;
+}
+
+// The gradient buffers node's backward accumulates into: its inputs' nodes' output gradients, or the leaves'
+// grad(); allocated (zeros) on first use, undefined for inputs that need no gradient.
+std::vector<Tensor> input_grads(Node& node, std::unordered_map<Node*, Tensor>& grads) {
+  std::vector<Tensor> gx(node.inputs.size());
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    Tensor& in = node.inputs[i];
+    if (!in.requires_grad()) continue;
+    Tensor& acc = in.grad_fn() ? grads[in.grad_fn().get()] : in.grad();
+    if (!acc.defined()) acc = Tensor::zeros(in.shape());
+    gx[i] = acc;
+  }
+  return gx;
+}
+
+}  // namespace
+
+void Tensor::backward() const {
+  QIL_CHECK(defined() && numel() == 1, "backward: needs a one-element (scalar) tensor without a seed, got ",
+            *this);
+  engine::backward(*this, Tensor::full(shape(), 1.f), BackwardHooks{});
+}
+
+void Tensor::backward(const Tensor& seed) const { engine::backward(*this, seed, BackwardHooks{}); }
+
+void backward(const Tensor& root, const BackwardHooks& hooks) {
+  QIL_CHECK(root.defined() && root.numel() == 1,
+            "backward: needs a one-element (scalar) tensor without a seed, got ", root);
+  backward(root, Tensor::full(root.shape(), 1.f), hooks);
+}
+
+void backward(const Tensor& root, const Tensor& seed, const BackwardHooks& hooks) {
+  QIL_CHECK(root.defined(), "backward: undefined tensor");
+  QIL_CHECK(root.requires_grad(), "backward: ", root, " does not require grad (no parameter reaches it)");
+  QIL_CHECK(seed.shape() == root.shape(), "backward: seed shape ", seed.shape(), " does not match tensor shape ",
+            root.shape());
+  if (!root.grad_fn()) {  // a leaf: the seed is its gradient
+    Tensor& g = const_cast<Tensor&>(root).grad();
+    if (!g.defined()) g = Tensor::zeros(root.shape());
+    add_into(g, seed);
+    if (hooks.on_leaf_ready) hooks.on_leaf_ready(root);
+    return;
+  }
+  std::vector<std::shared_ptr<Node>> order = topological_order(root.grad_fn());
+  std::unordered_map<const void*, int64_t> uses;  // counted only for a hook that wants them
+  if (hooks.on_leaf_ready) uses = leaf_uses(order);
 
   std::unordered_map<Node*, Tensor> grads;  // gradient of each node's output
-  grads[grad_fn().get()] = seed;
+  grads[root.grad_fn().get()] = seed;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     std::shared_ptr<Node> node = std::move(*it);
     auto g = grads.find(node.get());
     if (g != grads.end() && node->backward) {
       Tensor gy = std::move(g->second);
       grads.erase(g);
-      std::vector<Tensor> gx(node->inputs.size());
-      for (size_t i = 0; i < node->inputs.size(); ++i) {
-        Tensor& in = node->inputs[i];
-        if (!in.requires_grad()) continue;
-        if (in.grad_fn()) {
-          Tensor& acc = grads[in.grad_fn().get()];
-          if (!acc.defined()) acc = Tensor::zeros(in.shape());
-          gx[i] = acc;
-        } else {
-          Tensor& acc = in.grad();
-          if (!acc.defined()) acc = Tensor::zeros(in.shape());
-          gx[i] = acc;
-        }
-      }
+      std::vector<Tensor> gx = input_grads(*node, grads);
       NoGradGuard no_grad;  // backward closures never build graph
       node->backward(gy, gx);
     }
+    if (hooks.on_leaf_ready)
+      for (const Tensor& in : node->inputs)
+        if (is_leaf(in) && --uses[in.id()] == 0) hooks.on_leaf_ready(in);
     node->inputs.clear();  // free the graph as we go
     node->backward = nullptr;
+    if (hooks.after_node) hooks.after_node();
   }
 }
 

@@ -1,9 +1,11 @@
 // MPI collectives for data-parallel training. Tensors are packed into one contiguous buffer per call: one
-// large collective costs one latency instead of one per parameter (ResNet-18 has 62 parameter tensors).
+// large collective costs one latency instead of one per parameter (ResNet-18 has 62 parameter tensors). The
+// bucketed gradient average packs a few such buffers and starts each as soon as backward has finished it.
 #include "engine/dist.h"
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace engine::dist {
 
@@ -217,6 +220,128 @@ void allreduce_mean(std::vector<Tensor>& tensors) {
     for (int64_t k = 0; k < n; ++k) p[k] = src[k] * inv;
     off += n;
   }
+}
+
+// Buffers and requests of the bucketed average, one per bucket; MPI_REQUEST_NULL when none is in flight. The
+// sums arrive in a buffer of their own: Open MPI's nonblocking all-reduce (libnbc) reduces an in-place buffer
+// through one rank and broadcasts it back (binomial tree, log2(W) full copies on the way), and picks its
+// bandwidth-optimal reduce-scatter + all-gather only for separate buffers (from 4 ranks on).
+struct GradAverager::Comm {
+  std::vector<std::vector<float>> buffers, sums;
+  std::vector<MPI_Request> requests;
+  std::unordered_map<const void*, size_t> index;  // parameter -> position in the list
+  int world = 1;
+};
+
+namespace {
+std::vector<int64_t> numels_of(const std::vector<Tensor>& tensors) {
+  std::vector<int64_t> n;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    QIL_CHECK(tensors[i].defined() && tensors[i].dtype() == DType::f32, "dist::GradAverager: parameter ", i,
+              " is ", tensors[i], ", expected a defined f32 tensor");
+    n.push_back(tensors[i].numel());
+  }
+  return n;
+}
+}  // namespace
+
+GradAverager::GradAverager(std::vector<Tensor> params, int64_t bucket_bytes)
+    : params_(std::move(params)), plan_(numels_of(params_), bucket_bytes), comm_(std::make_unique<Comm>()) {
+  comm_->world = world_size();
+  for (size_t i = 0; i < params_.size(); ++i) comm_->index[params_[i].id()] = i;
+  for (const BucketPlan::Bucket& b : plan_.buckets()) {
+    QIL_CHECK(b.numel <= kMaxCount, "dist::GradAverager: a bucket of ", b.numel, " values is too many for one call");
+    comm_->buffers.emplace_back(comm_->world > 1 ? static_cast<size_t>(b.numel) : 0);
+    comm_->sums.emplace_back(comm_->buffers.back().size());
+  }
+  comm_->requests.assign(plan_.buckets().size(), MPI_REQUEST_NULL);
+}
+
+GradAverager::~GradAverager() {
+  for (MPI_Request r : comm_->requests)
+    if (r != MPI_REQUEST_NULL) {
+      comm_.release();  // MPI may still write into the buffers: leaked on purpose, the job is ending
+      return;
+    }
+}
+
+void GradAverager::begin(float scale) {
+  QIL_CHECK(!in_round_, "dist::GradAverager::begin: the previous round was not finished");
+  plan_.reset();
+  scale_ = scale;
+  in_round_ = true;
+  started_early_ = 0;
+}
+
+void GradAverager::ready(const Tensor& param) {
+  QIL_CHECK(in_round_, "dist::GradAverager::ready: no round in progress (begin() first)");
+  auto it = comm_->index.find(param.id());
+  if (it == comm_->index.end()) return;
+  for (size_t b : plan_.mark_ready(it->second)) start(b);
+}
+
+// Packs bucket b (scaled) and starts its all-reduce.
+void GradAverager::start(size_t b) {
+  if (comm_->world == 1) return;
+  float* buf = comm_->buffers[b].data();
+  const float scale = scale_;
+  for (const BucketPlan::Slot& s : plan_.buckets()[b].slots) {
+    const Tensor& g = params_[s.tensor].grad();
+    float* dst = buf + s.offset;
+    if (!g.defined()) {
+      std::fill(dst, dst + s.numel, 0.f);
+    } else if (scale == 1.f) {
+      std::memcpy(dst, g.data<float>(), static_cast<size_t>(s.numel) * sizeof(float));
+    } else {
+      const float* src = g.data<float>();
+#pragma omp parallel for simd if (s.numel > kParallelMin)
+      for (int64_t k = 0; k < s.numel; ++k) dst[k] = src[k] * scale;
+    }
+  }
+  const int count = static_cast<int>(plan_.buckets()[b].numel);
+  check_mpi(MPI_Iallreduce(buf, comm_->sums[b].data(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                           &comm_->requests[b]),
+            "allreduce_mean (bucketed)");
+}
+
+void GradAverager::poll() {
+  if (comm_->world == 1 || plan_.started() == 0) return;
+  int done = 0;
+  check_mpi(MPI_Testall(static_cast<int>(plan_.started()), comm_->requests.data(), &done, MPI_STATUSES_IGNORE),
+            "allreduce_mean (bucketed)");
+}
+
+void GradAverager::finish() {
+  QIL_CHECK(in_round_, "dist::GradAverager::finish: no round in progress (begin() first)");
+  in_round_ = false;
+  started_early_ = plan_.started();
+  for (size_t b : plan_.mark_all_ready()) start(b);
+  if (comm_->world == 1) {
+    if (scale_ == 1.f) return;
+    for (Tensor& p : params_)
+      if (p.grad().defined()) {
+        float* g = p.grad().data<float>();
+        const int64_t n = p.grad().numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+        for (int64_t k = 0; k < n; ++k) g[k] *= scale_;
+      }
+    return;
+  }
+  {
+    Watched w("allreduce_mean (bucketed)");
+    check_mpi(MPI_Waitall(static_cast<int>(comm_->requests.size()), comm_->requests.data(), MPI_STATUSES_IGNORE),
+              "allreduce_mean (bucketed)");
+  }
+  const float inv = 1.f / static_cast<float>(comm_->world);
+  for (size_t b = 0; b < plan_.buckets().size(); ++b)
+    for (const BucketPlan::Slot& s : plan_.buckets()[b].slots) {
+      Tensor& g = params_[s.tensor].grad();
+      if (!g.defined()) continue;
+      float* p = g.data<float>();
+      const float* src = comm_->sums[b].data() + s.offset;
+#pragma omp parallel for simd if (s.numel > kParallelMin)
+      for (int64_t k = 0; k < s.numel; ++k) p[k] = src[k] * inv;
+    }
 }
 
 namespace {

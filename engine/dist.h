@@ -1,13 +1,16 @@
-// Data-parallel collectives over MPI: start-up and shut-down, rank and world size, gradient averaging through
-// one fused buffer, parameter broadcast, sums (evaluation counts), a barrier, a cross-rank comparison of
-// tensors (the divergence guard), ending the whole job from one rank, and a watchdog that bounds how long any
-// collective may wait for the other ranks. The same binary runs with and without mpirun: started alone, or
-// before init(), it is rank 0 of 1 and every collective is a no-op. Not a general communication layer (no
-// point-to-point, no sub-communicators, no overlap of communication with backward).
+// Data-parallel collectives over MPI: start-up and shut-down, rank and world size, gradient averaging (through
+// one fused buffer at the end of a step, or in buckets that start during backward and overlap it), parameter
+// broadcast, sums (evaluation counts), a barrier, a cross-rank comparison of tensors (the divergence guard),
+// ending the whole job from one rank, and a watchdog that bounds how long any collective may wait for the other
+// ranks. The same binary runs with and without mpirun: started alone, or before init(), it is rank 0 of 1 and
+// every collective is a no-op. Not a general communication layer (no point-to-point, no sub-communicators, no
+// communication from threads other than the one that called init()).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "engine/buckets.h"
 #include "engine/tensor.h"
 
 namespace engine::dist {
@@ -29,6 +32,56 @@ int world_size();  // 1 when MPI is not active
 // Every rank passes the same list (same count, shapes, order) of defined f32 tensors, e.g. the parameters'
 // gradients; afterwards each holds the mean over ranks. One MPI_Allreduce over a packed buffer.
 void allreduce_mean(std::vector<Tensor>& tensors);
+// The gradients of a fixed list of parameters averaged over ranks in buckets (BucketPlan: filled from the last
+// parameter backwards, up to bucket_bytes each) that start while backward still runs: each bucket is packed and
+// its nonblocking all-reduce (MPI_Iallreduce) started as soon as its gradients are final and every earlier
+// bucket has started; poll() between backward nodes lets MPI move the data (Open MPI progresses nonblocking
+// collectives only inside MPI calls, and only this thread may make them); finish() starts what is left, waits
+// under the watchdog, and writes each mean back into its gradient. Every rank builds it from the same list
+// (count, sizes, order) and calls begin() and finish() in the same steps; the order in which ready() reports
+// the parameters may differ between ranks. With 2 ranks the result equals allreduce_mean's bit for bit (each
+// element is one addition, a + b = b + a); with more, the summation order inside MPI may differ between
+// bucket sizes, so the two agree to rounding, while all ranks still hold the same values.
+// Memory: two buffers of the gradients' size (what is sent, and the sums). Without MPI or with one rank, none,
+// and finish() only applies the scale.
+class GradAverager {
+ public:
+  GradAverager(std::vector<Tensor> params, int64_t bucket_bytes);
+  // With buckets in flight (an exception during backward), the buffers are left to MPI rather than freed: the
+  // process is about to end the job (main's error path) and must not wait for ranks that may never arrive.
+  ~GradAverager();
+  GradAverager(const GradAverager&) = delete;
+  GradAverager& operator=(const GradAverager&) = delete;
+
+  // A new round: every gradient is multiplied by `scale` as it is packed (1/K for the mean of K micro-batches),
+  // exactly as if the caller had scaled it in place first.
+  void begin(float scale = 1.f);
+  // `param`'s gradient is final for this round (BackwardHooks::on_leaf_ready); tensors not in the list are
+  // ignored. An undefined gradient is sent as zeros and stays undefined.
+  void ready(const Tensor& param);
+  // Lets MPI move the data of the buckets in flight (BackwardHooks::after_node); never blocks.
+  void poll();
+  // Starts the buckets not started yet (parameters backward did not reach), waits for all, and leaves each
+  // defined gradient holding the mean over ranks of its scaled value.
+  void finish();
+  bool in_round() const { return in_round_; }
+
+  const BucketPlan& plan() const { return plan_; }
+  // Buckets started before finish() in the last round: the ones that overlapped backward.
+  size_t started_early() const { return started_early_; }
+
+ private:
+  void start(size_t bucket);
+
+  struct Comm;  // MPI requests and buffers (dist.cpp)
+  std::vector<Tensor> params_;
+  BucketPlan plan_;
+  std::unique_ptr<Comm> comm_;
+  float scale_ = 1.f;
+  bool in_round_ = false;
+  size_t started_early_ = 0;
+};
+
 // Sums over ranks, in place (e.g. correct-prediction counts of a sharded evaluation).
 void allreduce_sum_i64(std::vector<int64_t>& values);
 int64_t allreduce_sum_i64(int64_t value);

@@ -176,6 +176,8 @@ bool StageRunner::run_stage(int si) {
   so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
   so.teacher = run_.teacher.get();
   so.allreduce = run_.world > 1;
+  so.overlap = cfg_.allreduce == "overlap";
+  so.bucket_bytes = bucket_bytes(cfg_.bucket_mb);
   Trainer trainer(*run_.model, opt, so);
   while (pos.epoch < st.epochs) {
     EpochTotals totals;
@@ -210,7 +212,7 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   int64_t step_correct = 0, step_seen = 0;
   while (pos.batch < end && loader.next(b)) {
     if (test_nan_steps_.count(pos.step + 1)) b.images.data()[0] = std::nanf("");  // test-only, see the constructor
-    const StepResult r = trainer.accumulate(b.images, b.labels);
+    const StepResult r = trainer.accumulate(b.images, b.labels, (b.index + 1) % k == 0);
     step_loss += r.loss * r.count;
     step_correct += r.correct;
     step_seen += r.count;

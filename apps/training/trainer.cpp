@@ -1,6 +1,8 @@
 // The training step.
 #include "apps/training/trainer.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <set>
 
@@ -13,6 +15,8 @@
 namespace apps::training {
 
 using engine::Tensor;
+
+int64_t bucket_bytes(double mib) { return std::max<int64_t>(1, std::llround(mib * 1048576.0)); }
 
 Trainer::Trainer(layers::Module& model, engine::SGD& optimizer, StepOptions options)
     : model_(model), opt_(optimizer), options_(options) {}
@@ -52,6 +56,12 @@ void restore_buffers(layers::Module& model, const std::vector<Tensor>& saved) {
   for (auto& b : model.named_buffers()) b.tensor.copy_from(saved[i++]);
 }
 
+// The factor that turns the sum of `micro` micro-batches' mean gradients into their mean.
+float micro_scale(int64_t micro) { return micro > 1 ? 1.f / static_cast<float>(micro) : 1.f; }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
 }  // namespace
 
 std::string Trainer::first_nonfinite_gradient() const {
@@ -65,16 +75,19 @@ std::string Trainer::first_nonfinite_gradient() const {
 }
 
 StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
-  StepResult r = accumulate(images, labels);
+  StepResult r = accumulate(images, labels, true);
   r.nonfinite = apply(lr);
   return r;
 }
 
-StepResult Trainer::accumulate(const Tensor& images, const Tensor& labels) {
+StepResult Trainer::accumulate(const Tensor& images, const Tensor& labels, bool last) {
+  QIL_CHECK(!(averager_ && averager_->in_round()), "Trainer::accumulate: the step's last micro-batch was ",
+            "accumulated already and its gradients are being all-reduced; call apply() first");
   if (pending_ == 0 && nonfinite_.empty()) {  // the first micro-batch of a step
     opt_.zero_grad();
     buffers_ = copy_buffers(model_);
   }
+  const Clock::time_point t0 = Clock::now();
   const Tensor logits = model_.forward(images);  // (N, classes)
   Tensor loss = loss_of(logits, images, labels);
   StepResult r;
@@ -88,23 +101,60 @@ StepResult Trainer::accumulate(const Tensor& images, const Tensor& labels) {
     if (nonfinite_.empty()) nonfinite_ = "loss";
     if (!options_.allreduce) return r;
   }
-  loss.backward();
+  const Clock::time_point t1 = Clock::now();
+  times_.forward += std::chrono::duration<double>(t1 - t0).count();
+  if (options_.allreduce && options_.overlap && last)
+    backward_and_reduce(loss, pending_ + 1);
+  else
+    loss.backward();
+  times_.backward += seconds_since(t1);
   ++pending_;
   return r;
 }
 
-std::string Trainer::apply(float lr) {
-  QIL_CHECK(pending_ > 0 || !nonfinite_.empty(), "Trainer::apply: no micro-batch was accumulated since the last step");
-  std::string bad = std::move(nonfinite_);
-  nonfinite_.clear();
-  const int64_t micro = pending_;
-  pending_ = 0;
+// The bucketed average, built at first use from the optimizer's parameters in the model's registration order
+// (backward finishes the last-registered ones first, and the buckets are filled from there).
+engine::dist::GradAverager& Trainer::grad_averager() {
+  if (averager_) return *averager_;
+  std::set<const void*> in_optimizer;
+  for (const auto& g : opt_.groups())
+    for (const Tensor& p : g.params) in_optimizer.insert(p.id());
+  std::vector<Tensor> params;
+  for (auto& p : model_.named_parameters())
+    if (in_optimizer.erase(p.tensor.id())) params.push_back(p.tensor);
+  for (const auto& g : opt_.groups())  // any the model does not name (none today), after the model's own
+    for (const Tensor& p : g.params)
+      if (in_optimizer.erase(p.id())) params.push_back(p);
+  averager_ = std::make_unique<engine::dist::GradAverager>(std::move(params), options_.bucket_bytes);
+  return *averager_;
+}
+
+// The step's last backward, reporting each parameter whose gradient it has finished to the averager, which
+// starts the all-reduce of every bucket that is complete while the rest of backward runs, and polling MPI
+// between nodes so that the buckets in flight progress.
+void Trainer::backward_and_reduce(const Tensor& loss, int64_t micro) {
+  engine::dist::GradAverager& avg = grad_averager();
+  avg.begin(micro_scale(micro));
+  engine::BackwardHooks hooks;
+  hooks.on_leaf_ready = [&avg](const Tensor& leaf) { avg.ready(leaf); };
+  hooks.after_node = [&avg] { avg.poll(); };
+  engine::backward(loss, hooks);
+}
+
+// The sum of the micro-batches' mean gradients -> their mean, averaged over ranks.
+void Trainer::average_gradients(int64_t micro) {
+  if (options_.allreduce && options_.overlap) {
+    engine::dist::GradAverager& avg = grad_averager();
+    if (!avg.in_round()) avg.begin(micro_scale(micro));  // no micro-batch was marked last: all buckets now
+    avg.finish();
+    return;
+  }
   std::vector<Tensor> grads;
   for (auto& g : opt_.groups())
     for (const Tensor& p : g.params)
       if (p.grad().defined()) grads.push_back(p.grad());
-  if (micro > 1) {  // the sum of the micro-batches' mean gradients -> their mean
-    const float inv = 1.f / static_cast<float>(micro);
+  if (micro > 1) {
+    const float inv = micro_scale(micro);
     for (Tensor& g : grads) {
       float* p = g.data<float>();
       const int64_t n = g.numel();
@@ -113,6 +163,19 @@ std::string Trainer::apply(float lr) {
     }
   }
   if (options_.allreduce) engine::dist::allreduce_mean(grads);
+}
+
+std::string Trainer::apply(float lr) {
+  QIL_CHECK(pending_ > 0 || !nonfinite_.empty(), "Trainer::apply: no micro-batch was accumulated since the last step");
+  std::string bad = std::move(nonfinite_);
+  nonfinite_.clear();
+  const int64_t micro = pending_;
+  pending_ = 0;
+  const Clock::time_point t0 = Clock::now();
+  average_gradients(micro);
+  const Clock::time_point t1 = Clock::now();
+  times_.reduce += std::chrono::duration<double>(t1 - t0).count();
+  ++times_.steps;
   if (options_.balance != layers::GradBalance::none) layers::scale_quantizer_gradients(model_, options_.balance);
   // A finite loss can still have non-finite gradients (an overflow in a backward pass, a NaN pixel that
   // BatchNorm spreads and ReLU hides from the loss).
@@ -121,10 +184,12 @@ std::string Trainer::apply(float lr) {
   }
   if (!bad.empty()) {
     restore_buffers(model_, buffers_);
+    times_.update += seconds_since(t1);
     return bad;
   }
   opt_.step(lr);
   layers::project_quantizers(model_);
+  times_.update += seconds_since(t1);
   return "";
 }
 

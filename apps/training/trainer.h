@@ -1,13 +1,16 @@
 // The training step, written once: zero_grad -> forward -> loss (labels, or a teacher's softmax) -> backward
 // [-> forward and backward of further micro-batches, gradients adding up] -> mean over micro-batches and
-// all-reduce across ranks -> quantizer gradient balancing -> SGD step -> quantizer constraints.
+// all-reduce across ranks (at the end, or in buckets started during the last micro-batch's backward) ->
+// quantizer gradient balancing -> SGD step -> quantizer constraints.
 // `qil train`, `qil bench` and the layer tests all step through it. Also the optimizer's parameter groups.
 // Not the loop around it (stage_runner.h), not data loading, not evaluation (evaluate.h).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/dist.h"
 #include "engine/optim.h"
 #include "engine/tensor.h"
 #include "layers/module.h"
@@ -25,6 +28,22 @@ struct StepOptions {
   layers::Module* teacher = nullptr;
   // Average gradients over the MPI ranks before the step (data-parallel training).
   bool allreduce = false;
+  // How (docs/cluster.md): false = one all-reduce of all gradients after backward; true = in buckets of at most
+  // bucket_bytes, each started during the last micro-batch's backward as soon as its gradients are final
+  // (dist::GradAverager). Both give the same parameters (bit for bit with 2 ranks).
+  bool overlap = false;
+  int64_t bucket_bytes = int64_t(25) << 20;
+};
+
+// --bucket-mb (MiB) in bytes, at least one.
+int64_t bucket_bytes(double mib);
+
+// Where a trainer's time went, summed over the steps since reset_times() (seconds): forward (and the loss),
+// backward (with the packing and polling of overlapped buckets), the all-reduce's wait in apply() (all of it at
+// the end, or what overlap did not hide) and the update (balancing, finiteness check, SGD, constraints).
+struct StepTimes {
+  double forward = 0, backward = 0, reduce = 0, update = 0;
+  int64_t steps = 0;  // apply() calls
 };
 
 struct StepResult {
@@ -55,9 +74,16 @@ class Trainer {
   // across ranks the backward runs, so that every rank sees the NaN). apply() returns "" when it stepped, or
   // what was not finite ("loss", "gradient of <parameter>"): then nothing was stepped and the BatchNorm
   // statistics are put back to what they were before the step's first micro-batch.
-  StepResult accumulate(const engine::Tensor& images, const engine::Tensor& labels);
+  // `last`: this is the step's last micro-batch, so with StepOptions::overlap its backward starts the
+  // all-reduce (a further accumulate() before apply() is then an error). Without it apply() averages at the end.
+  StepResult accumulate(const engine::Tensor& images, const engine::Tensor& labels, bool last = false);
   std::string apply(float lr);
   int64_t pending() const { return pending_; }  // micro-batches accumulated since the last apply()
+
+  const StepTimes& times() const { return times_; }
+  void reset_times() { times_ = {}; }
+  // The bucketed average of StepOptions::overlap (built at the first step that uses it); null until then.
+  const engine::dist::GradAverager* averager() const { return averager_.get(); }
 
   layers::Module& model() { return model_; }
   engine::SGD& optimizer() { return opt_; }
@@ -66,6 +92,9 @@ class Trainer {
   engine::Tensor loss_of(const engine::Tensor& logits, const engine::Tensor& images, const engine::Tensor& labels);
   // The first parameter (in optimizer order) whose gradient holds a NaN or an infinity; "" when none does.
   std::string first_nonfinite_gradient() const;
+  void backward_and_reduce(const engine::Tensor& loss, int64_t micro);
+  void average_gradients(int64_t micro);
+  engine::dist::GradAverager& grad_averager();
 
   layers::Module& model_;
   engine::SGD& opt_;
@@ -73,6 +102,8 @@ class Trainer {
   int64_t pending_ = 0;
   std::string nonfinite_;               // what was not finite among this step's micro-batches so far
   std::vector<engine::Tensor> buffers_;  // BatchNorm statistics before this step's first micro-batch
+  std::unique_ptr<engine::dist::GradAverager> averager_;
+  StepTimes times_;
 };
 
 // Parameter groups: conv/linear weights with weight decay; BN and biases without; quantizer parameters

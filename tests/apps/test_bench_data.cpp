@@ -125,7 +125,12 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("threads") == 1);
   CHECK(j.at("img_per_s").get<double>() > 0);
   CHECK(j.at("mode") == "train");  // "infer" / "infer-int8" under --infer [--int8]
-  CHECK(j.size() == 8);
+    CHECK(j.at("ranks") == 1);
+  CHECK(j.at("allreduce") == "none");  // one process averages nothing
+  CHECK(j.at("step_ms").get<double>() > 0);
+  for (const char* part : {"forward_ms", "backward_ms", "reduce_ms", "update_ms"}) CHECK(j.contains(part));
+  CHECK(j.at("buckets") == 0);
+  CHECK(j.size() == 17);
   // Each quantizer runs the benchmark; a full-precision run names none.
   for (const char* kind : {"lsq", "pact", "dorefa"}) {
     auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "

@@ -1,6 +1,9 @@
 // `qil train` and `qil eval` under mpirun with two ranks, one thread each: data-parallel training equals one
-// process (and --accumulate) on a network without BatchNorm; with BatchNorm every rank ends with the same
-// model and a resumed run equals an uninterrupted one; sharded evaluation gives one process's figures exactly;
+// process (and --accumulate) on a network without BatchNorm; gradients all-reduced in buckets during backward
+// (--allreduce overlap) give the parameters of one all-reduce after it, bit for bit, with and without
+// BatchNorm; `qil bench` times a data-parallel step and an all-reduce under mpirun; with BatchNorm every rank
+// ends with the same model and a resumed run equals an uninterrupted one; sharded evaluation gives one
+// process's figures exactly;
 // a rank that throws, is killed or hangs ends the job within seconds, named, with the last checkpoint intact;
 // the divergence guard names the parameter that differs. Faults come from the test-only QIL_TEST_FAULT
 // variables (apps/training/fault_injection.h).
@@ -158,6 +161,90 @@ TEST_CASE("2 ranks x batch 16 step as 1 process x batch 32 and as --accumulate 2
   const std::string lr = csv_cell(tmp / "one/metrics.csv", "lr", 0);
   CHECK(csv_cell(tmp / "ranks/metrics.csv", "lr", 0) == lr);
   CHECK(csv_cell(tmp / "accumulate/metrics.csv", "lr", 0) == lr);
+}
+
+// With two ranks every element of the averaged gradient is one addition, a + b, whichever buffer, bucket or
+// algorithm MPI sums it in, and both modes scale by 1/micro-batches before the sum and by 1/2 after it: the
+// parameters must be identical, not merely close.
+TEST_CASE("--allreduce overlap gives --allreduce end's parameters bit for bit, --accumulate included") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // 10 steps as above; buckets of 0.01 MiB (2621 floats) cut lenet-nobn's gradients into several buckets.
+  const std::string run = "train" + kTiny + " --epochs 2 --stop-after-steps 10 --bucket-mb 0.01 --out ";
+  for (const char* mode : {"end", "overlap"})
+    for (const char* batch : {"16", "8 --accumulate 2"}) {
+      auto r = mpi_qil(run + tmp / (std::string(mode) + batch[0]) + " --allreduce " + mode + " --batch " + batch);
+      REQUIRE_MESSAGE(r.code == 0, r.out);
+      const std::string says = std::string(mode) == "end" ? "gradients all-reduced after backward"
+                                                           : "all-reduced during backward in buckets of up to 0.01 MiB";
+      CHECK_MESSAGE(r.out.find(says) != std::string::npos, r.out);
+    }
+  CHECK(first_difference(model_of(tmp / "overlap1/last.ckpt"), model_of(tmp / "end1/last.ckpt")) == "");
+  CHECK(first_difference(model_of(tmp / "overlap8/last.ckpt"), model_of(tmp / "end8/last.ckpt")) == "");
+  // And so overlap keeps the equivalence with one process stepping on all 32 images.
+  auto one = run_qil(run + tmp / "one" + " --batch 32");
+  REQUIRE_MESSAGE(one.code == 0, one.out);
+  const double rel = max_rel_diff(model_of(tmp / "overlap1/last.ckpt"), model_of(tmp / "one/last.ckpt"));
+  MESSAGE("2 ranks x 16 with --allreduce overlap against 1 x 32: largest relative difference " << rel);
+  CHECK(rel < 1e-5);
+  CHECK(max_rel_diff(model_of(tmp / "overlap8/last.ckpt"), model_of(tmp / "one/last.ckpt")) < 1e-5);
+  auto error_of = [&](const std::string& args) {
+    auto r = run_qil("train" + kTiny + " --epochs 1 --out " + tmp / "bad" + args);
+    CHECK(r.code != 0);
+    return r.out;
+  };
+  CHECK(error_of(" --allreduce later").find("--allreduce must be end or overlap, got 'later'") != std::string::npos);
+  CHECK(error_of(" --bucket-mb 0").find("--bucket-mb must be positive, got 0") != std::string::npos);
+}
+
+TEST_CASE("with BatchNorm, --allreduce overlap keeps the ranks identical and equals --allreduce end") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // ResNet-20 (BatchNorm buffers beside the parameters), 4 steps of 2 x 16; 0.05 MiB buckets: several.
+  const std::string run =
+      "train --model resnet20 --train-subset 160 --val-size 32 --test-subset 32 --batch 16 --epochs 1 "
+      "--progress none --lr 0.05 --threads 1 --bucket-mb 0.05 --out ";
+  const std::string env = "QIL_TEST_RANK_CHECKPOINTS=1";
+  for (const char* mode : {"end", "overlap"}) {
+    auto r = mpi_qil(run + tmp / mode + " --allreduce " + mode, env);
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+  }
+  const auto overlap = model_of(tmp / "overlap/last.ckpt");
+  CHECK(first_difference(model_of(tmp / "overlap/last.ckpt.rank1"), overlap) == "");
+  CHECK(first_difference(overlap, model_of(tmp / "end/last.ckpt")) == "");
+}
+
+TEST_CASE("qil bench under mpirun: a data-parallel step in either mode, and one all-reduce of the gradient") {
+  if (!can_run()) return;
+  const std::string lenet =
+      "bench --model lenet-nobn --image-size 28 --in-channels 1 --num-classes 10 --batch 4 --threads 1 --json ";
+  for (const char* mode : {"end", "overlap"}) {
+    auto r = mpi_qil(lenet + "--steps 2 --warmup 1 --repeat 1 --bucket-mb 0.01 --allreduce " + mode);
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));  // rank 0 alone reports
+    CHECK(r.out.find('{') == r.out.rfind('{'));
+    CHECK(j.at("ranks") == 2);
+    CHECK(j.at("allreduce") == mode);
+    CHECK(j.at("step_ms").get<double>() > 0);
+    // Overlap: every bucket started during backward (every parameter is reached before the walk ends).
+    if (std::string(mode) == "overlap") {
+      CHECK(j.at("buckets").get<int>() > 1);
+      CHECK(j.at("buckets_in_backward") == j.at("buckets"));
+    } else {
+      CHECK(j.at("buckets") == 0);
+    }
+  }
+  auto a = mpi_qil(lenet + "--allreduce-only --steps 3 --repeat 1");
+  REQUIRE_MESSAGE(a.code == 0, a.out);
+  const auto j = nlohmann::json::parse(a.out.substr(a.out.find('{')));
+  CHECK(j.at("ranks") == 2);
+  CHECK(j.at("bytes").get<int64_t>() == 4 * j.at("parameters").get<int64_t>());
+  CHECK(j.at("parameters").get<int64_t>() > 1000);
+  CHECK(j.contains("median_ms"));
+  CHECK(j.contains("small_ms"));
+  auto alone = run_qil(lenet + "--allreduce-only");
+  CHECK(alone.code != 0);
+  CHECK_MESSAGE(alone.out.find("--allreduce-only: needs 2 or more ranks") != std::string::npos, alone.out);
 }
 
 TEST_CASE("--accumulate: a run resumed at a step boundary ends where an uninterrupted one does") {

@@ -1,6 +1,7 @@
 // MPI helpers: the single-rank fast path (before init, and as an MPI singleton), argument checks, a two-rank
 // run of this same binary under mpirun that checks the mean, the sums, the maxima, the broadcast and the
-// divergence check, and a two-rank run in which one rank does not arrive and the watchdog ends the job.
+// divergence check, the bucketed gradient average against the one-buffer mean, and two-rank runs in which one
+// rank does not arrive and the watchdog ends the job.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <regex>
@@ -137,6 +139,71 @@ TEST_CASE("dist worker: a rank that does not arrive" * doctest::skip()) {
 }
 
 namespace {
+// Gradients that differ by rank and element, so that a value summed into the wrong place shows.
+void fill_grad(Tensor& p, int rank, int round) {
+  p.grad() = Tensor::empty(p.shape());
+  for (int64_t k = 0; k < p.numel(); ++k)
+    p.grad().data()[k] = 0.1f * static_cast<float>(k + 1) + 0.37f * static_cast<float>(rank) + 1.3f * round;
+}
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.bytes(), b.bytes(), a.nbytes()) == 0;
+}
+}  // namespace
+
+// Run under mpirun by "bucketed gradient average ..." below.
+TEST_CASE("dist worker: bucketed average" * doctest::skip()) {
+  int argc = 0;
+  char** argv = nullptr;
+  dist::init(&argc, &argv);
+  const int r = dist::rank();
+  REQUIRE(dist::world_size() == 2);
+  // Buckets of 16 bytes (4 floats), filled from the back: {t4}, {t3}, {t2}, {t1, t0}. t4 gets no gradient.
+  std::vector<Tensor> params;
+  for (int64_t n : {3, 1, 40000, 2, 5}) params.push_back(Tensor::zeros({n}).set_requires_grad(true));
+  dist::GradAverager avg(params, 16);
+  REQUIRE(avg.plan().buckets().size() == 4);
+  for (int round = 0; round < 2; ++round) {
+    const float scale = round == 0 ? 0.5f : 1.f;
+    std::vector<Tensor> want;  // what allreduce_mean makes of the same gradients, scaled first
+    for (size_t i = 0; i + 1 < params.size(); ++i) {
+      fill_grad(params[i], r, round);
+      want.push_back(params[i].grad().clone());
+      for (int64_t k = 0; k < want.back().numel(); ++k) want.back().data()[k] *= scale;
+    }
+    dist::allreduce_mean(want);
+    avg.begin(scale);
+    // The ranks report their parameters in opposite orders; round 0 never reports t4 (a parameter backward
+    // did not reach), so no bucket can start before finish(); round 1 reports all.
+    const size_t reported = round == 0 ? 4 : 5;
+    for (size_t j = 0; j < reported; ++j) {
+      avg.ready(params[r == 0 ? reported - 1 - j : j]);
+      avg.poll();
+    }
+    avg.finish();
+    CHECK(avg.started_early() == (round == 0 ? 0u : 4u));
+    for (size_t i = 0; i + 1 < params.size(); ++i) CHECK_MESSAGE(same_bytes(params[i].grad(), want[i]), i);
+    CHECK_FALSE(params[4].grad().defined());
+  }
+  dist::finalize();
+}
+
+// Run under mpirun: rank 1 reaches the bucketed average 20 s late; rank 0's watchdog, at 1 s, ends the job.
+TEST_CASE("dist worker: a rank that does not arrive at the bucketed average" * doctest::skip()) {
+  int argc = 0;
+  char** argv = nullptr;
+  dist::init(&argc, &argv);
+  dist::set_collective_timeout(1);
+  Tensor p = Tensor::zeros({4}).set_requires_grad(true);
+  p.grad() = Tensor::zeros({4});
+  dist::GradAverager avg({p}, 1 << 20);
+  if (dist::rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(20));
+  avg.begin();
+  avg.ready(p);
+  avg.finish();
+  dist::finalize();
+}
+
+namespace {
 struct MpiRun {
   int status = -1;
   std::string out;
@@ -183,6 +250,25 @@ TEST_CASE("a collective that waits past the timeout ends the job, naming the wai
   CHECK(r.status != 0);
   CHECK(r.out.find("qil: error (rank 0 of 2): barrier has waited more than 1 s") != std::string::npos);
   CHECK(r.seconds < 15);  // well before the late rank's 20 s
+}
+
+TEST_CASE("bucketed gradient average with two ranks: allreduce_mean's values bit for bit, in any report order") {
+  if (!have_mpirun()) return;
+  const MpiRun r = mpirun_test_case("dist worker: bucketed average");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  const std::regex one_passed(R"(test cases:\s+1\s+\|\s+1 passed\s+\|\s+0 failed)");
+  CHECK(std::distance(std::sregex_iterator(r.out.begin(), r.out.end(), one_passed), std::sregex_iterator()) == 2);
+}
+
+TEST_CASE("a bucketed average that waits past the timeout ends the job, naming the waiting rank") {
+  if (!have_mpirun()) return;
+  const MpiRun r = mpirun_test_case("dist worker: a rank that does not arrive at the bucketed average");
+  INFO(r.out);
+  CHECK(r.status != 0);
+  CHECK(r.out.find("qil: error (rank 0 of 2): allreduce_mean (bucketed) has waited more than 1 s") !=
+        std::string::npos);
+  CHECK(r.seconds < 15);
 }
 
 TEST_CASE("MPI is asked for only by a launcher's environment or QIL_MPI") {
