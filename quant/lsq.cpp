@@ -14,6 +14,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/fast_math.h"
 #include "quant/kernel_util.h"
 
 namespace quant {
@@ -29,11 +30,32 @@ float step_of(const char* op, const Tensor& s) {
   return v;
 }
 
-// round half away from zero, QIL's (std::round's) rule, so that v̄(−v) = −v̄(v) inside the range; written with
-// floor and a select because those vectorize and std::round may not.
+// round half away from zero, std::round's rule (QIL's too), so that v̄(−v) = −v̄(v) inside the range, for
+// |r| < 2^31 (callers clamp r to the range first): round_nonneg adds 0.5 in double, where it is exact, and
+// truncates, which SSE2 vectorizes; std::floor and std::round need SSE4.1 to, and floor(|r| + 0.5f) rounds
+// 0.49999997 up.
 inline float round_half_away(float r) {
-  const float a = std::floor(std::fabs(r) + 0.5f);
+  const float a = static_cast<float>(round_nonneg(std::fabs(r)));
   return r < 0.f ? -a : a;
+}
+
+// One backward pass: dv += ∂L/∂v where dv is given, and the returned ∂L/∂s. Plain arguments (no lambda
+// captures, which GCC reads through memory on every iteration) so that the loop and its reduction vectorize.
+template <bool kRound, bool kNeedV>
+double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float inv_s, float qn, float qp) {
+  double gs = 0.0;
+#pragma omp parallel for simd reduction(+ : gs) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = v[i] * inv_s;
+    const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
+    const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
+    if (kNeedV) dv[i] += inside * gy[i];
+    // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
+    const float rc = r < -qn ? -qn : (r > qp ? qp : r);  // inside, rc = r; clamped so the rounding is defined
+    const float ds = inside * (kRound ? round_half_away(rc) - rc : 0.f) - below * qn + above * qp;
+    gs += static_cast<double>(gy[i]) * ds;
+  }
+  return gs;
 }
 
 template <bool kRound>
@@ -60,22 +82,8 @@ Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tenso
     const float* vv = vs.data();
     float* dv = gx[0].defined() ? gx[0].data() : nullptr;
     const int64_t n = vs.numel();
-    double gs = 0.0;
-    auto pass = [&](auto need_v) {
-      constexpr bool kNeedV = decltype(need_v)::value;
-#pragma omp parallel for simd reduction(+ : gs) if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        const float r = vv[i] * inv_s;
-        const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
-        const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
-        if (kNeedV) dv[i] += inside * gyp[i];
-        // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
-        const float ds = inside * (kRound ? round_half_away(r) - r : 0.f) - below * qn + above * qp;
-        gs += static_cast<double>(gyp[i]) * ds;
-      }
-    };
-    if (dv) pass(std::true_type{});
-    else pass(std::false_type{});
+    const double gs = dv ? lsq_backward<kRound, true>(gyp, vv, dv, n, inv_s, qn, qp)
+                         : lsq_backward<kRound, false>(gyp, vv, dv, n, inv_s, qn, qp);
     if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(gs);
   });
 }

@@ -66,6 +66,19 @@ TEST_CASE("golden levels at 2, 3 and 4 bits") {
                        Error);
 }
 
+TEST_CASE("rounding is std::round's: halves away from zero, and the float just below a half rounds down") {
+  // s = 1, 4-bit signed (Q_N = 8, Q_P = 7): v̄ = round(v). 0.49999997 + 0.5 rounds to 1 in float arithmetic, so
+  // a rounding that adds the half in float gives 1 where std::round gives 0.
+  const float below_half = std::nextafter(0.5f, 0.f);
+  const std::vector<float> v = {below_half, -below_half, 0.5f, -0.5f, 1.5f, -2.5f, std::nextafter(2.5f, 0.f), 6.5f};
+  const Tensor y = lsq_quantize(Tensor::from_vector(v, {static_cast<int64_t>(v.size())}), param(1.f),
+                                lsq_signed_range(4));
+  for (size_t i = 0; i < v.size(); ++i) {
+    CAPTURE(v[i]);
+    CHECK(y.data()[i] == std::round(v[i]));
+  }
+}
+
 TEST_CASE("gradients: the paper's dv and ds, by hand, accumulated into pre-filled gradients") {
   // The 3-bit weights above, s = 0.5, upstream G_i = i + 1.
   // ∂/∂v: 1 where -4 < v/s < 3: 0 1 1 1 1 1 1 1 1 0.
