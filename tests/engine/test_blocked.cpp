@@ -10,20 +10,6 @@ using namespace qiltest;
 
 namespace {
 
-// The blocked copy of plain (N, C, H, W) data, written by the layout's definition:
-// element (n, c, h, w) lives at (((n * C/16 + c/16) * H + h) * W + w) * 16 + c % 16.
-Tensor to_blocked(const Tensor& p) {
-  const int64_t n = p.size(0), c = p.size(1), hw = p.size(2) * p.size(3);
-  Tensor b = Tensor::empty(p.shape(), DType::f32, Layout::blocked);
-  const float* s = p.data();
-  float* d = b.data();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t k = 0; k < hw; ++k) d[((i * (c / kBlock) + ch / kBlock) * hw + k) * kBlock + ch % kBlock] =
-          s[(i * c + ch) * hw + k];
-  return b;
-}
-
 // Turns blocked mode on for one scope.
 struct KeepBlocked {
   explicit KeepBlocked(bool on) { ops::set_keep_blocked(on); }
