@@ -2,7 +2,8 @@
 // updated in place) and eval mode (running statistics), each with its backward. Own loops rather than oneDNN:
 // oneDNN 2.6 runs plain-NCHW batch norm on a generic reference-grade kernel (ncsp_bnorm) that cost half of a
 // ResNet-20 training step; one thread per channel over contiguous (H, W) planes is memory-bound instead.
-// Blocked (nChw16c) inputs run the same formulas with 16 channels per vector and keep their layout.
+// Blocked (nChw16c, or nChw8c on AVX2) inputs run the same formulas with one block of channels per vector and
+// keep their layout.
 // Eval-mode backward is real, not an error: quantizer-only training runs BN frozen in eval mode and still
 // needs the gradient to flow through it (to x, and to gamma/beta if they ask).
 // batch_norm2d_relu is the same op with the ReLU after it fused into both passes: forward writes max(y, 0),
@@ -14,6 +15,7 @@
 #endif
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -53,12 +55,22 @@ double plane_centred_squares(const float* p, int64_t len, float mu) {
   return a;
 }
 
-// Per-channel sums of t1(o, ch) and t2(o, ch) over a blocked (N, C/16, H, W, 16) tensor, o the memory index
+// Calls f(std::integral_constant<int64_t, B>) with B = block_channels(): the blocked kernels below take the
+// block width as a compile-time constant (their inner loops are one vector of B lanes).
+template <class F>
+void with_block(F&& f) {
+  if (block_channels() == 8)
+    f(std::integral_constant<int64_t, 8>{});
+  else
+    f(std::integral_constant<int64_t, 16>{});
+}
+
+// Per-channel sums of t1(o, ch) and t2(o, ch) over a blocked (N, C/B, H, W, B) tensor, o the memory index
 // and ch its channel. Threads split the (image, block) spans, each with float lanes, and merge in double:
-// with few channel blocks (16 channels is one block) a split by channel would leave threads idle.
-template <class T1, class T2>
+// with few channel blocks (16 channels is one or two blocks) a split by channel would leave threads idle.
+template <int64_t B, class T1, class T2>
 void blocked_channel_sums(int64_t n, int64_t c, int64_t plane, T1 t1, T2 t2, double* s1, double* s2) {
-  const int64_t cb = c / kBlock;
+  const int64_t cb = c / B;
   std::fill(s1, s1 + c, 0.0);
   std::fill(s2, s2 + c, 0.0);
 #pragma omp parallel if (n * c * plane > kParallelMin)
@@ -66,19 +78,19 @@ void blocked_channel_sums(int64_t n, int64_t c, int64_t plane, T1 t1, T2 t2, dou
     std::vector<double> l1(static_cast<size_t>(c), 0.0), l2(static_cast<size_t>(c), 0.0);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n * cb; ++i) {
-      const int64_t g = i % cb, base = i * plane * kBlock;
-      float a[kBlock] = {}, b[kBlock] = {};
+      const int64_t g = i % cb, base = i * plane * B;
+      float a[B] = {}, b[B] = {};
       for (int64_t k = 0; k < plane; ++k) {
-        const int64_t o = base + k * kBlock;
+        const int64_t o = base + k * B;
 #pragma omp simd
-        for (int64_t l = 0; l < kBlock; ++l) {
-          a[l] += t1(o + l, g * kBlock + l);
-          b[l] += t2(o + l, g * kBlock + l);
+        for (int64_t l = 0; l < B; ++l) {
+          a[l] += t1(o + l, g * B + l);
+          b[l] += t2(o + l, g * B + l);
         }
       }
-      for (int64_t l = 0; l < kBlock; ++l) {
-        l1[g * kBlock + l] += a[l];
-        l2[g * kBlock + l] += b[l];
+      for (int64_t l = 0; l < B; ++l) {
+        l1[g * B + l] += a[l];
+        l2[g * B + l] += b[l];
       }
     }
 #pragma omp critical
@@ -89,22 +101,24 @@ void blocked_channel_sums(int64_t n, int64_t c, int64_t plane, T1 t1, T2 t2, dou
   }
 }
 
-// Where the elements of one tensor live: (N, C, H, W) plain, or blocked (N, C/16, H, W, 16).
+// Where the elements of one tensor live: (N, C, H, W) plain, or blocked (N, C/B, H, W, B).
 struct BnGeom {
   int64_t n, c, plane;
   bool blocked;
 };
 
 // Batch mean and biased variance per channel into mp, vp: two passes, the mean and then the centred squares
-// (no cancellation in E[x²] − E[x]²).
+// (no cancellation in E[x²] − E[x]²). B: the block width of a blocked x.
+template <int64_t B>
 void batch_statistics(const float* xp, const BnGeom& s, float* mp, float* vp) {
   const double m = static_cast<double>(s.n * s.plane);
   if (s.blocked) {
     std::vector<double> s1(static_cast<size_t>(s.c)), s2(static_cast<size_t>(s.c));
     auto zero = [](int64_t, int64_t) { return 0.f; };
-    blocked_channel_sums(s.n, s.c, s.plane, [xp](int64_t o, int64_t) { return xp[o]; }, zero, s1.data(), s2.data());
+    blocked_channel_sums<B>(s.n, s.c, s.plane, [xp](int64_t o, int64_t) { return xp[o]; }, zero, s1.data(),
+                            s2.data());
     for (int64_t ch = 0; ch < s.c; ++ch) mp[ch] = static_cast<float>(s1[ch] / m);
-    blocked_channel_sums(
+    blocked_channel_sums<B>(
         s.n, s.c, s.plane, [xp, mp](int64_t o, int64_t ch) { return (xp[o] - mp[ch]) * (xp[o] - mp[ch]); }, zero,
         s1.data(), s2.data());
     for (int64_t ch = 0; ch < s.c; ++ch) vp[ch] = static_cast<float>(s1[ch] / m);
@@ -124,17 +138,17 @@ void batch_statistics(const float* xp, const BnGeom& s, float* mp, float* vp) {
 
 // y = bn_out(x, scale[ch], shift[ch]) over every element; one (image, channel or channel block) span per
 // iteration.
-template <bool Relu>
+template <bool Relu, int64_t B>
 void scale_shift(const float* xp, float* yp, const BnGeom& s, const float* scale, const float* shift) {
-  const int64_t lanes = s.blocked ? kBlock : 1, spans = s.n * (s.c / lanes);
+  const int64_t lanes = s.blocked ? B : 1, spans = s.n * (s.c / lanes);
 #pragma omp parallel for schedule(static) if (s.n * s.c * s.plane > kParallelMin)
   for (int64_t i = 0; i < spans; ++i) {
     const int64_t ch0 = (i % (s.c / lanes)) * lanes, base = i * s.plane * lanes;
     if (s.blocked) {
       for (int64_t k = 0; k < s.plane; ++k) {
-        const int64_t o = base + k * kBlock;
+        const int64_t o = base + k * B;
 #pragma omp simd
-        for (int64_t l = 0; l < kBlock; ++l) yp[o + l] = bn_out<Relu>(xp[o + l], scale[ch0 + l], shift[ch0 + l]);
+        for (int64_t l = 0; l < B; ++l) yp[o + l] = bn_out<Relu>(xp[o + l], scale[ch0 + l], shift[ch0 + l]);
       }
     } else {
       const float sc = scale[ch0], sh = shift[ch0];
@@ -145,12 +159,12 @@ void scale_shift(const float* xp, float* yp, const BnGeom& s, const float* scale
 }
 
 // Per channel: Σ g and Σ g·(x − mean), g = bn_grad(gy) (the gradient past the fused ReLU).
-template <bool Relu>
+template <bool Relu, int64_t B>
 void grad_sums(const float* xp, const float* gyp, const BnGeom& s, const float* mp, const float* sc, const float* sh,
                double* sg, double* sgx) {
   if (s.blocked) {
     auto g = [=](int64_t o, int64_t ch) { return bn_grad<Relu>(gyp[o], xp[o], sc[ch], sh[ch]); };
-    blocked_channel_sums(
+    blocked_channel_sums<B>(
         s.n, s.c, s.plane, g, [=](int64_t o, int64_t ch) { return g(o, ch) * (xp[o] - mp[ch]); }, sg, sgx);
     return;
   }
@@ -181,11 +195,12 @@ struct InputGradCoef {
   std::vector<float> k1, mean_g, mean_gx;
 };
 
-// dx += k1 (g − mean_g − (x − mean) mean_gx) over every element, g = bn_grad(gy).
-template <bool Relu>
+// dx += k1 (g − mean_g − (x − mean) mean_gx) over every element, g = bn_grad(gy); dx = when Overwrite (a
+// fresh gradient buffer, autograd.h).
+template <bool Relu, bool Overwrite, int64_t B>
 void input_grad(const float* xp, const float* gyp, float* dx, const BnGeom& s, const float* mp, const float* sc,
                 const float* sh, const InputGradCoef& k) {
-  const int64_t lanes = s.blocked ? kBlock : 1, spans = s.n * (s.c / lanes);
+  const int64_t lanes = s.blocked ? B : 1, spans = s.n * (s.c / lanes);
 #pragma omp parallel for schedule(static) if (s.n * s.c * s.plane > kParallelMin)
   for (int64_t i = 0; i < spans; ++i) {
     const int64_t ch0 = (i % (s.c / lanes)) * lanes, base = i * s.plane * lanes;
@@ -193,18 +208,20 @@ void input_grad(const float* xp, const float* gyp, float* dx, const BnGeom& s, c
                 *b = sh + ch0;
     if (s.blocked) {
       for (int64_t q = 0; q < s.plane; ++q) {
-        const int64_t o = base + q * kBlock;
+        const int64_t o = base + q * B;
 #pragma omp simd
-        for (int64_t l = 0; l < kBlock; ++l) {
+        for (int64_t l = 0; l < B; ++l) {
           const float g = bn_grad<Relu>(gyp[o + l], xp[o + l], a[l], b[l]);
-          dx[o + l] += k1[l] * (g - mg[l] - (xp[o + l] - mu[l]) * mgx[l]);
+          const float d = k1[l] * (g - mg[l] - (xp[o + l] - mu[l]) * mgx[l]);
+          dx[o + l] = Overwrite ? d : dx[o + l] + d;
         }
       }
     } else {
 #pragma omp simd
       for (int64_t q = 0; q < s.plane; ++q) {
         const float g = bn_grad<Relu>(gyp[base + q], xp[base + q], a[0], b[0]);
-        dx[base + q] += k1[0] * (g - mg[0] - (xp[base + q] - mu[0]) * mgx[0]);
+        const float d = k1[0] * (g - mg[0] - (xp[base + q] - mu[0]) * mgx[0]);
+        dx[base + q] = Overwrite ? d : dx[base + q] + d;
       }
     }
   }
@@ -219,8 +236,9 @@ struct BnSaved {
   float eps;
 };
 
+// Gradients of x, gamma and beta, each added to its buffer or written into it when fresh (autograd.h).
 template <bool Relu>
-void bn_backward(const BnSaved& sv, const Tensor& gy, std::vector<Tensor>& gx) {
+void bn_backward(const BnSaved& sv, const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
   const BnGeom s{sv.x.size(0), sv.x.size(1), sv.x.size(2) * sv.x.size(3), sv.x.layout() == Layout::blocked};
   const double m = static_cast<double>(s.n * s.plane);
   const float *xp = sv.x.data(), *gyp = gy.data(), *mp = sv.mean.data(), *vp = sv.var.data();
@@ -230,19 +248,26 @@ void bn_backward(const BnSaved& sv, const Tensor& gy, std::vector<Tensor>& gx) {
   float* dg = gx.size() > 1 && gx[1].defined() ? gx[1].data() : nullptr;
   float* db = gx.size() > 2 && gx[2].defined() ? gx[2].data() : nullptr;
   std::vector<double> sg(static_cast<size_t>(s.c)), sgx(static_cast<size_t>(s.c));
-  grad_sums<Relu>(xp, gyp, s, mp, sc, sh, sg.data(), sgx.data());  // Σ g, Σ g·(x − μ): dβ, dγ, the dx terms
+  // Σ g, Σ g·(x − μ): dβ, dγ, the dx terms.
+  with_block([&](auto blk) { grad_sums<Relu, decltype(blk)::value>(xp, gyp, s, mp, sc, sh, sg.data(), sgx.data()); });
   InputGradCoef k{std::vector<float>(s.c), std::vector<float>(s.c), std::vector<float>(s.c)};
   for (int64_t ch = 0; ch < s.c; ++ch) {
     const float inv_std = 1.f / std::sqrt(vp[ch] + sv.eps);
     const double sgx_hat = sgx[ch] * inv_std;  // Σ g·x̂
-    if (db) db[ch] += static_cast<float>(sg[ch]);
-    if (dg) dg[ch] += static_cast<float>(sgx_hat);
+    if (db) db[ch] = (fresh[2] ? 0.f : db[ch]) + static_cast<float>(sg[ch]);
+    if (dg) dg[ch] = (fresh[1] ? 0.f : dg[ch]) + static_cast<float>(sgx_hat);
     // Training: dx = γ/σ (g − Σg/M − x̂ Σg·x̂/M); eval (constant statistics): dx = γ/σ g.
     k.k1[ch] = (gp ? gp[ch] : 1.f) * inv_std;
     k.mean_g[ch] = sv.training ? static_cast<float>(sg[ch] / m) : 0.f;
     k.mean_gx[ch] = sv.training ? static_cast<float>(sgx_hat / m) * inv_std : 0.f;
   }
-  if (dx) input_grad<Relu>(xp, gyp, dx, s, mp, sc, sh, k);
+  with_block([&](auto blk) {
+    constexpr int64_t b = decltype(blk)::value;
+    if (dx && fresh[0])
+      input_grad<Relu, true, b>(xp, gyp, dx, s, mp, sc, sh, k);
+    else if (dx)
+      input_grad<Relu, false, b>(xp, gyp, dx, s, mp, sc, sh, k);
+  });
 }
 
 void check_channel_vector(const char* op, const char* what, const Tensor& t, int64_t c, const Tensor& x) {
@@ -286,17 +311,20 @@ Tensor batch_norm(const char* op, const char* bwd_name, const Tensor& x, const T
   Tensor var = training ? Tensor::empty({s.c}) : running_var.clone();    // (C), biased in training
   float* mp = mean.data();
   float* vp = var.data();
-  if (training) batch_statistics(x.data(), s, mp, vp);
+  if (training) with_block([&](auto blk) { batch_statistics<decltype(blk)::value>(x.data(), s, mp, vp); });
   Tensor scale = Tensor::empty({s.c}), shift = Tensor::empty({s.c});  // (C): y = x·scale + shift
   for (int64_t ch = 0; ch < s.c; ++ch) {
     scale.data()[ch] = (affine ? gamma.data()[ch] : 1.f) / std::sqrt(vp[ch] + eps);
     shift.data()[ch] = (affine ? beta.data()[ch] : 0.f) - mp[ch] * scale.data()[ch];
   }
   Tensor y = Tensor::empty_like(x);  // (N, C, H, W), x's layout
-  if (relu)
-    scale_shift<true>(x.data(), y.data(), s, scale.data(), shift.data());
-  else
-    scale_shift<false>(x.data(), y.data(), s, scale.data(), shift.data());
+  with_block([&](auto blk) {
+    constexpr int64_t b = decltype(blk)::value;
+    if (relu)
+      scale_shift<true, b>(x.data(), y.data(), s, scale.data(), shift.data());
+    else
+      scale_shift<false, b>(x.data(), y.data(), s, scale.data(), shift.data());
+  });
 
   if (training && track) {  // PyTorch: the running variance is the unbiased one, var * m / (m - 1)
     float* rm = running_mean.data();
@@ -309,13 +337,14 @@ Tensor batch_norm(const char* op, const char* bwd_name, const Tensor& x, const T
     }
   }
   BnSaved saved{x.detach(), affine ? gamma.detach() : Tensor(), mean, var, scale, shift, training, relu, eps};
-  return record(op, y, {x, gamma, beta}, [saved, bwd_name](const Tensor& gy, std::vector<Tensor>& gx) {
-    OpTimer timer(bwd_name);
-    if (saved.relu)
-      bn_backward<true>(saved, gy, gx);
-    else
-      bn_backward<false>(saved, gy, gx);
-  });
+  return record_fresh(op, y, {x, gamma, beta},
+                      [saved, bwd_name](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        OpTimer timer(bwd_name);
+                        if (saved.relu)
+                          bn_backward<true>(saved, gy, gx, fresh);
+                        else
+                          bn_backward<false>(saved, gy, gx, fresh);
+                      });
 }
 
 }  // namespace
