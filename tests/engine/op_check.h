@@ -53,10 +53,10 @@ inline void check_ref(const Tensor& actual, const Ref& ref, const std::string& w
   }
 }
 
-// The blocked copy of plain (N, C, H, W) data, written by the layout's definition:
-// element (n, c, h, w) lives at (((n * C/16 + c/16) * H + h) * W + w) * 16 + c % 16.
+// The blocked copy of plain (N, C, H, W) data, written by the layout's definition (B = block_channels()):
+// element (n, c, h, w) lives at (((n * C/B + c/B) * H + h) * W + w) * B + c % B.
 inline Tensor to_blocked(const Tensor& p) {
-  using engine::kBlock;
+  const int64_t kBlock = engine::block_channels();
   const int64_t n = p.size(0), c = p.size(1), hw = p.size(2) * p.size(3);
   Tensor b = Tensor::empty(p.shape(), engine::DType::f32, engine::Layout::blocked);
   const float* s = p.data();

@@ -270,7 +270,8 @@ TEST_CASE("batch_norm2d_relu equals relu(batch_norm2d): values, running statisti
     for (bool blocked : {false, true})
       for (const BnCase k : {BnCase{2, 16, 5, 4}, BnCase{3, 32, 3, 7}, BnCase{4, 16, 1, 1}}) {
         const std::string what = str_cat("batch_norm2d_relu ", training ? "training" : "eval",
-                                         blocked ? " blocked" : " plain", " (", k.n, ", ", k.c, ", ", k.h, ", ", k.w, ")");
+                                         blocked ? " blocked" : " plain", " (", k.n, ", ", k.c, ", ", k.h, ", ", k.w,
+                                         ")");
         Generator g(5);
         const Tensor x0 = randn({k.n, k.c, k.h, k.w}, g, 2.f);  // blocked: the same values in nChw16c order
         Tensor xf = (blocked ? to_blocked(x0) : x0.clone()).set_requires_grad(true);
