@@ -52,6 +52,9 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   app.add_option("--bucket-mb", o.bucket_mb, "--allreduce overlap: the largest bucket of gradients, in MiB")
       ->capture_default_str();
+  app.add_option("--peak-gflops", o.peak_gflops,
+                 "the machine's FMA peak (scripts/fma_peak.sh): also print the step's GFLOP/s as a share of it")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--allreduce-only", o.allreduce_only,
                "under mpirun (2+ ranks): instead of a step, time one all-reduce of the model's whole gradient "
                "(--allreduce end: one buffer; overlap: its buckets, all started at once) and of one 8-byte value; "
@@ -72,6 +75,15 @@ void print_profile(double total_s, int64_t steps) {
                 static_cast<double>(r.calls) / steps);
   std::printf("%-28s %10.2f %6.1f%%\n", "other", 1e3 * (total_s - ops_s) / steps, 100 * (total_s - ops_s) / total_s);
   std::printf("%-28s %10.2f\n", "step", 1e3 * total_s / steps);
+}
+
+// Convolution and linear FLOPs of one image's step, in GFLOP: forward 2 FLOPs per multiply-accumulate, a
+// training step three times that (backward-data and backward-weights each cost a forward), inference once.
+// The usual convention (DESIGN §7: ResNet-18 @224 is 10.9); it counts the first convolution's backward-data,
+// which autograd skips, and nothing of batch norm, pooling or elementwise ops.
+double step_gflop(layers::Module& model, const BenchOptions& o) {
+  const layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
+  return (o.infer ? 2.0 : 6.0) * static_cast<double>(layers::forward_macs(model, spec)) / 1e9;
 }
 
 // A fixed random batch: images (batch, C, H, W) ~ N(0, 1), labels uniform over the classes.
@@ -104,6 +116,7 @@ void quantize_for_bench(layers::Module& model, const Stage& st, const std::strin
 // A timed step benchmark: the median rate over the repeats, and where the timed steps' time went.
 struct StepBench {
   double img_per_s = 0, total_s = 0;
+  double gflop_per_img = 0;  // convolution and linear FLOPs of one image's step (step_gflop)
   training::StepTimes times;
   size_t buckets = 0, buckets_in_backward = 0;  // --allreduce overlap under mpirun
 };
@@ -156,6 +169,8 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   const std::string mode = world > 1 ? o.allreduce : "none";
   const double n = static_cast<double>(std::max<int64_t>(r.times.steps, 1));
   auto ms = [](double s) { return std::round(s * 1e6) / 1e3; };  // ms to 3 decimals
+  const double gflops = r.img_per_s * r.gflop_per_img;
+  const double peak_share = o.peak_gflops > 0 ? gflops / o.peak_gflops : 0.0;  // 0 without --peak-gflops
   if (o.json) {  // keys in this order, one line; the rate to 3 decimals as before
     std::cout << nlohmann::ordered_json{{"model", o.model},
                                         {"batch", o.batch},
@@ -173,11 +188,18 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                                         {"update_ms", ms(r.times.update / n)},
                                         {"buckets", r.buckets},
                                         {"buckets_in_backward", r.buckets_in_backward},
-                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"}}
+                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"},
+                                        {"gflops", std::round(gflops * 10) / 10},
+                                        {"peak_pct", std::round(1e3 * peak_share) / 10}}
                      .dump()
               << std::endl;
     return;
   }
+  if (o.peak_gflops > 0)
+    std::printf("%.2f GFLOP per image, %.1f GFLOP/s, %.1f%% of a %.1f GFLOP/s peak\n", r.gflop_per_img, gflops,
+                100 * peak_share, o.peak_gflops);
+  else
+    std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
     std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "
@@ -262,7 +284,9 @@ int run_bench(const BenchOptions& o) {
   const SyntheticBatch b = synthetic_batch(o);
   if (st.quantized()) quantize_for_bench(*model, st, o.quantizer, b.x);
   if (o.int8) layers::set_int8_inference(*model, true);
-  const StepBench r = time_steps(o, *model, st, b);
+  const double gflop_per_img = step_gflop(*model, o);  // a batch-1 forward: before the timing and the profile
+  StepBench r = time_steps(o, *model, st, b);
+  r.gflop_per_img = gflop_per_img;
   if (engine::dist::rank() != 0) return 0;  // rank 0 reports
   if (o.profile) print_profile(r.total_s, o.steps * o.repeat);
   print_steps(o, st, r);

@@ -34,6 +34,9 @@ struct BenchOptions {
   std::string allreduce = "end";
   double bucket_mb = 25;
   bool allreduce_only = false;  // time one all-reduce of the model's gradient instead of a step (2+ ranks)
+  // The machine's FMA peak in GFLOP/s (scripts/fma_peak.sh); when > 0 the step's GFLOP/s is also given as a
+  // share of it.
+  double peak_gflops = 0;
 };
 void add_bench_flags(CLI::App& app, BenchOptions& o);
 int run_bench(const BenchOptions& o);

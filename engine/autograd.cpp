@@ -2,6 +2,8 @@
 // with hooks, each leaf reported once its last contributing node has run.
 #include "engine/autograd.h"
 
+#include <atomic>
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -10,6 +12,7 @@ namespace engine {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+std::atomic<bool> g_poison_fresh{false};
 
 void add_into(Tensor& dst, const Tensor& src) {
   float* d = dst.data();
@@ -21,19 +24,37 @@ void add_into(Tensor& dst, const Tensor& src) {
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
+void set_poison_fresh_grads(bool on) { g_poison_fresh.store(on, std::memory_order_relaxed); }
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
 
-Tensor record(const char* name, Tensor y, std::vector<Tensor> inputs, BackwardFn fn) {
-  if (!t_grad_enabled) return y;
+namespace {
+// A node for y when gradients are on and some input needs one, else null.
+std::shared_ptr<Node> make_node(const char* name, std::vector<Tensor>& inputs) {
+  if (!t_grad_enabled) return nullptr;
   bool any = false;
   for (const Tensor& t : inputs) any = any || t.requires_grad();
-  if (!any) return y;
+  if (!any) return nullptr;
   auto node = std::make_shared<Node>();
   node->name = name;
   node->inputs = std::move(inputs);
-  node->backward = std::move(fn);
-  y.set_grad_fn(std::move(node));
+  return node;
+}
+}  // namespace
+
+Tensor record(const char* name, Tensor y, std::vector<Tensor> inputs, BackwardFn fn) {
+  if (auto node = make_node(name, inputs)) {
+    node->backward = std::move(fn);
+    y.set_grad_fn(std::move(node));
+  }
+  return y;
+}
+
+Tensor record_fresh(const char* name, Tensor y, std::vector<Tensor> inputs, FreshBackwardFn fn) {
+  if (auto node = make_node(name, inputs)) {
+    node->backward_fresh = std::move(fn);
+    y.set_grad_fn(std::move(node));
+  }
   return y;
 }
 
@@ -78,16 +99,31 @@ std::unordered_map<const void*, int64_t> leaf_uses(const std::vector<std::shared
 }
 
 // The gradient buffers node's backward accumulates into: its inputs' nodes' output gradients, or the leaves'
-// grad(); allocated (zeros) on first use, undefined for inputs that need no gradient.
-std::vector<Tensor> input_grads(Node& node, std::unordered_map<Node*, Tensor>& grads) {
-  std::vector<Tensor> gx(node.inputs.size());
-  for (size_t i = 0; i < node.inputs.size(); ++i) {
+// grad(); undefined for inputs that need no gradient. A buffer allocated here is zero-filled, or, when
+// `fresh` is given (a record_fresh node), left uninitialized and marked fresh: the op overwrites it. A buffer
+// handed twice in one call (an op that takes the same tensor twice) is zero-filled and never fresh.
+std::vector<Tensor> input_grads(Node& node, std::unordered_map<Node*, Tensor>& grads, std::vector<bool>* fresh) {
+  const size_t n = node.inputs.size();
+  std::vector<Tensor> gx(n);
+  if (fresh) fresh->assign(n, false);
+  for (size_t i = 0; i < n; ++i) {
     Tensor& in = node.inputs[i];
     if (!in.requires_grad()) continue;
     Tensor& acc = in.grad_fn() ? grads[in.grad_fn().get()] : in.grad();
-    if (!acc.defined()) acc = Tensor::zeros(in.shape());
+    if (!acc.defined()) {
+      acc = fresh ? Tensor::empty(in.shape()) : Tensor::zeros(in.shape());
+      if (fresh) (*fresh)[i] = true;
+      if (fresh && g_poison_fresh.load(std::memory_order_relaxed)) acc.fill_(std::nanf(""));
+    }
     gx[i] = acc;
   }
+  if (fresh)
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = i + 1; j < n; ++j)
+        if ((*fresh)[i] && gx[j].defined() && gx[j].same(gx[i])) {
+          gx[i].fill_(0.f);
+          (*fresh)[i] = false;
+        }
   return gx;
 }
 
@@ -128,18 +164,25 @@ void backward(const Tensor& root, const Tensor& seed, const BackwardHooks& hooks
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     std::shared_ptr<Node> node = std::move(*it);
     auto g = grads.find(node.get());
-    if (g != grads.end() && node->backward) {
+    if (g != grads.end() && (node->backward || node->backward_fresh)) {
       Tensor gy = std::move(g->second);
       grads.erase(g);
-      std::vector<Tensor> gx = input_grads(*node, grads);
       NoGradGuard no_grad;  // backward closures never build graph
-      node->backward(gy, gx);
+      if (node->backward_fresh) {
+        std::vector<bool> fresh;
+        std::vector<Tensor> gx = input_grads(*node, grads, &fresh);
+        node->backward_fresh(gy, gx, fresh);
+      } else {
+        std::vector<Tensor> gx = input_grads(*node, grads, nullptr);
+        node->backward(gy, gx);
+      }
     }
     if (hooks.on_leaf_ready)
       for (const Tensor& in : node->inputs)
         if (is_leaf(in) && --uses[in.id()] == 0) hooks.on_leaf_ready(in);
     node->inputs.clear();  // free the graph as we go
     node->backward = nullptr;
+    node->backward_fresh = nullptr;
     if (hooks.after_node) hooks.after_node();
   }
 }

@@ -1,7 +1,8 @@
 // Reverse-mode autograd: the graph node, how an op records itself, the backward walk (with optional hooks that
 // observe it) and the no-grad guard.
 // Contract (DESIGN §2): backward closures ACCUMULATE into every gradient buffer they are handed, inputs and
-// parameters alike; closures capture data (detached tensors), never the output's own handle.
+// parameters alike, except into a buffer autograd marks fresh for an op recorded with record_fresh, which
+// they overwrite; closures capture data (detached tensors), never the output's own handle.
 #pragma once
 #include <functional>
 #include <memory>
@@ -15,17 +16,29 @@ namespace engine {
 // gy: gradient of the op's output. gx[i]: gradient buffer of input i, to be accumulated into (+=);
 // undefined when input i does not need a gradient.
 using BackwardFn = std::function<void(const Tensor& gy, std::vector<Tensor>& gx)>;
+// The same for an op that can overwrite: fresh[i] is true when gx[i] was allocated for this call and holds no
+// values yet (uninitialized memory), and the op must then write every element of it (=) instead of adding
+// (+=). That saves zero-filling the buffer and reading it back: one write and one read of every activation
+// gradient. A buffer another op already wrote is never fresh, so accumulation still works.
+using FreshBackwardFn = std::function<void(const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh)>;
 
 struct Node {
   const char* name = "";
   std::vector<Tensor> inputs;
-  BackwardFn backward;
+  BackwardFn backward;             // one of the two is set
+  FreshBackwardFn backward_fresh;
 };
 
 // Attaches a node to y when gradients are enabled and some input requires one; returns y.
 Tensor record(const char* name, Tensor y, std::vector<Tensor> inputs, BackwardFn fn);
+// The same for a backward that overwrites fresh gradient buffers (FreshBackwardFn).
+Tensor record_fresh(const char* name, Tensor y, std::vector<Tensor> inputs, FreshBackwardFn fn);
 
 bool grad_enabled();
+
+// Tests: fill every fresh gradient buffer with NaN before the op runs (process-wide, off by default), so an op
+// that leaves an element of a fresh buffer unwritten shows it. Costs a pass over each fresh buffer.
+void set_poison_fresh_grads(bool on);
 
 // Observers of one backward walk, both optional, called on the thread that runs it, between nodes (never inside
 // an op). What they are for: starting the all-reduce of gradients that are already final while the rest of

@@ -43,6 +43,10 @@ Tensor linear_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float sc
 // Training normalizes with the batch statistics (biased variance); eval with the running ones.
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+// relu(batch_norm2d(...)) fused: the same values, gradients and running-statistics update as the two ops,
+// one pass fewer each way and no intermediate tensor (the ReLU's mask is recomputed from x in backward).
+Tensor batch_norm2d_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
 
 struct Pool2dGeom {
   int64_t kh = 2, kw = 2;
@@ -82,10 +86,10 @@ Tensor softmax(const Tensor& logits);
 // How many rows of logits (N, K) have their label among the k largest values (no autograd).
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
 
-// Blocked activations between ops (Layout::blocked, tensor.h). When on, conv2d returns oneDNN's nChw16c
-// whenever oneDNN picks it for the output and the channels are a multiple of 16, so no reorder runs between
-// convolutions; batch_norm2d, relu, add, mul_scalar, dropout, max_pool2d and the QIL ops keep their input's
-// layout; reshape/flatten, linear, avg/adaptive/global pooling and the loss convert to plain first. Each
+// Blocked activations between ops (Layout::blocked, tensor.h). When on, conv2d returns oneDNN's nChw16c (nChw8c
+// on AVX2) whenever oneDNN picks it for the output and the channels are a multiple of the block, so no reorder
+// runs between convolutions; batch_norm2d(_relu), relu, add, mul_scalar, dropout, max_pool2d and the QIL ops keep
+// their input's layout; reshape/flatten, linear, avg/adaptive/global pooling and the loss convert to plain first. Each
 // gradient buffer is in the layout of the tensor it belongs to. Off by default (process-wide): read op
 // outputs with to_vector() or Tensor::plain() when it is on.
 void set_keep_blocked(bool on);

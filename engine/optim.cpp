@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "engine/autograd.h"
 
@@ -47,58 +49,88 @@ std::string SGD::state_key(size_t g, size_t i) const {
   return grp.name + "." + (grp.param_names.empty() ? std::to_string(i) : grp.param_names.at(i));
 }
 
+namespace {
+
+// One parameter's share of an SGD step: its values, gradient, momentum buffer and the group's settings.
+struct UpdateItem {
+  float* w;
+  const float* g;
+  float* b;  // null without momentum
+  int64_t n;
+  float lr, wd;
+  bool first;  // the buffer is set to the gradient rather than decayed
+};
+
+}  // namespace
+
+// Every parameter in one OpenMP region: each parameter's loop is split among the threads without a barrier
+// between parameters (they are independent), so a step costs one fork and one join, not one per parameter.
 void SGD::step(float base_lr) {
   QIL_CHECK(finite_nonneg(base_lr), "SGD::step: invalid learning rate ", base_lr);
   NoGradGuard no_grad;
   const float mu = momentum_;
+  const bool nest = nesterov_;
+  std::vector<UpdateItem> items;
+  int64_t total = 0;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     ParamGroup& grp = groups_[gi];
-    const float lr = base_lr * grp.lr_scale;
-    const float wd = grp.weight_decay;
     for (size_t i = 0; i < grp.params.size(); ++i) {
       Tensor& p = grp.params[i];
       const Tensor& gt = p.grad();
       if (!gt.defined()) continue;  // no gradient this step: neither decayed nor moved (as PyTorch)
       QIL_CHECK(gt.numel() == p.numel(), "SGD::step: gradient ", gt, " does not match parameter ",
                 state_key(gi, i), " ", p);
-      float* w = p.data();
-      const float* g = gt.data();
-      const int64_t n = p.numel();
-      if (mu == 0.f) {
-#pragma omp parallel for simd if (n > kParallelMin)
-        for (int64_t k = 0; k < n; ++k) w[k] -= lr * (g[k] + wd * w[k]);
-        continue;
-      }
       Tensor& bt = buf_[gi][i];
-      const bool first = !bt.defined();
+      const bool first = mu != 0.f && !bt.defined();
       if (first) bt = Tensor::empty(p.shape());
-      float* b = bt.data();
-      const bool nest = nesterov_;
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t k = 0; k < n; ++k) {
-        const float d = g[k] + wd * w[k];
-        const float bk = first ? d : mu * b[k] + d;
-        b[k] = bk;
-        w[k] -= lr * (nest ? d + mu * bk : bk);
-      }
+      items.push_back({p.data(), gt.data(), mu != 0.f ? bt.data() : nullptr, p.numel(), base_lr * grp.lr_scale,
+                       grp.weight_decay, first});
+      total += p.numel();
+    }
+  }
+#pragma omp parallel if (total > kParallelMin)
+  for (const UpdateItem& it : items) {
+    float* w = it.w;
+    const float* g = it.g;
+    float* b = it.b;
+    const float lr = it.lr, wd = it.wd;
+    if (!b) {
+#pragma omp for simd schedule(static) nowait
+      for (int64_t k = 0; k < it.n; ++k) w[k] -= lr * (g[k] + wd * w[k]);
+      continue;
+    }
+    const bool first = it.first;
+#pragma omp for simd schedule(static) nowait
+    for (int64_t k = 0; k < it.n; ++k) {
+      const float d = g[k] + wd * w[k];
+      const float bk = first ? d : mu * b[k] + d;
+      b[k] = bk;
+      w[k] -= lr * (nest ? d + mu * bk : bk);
     }
   }
 }
 
 void SGD::zero_grad(bool set_to_none) {
+  std::vector<std::pair<float*, int64_t>> grads;  // existing gradients; a parameter without one stays without
+  int64_t total = 0;
   for (ParamGroup& grp : groups_)
     for (Tensor& p : grp.params) {
       Tensor& g = p.grad();
-      if (!g.defined()) continue;  // stays without a gradient: step keeps skipping it
+      if (!g.defined()) continue;  // step keeps skipping it
       if (set_to_none) {
         g = Tensor();
         continue;
       }
-      float* gp = g.data();
-      const int64_t n = g.numel();
-#pragma omp parallel for simd if (n > kParallelMin)
-      for (int64_t k = 0; k < n; ++k) gp[k] = 0.f;
+      grads.emplace_back(g.data(), g.numel());
+      total += g.numel();
     }
+#pragma omp parallel if (total > kParallelMin)
+  for (const auto& item : grads) {
+    float* gp = item.first;
+    const int64_t n = item.second;
+#pragma omp for simd schedule(static) nowait
+    for (int64_t k = 0; k < n; ++k) gp[k] = 0.f;
+  }
 }
 
 NamedTensors SGD::export_state() const {

@@ -61,8 +61,9 @@ Storage::~Storage() { std::free(ptr); }
 Tensor Tensor::empty(const Shape& shape, DType dtype, Layout layout) {
   if (layout == Layout::blocked) {
     QIL_CHECK((dtype == DType::f32 || dtype == DType::u8 || dtype == DType::s8) && shape.size() == 4 &&
-                  shape[1] % kBlock == 0,
-              "tensor: the blocked layout needs f32, u8 or s8 (N, C, H, W) with C a multiple of ", kBlock, ", got ",
+                  shape[1] % block_channels() == 0,
+              "tensor: the blocked layout needs f32, u8 or s8 (N, C, H, W) with C a multiple of ", block_channels(),
+              ", got ",
               dtype_name(dtype), " ", shape);
   }
   Tensor t;
@@ -134,19 +135,20 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 namespace {
-// (N, C/16, H, W, 16) -> (N, C, H, W) for elements of type T.
+// (N, C/B, H, W, B) -> (N, C, H, W) for elements of type T, B = block_channels().
 template <class T>
 void unblock(const T* src, T* dst, int64_t n, int64_t cb, int64_t hw) {
+  const int64_t b = block_channels();
   for (int64_t i = 0; i < n * cb; ++i)
     for (int64_t k = 0; k < hw; ++k)
-      for (int64_t l = 0; l < kBlock; ++l) dst[(i * kBlock + l) * hw + k] = src[(i * hw + k) * kBlock + l];
+      for (int64_t l = 0; l < b; ++l) dst[(i * b + l) * hw + k] = src[(i * hw + k) * b + l];
 }
 }  // namespace
 
 Tensor Tensor::plain() const {
   QIL_CHECK(impl_, "plain: undefined tensor");
   if (layout() == Layout::plain) return *this;
-  const int64_t n = size(0), cb = size(1) / kBlock, hw = size(2) * size(3);
+  const int64_t n = size(0), cb = size(1) / block_channels(), hw = size(2) * size(3);
   Tensor t = empty(shape(), dtype());
   if (dtype() == DType::f32) unblock(static_cast<const float*>(raw()), static_cast<float*>(t.raw()), n, cb, hw);
   else unblock(static_cast<const uint8_t*>(raw()), static_cast<uint8_t*>(t.raw()), n, cb, hw);  // u8 or s8 bytes
@@ -223,7 +225,7 @@ void Tensor::set_grad_fn(std::shared_ptr<Node> n) {
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor[undefined]";
   return os << "Tensor[" << dtype_name(t.dtype()) << ' ' << t.shape()
-            << (t.layout() == Layout::blocked ? " nChw16c" : "") << ']';
+            << (t.layout() == Layout::blocked ? str_cat(" nChw", block_channels(), "c") : std::string()) << ']';
 }
 
 }  // namespace engine

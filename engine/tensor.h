@@ -14,12 +14,14 @@ namespace engine {
 using Shape = std::vector<int64_t>;
 
 enum class DType : uint8_t { f32 = 0, bf16 = 1, s8 = 2, u8 = 3, s32 = 4 };
-// Plain is row-major in shape order. Blocked is oneDNN's nChw16c for f32 activations (N, C, H, W) with C a
-// multiple of 16 (and for their u8/s8 integer levels, quant::Quantizer::levels): memory order
-// (N, C/16, H, W, 16), so numel and bytes equal the plain tensor's. Only ops
+// Plain is row-major in shape order. Blocked is oneDNN's nChw<B>c for f32 activations (N, C, H, W) with C a
+// multiple of B = block_channels() (and for their u8/s8 integer levels, quant::Quantizer::levels): memory order
+// (N, C/B, H, W, B), so numel and bytes equal the plain tensor's. Only ops
 // produce blocked tensors (ops::set_keep_blocked); to_vector() and plain() always see plain order.
 enum class Layout : uint8_t { plain = 0, blocked = 1 };
-constexpr int64_t kBlock = 16;  // channels per block of Layout::blocked
+// Channels per block of Layout::blocked: the block of oneDNN's direct convolutions on this CPU, 16 with
+// AVX-512 and 8 without (AVX2: nChw8c), fixed for the process at its first call (engine/ops/layout.cpp).
+int64_t block_channels();
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

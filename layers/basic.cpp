@@ -108,6 +108,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return engine::ops::batch_norm2d(x, gamma_, beta_, mean_, var_, training_ && !frozen_, momentum_, eps_);
 }
 
+Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  QIL_CHECK(x.dim() == 4 && x.size(1) == c_, "BatchNorm2d: expected (N, ", c_, ", H, W) input, got ",
+            x.shape());
+  return engine::ops::batch_norm2d_relu(x, gamma_, beta_, mean_, var_, training_ && !frozen_, momentum_, eps_);
+}
+
 std::string BatchNorm2d::describe() const {
   return str_cat("BatchNorm2d(", c_, ", eps=", eps_, ", momentum=", momentum_, frozen_ ? ", frozen" : "", ")");
 }

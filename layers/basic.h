@@ -60,6 +60,8 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, float momentum = 0.1f, float eps = 1e-5f);
   Tensor forward(const Tensor& x) override;
+  // relu(forward(x)) in one fused op (engine::ops::batch_norm2d_relu): what a BN followed by a ReLU calls.
+  Tensor forward_relu(const Tensor& x);
   std::string describe() const override;
   // Frozen: always normalizes with the running statistics and never updates them, whatever train() says
   // (quantizer-only training keeps BN on its full-precision statistics).

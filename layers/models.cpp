@@ -150,7 +150,7 @@ BasicBlock::BasicBlock(int64_t in, int64_t out, int64_t stride, engine::Generato
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor h = engine::ops::relu(bn1_->forward(conv1_->forward(x)));
+  Tensor h = bn1_->forward_relu(conv1_->forward(x));  // BN + ReLU fused
   h = bn2_->forward(conv2_->forward(h));
   Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
   return engine::ops::relu(engine::ops::add(h, shortcut));

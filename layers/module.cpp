@@ -2,6 +2,7 @@
 #include "layers/module.h"
 
 #include "engine/check.h"
+#include "layers/basic.h"
 
 namespace layers {
 
@@ -85,9 +86,20 @@ std::string Module::summary() const {
   return out;
 }
 
+// A BatchNorm2d directly followed by a ReLU runs as one fused op (the same values and gradients, one pass
+// fewer each way); the modules stay as they are, so names, checkpoints and exports do not change.
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& [name, m] : children()) h = m->forward(h);
+  const auto mods = children();
+  for (size_t i = 0; i < mods.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNorm2d*>(mods[i].second);
+    if (bn && i + 1 < mods.size() && dynamic_cast<ReLU*>(mods[i + 1].second)) {
+      h = bn->forward_relu(h);
+      ++i;
+      continue;
+    }
+    h = mods[i].second->forward(h);
+  }
   return h;
 }
 

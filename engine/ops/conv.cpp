@@ -1,6 +1,7 @@
 // 2-D convolution on oneDNN (forward, backward-data, backward-weights with the bias gradient) and the
 // output-size rule shared with pooling. oneDNN picks its own (blocked) layouts; the input is taken in its own
-// layout, and the output is returned blocked when set_keep_blocked is on and oneDNN chose nChw16c, else
+// layout, and the output is returned blocked when set_keep_blocked is on and oneDNN chose nChw16c (nChw8c on
+// AVX2: block_channels), else
 // reordered to plain NCHW. Weights stay plain OIHW at the op boundary.
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -69,12 +70,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
   const bool training = grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
   auto pd = conv_fwd_pd(d, with_bias,
                         training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-
   // In and out in the tensors' own layouts; reorders only where oneDNN wants another one.
   const memory::desc x_md = act_md(x);
   memory x_m = to_layout(wrap(x, x_md), pd.src_desc());
   memory w_m = to_layout(wrap(w, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
-  const bool out_blocked = keep_blocked() && w.size(0) % kBlock == 0 && pd.dst_desc() == blocked_md(d.dst);
+  const bool out_blocked = keep_blocked() && w.size(0) % block_channels() == 0 && pd.dst_desc() == blocked_md(d.dst);
   Tensor y = Tensor::empty({x.size(0), w.size(0), oh, ow}, DType::f32,
                            out_blocked ? Layout::blocked : Layout::plain);  // (N, O, OH, OW)
   const memory::desc y_md = act_md(y);
@@ -88,9 +88,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
 
   // Backward keeps x as the forward primitive read it (x itself, or its reordered copy), so backward-weights
   // does not reorder x a second time; xs keeps x's storage alive when x_m aliases it.
-  return record("conv2d", y, {x, w, b},
-                [xs = x.detach(), x_m, x_md, y_md, ws = w.detach(), d, with_bias](const Tensor& gy,
-                                                                                  std::vector<Tensor>& gx) {
+  return record_fresh("conv2d", y, {x, w, b},
+                      [xs = x.detach(), x_m, x_md, y_md, ws = w.detach(), d, with_bias](
+                          const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
                   OpTimer timer("conv2d.bwd");
                   auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
                   const memory gy_user = wrap(gy, y_md);  // gradients come in their tensor's layout
@@ -105,12 +105,13 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                                                                d.pad_l, d.pad_r);
                     dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
                     memory w_m = to_layout(wrap(ws, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
-                    memory dx_m(pd.diff_src_desc(), cpu_engine());  // oneDNN overwrites: scratch, then add
+                    const memory dx_user = wrap(gx[0], x_md);  // oneDNN overwrites: a fresh one directly
+                    memory dx_m = grad_target(dx_user, pd.diff_src_desc(), fresh[0]);
                     dnnl::convolution_backward_data(pd).execute(cpu_stream(),
                                                                 {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
                                                                  {DNNL_ARG_WEIGHTS, w_m},
                                                                  {DNNL_ARG_DIFF_SRC, dx_m}});
-                    accumulate(dx_m, wrap(gx[0], x_md));
+                    write_or_accumulate(dx_m, dx_user, fresh[0]);
                   }
                   const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
                   if (need_w || need_b) {  // dw = corr(x, gy); db = sum of gy over N, H, W
@@ -121,7 +122,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                                                                   d.pad_r);
                     dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
                     memory xb_m = to_layout(x_m, pd.src_desc());
-                    memory dw_m(pd.diff_weights_desc(), cpu_engine());
+                    const memory dw_user = need_w ? wrap(gx[1], plain_md(d.wei, d.wei_tag)) : memory();
+                    memory dw_m = grad_target(dw_user, pd.diff_weights_desc(), need_w && fresh[1]);
                     std::unordered_map<int, memory> args{
                         {DNNL_ARG_SRC, xb_m},
                         {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
@@ -129,8 +131,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                     memory db_m;
                     if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(db_md, cpu_engine());
                     dnnl::convolution_backward_weights(pd).execute(cpu_stream(), args);
-                    if (need_w) accumulate(dw_m, wrap(gx[1], plain_md(d.wei, d.wei_tag)));
-                    if (need_b) accumulate(db_m, wrap(gx[2], db_md));
+                    if (need_w) write_or_accumulate(dw_m, dw_user, fresh[1]);
+                    if (need_b) write_or_accumulate(db_m, wrap(gx[2], db_md), fresh[2]);
                   }
                   cpu_stream().wait();
                 });

@@ -2,6 +2,8 @@
 // Tensor as a dnnl::memory, reorders at op boundaries and the accumulate-into-gradient step.
 // Included only by engine/ops/*.cpp; no public header may include dnnl.hpp.
 #pragma once
+#include <omp.h>
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/ops.h"
@@ -39,22 +41,35 @@ inline memory::data_type dnnl_dtype(DType t) {
   }
 }
 
-// An activation (N, C, H, W) as oneDNN sees it: nchw, or nChw16c for Layout::blocked; its own dtype.
+// oneDNN's tag of Layout::blocked: nChw16c or nChw8c (block_channels()).
+inline tag blocked_tag() { return block_channels() == 16 ? tag::nChw16c : tag::nChw8c; }
+// An activation (N, C, H, W) as oneDNN sees it: nchw, or blocked_tag() for Layout::blocked; its own dtype.
 inline memory::desc act_md(const Tensor& t) {
-  return memory::desc(dims_of(t), dnnl_dtype(t.dtype()), t.layout() == Layout::blocked ? tag::nChw16c : tag::nchw);
+  return memory::desc(dims_of(t), dnnl_dtype(t.dtype()), t.layout() == Layout::blocked ? blocked_tag() : tag::nchw);
 }
-inline memory::desc blocked_md(const memory::dims& d) { return plain_md(d, tag::nChw16c); }
+inline memory::desc blocked_md(const memory::dims& d) { return plain_md(d, blocked_tag()); }
 
 // A dnnl::memory over a tensor's storage (no copy), of any dtype. oneDNN takes non-const pointers even for inputs.
 inline memory wrap(const Tensor& t, const memory::desc& md) {
   return memory(md, cpu_engine(), const_cast<void*>(t.bytes()));
 }
 
+// Runs a reorder, a small one (up to 256 KiB: weights, biases) on the calling thread alone. Under CPU
+// contention every OpenMP fork and join can cost a scheduler time slice, far more than copying a few hundred
+// kilobytes: on a loaded 2-core AVX2 machine ResNet-20's ~60 weight reorders per step took a third of it.
+inline void run_reorder(const dnnl::reorder& r, memory src, memory dst) {
+  const bool small = src.get_desc().get_size() <= (size_t(256) << 10);
+  const int threads = omp_get_max_threads();
+  if (small) omp_set_num_threads(1);  // oneDNN's OpenMP kernels read the thread count when they run
+  r.execute(cpu_stream(), src, dst);
+  if (small) omp_set_num_threads(threads);
+}
+
 // `src` as memory in layout `want`: the same memory when the layouts agree, else a reordered copy.
 inline memory to_layout(memory src, const memory::desc& want) {
   if (src.get_desc() == want) return src;
   memory dst(want, cpu_engine());
-  dnnl::reorder(src, dst).execute(cpu_stream(), src, dst);
+  run_reorder(dnnl::reorder(src, dst), src, dst);
   return dst;
 }
 
@@ -98,13 +113,37 @@ inline ConvDims conv_dims(const Tensor& x, const Tensor& w, const Conv2dGeom& g,
 
 // dst += src, converting layouts on the way. A reorder with a sum post-op reads dst and adds, so a gradient
 // in oneDNN's blocked layout accumulates into a plain gradient buffer in one pass (the accumulate contract).
+// In one layout (f32) a vector add instead: oneDNN 2.6 runs a same-format reorder with a sum on its generic
+// `simple:any` kernel, which cost ~18 ms per ResNet-20 activation gradient under load.
 inline void accumulate(memory src, memory dst) {
+  if (src.get_desc() == dst.get_desc() && src.get_desc().data.data_type == dnnl_f32) {
+    const float* s = static_cast<const float*>(src.get_data_handle());
+    float* d = static_cast<float*>(dst.get_data_handle());
+    const int64_t n = static_cast<int64_t>(src.get_desc().get_size() / sizeof(float));
+#pragma omp parallel for simd if (n > 16384)
+    for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+    return;
+  }
   dnnl::post_ops po;
   po.append_sum(1.f);
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   dnnl::reorder::primitive_desc pd(cpu_engine(), src.get_desc(), cpu_engine(), dst.get_desc(), attr);
-  dnnl::reorder(pd).execute(cpu_stream(), src, dst);
+  run_reorder(dnnl::reorder(pd), src, dst);
+}
+
+// The gradient buffer `dst` gets `src`: copied (converting layouts) when dst is fresh (autograd.h: allocated
+// for this backward, holding nothing yet), else added (accumulate). Nothing to do when src is dst itself.
+inline void write_or_accumulate(memory src, memory dst, bool fresh) {
+  if (!fresh) return accumulate(src, dst);
+  if (src.get_data_handle() == dst.get_data_handle()) return;
+  run_reorder(dnnl::reorder(src, dst), src, dst);
+}
+
+// Where a backward primitive writes a gradient: the buffer itself when it is fresh and in the layout the
+// primitive wants (no scratch, no second pass), else scratch for write_or_accumulate.
+inline memory grad_target(const memory& buffer, const memory::desc& want, bool fresh) {
+  return fresh && buffer.get_desc() == want ? buffer : memory(want, cpu_engine());
 }
 
 }  // namespace engine::ops::dnnl_glue

@@ -33,18 +33,28 @@ Tensor relu(const Tensor& x) {
   const int64_t n = x.numel();
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.f ? xp[i] : 0.f;
-  return record("relu", y, {x}, [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx) {
-    OpTimer timer("relu.bwd");
-    const float* g = gy.data();
-    const float* yv = ys.data();
-    float* dx = gx[0].data();
-    const int64_t n = ys.numel();
+  return record_fresh("relu", y, {x},
+                      [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        OpTimer timer("relu.bwd");
+                        const float* g = gy.data();
+                        const float* yv = ys.data();
+                        float* dx = gx[0].data();
+                        const int64_t n = ys.numel();
+                        // g loaded unconditionally: a conditional load keeps GCC from vectorizing.
+                        if (fresh[0]) {
 #pragma omp parallel for simd if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i];  // loaded unconditionally: a conditional load keeps GCC from vectorizing
-      dx[i] += yv[i] > 0.f ? gi : 0.f;
-    }
-  });
+                          for (int64_t i = 0; i < n; ++i) {
+                            const float gi = g[i];
+                            dx[i] = yv[i] > 0.f ? gi : 0.f;
+                          }
+                          return;
+                        }
+#pragma omp parallel for simd if (n > kParallelMin)
+                        for (int64_t i = 0; i < n; ++i) {
+                          const float gi = g[i];
+                          dx[i] += yv[i] > 0.f ? gi : 0.f;
+                        }
+                      });
 }
 
 // y = a + b, same shapes.
@@ -64,13 +74,18 @@ Tensor add(const Tensor& a_in, const Tensor& b_in) {
   const int64_t n = a.numel();
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
-  return record("add", y, {a, b}, [](const Tensor& gy, std::vector<Tensor>& gx) {
+  return record_fresh("add", y, {a, b}, [](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
     OpTimer timer("add.bwd");
     const float* g = gy.data();
     const int64_t n = gy.numel();
-    for (Tensor& d : gx) {
-      if (!d.defined()) continue;
-      float* dp = d.data();
+    for (size_t k = 0; k < gx.size(); ++k) {
+      if (!gx[k].defined()) continue;
+      float* dp = gx[k].data();
+      if (fresh[k]) {
+#pragma omp parallel for simd if (n > kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dp[i] = g[i];
+        continue;
+      }
 #pragma omp parallel for simd if (n > kParallelMin)
       for (int64_t i = 0; i < n; ++i) dp[i] += g[i];
     }

@@ -165,7 +165,7 @@ Tensor conv2d_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float sc
     conv.execute(cpu_stream(), args);
   };
   if (one) {
-    const bool out_blocked = keep_blocked() && wk.size(0) % kBlock == 0;
+    const bool out_blocked = keep_blocked() && wk.size(0) % block_channels() == 0;
     Tensor y = Tensor::empty({d.dst[0], d.dst[1], oh, ow}, DType::f32, out_blocked ? Layout::blocked : Layout::plain);
     memory y_user = wrap(y, act_md(y));
     memory y_m = output_in(y_user, pd.dst_desc());  // (N, O, OH, OW)

@@ -1,4 +1,5 @@
-// The blocked-activation switch and the recorded conversion to plain layout (ops.h). The conversion is a
+// The blocked-activation switch, the block width (tensor.h: block_channels) and the recorded conversion to
+// plain layout (ops.h). The conversion is a
 // oneDNN reorder both ways; backward accumulates into the blocked gradient with a sum post-op.
 #include <atomic>
 
@@ -34,3 +35,21 @@ Tensor to_plain(const Tensor& x) {
 }
 
 }  // namespace engine::ops
+
+namespace engine {
+
+// oneDNN's direct convolutions block channels by the vector width of the ISA they dispatch to (which
+// ONEDNN_MAX_CPU_ISA may lower): 16 floats with AVX-512, 8 with AVX2. A blocked layout of the other width
+// would cost a reorder at every convolution.
+int64_t block_channels() {
+  static const int64_t b = [] {
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    const bool avx512 = isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
+                        isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx ||
+                        isa == dnnl::cpu_isa::avx512_mic || isa == dnnl::cpu_isa::avx512_mic_4ops;
+    return avx512 ? int64_t(16) : int64_t(8);
+  }();
+  return b;
+}
+
+}  // namespace engine

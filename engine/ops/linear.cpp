@@ -54,33 +54,36 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   dnnl::inner_product_forward(pd).execute(cpu_stream(), args);
   cpu_stream().wait();
 
-  return record("linear", y, {x, w, b},
-                [xs = x.detach(), ws = w.detach(), d](const Tensor& gy, std::vector<Tensor>& gx) {
+  return record_fresh("linear", y, {x, w, b},
+                [xs = x.detach(), ws = w.detach(), d](const Tensor& gy, std::vector<Tensor>& gx,
+                                                      const std::vector<bool>& fresh) {
                   OpTimer timer("linear.bwd");
                   auto fwd = linear_fwd_pd(d, dnnl::prop_kind::forward_training);
                   const memory gy_m = wrap(gy, d.dst);
                   const bool with_bias = !d.bias.is_zero();
-                  if (gx[0].defined()) {  // dx = gy w; written to scratch, then added (accumulate contract)
+                  if (gx[0].defined()) {  // dx = gy w; into a fresh buffer, else to scratch and then added
                     dnnl::inner_product_backward_data::desc desc(d.src, d.wei, d.dst);
                     dnnl::inner_product_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory dx_m(d.src, cpu_engine());
+                    const memory dx_user = wrap(gx[0], d.src);
+                    memory dx_m = grad_target(dx_user, d.src, fresh[0]);
                     dnnl::inner_product_backward_data(pd).execute(
                         cpu_stream(),
                         {{DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_WEIGHTS, wrap(ws, d.wei)}, {DNNL_ARG_DIFF_SRC, dx_m}});
-                    accumulate(dx_m, wrap(gx[0], d.src));
+                    write_or_accumulate(dx_m, dx_user, fresh[0]);
                   }
                   const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
                   if (need_w || need_b) {  // dw = gyᵀ x; db = column sums of gy
                     dnnl::inner_product_backward_weights::desc desc(d.src, d.wei, d.bias, d.dst);
                     dnnl::inner_product_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory dw_m(d.wei, cpu_engine());
+                    const memory dw_user = need_w ? wrap(gx[1], d.wei) : memory();
+                    memory dw_m = grad_target(dw_user, d.wei, need_w && fresh[1]);
                     std::unordered_map<int, memory> args{
                         {DNNL_ARG_SRC, wrap(xs, d.src)}, {DNNL_ARG_DIFF_DST, gy_m}, {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
                     memory db_m;
                     if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(d.bias, cpu_engine());
                     dnnl::inner_product_backward_weights(pd).execute(cpu_stream(), args);
-                    if (need_w) accumulate(dw_m, wrap(gx[1], d.wei));
-                    if (need_b) accumulate(db_m, wrap(gx[2], d.bias));
+                    if (need_w) write_or_accumulate(dw_m, dw_user, fresh[1]);
+                    if (need_b) write_or_accumulate(db_m, wrap(gx[2], d.bias), fresh[2]);
                   }
                   cpu_stream().wait();
                 });

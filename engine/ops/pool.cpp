@@ -36,7 +36,7 @@ PoolSetup pool_setup(const char* op, const Tensor& x, const Pool2dGeom& g, dnnl:
             g.kh, ", ", g.kw, "), stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h, ", ", g.pad_w,
             ")");
   PoolSetup s;
-  const tag t = x.layout() == Layout::blocked ? tag::nChw16c : tag::nchw;  // the output keeps x's layout
+  const tag t = x.layout() == Layout::blocked ? blocked_tag() : tag::nchw;  // the output keeps x's layout
   s.src = plain_md(dims_of(x), t);
   s.dst = plain_md({x.size(0), x.size(1), oh, ow}, t);
   s.strides = {g.stride_h, g.stride_w};
@@ -54,16 +54,18 @@ dnnl::pooling_forward::primitive_desc pool_fwd_pd(const PoolSetup& s, dnnl::prop
   return dnnl::pooling_forward::primitive_desc(desc, cpu_engine());
 }
 
-// dx += pool_backward(gy); `ws` is the max-pool workspace (empty memory for average pooling).
-void pool_backward(const PoolSetup& s, const Tensor& gy, const memory& ws, Tensor& dx) {
+// dx += pool_backward(gy), or dx = when dx is fresh (autograd.h); `ws` is the max-pool workspace (empty memory
+// for average pooling).
+void pool_backward(const PoolSetup& s, const Tensor& gy, const memory& ws, Tensor& dx, bool fresh) {
   auto fwd = pool_fwd_pd(s, dnnl::prop_kind::forward_training);
   dnnl::pooling_backward::desc desc(s.alg, s.src, s.dst, s.strides, s.kernel, s.pad_l, s.pad_r);
   dnnl::pooling_backward::primitive_desc pd(desc, cpu_engine(), fwd);
-  memory dx_m(s.src, cpu_engine());  // oneDNN overwrites: scratch, then add
+  const memory dx_user = wrap(dx, s.src);
+  memory dx_m = grad_target(dx_user, s.src, fresh);  // oneDNN overwrites: a fresh dx directly, else scratch
   std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, wrap(gy, s.dst)}, {DNNL_ARG_DIFF_SRC, dx_m}};
   if (ws) args[DNNL_ARG_WORKSPACE] = ws;
   dnnl::pooling_backward(pd).execute(cpu_stream(), args);
-  accumulate(dx_m, wrap(dx, s.src));
+  write_or_accumulate(dx_m, dx_user, fresh);
   cpu_stream().wait();
 }
 
@@ -107,10 +109,11 @@ Tensor max_pool2d(const Tensor& x, const Pool2dGeom& g) {
   if (training) args[DNNL_ARG_WORKSPACE] = ws = memory(pd.workspace_desc(), cpu_engine());
   dnnl::pooling_forward(pd).execute(cpu_stream(), args);
   cpu_stream().wait();
-  return record("max_pool2d", y, {x}, [s, ws](const Tensor& gy, std::vector<Tensor>& gx) {
-    OpTimer timer("max_pool2d.bwd");
-    pool_backward(s, gy, ws, gx[0]);
-  });
+  return record_fresh("max_pool2d", y, {x},
+                      [s, ws](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        OpTimer timer("max_pool2d.bwd");
+                        pool_backward(s, gy, ws, gx[0], fresh[0]);
+                      });
 }
 
 // y = mean over the window; the divisor counts padding when count_include_pad (PyTorch's default).
@@ -131,10 +134,10 @@ Tensor avg_pool2d(const Tensor& x_in, const Pool2dGeom& g) {
   if (!fix.empty()) scale_planes(y, fix);
   return record("avg_pool2d", y, {x}, [s, fix](const Tensor& gy, std::vector<Tensor>& gx) {
     OpTimer timer("avg_pool2d.bwd");
-    if (fix.empty()) return pool_backward(s, gy, memory(), gx[0]);
+    if (fix.empty()) return pool_backward(s, gy, memory(), gx[0], false);
     Tensor g2 = gy.clone();  // y = fix * pool(x)  =>  dx = pool_backward(fix * gy)
     scale_planes(g2, fix);
-    pool_backward(s, g2, memory(), gx[0]);
+    pool_backward(s, g2, memory(), gx[0], false);
   });
 }
 

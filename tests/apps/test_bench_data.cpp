@@ -112,6 +112,20 @@ TEST_CASE("bench-data --json: one object with the documented keys, the folder na
   CHECK(j.size() == 9);
 }
 
+TEST_CASE("bench prints the step's GFLOP per image and its share of a given peak") {
+  // lenet at 28x28, forward multiply-accumulates: conv1 28·28·32·(1·5·5) = 627,200; conv2 14·14·64·(32·5·5) =
+  // 10,035,200; fc1 3136·256 = 802,816; fc2 256·10 = 2,560; sum 11,467,776. A training step counts 3 passes of
+  // 2 FLOPs each: 6 · 11,467,776 = 68.8 MFLOP per image.
+  auto r = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                   "--warmup 0 --repeat 1 --threads 1 --peak-gflops 1000");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE(r.out.find("0.07 GFLOP per image") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("% of a 1000.0 GFLOP/s peak") != std::string::npos, r.out);
+  auto bad = run_qil("bench --model lenet --peak-gflops -5");
+  CHECK(bad.code != 0);
+  CHECK_MESSAGE(bad.out.find("peak-gflops") != std::string::npos, bad.out);
+}
+
 TEST_CASE("bench --json: one object with the documented keys") {
   auto r = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
                    "--warmup 0 --repeat 1 --threads 1 --quant 4 --json");
@@ -130,7 +144,9 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("step_ms").get<double>() > 0);
   for (const char* part : {"forward_ms", "backward_ms", "reduce_ms", "update_ms"}) CHECK(j.contains(part));
   CHECK(j.at("buckets") == 0);
-  CHECK(j.size() == 17);
+  CHECK(j.at("gflops").get<double>() > 0);  // lenet's convolutions and linear layers at 28x28
+  CHECK(j.at("peak_pct") == 0);              // no --peak-gflops given
+  CHECK(j.size() == 19);
   // Each quantizer runs the benchmark; a full-precision run names none.
   for (const char* kind : {"lsq", "pact", "dorefa"}) {
     auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "

@@ -1,6 +1,7 @@
 // Helpers for the heavy-op suites: double-precision reference results with the magnitude of what they summed,
-// the "poison" backward check (pre-filled gradients must come out as poison + reference), and error-message
-// checks. Not a reference implementation of any op: each suite writes its own loops.
+// plain data copied into the blocked layout, the "poison" backward check (pre-filled gradients must come out as
+// poison + reference), and error-message checks. Not a reference implementation of any op: each suite writes
+// its own loops.
 #pragma once
 #include <cmath>
 #include <initializer_list>
@@ -50,6 +51,21 @@ inline void check_ref(const Tensor& actual, const Ref& ref, const std::string& w
       return;
     }
   }
+}
+
+// The blocked copy of plain (N, C, H, W) data, written by the layout's definition (B = block_channels()):
+// element (n, c, h, w) lives at (((n * C/B + c/B) * H + h) * W + w) * B + c % B.
+inline Tensor to_blocked(const Tensor& p) {
+  const int64_t kBlock = engine::block_channels();
+  const int64_t n = p.size(0), c = p.size(1), hw = p.size(2) * p.size(3);
+  Tensor b = Tensor::empty(p.shape(), engine::DType::f32, engine::Layout::blocked);
+  const float* s = p.data();
+  float* d = b.data();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t k = 0; k < hw; ++k) d[((i * (c / kBlock) + ch / kBlock) * hw + k) * kBlock + ch % kBlock] =
+          s[(i * c + ch) * hw + k];
+  return b;
 }
 
 // Gives t a random "poison" gradient and returns a copy of it: backward must add to it, never overwrite it.

@@ -1,6 +1,9 @@
 // Autograd core: accumulation, fan-out, graph freeing, no-grad, misuse errors; elementwise ops and the loss.
 #include "gradcheck.h"
 
+#include <cmath>
+#include <functional>
+
 #include "engine/ops.h"
 
 using namespace engine;
@@ -142,4 +145,91 @@ TEST_CASE("soft-target cross-entropy: one-hot targets match the label loss, grad
   gradcheck([&](const std::vector<Tensor>& in) { return ops::soft_cross_entropy(in[0], t); }, {logits}, {},
             "soft_cross_entropy");
   CHECK_THROWS_WITH_AS(ops::soft_cross_entropy(logits, Tensor::zeros({4, 5})), doctest::Contains("must match"), Error);
+}
+
+// ------------------------------------------------------------------ fresh gradient buffers (record_fresh)
+
+namespace {
+
+// Turns NaN-filling of fresh gradient buffers on for one scope: an op that leaves an element unwritten shows.
+struct PoisonFresh {
+  PoisonFresh() { set_poison_fresh_grads(true); }
+  ~PoisonFresh() { set_poison_fresh_grads(false); }
+};
+
+// The gradients of every input of f, computed twice on the same inputs and upstream gradient: with no gradient
+// buffers (autograd allocates them fresh and the ops overwrite them) and with zero-filled ones (the ops add).
+// They must agree, and no element may be left unwritten.
+void check_fresh_equals_accumulated(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                    std::vector<Tensor> inputs, const std::string& what) {
+  PoisonFresh poison;
+  Generator g(17);
+  for (Tensor& t : inputs) t.grad() = Tensor();
+  Tensor y = f(inputs);
+  const Tensor gy = randn(y.shape(), g);
+  y.backward(gy);
+  std::vector<Tensor> fresh;
+  for (Tensor& t : inputs) {
+    if (!t.requires_grad()) continue;
+    REQUIRE_MESSAGE(t.grad().defined(), what << ": no gradient");
+    fresh.push_back(t.grad().clone());
+    t.grad() = Tensor::zeros(t.shape());
+  }
+  f(inputs).backward(gy);
+  size_t k = 0;
+  for (Tensor& t : inputs) {
+    if (!t.requires_grad()) continue;
+    const std::string which = str_cat(what, ": input ", k);
+    for (float v : fresh[k].to_vector()) REQUIRE_MESSAGE(std::isfinite(v), which << ": an element left unwritten");
+    check_close(fresh[k], t.grad(), 0.f, 0.f, which + ": fresh != accumulated into zeros");
+    ++k;
+  }
+}
+
+Tensor req(Tensor t) { return t.set_requires_grad(true); }
+
+}  // namespace
+
+TEST_CASE("fresh gradient buffers: every record_fresh op writes all of them, equal to accumulating into zeros") {
+  Generator g(3);
+  ops::Conv2dGeom same;
+  same.pad_h = same.pad_w = 1;
+  for (bool blocked : {false, true}) {
+    CAPTURE(blocked);
+    ops::set_keep_blocked(blocked);
+    check_fresh_equals_accumulated(
+        [&](const std::vector<Tensor>& t) { return ops::conv2d(t[0], t[1], t[2], same); },
+        {req(randn({2, 16, 5, 5}, g)), req(randn({16, 16, 3, 3}, g)), req(randn({16}, g))}, "conv2d");
+    Tensor rm = Tensor::zeros({16}), rv = Tensor::full({16}, 1.f);
+    for (bool relu : {false, true})
+      check_fresh_equals_accumulated(
+          [&](const std::vector<Tensor>& t) {
+            // A convolution first, so the normalization sees the layout the network would give it.
+            Tensor h = ops::conv2d(t[0], t[3], Tensor(), same);
+            return relu ? ops::batch_norm2d_relu(h, t[1], t[2], rm, rv, true)
+                        : ops::batch_norm2d(h, t[1], t[2], rm, rv, true);
+          },
+          {req(randn({2, 16, 4, 4}, g)), req(randn({16}, g)), req(randn({16}, g)), req(randn({16, 16, 3, 3}, g))},
+          relu ? "batch_norm2d_relu" : "batch_norm2d");
+    ops::Pool2dGeom pool;
+    check_fresh_equals_accumulated(
+        [&](const std::vector<Tensor>& t) {
+          Tensor h = ops::relu(ops::conv2d(t[0], t[1], Tensor(), same));
+          return ops::max_pool2d(ops::add(h, ops::conv2d(t[0], t[2], Tensor(), same)), pool);
+        },
+        {req(randn({2, 16, 6, 6}, g)), req(randn({16, 16, 3, 3}, g)), req(randn({16, 16, 3, 3}, g))},
+        "relu, add, max_pool2d and fan-out");
+    ops::set_keep_blocked(false);
+  }
+  check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::linear(t[0], t[1], t[2]); },
+                                 {req(randn({3, 7}, g)), req(randn({5, 7}, g)), req(randn({5}, g))}, "linear");
+  // The same tensor twice in one op: its buffer is handed over twice and must sum both contributions.
+  check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::add(t[0], t[0]); },
+                                 {req(randn({4, 5}, g))}, "add(x, x)");
+}
+
+TEST_CASE("add(x, x) with a fresh buffer: the gradient is 2 gy") {
+  Tensor x = Tensor::from_vector({1.f, -2.f, 3.f}, {3}).set_requires_grad(true);
+  ops::add(x, x).backward(Tensor::from_vector({0.5f, 1.f, -4.f}, {3}));
+  CHECK(x.grad().to_vector() == std::vector<float>{1.f, 2.f, -8.f});
 }

@@ -138,12 +138,13 @@ TEST_CASE("conv2d_int8: blocked input levels, and a blocked output under keep_bl
   const Tensor x = levels({k.n, k.c, k.h, k.w}, DType::u8, 0, 15, gen);
   const Tensor w = levels({k.o, k.c, 3, 3}, DType::s8, -7, 7, gen);
   const Tensor b = randn({k.o}, gen, 1.f);
-  // The same levels in nChw16c order: element (n, c, s) at ((n * C/16 + c/16) * H*W + s) * 16 + c % 16.
+  // The same levels in the blocked order: element (n, c, s) at ((n * C/B + c/B) * H*W + s) * B + c % B.
+  const int64_t kb = block_channels();
   Tensor xb = Tensor::empty(x.shape(), DType::u8, Layout::blocked);
   for (int64_t n = 0; n < k.n; ++n)
     for (int64_t c = 0; c < k.c; ++c)
       for (int64_t s = 0; s < k.h * k.w; ++s)
-        xb.data<uint8_t>()[((n * (k.c / kBlock) + c / kBlock) * k.h * k.w + s) * kBlock + c % kBlock] =
+        xb.data<uint8_t>()[((n * (k.c / kb) + c / kb) * k.h * k.w + s) * kb + c % kb] =
             x.data<uint8_t>()[(n * k.c + c) * k.h * k.w + s];
   const Tensor xbp = xb.plain();
   REQUIRE(std::vector<uint8_t>(xbp.data<uint8_t>(), xbp.data<uint8_t>() + x.numel()) ==

@@ -235,6 +235,107 @@ TEST_CASE("batch_norm2d misuse errors name the op and the shapes") {
   check_error([&] { ops::batch_norm2d(x, c3, c3, none, none, false); }, {"batch_norm2d", "running statistics"});
 }
 
+// ------------------------------------------------------------------------- batch_norm2d_relu (fused)
+
+namespace {
+
+// x (N, C, H, W) whose normalized values (training: batch statistics; eval: rm/rv), times gamma plus beta, stay
+// at least `margin` away from 0, the ReLU's kink: elements too close are pushed away and the statistics
+// recomputed until none is. The finite-difference step then never flips a ReLU.
+Tensor away_from_kink(Tensor x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
+                      bool training, float margin) {
+  const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+  for (int round = 0; round < 50; ++round) {
+    engine::NoGradGuard ng;
+    Tensor m = rm.clone(), v = rv.clone();
+    const Tensor y = ops::batch_norm2d(x, gamma, beta, m, v, training);
+    bool moved = false;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float yi = y.data()[i];
+      if (std::fabs(yi) >= margin) continue;
+      const int64_t ch = (i / hw) % c;
+      x.data()[i] += (yi >= 0.f ? 1.f : -1.f) * (gamma.data()[ch] >= 0.f ? 1.f : -1.f) * 3.f * margin;
+      moved = true;
+    }
+    if (!moved) return x;
+  }
+  FAIL("away_from_kink: no input with every output at least " << margin << " from 0");
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("batch_norm2d_relu equals relu(batch_norm2d): values, running statistics, dx, dgamma, dbeta") {
+  for (bool training : {true, false})
+    for (bool blocked : {false, true})
+      for (const BnCase k : {BnCase{2, 16, 5, 4}, BnCase{3, 32, 3, 7}, BnCase{4, 16, 1, 1}}) {
+        const std::string what = str_cat("batch_norm2d_relu ", training ? "training" : "eval",
+                                         blocked ? " blocked" : " plain", " (", k.n, ", ", k.c, ", ", k.h, ", ", k.w,
+                                         ")");
+        Generator g(5);
+        const Tensor x0 = randn({k.n, k.c, k.h, k.w}, g, 2.f);  // blocked: the same values in nChw16c order
+        Tensor xf = (blocked ? to_blocked(x0) : x0.clone()).set_requires_grad(true);
+        Tensor xu = (blocked ? to_blocked(x0) : x0.clone()).set_requires_grad(true);
+        Tensor gamma = rand_uniform({k.c}, g, -1.5f, 1.5f);  // negative gammas flip the mask
+        Tensor beta = randn({k.c}, g, 0.5f);
+        Tensor gf = gamma.clone().set_requires_grad(true), gu = gamma.clone().set_requires_grad(true);
+        Tensor bf = beta.clone().set_requires_grad(true), bu = beta.clone().set_requires_grad(true);
+        Tensor rm = randn({k.c}, g, 0.2f), rv = rand_uniform({k.c}, g, 0.5f, 2.f);
+        Tensor rmf = rm.clone(), rvf = rv.clone(), rmu = rm.clone(), rvu = rv.clone();
+        // Poisoned gradients, the same in both: each op must add to them, never overwrite them.
+        const Tensor px = poison_grad(xf, g), pg = poison_grad(gf, g), pb = poison_grad(bf, g);
+        xu.grad() = px.clone(), gu.grad() = pg.clone(), bu.grad() = pb.clone();
+        Tensor yf = ops::batch_norm2d_relu(xf, gf, bf, rmf, rvf, training);
+        Tensor yu = ops::relu(ops::batch_norm2d(xu, gu, bu, rmu, rvu, training));
+        REQUIRE(yf.layout() == xf.layout());
+        REQUIRE(yu.layout() == xf.layout());
+        check_close(yf.plain(), yu.plain(), 0.f, 0.f, what + " forward");
+        check_close(rmf, rmu, 0.f, 0.f, what + " running mean");
+        check_close(rvf, rvu, 0.f, 0.f, what + " running variance");
+        int64_t zeros = 0;
+        for (float v : yf.to_vector()) zeros += v == 0.f;
+        CHECK_MESSAGE(zeros > 0, what << ": no element was cut by the ReLU");
+        CHECK_MESSAGE(zeros < yf.numel(), what << ": every element was cut by the ReLU");
+        const Tensor gy = randn(yf.shape(), g);  // in y's memory order, whatever its layout
+        yf.backward(gy);
+        yu.backward(gy);
+        check_close(xf.grad(), xu.grad(), 1e-5f, 1e-6f, what + " dx");
+        check_close(gf.grad(), gu.grad(), 1e-5f, 1e-5f, what + " dgamma");
+        check_close(bf.grad(), bu.grad(), 1e-5f, 1e-5f, what + " dbeta");
+        CHECK_FALSE(xf.grad().to_vector() == px.to_vector());  // the gradient did arrive
+      }
+}
+
+TEST_CASE("batch_norm2d_relu gradients match finite differences in training and eval") {
+  for (bool training : {true, false}) {
+    Generator g(9);
+    Tensor gamma = rand_uniform({4}, g, 0.5f, 1.5f);
+    gamma.data()[1] = -gamma.data()[1];
+    Tensor beta = randn({4}, g, 0.3f);
+    Tensor rm = randn({4}, g, 0.3f), rv = rand_uniform({4}, g, 0.5f, 2.f);
+    Tensor x = away_from_kink(randn({3, 4, 3, 2}, g), gamma, beta, rm, rv, training, 0.1f);
+    x.set_requires_grad(true);
+    gamma.set_requires_grad(true);
+    beta.set_requires_grad(true);
+    Tensor m = rm.clone(), v = rv.clone();
+    GradCheckOptions o;
+    o.eps = 1e-3f;
+    o.samples = 72;  // every element of x
+    gradcheck([&](const std::vector<Tensor>& t) { return ops::batch_norm2d_relu(t[0], t[1], t[2], m, v, training); },
+              {x, gamma, beta}, o, training ? "batch_norm2d_relu training" : "batch_norm2d_relu eval");
+  }
+}
+
+TEST_CASE("batch_norm2d_relu misuse errors name the fused op") {
+  Tensor x = Tensor::zeros({2, 3, 4, 4});
+  Tensor c3 = Tensor::zeros({3}), c4 = Tensor::zeros({4});
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::full({3}, 1.f);
+  check_error([&] { ops::batch_norm2d_relu(x, c4, c3, rm, rv, true); },
+              {"batch_norm2d_relu", "gamma", "[4]", "[2, 3, 4, 4]"});
+  check_error([&] { ops::batch_norm2d_relu(Tensor::zeros({1, 3, 1, 1}), c3, c3, rm, rv, true); },
+              {"batch_norm2d_relu", "more than one value"});
+}
+
 // --------------------------------------------------------------------------------------- max / avg pool
 
 namespace {

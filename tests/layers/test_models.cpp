@@ -1,9 +1,12 @@
-// Model zoo: parameter counts against torchvision's, parameter names, shapes through forward, FLOPs.
+// Model zoo: parameter counts against torchvision's, parameter names, shapes through forward, FLOPs; the
+// BatchNorm2d + ReLU fusion of Sequential.
 #include "gradcheck.h"
 
 #include <set>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
+#include "layers/basic.h"
 #include "layers/models.h"
 
 using namespace layers;
@@ -100,4 +103,28 @@ TEST_CASE("initializers: Kaiming fan-out conv, BN 1/0, linear uniform bound") {
       CHECK(mx > 0.11f);
     }
   }
+}
+
+TEST_CASE("Sequential runs a BatchNorm2d followed by a ReLU as one fused op with the modules' values and gradients") {
+  engine::Generator g(6);
+  Sequential seq;
+  BatchNorm2d* bn = seq.add(std::make_unique<BatchNorm2d>(4));
+  seq.add(std::make_unique<ReLU>());
+  BatchNorm2d alone(4);  // the same initial parameters, run module by module
+  const Tensor x0 = qiltest::randn({3, 4, 5, 5}, g);
+  Tensor x = x0.clone().set_requires_grad(true), xr = x0.clone().set_requires_grad(true);
+  Tensor y = seq.forward(x);
+  REQUIRE(y.grad_fn());
+  CHECK(std::string(y.grad_fn()->name) == "batch_norm2d_relu");
+  Tensor yr = engine::ops::relu(alone.forward(xr));
+  qiltest::check_close(y, yr, 0.f, 0.f, "forward");
+  const Tensor gy = qiltest::randn(y.shape(), g);
+  y.backward(gy);
+  yr.backward(gy);
+  qiltest::check_close(x.grad(), xr.grad(), 1e-6f, 1e-7f, "dx");
+  const auto p = bn->named_parameters(), pr = alone.named_parameters();
+  for (size_t i = 0; i < p.size(); ++i)
+    qiltest::check_close(p[i].tensor.grad(), pr[i].tensor.grad(), 1e-6f, 1e-7f, "d" + p[i].name);
+  const auto b = bn->named_buffers(), br = alone.named_buffers();
+  for (size_t i = 0; i < b.size(); ++i) qiltest::check_close(b[i].tensor, br[i].tensor, 0.f, 0.f, b[i].name);
 }

@@ -120,10 +120,12 @@ TEST_CASE("levels: a blocked activation gives blocked levels in the same order")
   auto q = make_activation_quantizer("qil", 4);
   q->observe(x);
   q->finish_calibration();
-  Tensor xb = Tensor::empty(x.shape(), DType::f32, Layout::blocked);  // the same values in nChw16c order
+  Tensor xb = Tensor::empty(x.shape(), DType::f32, Layout::blocked);  // the same values in the blocked order
+  const int64_t b = engine::block_channels();
   for (int64_t n = 0; n < 2; ++n)
     for (int64_t c = 0; c < 16; ++c)
-      for (int64_t s = 0; s < 9; ++s) xb.data()[(n * 9 + s) * 16 + c] = x.data()[(n * 16 + c) * 9 + s];
+      for (int64_t s = 0; s < 9; ++s)
+        xb.data()[((n * (16 / b) + c / b) * 9 + s) * b + c % b] = x.data()[(n * 16 + c) * 9 + s];
   const Tensor kb = q->levels(xb), kp = q->levels(x);
   CHECK(kb.layout() == Layout::blocked);
   const Tensor kbp = kb.plain();
