@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev libstb-dev doctest-dev libopenmpi-dev openmpi-bin
-      zlib1g-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libonnx-dev dataset-fashion-mnist)
+      zlib1g-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libonnx-dev libprotobuf-dev dataset-fashion-mnist)
 # Extra packages for one purpose (the test command adds ImageMagick for JPEG fixtures stb cannot write).
 read -r -a extra <<< "${QIL_EXTRA_PKGS:-}"
 pkgs+=("${extra[@]}")
