@@ -148,6 +148,13 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        "d squared, out_scale by its square: steps relative to the interval's width) | none",
        one_of("quant-grad-scale", {"sqrt", "relative", "none"})},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
+      {"weight-calib", &c.weight_calib,
+       "how calibration sets a QIL weight interval [0, p]: max (p = max|w|) | mse (p minimizing the error of the "
+       "least-squares-scaled quantized weights; at 2 bits max zeroes most weights, docs/qil.md)",
+       one_of("weight-calib", {"max", "mse"})},
+      {"recalibrate-weights", &c.recalibrate_weights,
+       "at a stage that changes the weight width, calibrate the weight intervals (and output scales) again "
+       "instead of keeping the previous stage's"},
       {"act-quant-lr-scale", &c.act_quant_lr_scale,
        "activation intervals' LR as a multiple of the quantizer LR (their loss sensitivity is far below the weight "
        "intervals', docs/qil.md)",

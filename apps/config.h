@@ -55,6 +55,8 @@ struct TrainConfig {
   double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
+  std::string weight_calib = "max";  // max | mse: how calibration picks a QIL weight interval
+  bool recalibrate_weights = false;  // a new weight width calibrates the weight interval again
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales

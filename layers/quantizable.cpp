@@ -15,6 +15,7 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     if (!w_q_) {
       quant::QuantizerOptions o;
       o.fix_gamma = spec.fix_gamma;
+      o.weight_calib = spec.weight_calib;
       w_q_ = quant::make_weight_quantizer(spec.quantizer, spec.wbits, o);
       for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
@@ -23,6 +24,7 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     }
     // The plan's setting wins over the one a checkpoint was saved with (`--init` then `--fix-gamma`).
     if (w_q_->fix_gamma() != spec.fix_gamma) w_q_->set_fix_gamma(spec.fix_gamma);
+    if (auto* q = dynamic_cast<quant::QilWeightQuantizer*>(w_q_.get())) q->set_calibration(spec.weight_calib);
   }
   if (spec.abits < 32) {
     if (!a_q_) {
@@ -105,6 +107,12 @@ void QuantizableModule::remove_input_observer(int id) {
 void QuantizableModule::finish_observe() {
   if (w_q_ && spec_.wbits < 32) w_q_->finish_calibration();
   if (a_q_ && spec_.abits < 32) a_q_->finish_calibration();
+}
+
+void QuantizableModule::recalibrate_weights() {
+  if (!w_q_) return;
+  w_q_->set_calibrated(false);
+  scale_fitted_ = false;
 }
 
 void QuantizableModule::finish_fit_scale() {

@@ -23,6 +23,7 @@ struct LayerQuantSpec {
   int abits = 32;
   bool signed_input = false;  // the first conv's input can be negative: symmetric rule
   bool fix_gamma = false;
+  quant::WeightCalib weight_calib = quant::WeightCalib::max;  // QIL weights: how calibration picks the interval
   std::string quantizer = "qil";  // the kind quant::make_weight_quantizer / make_activation_quantizer make
   bool quantized() const { return wbits < 32 || abits < 32; }
 };
@@ -58,6 +59,8 @@ class QuantizableModule : public Module {
   // op(x̄, s·w̄) + b, so the bias is not scaled).
   void finish_observe();
   void finish_fit_scale();
+  // Forgets the weight interval (and the output scale fitted with it): the next calibration sets both again.
+  void recalibrate_weights();
   // False until the output scale is fitted, and again whenever set_quant adds a quantizer to the layer (the
   // quantized output it must match has changed).
   bool scale_fitted() const { return scale_fitted_; }

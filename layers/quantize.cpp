@@ -34,6 +34,7 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
   for (auto& [n, l] : layers) {
     LayerQuantSpec s;
     s.fix_gamma = plan.fix_gamma;
+    s.weight_calib = plan.weight_calib;
     s.quantizer = plan.quantizer;
     const bool edge = n == first_conv || n == last_linear;
     if (!edge) {
@@ -55,7 +56,10 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
               " (start from a full-precision network to change the quantizer)");
     // A layer that has run quantized keeps its quantizers; a full-precision stage after a quantized one is
     // not a thing the stage list allows.
+    const int old_wbits = l->quant_spec().wbits;
     l->set_quant(s);
+    if (plan.recalibrate_weights && l->weight_quantizer() && old_wbits < 32 && s.wbits < 32 && old_wbits != s.wbits)
+      l->recalibrate_weights();
     if (s.quantized()) quantized.push_back(n);
   }
   return quantized;

@@ -24,6 +24,10 @@ struct QuantPlan {
   int wbits = 32, abits = 32;   // the stage's widths (32 = full precision)
   bool first_last_8bit = false;  // otherwise the first conv and the last linear stay full precision
   bool fix_gamma = false;
+  quant::WeightCalib weight_calib = quant::WeightCalib::max;  // how calibration picks a QIL weight interval
+  // A layer whose weight width changes (a later stage) calibrates its weight interval and output scale again
+  // instead of keeping the previous stage's (`--recalibrate-weights`).
+  bool recalibrate_weights = false;
   std::map<std::string, LayerOverride> overrides;
   std::string quantizer = "qil";  // the quantizer kind every quantized layer gets (quant's factory)
 };

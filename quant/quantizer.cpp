@@ -162,7 +162,7 @@ void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
 }
 
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
-  if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma);
+  if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma, o.weight_calib);
   if (kind == "lsq") return std::make_unique<LsqQuantizer>(LsqQuantizer::Role::weight, bits);
   // PACT's paper quantizes the weights with DoReFa's rule.
   if (kind == "pact" || kind == "dorefa") return std::make_unique<DorefaWeightQuantizer>(bits);
@@ -278,8 +278,49 @@ void QilQuantizerBase::project_interval() {
 
 // ---- weights ----------------------------------------------------------------------------------------------
 
-QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma)
-    : QilQuantizerBase(bits), gamma_(learnable_scalar(1.f)), fix_gamma_(fix_gamma) {
+WeightCalib parse_weight_calib(const std::string& name) {
+  if (name == "max") return WeightCalib::max;
+  if (name == "mse") return WeightCalib::mse;
+  throw engine::Error(engine::str_cat("unknown weight calibration '", name, "' (known: max, mse)"));
+}
+
+const char* weight_calib_name(WeightCalib c) { return c == WeightCalib::mse ? "mse" : "max"; }
+
+namespace {
+// (Σ v·k)² / Σ k² for k = min(round(q·v/p), q): the share of ||v||² a least-squares scale of the levels keeps.
+double kept_energy(const std::vector<float>& v, int q, double p) {
+  const double inv = q / p;
+  double vk = 0.0, kk = 0.0;
+  for (float x : v) {
+    const double k = std::min(std::floor(x * inv + 0.5), static_cast<double>(q));
+    vk += x * k;
+    kk += k * k;
+  }
+  return kk > 0.0 ? vk * vk / kk : 0.0;
+}
+}  // namespace
+
+double mse_clip_point(const std::vector<float>& v, int q) {
+  QIL_CHECK(!v.empty(), "mse_clip_point: no values");
+  QIL_CHECK(q >= 1, "mse_clip_point: q must be >= 1, got ", q);
+  const double top = *std::max_element(v.begin(), v.end());
+  QIL_CHECK(top > 0.0, "mse_clip_point: all values are zero");
+  constexpr int kCoarse = 256, kFine = 64;
+  double best_p = top, best = -1.0;
+  for (int j = 1; j <= kCoarse; ++j) {
+    const double p = top * j / kCoarse, e = kept_energy(v, q, p);
+    if (e > best) best = e, best_p = p;
+  }
+  const double step = top / kCoarse, lo = std::max(step / kFine, best_p - step);
+  for (int j = 0; j <= 2 * kFine; ++j) {
+    const double p = std::min(top, lo + step * j / kFine), e = kept_energy(v, q, p);
+    if (e > best) best = e, best_p = p;
+  }
+  return best_p;
+}
+
+QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma, WeightCalib calib)
+    : QilQuantizerBase(bits), gamma_(learnable_scalar(1.f)), fix_gamma_(fix_gamma), calib_(calib) {
   qil_weight_levels(bits, "QilWeightQuantizer");
   set_fix_gamma(fix_gamma);
 }
@@ -313,6 +354,12 @@ void QilWeightQuantizer::observe(const Tensor& w) {
   if (calibrated_) return;
   check_input("QilWeightQuantizer::observe", w);
   max_abs_ = std::max(max_abs_, observed_max(w, true));
+  if (calib_ == WeightCalib::mse) {  // the weights do not change during calibration: keep the last sample
+    const float* p = w.data();
+    const int64_t n = w.numel(), stride = (n + kCalibSample - 1) / kCalibSample;
+    sample_.clear();
+    for (int64_t i = 0; i < n; i += stride) sample_.push_back(std::fabs(p[i]));
+  }
   ++observed_;
 }
 
@@ -320,9 +367,12 @@ void QilWeightQuantizer::finish_calibration() {
   if (calibrated_) return;
   QIL_CHECK(observed_ > 0, "QilWeightQuantizer::finish_calibration: nothing observed");
   QIL_CHECK(max_abs_ > 0.0, "QilWeightQuantizer::finish_calibration: all observed weights are zero");
-  set_interval(max_abs_ / 2.0, max_abs_ / 2.0);
+  const double p = calib_ == WeightCalib::mse ? mse_clip_point(sample_, positive_levels()) : max_abs_;
+  set_interval(p / 2.0, p / 2.0);
   gamma_.data()[0] = 1.f;
   max_abs_ = 0.0;
+  sample_.clear();
+  sample_.shrink_to_fit();
   observed_ = 0;
 }
 

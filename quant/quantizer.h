@@ -148,11 +148,26 @@ class QilQuantizerBase : public Quantizer {
   double reference_width_ = 0.0;
 };
 
-// Weights: c, d, γ. Calibration c = d = max|w| / 2 (interval [0, max|w|]). γ in [0.25, 4]; fix_gamma pins it
-// to 1 and keeps it out of training.
+// How a weight quantizer's first interval [0, p] (c = d = p/2, γ = 1) is chosen (`--weight-calib`):
+//   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
+//        a few percent of a layer's weights;
+//   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
+//        its output anyway (mse_clip_point).
+enum class WeightCalib { max, mse };
+WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
+const char* weight_calib_name(WeightCalib c);
+
+// The clip point p in (0, max v] that minimizes min_s Σ (v_i − s·k_i/q)² over v ≥ 0 (magnitudes), k_i =
+// min(round(q·v_i/p), q): QIL's γ = 1 rule with c = d = p/2 at q positive levels. Maximizes (Σ v·k)² / Σ k²
+// over a grid of 256 candidates in (0, max v], then 64 finer ones around the best. An empty v or max v = 0 is
+// an error.
+double mse_clip_point(const std::vector<float>& v, int q);
+
+// Weights: c, d, γ. Calibration c = d = p / 2 (interval [0, p]) with p from WeightCalib (max|w| by default).
+// γ in [0.25, 4]; fix_gamma pins it to 1 and keeps it out of training.
 class QilWeightQuantizer : public QilQuantizerBase {
  public:
-  explicit QilWeightQuantizer(int bits, bool fix_gamma = false);
+  explicit QilWeightQuantizer(int bits, bool fix_gamma = false, WeightCalib calib = WeightCalib::max);
   const char* kind() const override { return "qil_weight"; }
   Tensor operator()(const Tensor& w) const override;
   Tensor transform(const Tensor& w) const override;
@@ -174,11 +189,17 @@ class QilWeightQuantizer : public QilQuantizerBase {
   Tensor& gamma() { return gamma_; }
   const Tensor& gamma() const { return gamma_; }
   static constexpr double kGammaMin = 0.25, kGammaMax = 4.0;
+  // The rule the next calibration uses (a calibrated interval is left alone).
+  WeightCalib calibration() const { return calib_; }
+  void set_calibration(WeightCalib calib) { calib_ = calib; }
+  static constexpr int64_t kCalibSample = int64_t{1} << 18;  // |w| values kept for the mse search
 
  private:
   Tensor gamma_;
   bool fix_gamma_;
+  WeightCalib calib_;
   double max_abs_ = 0.0;
+  std::vector<float> sample_;  // mse: a strided sample of the last observed |w|
   int64_t observed_ = 0;
 };
 
@@ -219,6 +240,7 @@ struct QuantizerOptions {
   bool fix_gamma = false;     // weights: pin QIL's γ to 1
   bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
   double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
+  WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
 };
 
 // The quantizers a layer holds, by kind: "qil", "lsq", "pact" (PACT activations, DoReFa weights, as the paper

@@ -93,6 +93,13 @@ def plan(seeds):
         for b in (3, 2):
             if not (s == s0 and b == 2):
                 q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
+        if s == s0:  # weight intervals from the least-squares clip point instead of max|w| (--weight-calib mse)
+            for b in (3, 2):
+                runs.append(dict(name=f"calib-w{b}-mse", kind="eval", args=["--quant", str(b), "--weight-calib", "mse"]))
+        for b in (2, 3):
+            q(f"mse-w{b}", "--stages", str(b), "--epochs", str(E), "--weight-calib", "mse", seed=s)
+        q("prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse", "--recalibrate-weights",
+          seed=s)
     return runs
 
 
@@ -226,8 +233,8 @@ def wall(name):
     return store().get(name, {}).get("wall_s")
 
 
-def calib_test(b):
-    e = store().get(f"calib-w{b}", {}).get("eval")
+def calib_test(b, suffix=""):
+    e = store().get(f"calib-w{b}{suffix}", {}).get("eval")
     return e["top1"] if e else None
 
 
@@ -454,6 +461,24 @@ def document(runs, seeds):
               f" intervals learned from the task loss beat hand-set ones, {'holds' if holds else 'does not hold'}"
               f" here at {b} bits{'' if ls is not None and fs is not None else ' (one seed so far)'}.")
             a("")
+    a("## Weight calibration: max|w| against the least-squares clip point")
+    a("")
+    a("A new weight interval is [0, p]. `max` (the default) takes p = max|w|; at 2 bits (levels −1, 0, 1) that rounds")
+    a("every |w| below max|w|/2 to zero, most of a layer. `mse` (`--weight-calib mse`) takes the p whose quantized")
+    a("weights, scaled by their least-squares factor, are closest to the weights (docs/qil.md). The last column")
+    a("also calibrates the weight interval again at each new width (`--recalibrate-weights`) instead of inheriting")
+    a(f"the previous stage's. Training rows: {E} epochs direct from FP, or {E} per progressive stage.")
+    a("")
+    a("| width | calibration only, max | calibration only, mse | trained, max | trained, mse | progressive, max, inherited | progressive, mse, recalibrated |")
+    a("|---|---|---|---|---|---|---|")
+    for b in (5, 4, 3, 2):
+        cm, cs = calib_test(b), calib_test(b, "-mse")
+        cells = [f"{cm:.2f}" if cm is not None else "(not run yet)", f"{cs:.2f}" if cs is not None else "—" if b > 3 else "(not run yet)"]
+        cells += [fmt(over_seeds(f"abl-w{b}-learned" + "-s{s}", S)) if b < 4 else "—",
+                  fmt(over_seeds(f"mse-w{b}" + "-s{s}", S)) if b < 4 else "—"]
+        cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "prog-mse")]
+        a(f"| W{b}A{b} | " + " | ".join(cells) + " |")
+    a("")
     a("## QIL and its peers: LSQ, PACT, DoReFa")
     a("")
     a(f"Each quantizer on the same schedule ({E} epochs of direct fine-tuning from the FP network, LR {Q_LR}, the")

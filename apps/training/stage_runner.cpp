@@ -131,6 +131,8 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   plan.abits = st.abits;
   plan.first_last_8bit = cfg_.first_last == "8";
   plan.fix_gamma = cfg_.fix_gamma;
+  plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
+  plan.recalibrate_weights = cfg_.recalibrate_weights;
   plan.quantizer = cfg_.quantizer;
   plan.overrides = cfg_.layers;
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);

@@ -1,6 +1,6 @@
 // Quantization across stages at the layer level: the output-scale fit leaves the bias alone, a stage that
 // adds a quantizer refits the scale, the plan's γ setting wins over a loaded one, and frozen intervals stay
-// where calibration put them while the weights train.
+// where calibration put them while the weights train, and --recalibrate-weights sets a new width's interval again.
 //
 // The fixtures sit on the quantization grid so that the right answer is exact and checkable by hand:
 // inputs x ∈ {0, 1, 2, 3} with a 2-bit activation quantizer calibrated to [0, 3] give x̄ = x/3; weights
@@ -153,6 +153,53 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
   freeze_intervals(*m, false);
   for (auto& [n, l] : quantizable_layers(*m))
     if (l->weight_quantizer() && l->quantized()) CHECK(l->weight_quantizer()->parameter("c").requires_grad());
+}
+
+TEST_CASE("--recalibrate-weights: a new weight width calibrates the weight interval and scale again") {
+  auto run = [](bool recalibrate, quant::WeightCalib calib) {
+    auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
+    Generator g(5);
+    Tensor x = qiltest::randn({16, 1, 28, 28}, g);
+    auto calib_on_x = [&] { calibrate(*m, 1, [&, n = 0](Tensor& b) mutable { b = x; return n++ < 1; }); };
+    QuantPlan plan;
+    plan.wbits = plan.abits = 3;
+    plan.weight_calib = calib;
+    plan.recalibrate_weights = recalibrate;
+    apply_quant_plan(*m, plan);
+    calib_on_x();
+    // As training would leave them: intervals and scales away from calibration.
+    std::map<std::string, std::pair<float, float>> trained;
+    for (auto& [n, l] : quantizable_layers(*m)) {
+      if (!l->quantized()) continue;
+      l->weight_quantizer()->parameter("c").data()[0] *= 1.3f;
+      l->act_quantizer()->parameter("c").data()[0] *= 1.1f;
+      l->out_scale().data()[0] = 0.77f;
+      trained[n] = {l->weight_quantizer()->parameter("c").item(), l->act_quantizer()->parameter("c").item()};
+    }
+    plan.wbits = 2;  // w2a3: only the weight width changes
+    apply_quant_plan(*m, plan);
+    calib_on_x();
+    // What a fresh 2-bit quantizer calibrated on the same weights would say.
+    for (auto& [n, l] : quantizable_layers(*m)) {
+      if (!l->quantized()) continue;
+      CAPTURE(n);
+      quant::QilWeightQuantizer fresh(2, false, calib);
+      fresh.observe(l->weight());
+      fresh.finish_calibration();
+      const float c_w = l->weight_quantizer()->parameter("c").item();
+      CHECK(l->act_quantizer()->parameter("c").item() == trained[n].second);  // activations keep theirs
+      if (recalibrate) {
+        CHECK(c_w == fresh.c().item());
+        CHECK(l->out_scale().item() != 0.77f);  // refit with the new interval
+      } else {
+        CHECK(c_w == trained[n].first);
+        CHECK(l->out_scale().item() == 0.77f);
+      }
+    }
+  };
+  run(true, quant::WeightCalib::mse);
+  run(true, quant::WeightCalib::max);
+  run(false, quant::WeightCalib::mse);
 }
 
 TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square, none leaves them") {

@@ -1,7 +1,9 @@
 // QIL quantizer objects: parameters and names, calibration, project() constraints, statistics, the
 // least-squares output scale, and a forward/backward through the interface.
 #include <algorithm>
+#include <cmath>
 #include <memory>
+#include <vector>
 
 #include "gradcheck.h"
 
@@ -75,6 +77,86 @@ TEST_CASE("weight calibration: c = d = max|w| / 2, a calibrated quantizer keeps 
   QilWeightQuantizer zero(4);
   zero.observe(Tensor::zeros({3}));
   CHECK_THROWS_WITH_AS(zero.finish_calibration(), doctest::Contains("all observed weights are zero"), Error);
+}
+
+namespace {
+// Standard normal samples (Box-Muller on a fixed LCG): the test's own generator, independent of the engine's.
+std::vector<float> gaussian(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  auto uniform = [&seed] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (static_cast<double>(seed >> 11) + 0.5) / 9007199254740992.0;
+  };
+  for (size_t i = 0; i < n; i += 2) {
+    const double r = std::sqrt(-2.0 * std::log(uniform())), t = 6.283185307179586 * uniform();
+    v[i] = static_cast<float>(r * std::cos(t));
+    if (i + 1 < n) v[i + 1] = static_cast<float>(r * std::sin(t));
+  }
+  return v;
+}
+
+// min_s ||w − s·ŵ||² / ||w||² for the quantizer's current rule: the error left after the best scale.
+double scaled_error(const QilWeightQuantizer& wq, const Tensor& w) {
+  engine::NoGradGuard ng;
+  const auto q = wq(w).to_vector(), x = w.to_vector();
+  double xq = 0, qq = 0, xx = 0;
+  for (size_t i = 0; i < x.size(); ++i) xq += double(x[i]) * q[i], qq += double(q[i]) * q[i], xx += double(x[i]) * x[i];
+  return 1.0 - xq * xq / qq / xx;
+}
+}  // namespace
+
+TEST_CASE("mse weight calibration: the ternary threshold of a Gaussian is the analytic optimum") {
+  // At 2 bits (levels -1, 0, 1) the interval [0, p] rounds |w| > p/2 to 1. For w ~ N(0, 1) the least-squares
+  // scaled error is smallest where the threshold t maximizes E[|w|; |w| > t]² / P(|w| > t) = 2φ(t)² / Q(t)
+  // (Q the normal tail): found here from that closed form on a fine grid, not from samples.
+  double t_star = 0, best = -1;
+  for (double t = 0.3; t < 1.0; t += 1e-4) {
+    const double phi = std::exp(-0.5 * t * t) / std::sqrt(6.283185307179586), tail = 0.5 * std::erfc(t / std::sqrt(2.0));
+    if (phi * phi / tail > best) best = phi * phi / tail, t_star = t;
+  }
+  REQUIRE(t_star == doctest::Approx(0.612).epsilon(0.01));  // the known value
+  std::vector<float> a = gaussian(1 << 18, 11);
+  for (float& x : a) x = std::fabs(x);
+  CHECK(mse_clip_point(a, 1) / 2 == doctest::Approx(t_star).epsilon(0.02));
+  // Through the quantizer: c = d = p/2, and most weights survive where max calibration zeroes nearly all.
+  const std::vector<float> wv = gaussian(1 << 16, 5);
+  const Tensor w = Tensor::from_vector(wv, {static_cast<int64_t>(wv.size())});
+  QilWeightQuantizer mse(2, false, WeightCalib::mse), max(2);
+  mse.observe(w);
+  max.observe(w);
+  mse.finish_calibration();
+  max.finish_calibration();
+  CHECK(mse.c().item() == mse.d().item());
+  CHECK(mse.c().item() == doctest::Approx(t_star).epsilon(0.03));
+  CHECK(mse.stats(w).pruned_fraction == doctest::Approx(std::erf(t_star / std::sqrt(2.0))).epsilon(0.03));
+  CHECK(max.stats(w).pruned_fraction > 0.95);
+  CHECK(scaled_error(mse, w) < scaled_error(max, w));
+}
+
+TEST_CASE("mse weight calibration: never worse than max at 2-8 bits, exact on weights already on the grid") {
+  const std::vector<float> wv = gaussian(1 << 15, 9);
+  const Tensor w = Tensor::from_vector(wv, {static_cast<int64_t>(wv.size())});
+  for (int bits = 2; bits <= 8; ++bits) {
+    CAPTURE(bits);
+    QilWeightQuantizer mse(bits, false, WeightCalib::mse), max(bits);
+    mse.observe(w);
+    max.observe(w);
+    mse.finish_calibration();
+    max.finish_calibration();
+    if (bits <= 4) CHECK(mse.c().item() < max.c().item());  // a Gaussian's tail is worth clipping at few levels
+    CHECK(scaled_error(mse, w) <= scaled_error(max, w));
+  }
+  // Weights already on a 3-bit grid (multiples of 0.1 up to ±0.3): the chosen interval represents them exactly.
+  std::vector<float> grid;
+  for (int i = 0; i < 400; ++i) grid.push_back(0.1f * static_cast<float>(i % 7 - 3));
+  const Tensor g = Tensor::from_vector(grid, {400});
+  QilWeightQuantizer exact(3, false, WeightCalib::mse);
+  exact.observe(g);
+  exact.finish_calibration();
+  CHECK(scaled_error(exact, g) < 1e-9);
+  CHECK_THROWS_WITH_AS(mse_clip_point({0.f, 0.f}, 3), doctest::Contains("all values are zero"), Error);
+  CHECK(parse_weight_calib("mse") == WeightCalib::mse);
+  CHECK_THROWS_WITH_AS(parse_weight_calib("median"), doctest::Contains("unknown weight calibration 'median'"), Error);
 }
 
 TEST_CASE("activation calibration: c = d = p/2, p the 99.9th percentile averaged over batches") {
