@@ -93,13 +93,19 @@ def plan(seeds):
         for b in (3, 2):
             if not (s == s0 and b == 2):
                 q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
-        if s == s0:  # weight intervals from the least-squares clip point instead of max|w| (--weight-calib mse)
-            for b in (3, 2):
-                runs.append(dict(name=f"calib-w{b}-mse", kind="eval", args=["--quant", str(b), "--weight-calib", "mse"]))
+        # Weight intervals from the least-squares clip point against max|w| (--weight-calib), both from the
+        # same full-precision network (the FP run was repeated on a later binary: "wc" runs start from that one).
+        if s == s0:
+            for b in (2, 3):
+                for how in ("max", "mse"):
+                    runs.append(dict(name=f"calib-wc-w{b}-{how}", kind="eval",
+                                     args=["--quant", str(b), "--weight-calib", how]))
         for b in (2, 3):
-            q(f"mse-w{b}", "--stages", str(b), "--epochs", str(E), "--weight-calib", "mse", seed=s)
-        q("prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse", "--recalibrate-weights",
-          seed=s)
+            for how in ("mse", "max"):
+                q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
+            if b == 2:
+                q("wc-prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse",
+                  "--recalibrate-weights", seed=s)
     return runs
 
 
@@ -197,6 +203,8 @@ def remember(name):
                 if j["epoch"] == 0 or j["epoch"] == last.get(j["stage"]):
                     recs.append(slim(j))
     wf = os.path.join(d, "wall_s")
+    if name == "fp-s0" and "fp-s0" in store() and "fp-s0-first" not in store() and store()["fp-s0"]["metrics"] != rows:
+        store()["fp-s0-first"] = store()["fp-s0"]  # the network the earlier runs started from
     store()[name] = {"metrics": rows, "intervals": recs, "wall_s": float(open(wf).read()) if os.path.exists(wf) else None}
 
 
@@ -233,8 +241,8 @@ def wall(name):
     return store().get(name, {}).get("wall_s")
 
 
-def calib_test(b, suffix=""):
-    e = store().get(f"calib-w{b}{suffix}", {}).get("eval")
+def calib_test(b, name="calib-w{b}"):
+    e = store().get(name.format(b=b), {}).get("eval")
     return e["top1"] if e else None
 
 
@@ -402,7 +410,10 @@ def verdict(ok):
 
 def document(runs, seeds):
     S = seeds
-    fp = final_test("fp-s0")
+    # When fp-s0 was trained again (a later binary), the earlier runs started from the first network: it stays
+    # the reference of every section but the weight-calibration one.
+    fp_again = final_test("fp-s0")
+    fp = final_test("fp-s0-first") if "fp-s0-first" in store() else fp_again
     L = []
     a = L.append
     a("# Results: QIL on ResNet-20 / Fashion-MNIST")
@@ -472,13 +483,20 @@ def document(runs, seeds):
     a("| width | calibration only, max | calibration only, mse | trained, max | trained, mse | progressive, max, inherited | progressive, mse, recalibrated |")
     a("|---|---|---|---|---|---|---|")
     for b in (5, 4, 3, 2):
-        cm, cs = calib_test(b), calib_test(b, "-mse")
-        cells = [f"{cm:.2f}" if cm is not None else "(not run yet)", f"{cs:.2f}" if cs is not None else "—" if b > 3 else "(not run yet)"]
-        cells += [fmt(over_seeds(f"abl-w{b}-learned" + "-s{s}", S)) if b < 4 else "—",
-                  fmt(over_seeds(f"mse-w{b}" + "-s{s}", S)) if b < 4 else "—"]
-        cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "prog-mse")]
+        cells = []
+        for how in ("max", "mse"):
+            c = calib_test(b, "calib-wc-w{b}-" + how)
+            cells.append(f"{c:.2f}" if c is not None else "—" if b > 3 else "(not run yet)")
+        for how in ("max", "mse"):
+            cells.append(fmt(over_seeds(f"wc-w{b}-{how}" + "-s{s}", S)) if b < 4 else "—")
+        cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "wc-prog-mse")]
         a(f"| W{b}A{b} | " + " | ".join(cells) + " |")
     a("")
+    if "fp-s0-first" in store():
+        a(f"Every column but `progressive, max, inherited` starts from the full-precision network trained again on a")
+        a(f"later binary ({fmt([fp_again])}; the first one, which every other section starts from, reached {fp:.2f}).")
+        a("The `progressive, max, inherited` column's seed 0 comes from the first network, seed 1 from the second.")
+        a("")
     a("## QIL and its peers: LSQ, PACT, DoReFa")
     a("")
     a(f"Each quantizer on the same schedule ({E} epochs of direct fine-tuning from the FP network, LR {Q_LR}, the")
