@@ -63,6 +63,7 @@ Tensor global_avg_pool(const Tensor& x);  // (N, C, H, W) -> (N, C)
 
 Tensor relu(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);  // same shapes
+Tensor add_relu(const Tensor& a, const Tensor& b);  // relu(add(a, b)) in one pass forward and one backward
 // y = x * s for a one-element tensor s (a learnable scalar, e.g. a quantized layer's output scale).
 Tensor mul_scalar(const Tensor& x, const Tensor& s);
 // Inverted dropout: zeroes with probability p and scales the rest by 1/(1-p) in training; identity in eval.
@@ -88,7 +89,7 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
 
 // Blocked activations between ops (Layout::blocked, tensor.h). When on, conv2d returns oneDNN's nChw16c (nChw8c
 // on AVX2) whenever oneDNN picks it for the output and the channels are a multiple of the block, so no reorder
-// runs between convolutions; batch_norm2d(_relu), relu, add, mul_scalar, dropout, max_pool2d and the QIL ops keep
+// runs between convolutions; batch_norm2d(_relu), relu, add, add_relu, mul_scalar, dropout, max_pool2d and the QIL ops keep
 // their input's layout; reshape/flatten, linear, avg/adaptive/global pooling and the loss convert to plain first. Each
 // gradient buffer is in the layout of the tensor it belongs to. Off by default (process-wide): read op
 // outputs with to_vector() or Tensor::plain() when it is on.

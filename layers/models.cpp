@@ -153,7 +153,7 @@ Tensor BasicBlock::forward(const Tensor& x) {
   Tensor h = bn1_->forward_relu(conv1_->forward(x));  // BN + ReLU fused
   h = bn2_->forward(conv2_->forward(h));
   Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
-  return engine::ops::relu(engine::ops::add(h, shortcut));
+  return engine::ops::add_relu(h, shortcut);  // add + ReLU fused
 }
 
 const std::vector<ModelInfo>& model_infos() {

@@ -92,6 +92,52 @@ Tensor add(const Tensor& a_in, const Tensor& b_in) {
   });
 }
 
+// y = max(a + b, 0), same shapes: a residual block's add and the ReLU after it in one pass each way.
+Tensor add_relu(const Tensor& a_in, const Tensor& b_in) {
+  check_f32("add_relu", a_in);
+  check_f32("add_relu", b_in);
+  QIL_CHECK(a_in.shape() == b_in.shape(), "add_relu: shapes differ: ", a_in.shape(), " and ", b_in.shape());
+  const bool mixed = a_in.layout() != b_in.layout();  // as add: mixed layouts meet in plain
+  const Tensor a = mixed ? to_plain(a_in) : a_in;
+  const Tensor b = mixed ? to_plain(b_in) : b_in;
+  OpTimer timer("add_relu");
+  Tensor y = Tensor::empty_like(a);
+  const float* ap = a.data();
+  const float* bp = b.data();
+  float* yp = y.data();
+  const int64_t n = a.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = ap[i] + bp[i];
+    yp[i] = v > 0.f ? v : 0.f;
+  }
+  return record_fresh("add_relu", y, {a, b},
+                      [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        OpTimer timer("add_relu.bwd");
+                        const float* g = gy.data();
+                        const float* yv = ys.data();
+                        const int64_t n = ys.numel();
+                        // Both inputs get relu'(a + b)·gy; the mask is y > 0 (the kink counts as off, as relu).
+                        for (size_t k = 0; k < gx.size(); ++k) {
+                          if (!gx[k].defined()) continue;
+                          float* dp = gx[k].data();
+                          if (fresh[k]) {
+#pragma omp parallel for simd if (n > kParallelMin)
+                            for (int64_t i = 0; i < n; ++i) {
+                              const float gi = g[i];
+                              dp[i] = yv[i] > 0.f ? gi : 0.f;
+                            }
+                            continue;
+                          }
+#pragma omp parallel for simd if (n > kParallelMin)
+                          for (int64_t i = 0; i < n; ++i) {
+                            const float gi = g[i];
+                            dp[i] += yv[i] > 0.f ? gi : 0.f;
+                          }
+                        }
+                      });
+}
+
 // y = x * s, s a one-element tensor.
 Tensor mul_scalar(const Tensor& x, const Tensor& s) {
   OpTimer timer("mul_scalar");

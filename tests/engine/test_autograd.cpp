@@ -1,5 +1,6 @@
 // Autograd core: accumulation, fan-out, graph freeing, no-grad, misuse errors; elementwise ops and the loss.
 #include "gradcheck.h"
+#include "op_check.h"
 
 #include <cmath>
 #include <functional>
@@ -66,6 +67,13 @@ TEST_CASE("gradients of elementwise ops match finite differences") {
 
   Tensor a = randn({4, 6}, g).set_requires_grad(true), b = randn({4, 6}, g).set_requires_grad(true);
   gradcheck([](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); }, {a, b}, {}, "add");
+
+  // add_relu: a + b kept off the kink.
+  Tensor ar = randn({4, 6}, g).set_requires_grad(true), br = randn({4, 6}, g);
+  for (int64_t i = 0; i < br.numel(); ++i)
+    if (std::fabs(ar.data()[i] + br.data()[i]) < 0.05f) br.data()[i] += 0.3f;
+  br.set_requires_grad(true);
+  gradcheck([](const std::vector<Tensor>& in) { return ops::add_relu(in[0], in[1]); }, {ar, br}, {}, "add_relu");
 
   Tensor s = Tensor::scalar(0.7f).set_requires_grad(true);
   gradcheck([](const std::vector<Tensor>& in) { return ops::mul_scalar(in[0], in[1]); }, {a, s}, {}, "mul_scalar");
@@ -219,6 +227,13 @@ TEST_CASE("fresh gradient buffers: every record_fresh op writes all of them, equ
         },
         {req(randn({2, 16, 6, 6}, g)), req(randn({16, 16, 3, 3}, g)), req(randn({16, 16, 3, 3}, g))},
         "relu, add, max_pool2d and fan-out");
+    check_fresh_equals_accumulated(
+        [&](const std::vector<Tensor>& t) {
+          Tensor h = ops::conv2d(t[0], t[1], Tensor(), same);
+          return ops::add_relu(h, ops::conv2d(t[0], t[2], Tensor(), same));
+        },
+        {req(randn({2, 16, 6, 6}, g)), req(randn({16, 16, 3, 3}, g)), req(randn({16, 16, 3, 3}, g))},
+        "add_relu and fan-out");
     ops::set_keep_blocked(false);
   }
   check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::linear(t[0], t[1], t[2]); },
@@ -226,6 +241,32 @@ TEST_CASE("fresh gradient buffers: every record_fresh op writes all of them, equ
   // The same tensor twice in one op: its buffer is handed over twice and must sum both contributions.
   check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::add(t[0], t[0]); },
                                  {req(randn({4, 5}, g))}, "add(x, x)");
+}
+
+TEST_CASE("add_relu equals relu(add) on the same inputs: values and both gradients, plain and blocked") {
+  Generator g(21);
+  for (bool blocked : {false, true}) {
+    CAPTURE(blocked);
+    Tensor a0 = randn({3, 16, 5, 5}, g), b0 = randn({3, 16, 5, 5}, g), gy = randn({3, 16, 5, 5}, g);
+    if (blocked) a0 = to_blocked(a0), b0 = to_blocked(b0), gy = to_blocked(gy);
+    Tensor a1 = a0.clone().set_requires_grad(true), b1 = b0.clone().set_requires_grad(true);
+    Tensor a2 = a0.clone().set_requires_grad(true), b2 = b0.clone().set_requires_grad(true);
+    Tensor fused = ops::add_relu(a1, b1), ref = ops::relu(ops::add(a2, b2));
+    CHECK(fused.layout() == ref.layout());
+    check_close(fused, ref, 0.f, 0.f, "forward");
+    fused.backward(gy);
+    ref.backward(gy);
+    check_close(a1.grad(), a2.grad(), 0.f, 0.f, "d a");
+    check_close(b1.grad(), b2.grad(), 0.f, 0.f, "d b");
+    int64_t off = 0;  // the fixture exercises both sides of the mask
+    for (float v : fused.to_vector()) off += v == 0.f;
+    CHECK(off > fused.numel() / 4);
+    CHECK(off < 3 * fused.numel() / 4);
+  }
+  check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::add_relu(t[0], t[0]); },
+                                 {req(randn({4, 5}, g))}, "add_relu(x, x)");
+  CHECK_THROWS_WITH_AS(ops::add_relu(Tensor::zeros({2, 3}), Tensor::zeros({3, 2})),
+                       doctest::Contains("add_relu: shapes differ"), Error);
 }
 
 TEST_CASE("add(x, x) with a fresh buffer: the gradient is 2 gy") {
