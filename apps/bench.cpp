@@ -1,6 +1,8 @@
 // Training-step throughput on synthetic data.
 #include "apps/bench.h"
 
+#include <sys/resource.h>
+
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -164,6 +166,13 @@ StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& 
   return r;
 }
 
+// The process's resident high-water mark so far (getrusage's ru_maxrss, KiB on Linux), in MiB.
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
 void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   const int world = engine::dist::world_size();
   const std::string mode = world > 1 ? o.allreduce : "none";
@@ -190,7 +199,8 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                                         {"buckets_in_backward", r.buckets_in_backward},
                                         {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"},
                                         {"gflops", std::round(gflops * 10) / 10},
-                                        {"peak_pct", std::round(1e3 * peak_share) / 10}}
+                                        {"peak_pct", std::round(1e3 * peak_share) / 10},
+                                        {"peak_rss_mib", std::round(peak_rss_mib() * 10) / 10}}
                      .dump()
               << std::endl;
     return;
@@ -200,6 +210,7 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                 100 * peak_share, o.peak_gflops);
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
+  std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
     std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "

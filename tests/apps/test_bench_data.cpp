@@ -146,7 +146,14 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("buckets") == 0);
   CHECK(j.at("gflops").get<double>() > 0);  // lenet's convolutions and linear layers at 28x28
   CHECK(j.at("peak_pct") == 0);              // no --peak-gflops given
-  CHECK(j.size() == 19);
+  CHECK(j.at("peak_rss_mib").get<double>() > 0);  // the process's high-water mark
+  CHECK(j.size() == 20);
+  // A network whose step holds hundreds of MiB of activations has a higher mark than a LeNet on two images.
+  auto big = run_qil("bench --model resnet20 --batch 64 --image-size 32 --num-classes 10 --steps 1 --warmup 0 "
+                     "--repeat 1 --threads 1 --json");
+  REQUIRE_MESSAGE(big.code == 0, big.out);
+  CHECK(nlohmann::json::parse(last_line(big.out)).at("peak_rss_mib").get<double>() >
+        j.at("peak_rss_mib").get<double>() + 50);
   // Each quantizer runs the benchmark; a full-precision run names none.
   for (const char* kind : {"lsq", "pact", "dorefa"}) {
     auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
