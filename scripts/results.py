@@ -603,6 +603,13 @@ def document(runs, seeds):
     if dg is not None and fm4 is not None:
         checks.append((f"digits-trained intervals within 1 point of Fashion-MNIST-trained at W4A4: {dg:.2f} vs {fm4:.2f}",
                        abs(dg - fm4) <= 1.0))
+    wp = mean_spread(over_seeds("wc-prog-mse-s{s}", S, lambda n: stage_tests(n).get("w2a2")))[0]
+    if wp is not None and fp_again is not None:
+        checks.append((f"with `--weight-calib mse --recalibrate-weights`: progressive W2A2 ≥ FP − 2.5: {wp:.2f} vs "
+                       f"{fp_again:.2f} (the retrained FP network)", wp >= fp_again - 2.5))
+        if dm(2) is not None:
+            checks.append((f"with `--weight-calib mse --recalibrate-weights`: progressive W2A2 above direct W2A2 "
+                           f"(max, {4 * E} epochs, from the first FP network): {wp:.2f} vs {dm(2):.2f}", wp > dm(2)))
     for text, ok in checks:
         a(f"- **{verdict(ok)}**: {text}")
     if not checks:
