@@ -57,6 +57,9 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--weight-calib", o.weight_calib, "with --quant: QIL weight intervals from max | mse (docs/qil.md)")
       ->check(CLI::IsMember({"max", "mse"}))
       ->capture_default_str();
+  app.add_option("--act-calib", o.act_calib, "with --quant: QIL activation intervals from percentile | mse")
+      ->check(CLI::IsMember({"percentile", "mse"}))
+      ->capture_default_str();
   app.add_option("--calib-batches", o.calib_batches, "with --quant: training batches observed to set the intervals")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
@@ -78,6 +81,7 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
   plan.first_last_8bit = o.first_last == "8";
   plan.quantizer = o.quantizer;
   plan.weight_calib = quant::parse_weight_calib(o.weight_calib);
+  plan.act_calib = quant::parse_act_calib(o.act_calib);
   layers::apply_quant_plan(*lm.model, plan);
   TrainConfig cfg;
   cfg.data = o.data;
@@ -107,6 +111,7 @@ int run_eval(const EvalOptions& o) {
       j["quant"] = o.quant;
       j["quantizer"] = o.quantizer;
       j["weight_calib"] = o.weight_calib;
+      j["act_calib"] = o.act_calib;
     }
     if (o.int8) j["int8"] = true;
     std::cout << j.dump() << "\n";

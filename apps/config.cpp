@@ -152,6 +152,10 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        "how calibration sets a QIL weight interval [0, p]: max (p = max|w|) | mse (p minimizing the error of the "
        "least-squares-scaled quantized weights; at 2 bits max zeroes most weights, docs/qil.md)",
        one_of("weight-calib", {"max", "mse"})},
+      {"act-calib", &c.act_calib,
+       "how calibration sets a QIL activation interval [0, p]: percentile (p = the 99.9th percentile) | mse (the "
+       "least-squares clip point, as --weight-calib mse)",
+       one_of("act-calib", {"percentile", "mse"})},
       {"recalibrate-weights", &c.recalibrate_weights,
        "at a stage that changes the weight width, calibrate the weight intervals (and output scales) again "
        "instead of keeping the previous stage's"},

@@ -56,6 +56,7 @@ struct TrainConfig {
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
   std::string weight_calib = "max";  // max | mse: how calibration picks a QIL weight interval
+  std::string act_calib = "percentile";  // percentile | mse: how calibration picks a QIL activation interval
   bool recalibrate_weights = false;  // a new weight width calibrates the weight interval again
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train

@@ -30,12 +30,14 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     if (!a_q_) {
       quant::QuantizerOptions o;
       o.is_signed = spec.signed_input;
+      o.act_calib = spec.act_calib;
       a_q_ = quant::make_activation_quantizer(spec.quantizer, spec.abits, o);
       for (auto& [n, t] : a_q_->named_parameters()) register_parameter("act_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
     } else {
       a_q_->set_bits(spec.abits);
     }
+    if (auto* q = dynamic_cast<quant::QilActQuantizer*>(a_q_.get())) q->set_calibration(spec.act_calib);
   }
   if (spec.quantized() && !scale_.defined())
     scale_ = register_parameter("out_scale", Tensor::scalar(1.f), ParamKind::quant);

@@ -25,6 +25,7 @@ struct QuantPlan {
   bool first_last_8bit = false;  // otherwise the first conv and the last linear stay full precision
   bool fix_gamma = false;
   quant::WeightCalib weight_calib = quant::WeightCalib::max;  // how calibration picks a QIL weight interval
+  quant::ActCalib act_calib = quant::ActCalib::percentile;    // and a QIL activation interval
   // A layer whose weight width changes (a later stage) calibrates its weight interval and output scale again
   // instead of keeping the previous stage's (`--recalibrate-weights`).
   bool recalibrate_weights = false;

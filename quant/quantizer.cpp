@@ -170,7 +170,7 @@ std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bi
 }
 
 std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
-  if (kind == "qil") return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile);
+  if (kind == "qil") return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile, o.act_calib);
   if (kind == "lsq")
     return std::make_unique<LsqQuantizer>(
         o.is_signed ? LsqQuantizer::Role::activation_signed : LsqQuantizer::Role::activation, bits);
@@ -406,8 +406,16 @@ QuantStats QilWeightQuantizer::stats(const Tensor& w) const {
 
 // ---- activations ------------------------------------------------------------------------------------------
 
-QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile)
-    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile) {
+ActCalib parse_act_calib(const std::string& name) {
+  if (name == "percentile") return ActCalib::percentile;
+  if (name == "mse") return ActCalib::mse;
+  throw engine::Error(engine::str_cat("unknown activation calibration '", name, "' (known: percentile, mse)"));
+}
+
+const char* act_calib_name(ActCalib c) { return c == ActCalib::mse ? "mse" : "percentile"; }
+
+QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
+    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib) {
   qil_activation_levels(bits, "QilActQuantizer");
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "QilActQuantizer: percentile must be in (0, 100], got ",
             percentile);
@@ -445,6 +453,11 @@ void QilActQuantizer::observe(const Tensor& x) {
   if (x.numel() == 0) return;
   percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
   max_value_ = std::max(max_value_, observed_max(x, is_signed_));
+  if (calib_ == ActCalib::mse) {
+    const float* p = x.data();
+    const int64_t n = x.numel(), stride = (n + kMseSample - 1) / kMseSample;
+    for (int64_t i = 0; i < n; i += stride) sample_.push_back(is_signed_ ? std::fabs(p[i]) : std::max(p[i], 0.f));
+  }
   ++observed_;
 }
 
@@ -455,9 +468,14 @@ void QilActQuantizer::finish_calibration() {
   if (!(p > 0.0)) p = max_value_;
   QIL_CHECK(p > 0.0, "QilActQuantizer::finish_calibration: all ", observed_,
             " observed inputs are zero (or negative for an unsigned quantizer)");
+  // mse: from the pooled sample; where the stride missed every nonzero input of a sparse layer, p stays.
+  if (calib_ == ActCalib::mse && std::any_of(sample_.begin(), sample_.end(), [](float v) { return v > 0.f; }))
+    p = mse_clip_point(sample_, positive_levels());
   set_interval(p / 2.0, p / 2.0);
   percentile_sum_ = 0.0;
   max_value_ = 0.0;
+  sample_.clear();
+  sample_.shrink_to_fit();
   observed_ = 0;
 }
 

@@ -203,13 +203,22 @@ class QilWeightQuantizer : public QilQuantizerBase {
   int64_t observed_ = 0;
 };
 
+// How an activation quantizer's first interval [0, p] is chosen (`--act-calib`): percentile — p the
+// `percentile`-th percentile of the inputs; mse — mse_clip_point over a sample of the observed inputs (the error
+// left after a least-squares scale, which the layer's output scale provides).
+enum class ActCalib { percentile, mse };
+ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
+const char* act_calib_name(ActCalib c);
+
 // Activations: c, d. Calibration c = d = p/2, p the `percentile`-th percentile of the observed inputs (of |x|
 // when signed), computed per observed batch on a strided subsample of at most kCalibSample values and
-// averaged over the batches. is_signed: a first conv's input (can be negative), quantized by the
+// averaged over the batches; or (ActCalib::mse) the least-squares clip point of up to kMseSample values per
+// batch, pooled over the batches. is_signed: a first conv's input (can be negative), quantized by the
 // weights' symmetric rule with γ = 1.
 class QilActQuantizer : public QilQuantizerBase {
  public:
-  explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9);
+  explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9,
+                           ActCalib calib = ActCalib::percentile);
   const char* kind() const override { return is_signed_ ? "qil_activation_signed" : "qil_activation"; }
   Tensor operator()(const Tensor& x) const override;
   Tensor transform(const Tensor& x) const override;
@@ -226,10 +235,15 @@ class QilActQuantizer : public QilQuantizerBase {
 
   bool is_signed() const override { return is_signed_; }
   static constexpr int64_t kCalibSample = int64_t{1} << 20;
+  static constexpr int64_t kMseSample = int64_t{1} << 15;  // per observed batch, ActCalib::mse
+  ActCalib calibration() const { return calib_; }
+  void set_calibration(ActCalib calib) { calib_ = calib; }
 
  private:
   bool is_signed_;
   double percentile_;
+  ActCalib calib_;
+  std::vector<float> sample_;  // mse: magnitudes (inputs clamped at 0 when unsigned) pooled over the batches
   double percentile_sum_ = 0.0;
   double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
   int64_t observed_ = 0;
@@ -241,6 +255,7 @@ struct QuantizerOptions {
   bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
   double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
   WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
+  ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
 };
 
 // The quantizers a layer holds, by kind: "qil", "lsq", "pact" (PACT activations, DoReFa weights, as the paper

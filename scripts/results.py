@@ -95,14 +95,18 @@ def plan(seeds):
                 q(f"abl-w{b}-act100", "--stages", str(b), "--epochs", str(E), "--act-quant-lr-scale", "100", seed=s)
         # Weight intervals from the least-squares clip point against max|w| (--weight-calib), both from the
         # same full-precision network (the FP run was repeated on a later binary: "wc" runs start from that one).
+        # "mseact": activation intervals from their least-squares clip point too (--act-calib mse).
+        MSEACT = ["--weight-calib", "mse", "--act-calib", "mse"]
         if s == s0:
             for b in (2, 3):
                 for how in ("max", "mse"):
                     runs.append(dict(name=f"calib-wc-w{b}-{how}", kind="eval",
                                      args=["--quant", str(b), "--weight-calib", how]))
+                runs.append(dict(name=f"calib-wc-w{b}-mseact", kind="eval", args=["--quant", str(b)] + MSEACT))
         for b in (2, 3):
             for how in ("mse", "max"):
                 q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
+            q(f"wc-w{b}-mseact", "--stages", str(b), "--epochs", str(E), *MSEACT, seed=s)
             if b == 2:
                 q("wc-prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse",
                   "--recalibrate-weights", seed=s)
@@ -480,14 +484,17 @@ def document(runs, seeds):
     a("also calibrates the weight interval again at each new width (`--recalibrate-weights`) instead of inheriting")
     a(f"the previous stage's. Training rows: {E} epochs direct from FP, or {E} per progressive stage.")
     a("")
-    a("| width | calibration only, max | calibration only, mse | trained, max | trained, mse | progressive, max, inherited | progressive, mse, recalibrated |")
-    a("|---|---|---|---|---|---|---|")
+    a("`+ act mse` also sets the activation intervals by the same rule (`--act-calib mse`) instead of the 99.9th")
+    a("percentile.")
+    a("")
+    a("| width | calibration only: max | mse | mse + act mse | trained: max | mse | mse + act mse | progressive, max, inherited | progressive, mse, recalibrated |")
+    a("|---|---|---|---|---|---|---|---|---|")
     for b in (5, 4, 3, 2):
         cells = []
-        for how in ("max", "mse"):
+        for how in ("max", "mse", "mseact"):
             c = calib_test(b, "calib-wc-w{b}-" + how)
             cells.append(f"{c:.2f}" if c is not None else "—" if b > 3 else "(not run yet)")
-        for how in ("max", "mse"):
+        for how in ("max", "mse", "mseact"):
             cells.append(fmt(over_seeds(f"wc-w{b}-{how}" + "-s{s}", S)) if b < 4 else "—")
         cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "wc-prog-mse")]
         a(f"| W{b}A{b} | " + " | ".join(cells) + " |")

@@ -132,6 +132,7 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   plan.first_last_8bit = cfg_.first_last == "8";
   plan.fix_gamma = cfg_.fix_gamma;
   plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
+  plan.act_calib = quant::parse_act_calib(cfg_.act_calib);
   plan.recalibrate_weights = cfg_.recalibrate_weights;
   plan.quantizer = cfg_.quantizer;
   plan.overrides = cfg_.layers;

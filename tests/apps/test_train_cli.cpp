@@ -183,6 +183,17 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
     return nlohmann::json::parse(out.substr(out.rfind('{')));
   };
   CHECK(last_json(cd.out).at("loss") != last_json(cq.out).at("loss"));
+  // The calibration rules reach the quantizers: each gives another 2-bit network, and says which it used.
+  CHECK(last_json(cq.out).at("weight_calib") == "max");
+  CHECK(last_json(cq.out).at("act_calib") == "percentile");
+  for (const char* rule : {"--weight-calib mse", "--act-calib mse"}) {
+    CAPTURE(rule);
+    auto cm = run_qil("eval " + tmp / "run/best-fp32.ckpt" +
+                      " --subset 256 --progress none --json --quant 2 --calib-batches 2 " + rule);
+    REQUIRE_MESSAGE(cm.code == 0, cm.out);
+    CHECK(last_json(cm.out).at("loss") != last_json(cq.out).at("loss"));
+  }
+  expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 2 --weight-calib median", "median");
   expect_error("eval " + tmp / "run/best.ckpt" + " --quant 4", "already quantized");
   expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 9", "bit width 9");
   auto i = run_qil("inspect " + tmp / "run");

@@ -159,6 +159,50 @@ TEST_CASE("mse weight calibration: never worse than max at 2-8 bits, exact on we
   CHECK_THROWS_WITH_AS(parse_weight_calib("median"), doctest::Contains("unknown weight calibration 'median'"), Error);
 }
 
+TEST_CASE("mse activation calibration: ReLU of a Gaussian at 2 bits lands on the integrated optimum") {
+  // Unsigned 2 bits: levels 0..3, k = min(round(3·v/p), 3). For v = max(z, 0), z ~ N(0, 1), the best p
+  // maximizes E[v·k]² / E[k²]; both expectations are integrated here against the normal density.
+  auto kept = [](double p) {
+    double vk = 0, kk = 0;
+    for (double v = 5e-5; v < 8.0; v += 1e-4) {
+      const double w = std::exp(-0.5 * v * v) * 1e-4, k = std::min(std::floor(3 * v / p + 0.5), 3.0);
+      vk += v * k * w;
+      kk += k * k * w;
+    }
+    return vk * vk / kk;
+  };
+  double p_star = 0, best = -1;
+  for (double p = 1.0; p < 4.0; p += 2e-3)
+    if (kept(p) > best) best = kept(p), p_star = p;
+  std::vector<float> z = gaussian(1 << 16, 23);
+  for (float& v : z) v = std::max(v, 0.f);
+  // Two batches, pooled: the same as one batch of both.
+  const Tensor x1 = Tensor::from_vector(std::vector<float>(z.begin(), z.begin() + (1 << 15)), {1 << 15});
+  const Tensor x2 = Tensor::from_vector(std::vector<float>(z.begin() + (1 << 15), z.end()), {1 << 15});
+  QilActQuantizer mse(2, false, 99.9, ActCalib::mse), pct(2);
+  for (const Tensor* x : {&x1, &x2}) mse.observe(*x), pct.observe(*x);
+  mse.finish_calibration();
+  pct.finish_calibration();
+  CHECK(2 * mse.c().item() == doctest::Approx(p_star).epsilon(0.03));
+  CHECK(mse.c().item() == mse.d().item());
+  CHECK(pct.c().item() > 1.4f);  // the 99.9th percentile of v is ~3.1: [0, 3.1], far wider
+  // The error left after the best scale, through the quantizer's own forward.
+  auto err = [&](const QilActQuantizer& q) {
+    engine::NoGradGuard ng;
+    const auto y = q(x1).to_vector(), x = x1.to_vector();
+    double xy = 0, yy = 0, xx = 0;
+    for (size_t i = 0; i < x.size(); ++i) xy += double(x[i]) * y[i], yy += double(y[i]) * y[i], xx += double(x[i]) * x[i];
+    return 1.0 - xy * xy / yy / xx;
+  };
+  CHECK(err(mse) < err(pct));
+  CHECK(parse_act_calib("mse") == ActCalib::mse);
+  CHECK_THROWS_WITH_AS(parse_act_calib("max"), doctest::Contains("unknown activation calibration 'max'"), Error);
+  // An all-zero input stays an error, as with the percentile rule.
+  QilActQuantizer zero(2, false, 99.9, ActCalib::mse);
+  zero.observe(Tensor::zeros({8}));
+  CHECK_THROWS_WITH_AS(zero.finish_calibration(), doctest::Contains("observed inputs are zero"), Error);
+}
+
 TEST_CASE("activation calibration: c = d = p/2, p the 99.9th percentile averaged over batches") {
   // 1001 values k/1000 in shuffled order: the 99.9th percentile (position 0.999·1000 = 999) is 0.999.
   Generator g(5);
