@@ -107,6 +107,9 @@ def plan(seeds):
             for how in ("mse", "max"):
                 q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
             q(f"wc-w{b}-mseact", "--stages", str(b), "--epochs", str(E), *MSEACT, seed=s)
+            if s == s0:  # quantizer-only from the better start (weights and BatchNorm frozen, 1 epoch)
+                for bb in ((2, 3) if b == 2 else ()):
+                    q(f"wc-qonly-w{bb}-mseact", "--stages", str(bb), "--epochs", "1", "--freeze-weights", *MSEACT, seed=s)
             if b == 2:
                 q("wc-prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse",
                   "--recalibrate-weights", seed=s)
@@ -499,6 +502,12 @@ def document(runs, seeds):
         cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "wc-prog-mse")]
         a(f"| W{b}A{b} | " + " | ".join(cells) + " |")
     a("")
+    qo = [final_test(f"wc-qonly-w{b}-mseact-s0") for b in (2, 3)]
+    if any(v is not None for v in qo):
+        a("Quantizer-only (weights and BatchNorm frozen, 1 epoch) from the mse + act mse start: " + ", ".join(
+            f"W{b}A{b} {fmt([v])} (calibration only {calib_test(b, 'calib-wc-w{b}-mseact') or float('nan'):.2f}; "
+            f"from max/percentile on the first FP network {fmt([final_test(f'qonly-w{b}-qil-s0')])})" for b, v in zip((2, 3), qo)) + ".")
+        a("")
     if "fp-s0-first" in store():
         a(f"Every column but `progressive, max, inherited` starts from the full-precision network trained again on a")
         a(f"later binary ({fmt([fp_again])}; the first one, which every other section starts from, reached {fp:.2f}).")
