@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -104,15 +105,21 @@ def plan(seeds):
                                      args=["--quant", str(b), "--weight-calib", how]))
                 runs.append(dict(name=f"calib-wc-w{b}-mseact", kind="eval", args=["--quant", str(b)] + MSEACT))
         for b in (2, 3):
-            for how in ("mse", "max"):
-                q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
+            if b == 2:
+                for how in ("mse", "max"):
+                    q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
             q(f"wc-w{b}-mseact", "--stages", str(b), "--epochs", str(E), *MSEACT, seed=s)
+            # Does learning still beat hand-set intervals when the hand-set ones start better?
+            q(f"wc-w{b}-mseact-frozen", "--stages", str(b), "--epochs", str(E), *MSEACT, "--freeze-intervals", seed=s)
+            if b == 3:
+                for how in ("max", "mse"):
+                    q(f"wc-w{b}-{how}", "--stages", str(b), "--epochs", str(E), "--weight-calib", how, seed=s)
             if s == s0:  # quantizer-only from the better start (weights and BatchNorm frozen, 1 epoch)
                 for bb in ((2, 3) if b == 2 else ()):
                     q(f"wc-qonly-w{bb}-mseact", "--stages", str(bb), "--epochs", "1", "--freeze-weights", *MSEACT, seed=s)
             if b == 2:
-                q("wc-prog-mse", "--stages", "5,4,3,2", "--stage-epochs", str(E), "--weight-calib", "mse",
-                  "--recalibrate-weights", seed=s)
+                q("wc-prog-mseact", "--stages", "5,4,3,2", "--stage-epochs", str(E), *MSEACT, "--recalibrate-weights",
+                  seed=s)
     return runs
 
 
@@ -133,11 +140,22 @@ def threads():
     return ["--threads", t] if t else []
 
 
+# SIGTERM (a stop of the process group) reaches the running `qil train` too, which saves its last checkpoint and
+# exits; the driver only notes it, so that the run's wall time is still written before it stops.
+STOP = {"requested": False}
+
+
+def on_sigterm(signum, frame):
+    STOP["requested"] = True
+
+
 def execute(run):
     d = os.path.join(R, run["name"])
     st = status(run)
     if st == "done":
         return
+    if STOP["requested"]:
+        raise SystemExit("results: stopped")
     if run["kind"] == "eval":
         cmd = [QIL, "eval", fp_ckpt(), "--json", "--progress", "none"] + threads() + run["args"]
         print(f"== {run['name']}: {' '.join(cmd)}", file=sys.stderr, flush=True)
@@ -158,6 +176,8 @@ def execute(run):
     prev = float(open(wall_file).read()) if os.path.exists(wall_file) else 0.0
     with open(wall_file, "w") as f:
         f.write(f"{prev + time.time() - t0:.0f}")
+    if STOP["requested"]:
+        raise SystemExit(f"results: stopped during {run['name']} (its last checkpoint continues it next time)")
     if code != 0:
         raise SystemExit(f"results: {run['name']} failed (exit {code}); see {d}.log")
     open(os.path.join(d, "done"), "w").close()
@@ -488,18 +508,19 @@ def document(runs, seeds):
     a(f"the previous stage's. Training rows: {E} epochs direct from FP, or {E} per progressive stage.")
     a("")
     a("`+ act mse` also sets the activation intervals by the same rule (`--act-calib mse`) instead of the 99.9th")
-    a("percentile.")
+    a("percentile; `intervals frozen` keeps those intervals through training (`--freeze-intervals`), the learned-vs-")
+    a("hand-set comparison from the better start.")
     a("")
-    a("| width | calibration only: max | mse | mse + act mse | trained: max | mse | mse + act mse | progressive, max, inherited | progressive, mse, recalibrated |")
-    a("|---|---|---|---|---|---|---|---|---|")
+    a("| width | calibration only: max | mse | mse + act mse | trained: max | mse | mse + act mse | mse + act mse, intervals frozen | progressive: max, inherited | mse + act mse, weights recalibrated |")
+    a("|---|---|---|---|---|---|---|---|---|---|")
     for b in (5, 4, 3, 2):
         cells = []
         for how in ("max", "mse", "mseact"):
             c = calib_test(b, "calib-wc-w{b}-" + how)
             cells.append(f"{c:.2f}" if c is not None else "—" if b > 3 else "(not run yet)")
-        for how in ("max", "mse", "mseact"):
+        for how in ("max", "mse", "mseact", "mseact-frozen"):
             cells.append(fmt(over_seeds(f"wc-w{b}-{how}" + "-s{s}", S)) if b < 4 else "—")
-        cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "wc-prog-mse")]
+        cells += [fmt(over_seeds(f"{p}" + "-s{s}", S, lambda n: stage_tests(n).get(f"w{b}a{b}"))) for p in ("prog", "wc-prog-mseact")]
         a(f"| W{b}A{b} | " + " | ".join(cells) + " |")
     a("")
     qo = [final_test(f"wc-qonly-w{b}-mseact-s0") for b in (2, 3)]
@@ -619,12 +640,12 @@ def document(runs, seeds):
     if dg is not None and fm4 is not None:
         checks.append((f"digits-trained intervals within 1 point of Fashion-MNIST-trained at W4A4: {dg:.2f} vs {fm4:.2f}",
                        abs(dg - fm4) <= 1.0))
-    wp = mean_spread(over_seeds("wc-prog-mse-s{s}", S, lambda n: stage_tests(n).get("w2a2")))[0]
+    wp = mean_spread(over_seeds("wc-prog-mseact-s{s}", S, lambda n: stage_tests(n).get("w2a2")))[0]
     if wp is not None and fp_again is not None:
-        checks.append((f"with `--weight-calib mse --recalibrate-weights`: progressive W2A2 ≥ FP − 2.5: {wp:.2f} vs "
+        checks.append((f"with `--weight-calib mse --act-calib mse --recalibrate-weights`: progressive W2A2 ≥ FP − 2.5: {wp:.2f} vs "
                        f"{fp_again:.2f} (the retrained FP network)", wp >= fp_again - 2.5))
         if dm(2) is not None:
-            checks.append((f"with `--weight-calib mse --recalibrate-weights`: progressive W2A2 above direct W2A2 "
+            checks.append((f"with `--weight-calib mse --act-calib mse --recalibrate-weights`: progressive W2A2 above direct W2A2 "
                            f"(max, {4 * E} epochs, from the first FP network): {wp:.2f} vs {dm(2):.2f}", wp > dm(2)))
     for text, ok in checks:
         a(f"- **{verdict(ok)}**: {text}")
@@ -662,6 +683,7 @@ def main():
     for r in runs:
         remember(r["name"])
     if not o.doc_only:
+        signal.signal(signal.SIGTERM, on_sigterm)
         if not os.access(QIL, os.X_OK):
             raise SystemExit(f"results: no qil binary at {QIL} (build it with scripts/setup.sh, or set QIL)")
         for r in runs:
