@@ -54,10 +54,10 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8")
       ->check(CLI::IsMember({"fp", "8"}))
       ->capture_default_str();
-  app.add_option("--weight-calib", o.weight_calib, "with --quant: QIL weight intervals from max | mse (docs/qil.md)")
+  app.add_option("--weight-calib", o.weight_calib, "with --quant: QIL weight intervals from mse | max (docs/qil.md)")
       ->check(CLI::IsMember({"max", "mse"}))
       ->capture_default_str();
-  app.add_option("--act-calib", o.act_calib, "with --quant: QIL activation intervals from percentile | mse")
+  app.add_option("--act-calib", o.act_calib, "with --quant: QIL activation intervals from mse | percentile")
       ->check(CLI::IsMember({"percentile", "mse"}))
       ->capture_default_str();
   app.add_option("--calib-batches", o.calib_batches, "with --quant: training batches observed to set the intervals")

@@ -24,8 +24,8 @@ struct EvalOptions {
   std::string quant;
   std::string quantizer = "qil";  // with quant: qil | lsq | pact | dorefa
   std::string first_last = "fp";
-  std::string weight_calib = "max";  // with quant: max | mse (QIL weight intervals)
-  std::string act_calib = "percentile";  // with quant: percentile | mse (QIL activation intervals)
+  std::string weight_calib = "mse";  // with quant: max | mse (QIL weight intervals), as qil train
+  std::string act_calib = "mse";  // with quant: percentile | mse (QIL activation intervals)
   int64_t calib_batches = 8;
   bool int8 = false;  // integer inference for the layers whose weights and input are quantized (docs/int8.md)
   ModelFileOptions file;  // for a safetensors file: what it does not say itself

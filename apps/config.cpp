@@ -149,16 +149,19 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        one_of("quant-grad-scale", {"sqrt", "relative", "none"})},
       {"fix-gamma", &c.fix_gamma, "pin the weight transformer's gamma to 1"},
       {"weight-calib", &c.weight_calib,
-       "how calibration sets a QIL weight interval [0, p]: max (p = max|w|) | mse (p minimizing the error of the "
-       "least-squares-scaled quantized weights; at 2 bits max zeroes most weights, docs/qil.md)",
+       "how calibration sets a QIL weight interval [0, p]: mse (default: p minimizing the error of the "
+       "least-squares-scaled quantized weights) | max (p = max|w|; at 2 bits it zeroes most weights, docs/qil.md)",
        one_of("weight-calib", {"max", "mse"})},
       {"act-calib", &c.act_calib,
-       "how calibration sets a QIL activation interval [0, p]: percentile (p = the 99.9th percentile) | mse (the "
-       "least-squares clip point, as --weight-calib mse)",
+       "how calibration sets a QIL activation interval [0, p]: mse (default: the least-squares clip point, as "
+       "--weight-calib mse) | percentile (p = the 99.9th percentile)",
        one_of("act-calib", {"percentile", "mse"})},
       {"recalibrate-weights", &c.recalibrate_weights,
        "at a stage that changes the weight width, calibrate the weight intervals (and output scales) again "
        "instead of keeping the previous stage's"},
+      {"recalibrate-activations", &c.recalibrate_activations,
+       "at a stage that changes the activation width, calibrate the activation intervals (and output scales) "
+       "again instead of keeping the previous stage's"},
       {"act-quant-lr-scale", &c.act_quant_lr_scale,
        "activation intervals' LR as a multiple of the quantizer LR (their loss sensitivity is far below the weight "
        "intervals', docs/qil.md)",

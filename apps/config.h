@@ -55,9 +55,12 @@ struct TrainConfig {
   double quant_lr_scale = 1.0;  // quantizer parameters' LR = this x the weights' LR (with sqrt balancing)
   std::string quant_grad_scale = "sqrt";  // sqrt: per-layer 1/sqrt(N*q) gradient balancing; none
   bool fix_gamma = false;
-  std::string weight_calib = "max";  // max | mse: how calibration picks a QIL weight interval
-  std::string act_calib = "percentile";  // percentile | mse: how calibration picks a QIL activation interval
+  // How calibration picks a QIL interval: weights max | mse, activations percentile | mse. mse by default: at 2 and
+  // 3 bits it starts far closer (docs/results.md, "Calibration"); the library's QuantPlan keeps max | percentile.
+  std::string weight_calib = "mse";
+  std::string act_calib = "mse";
   bool recalibrate_weights = false;  // a new weight width calibrates the weight interval again
+  bool recalibrate_activations = false;  // a new activation width calibrates the activation interval again
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales

@@ -117,6 +117,12 @@ void QuantizableModule::recalibrate_weights() {
   scale_fitted_ = false;
 }
 
+void QuantizableModule::recalibrate_activations() {
+  if (!a_q_) return;
+  a_q_->set_calibrated(false);
+  scale_fitted_ = false;
+}
+
 void QuantizableModule::finish_fit_scale() {
   if (!quantized() || scale_fitted_) return;
   scale_.data()[0] = fit_den_ > 0 ? static_cast<float>(fit_num_ / fit_den_) : 1.f;

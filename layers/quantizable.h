@@ -60,8 +60,10 @@ class QuantizableModule : public Module {
   // op(x̄, s·w̄) + b, so the bias is not scaled).
   void finish_observe();
   void finish_fit_scale();
-  // Forgets the weight interval (and the output scale fitted with it): the next calibration sets both again.
+  // Forget the weight (activation) interval and the output scale fitted with it: the next calibration sets both
+  // again.
   void recalibrate_weights();
+  void recalibrate_activations();
   // False until the output scale is fitted, and again whenever set_quant adds a quantizer to the layer (the
   // quantized output it must match has changed).
   bool scale_fitted() const { return scale_fitted_; }

@@ -57,10 +57,12 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
               " (start from a full-precision network to change the quantizer)");
     // A layer that has run quantized keeps its quantizers; a full-precision stage after a quantized one is
     // not a thing the stage list allows.
-    const int old_wbits = l->quant_spec().wbits;
+    const int old_wbits = l->quant_spec().wbits, old_abits = l->quant_spec().abits;
     l->set_quant(s);
     if (plan.recalibrate_weights && l->weight_quantizer() && old_wbits < 32 && s.wbits < 32 && old_wbits != s.wbits)
       l->recalibrate_weights();
+    if (plan.recalibrate_activations && l->act_quantizer() && old_abits < 32 && s.abits < 32 && old_abits != s.abits)
+      l->recalibrate_activations();
     if (s.quantized()) quantized.push_back(n);
   }
   return quantized;

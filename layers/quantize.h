@@ -29,6 +29,7 @@ struct QuantPlan {
   // A layer whose weight width changes (a later stage) calibrates its weight interval and output scale again
   // instead of keeping the previous stage's (`--recalibrate-weights`).
   bool recalibrate_weights = false;
+  bool recalibrate_activations = false;  // the same for a change of activation width (`--recalibrate-activations`)
   std::map<std::string, LayerOverride> overrides;
   std::string quantizer = "qil";  // the quantizer kind every quantized layer gets (quant's factory)
 };

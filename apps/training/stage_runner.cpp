@@ -134,6 +134,7 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
   plan.act_calib = quant::parse_act_calib(cfg_.act_calib);
   plan.recalibrate_weights = cfg_.recalibrate_weights;
+  plan.recalibrate_activations = cfg_.recalibrate_activations;
   plan.quantizer = cfg_.quantizer;
   plan.overrides = cfg_.layers;
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);

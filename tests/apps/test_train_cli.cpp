@@ -184,9 +184,9 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
   };
   CHECK(last_json(cd.out).at("loss") != last_json(cq.out).at("loss"));
   // The calibration rules reach the quantizers: each gives another 2-bit network, and says which it used.
-  CHECK(last_json(cq.out).at("weight_calib") == "max");
-  CHECK(last_json(cq.out).at("act_calib") == "percentile");
-  for (const char* rule : {"--weight-calib mse", "--act-calib mse"}) {
+  CHECK(last_json(cq.out).at("weight_calib") == "mse");  // the defaults
+  CHECK(last_json(cq.out).at("act_calib") == "mse");
+  for (const char* rule : {"--weight-calib max", "--act-calib percentile"}) {
     CAPTURE(rule);
     auto cm = run_qil("eval " + tmp / "run/best-fp32.ckpt" +
                       " --subset 256 --progress none --json --quant 2 --calib-batches 2 " + rule);

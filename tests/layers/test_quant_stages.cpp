@@ -6,6 +6,9 @@
 // inputs x ∈ {0, 1, 2, 3} with a 2-bit activation quantizer calibrated to [0, 3] give x̄ = x/3; weights
 // w ∈ {0, ±0.2, ±0.4, ±0.6} with a 3-bit weight quantizer calibrated to [0, 0.6] give w̄ = w/0.6. Then
 // x·wᵀ = 3·0.6·(x̄·w̄ᵀ) = 1.8·(x̄·w̄ᵀ): the least-squares output scale is 1.8 whatever the bias.
+#include <array>
+#include <map>
+
 #include "gradcheck.h"
 
 #include "engine/ops.h"
@@ -200,6 +203,48 @@ TEST_CASE("--recalibrate-weights: a new weight width calibrates the weight inter
   run(true, quant::WeightCalib::mse);
   run(true, quant::WeightCalib::max);
   run(false, quant::WeightCalib::mse);
+}
+
+TEST_CASE("--recalibrate-activations: a new activation width calibrates the activation interval again") {
+  for (bool recalibrate : {true, false}) {
+    CAPTURE(recalibrate);
+    auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
+    Generator g(5);
+    Tensor x = qiltest::randn({16, 1, 28, 28}, g);
+    auto calib_on_x = [&] { calibrate(*m, 1, [&, n = 0](Tensor& b) mutable { b = x; return n++ < 1; }); };
+    QuantPlan plan;
+    plan.wbits = plan.abits = 3;
+    plan.act_calib = quant::ActCalib::mse;
+    plan.recalibrate_activations = recalibrate;
+    apply_quant_plan(*m, plan);
+    calib_on_x();
+    std::map<std::string, std::array<float, 3>> before;  // calibrated c_X, then as trained: c_X, c_W
+    for (auto& [n, l] : quantizable_layers(*m)) {
+      if (!l->quantized()) continue;
+      const float c_x = l->act_quantizer()->parameter("c").item();
+      l->act_quantizer()->parameter("c").data()[0] *= 1.1f;
+      l->weight_quantizer()->parameter("c").data()[0] *= 1.3f;
+      l->out_scale().data()[0] = 0.77f;
+      before[n] = {c_x, l->act_quantizer()->parameter("c").item(), l->weight_quantizer()->parameter("c").item()};
+    }
+    plan.abits = 2;  // w3a2: only the activation width changes
+    apply_quant_plan(*m, plan);
+    calib_on_x();
+    for (auto& [n, l] : quantizable_layers(*m)) {
+      if (!l->quantized()) continue;
+      CAPTURE(n);
+      const float c_x = l->act_quantizer()->parameter("c").item();
+      CHECK(l->weight_quantizer()->parameter("c").item() == before[n][2]);  // weights keep theirs
+      if (recalibrate) {
+        CHECK(c_x != before[n][1]);
+        CHECK(c_x < before[n][0]);  // three levels clip lower than seven
+        CHECK(l->out_scale().item() != 0.77f);
+      } else {
+        CHECK(c_x == before[n][1]);
+        CHECK(l->out_scale().item() == 0.77f);
+      }
+    }
+  }
 }
 
 TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square, none leaves them") {
