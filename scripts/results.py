@@ -655,6 +655,16 @@ def document(runs, seeds):
         if dm(2) is not None:
             checks.append((f"with mse calibration of both, recalibrated at each width: progressive W2A2 above direct W2A2 "
                            f"(max, {4 * E} epochs, from the first FP network): {wp:.2f} vs {dm(2):.2f}", wp > dm(2)))
+    for b in (3, 2):  # learned against frozen again, from the mse start (one FP network, the retrained one)
+        lm, ls, ln = mean_spread(over_seeds(f"wc-w{b}-mseact" + "-s{s}", S))
+        fm, fs, fn = mean_spread(over_seeds(f"wc-w{b}-mseact-frozen" + "-s{s}", S))
+        if lm is not None and fm is not None:
+            # one seed so far: the spread of the max-start learned-vs-frozen pairs stands in for it
+            ref = max((mean_spread(over_seeds(f"abl-w{b}-{v}" + "-s{s}", S))[1] or 0) for v in ("learned", "frozen"))
+            spread = max(ls or 0, fs or 0) if ls is not None and fs is not None else ref
+            checks.append((f"from the mse start, learned above frozen at W{b}A{b} by more than the seed spread: "
+                           f"{lm:.2f} vs {fm:.2f} (spread {spread:.2f}{'' if ls is not None else ', taken from the max-start pairs'})",
+                           lm - fm > spread))
     for text, ok in checks:
         a(f"- **{verdict(ok)}**: {text}")
     if not checks:
