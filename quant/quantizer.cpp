@@ -284,8 +284,6 @@ WeightCalib parse_weight_calib(const std::string& name) {
   throw engine::Error(engine::str_cat("unknown weight calibration '", name, "' (known: max, mse)"));
 }
 
-const char* weight_calib_name(WeightCalib c) { return c == WeightCalib::mse ? "mse" : "max"; }
-
 namespace {
 // (Σ v·k)² / Σ k² for k = min(round(q·v/p), q): the share of ||v||² a least-squares scale of the levels keeps.
 double kept_energy(const std::vector<float>& v, int q, double p) {
@@ -297,6 +295,14 @@ double kept_energy(const std::vector<float>& v, int q, double p) {
     kk += k * k;
   }
   return kk > 0.0 ? vk * vk / kk : 0.0;
+}
+
+// Every stride-th element of t, at most `cap` of them, appended as the magnitude a quantizer sees: |v| when
+// symmetric, max(v, 0) when unsigned.
+void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out) {
+  const float* p = t.data();
+  const int64_t n = t.numel(), stride = (n + cap - 1) / cap;
+  for (int64_t i = 0; i < n; i += stride) out.push_back(symmetric ? std::fabs(p[i]) : std::max(p[i], 0.f));
 }
 }  // namespace
 
@@ -355,10 +361,8 @@ void QilWeightQuantizer::observe(const Tensor& w) {
   check_input("QilWeightQuantizer::observe", w);
   max_abs_ = std::max(max_abs_, observed_max(w, true));
   if (calib_ == WeightCalib::mse) {  // the weights do not change during calibration: keep the last sample
-    const float* p = w.data();
-    const int64_t n = w.numel(), stride = (n + kCalibSample - 1) / kCalibSample;
     sample_.clear();
-    for (int64_t i = 0; i < n; i += stride) sample_.push_back(std::fabs(p[i]));
+    append_magnitudes(w, kCalibSample, true, sample_);
   }
   ++observed_;
 }
@@ -412,8 +416,6 @@ ActCalib parse_act_calib(const std::string& name) {
   throw engine::Error(engine::str_cat("unknown activation calibration '", name, "' (known: percentile, mse)"));
 }
 
-const char* act_calib_name(ActCalib c) { return c == ActCalib::mse ? "mse" : "percentile"; }
-
 QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
     : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib) {
   qil_activation_levels(bits, "QilActQuantizer");
@@ -453,11 +455,7 @@ void QilActQuantizer::observe(const Tensor& x) {
   if (x.numel() == 0) return;
   percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
   max_value_ = std::max(max_value_, observed_max(x, is_signed_));
-  if (calib_ == ActCalib::mse) {
-    const float* p = x.data();
-    const int64_t n = x.numel(), stride = (n + kMseSample - 1) / kMseSample;
-    for (int64_t i = 0; i < n; i += stride) sample_.push_back(is_signed_ ? std::fabs(p[i]) : std::max(p[i], 0.f));
-  }
+  if (calib_ == ActCalib::mse) append_magnitudes(x, kMseSample, is_signed_, sample_);
   ++observed_;
 }
 

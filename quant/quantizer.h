@@ -155,7 +155,6 @@ class QilQuantizerBase : public Quantizer {
 //        its output anyway (mse_clip_point).
 enum class WeightCalib { max, mse };
 WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
-const char* weight_calib_name(WeightCalib c);
 
 // The clip point p in (0, max v] that minimizes min_s Σ (v_i − s·k_i/q)² over v ≥ 0 (magnitudes), k_i =
 // min(round(q·v_i/p), q): QIL's γ = 1 rule with c = d = p/2 at q positive levels. Maximizes (Σ v·k)² / Σ k²
@@ -208,7 +207,6 @@ class QilWeightQuantizer : public QilQuantizerBase {
 // left after a least-squares scale, which the layer's output scale provides).
 enum class ActCalib { percentile, mse };
 ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
-const char* act_calib_name(ActCalib c);
 
 // Activations: c, d. Calibration c = d = p/2, p the `percentile`-th percentile of the observed inputs (of |x|
 // when signed), computed per observed batch on a strided subsample of at most kCalibSample values and

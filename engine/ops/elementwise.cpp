@@ -24,6 +24,30 @@ void check_f32(const char* op, const Tensor& t) {
 }  // namespace
 
 // y = max(x, 0). x: any shape.
+namespace {
+// dx = (y > 0) · gy, written (fresh) or added: the backward of relu and of add_relu's two inputs.
+void relu_grad(const Tensor& gy, const Tensor& y, Tensor& gx, bool fresh) {
+  const float* g = gy.data();
+  const float* yv = y.data();
+  float* dx = gx.data();
+  const int64_t n = y.numel();
+  // g loaded unconditionally: a conditional load keeps GCC from vectorizing.
+  if (fresh) {
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      const float gi = g[i];
+      dx[i] = yv[i] > 0.f ? gi : 0.f;
+    }
+    return;
+  }
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    dx[i] += yv[i] > 0.f ? gi : 0.f;
+  }
+}
+}  // namespace
+
 Tensor relu(const Tensor& x) {
   OpTimer timer("relu");
   check_f32("relu", x);
@@ -36,24 +60,7 @@ Tensor relu(const Tensor& x) {
   return record_fresh("relu", y, {x},
                       [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
                         OpTimer timer("relu.bwd");
-                        const float* g = gy.data();
-                        const float* yv = ys.data();
-                        float* dx = gx[0].data();
-                        const int64_t n = ys.numel();
-                        // g loaded unconditionally: a conditional load keeps GCC from vectorizing.
-                        if (fresh[0]) {
-#pragma omp parallel for simd if (n > kParallelMin)
-                          for (int64_t i = 0; i < n; ++i) {
-                            const float gi = g[i];
-                            dx[i] = yv[i] > 0.f ? gi : 0.f;
-                          }
-                          return;
-                        }
-#pragma omp parallel for simd if (n > kParallelMin)
-                        for (int64_t i = 0; i < n; ++i) {
-                          const float gi = g[i];
-                          dx[i] += yv[i] > 0.f ? gi : 0.f;
-                        }
+                        relu_grad(gy, ys, gx[0], fresh[0]);
                       });
 }
 
@@ -114,27 +121,9 @@ Tensor add_relu(const Tensor& a_in, const Tensor& b_in) {
   return record_fresh("add_relu", y, {a, b},
                       [ys = y.detach()](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
                         OpTimer timer("add_relu.bwd");
-                        const float* g = gy.data();
-                        const float* yv = ys.data();
-                        const int64_t n = ys.numel();
                         // Both inputs get relu'(a + b)·gy; the mask is y > 0 (the kink counts as off, as relu).
-                        for (size_t k = 0; k < gx.size(); ++k) {
-                          if (!gx[k].defined()) continue;
-                          float* dp = gx[k].data();
-                          if (fresh[k]) {
-#pragma omp parallel for simd if (n > kParallelMin)
-                            for (int64_t i = 0; i < n; ++i) {
-                              const float gi = g[i];
-                              dp[i] = yv[i] > 0.f ? gi : 0.f;
-                            }
-                            continue;
-                          }
-#pragma omp parallel for simd if (n > kParallelMin)
-                          for (int64_t i = 0; i < n; ++i) {
-                            const float gi = g[i];
-                            dp[i] += yv[i] > 0.f ? gi : 0.f;
-                          }
-                        }
+                        for (size_t k = 0; k < gx.size(); ++k)
+                          if (gx[k].defined()) relu_grad(gy, ys, gx[k], fresh[k]);
                       });
 }
 

@@ -60,6 +60,12 @@ double bias_blind_scale(Linear& lin, const Tensor& x) {
   return quant::least_squares_scale(y_fp, y_q);
 }
 
+// A LeNet's input batch for the stage tests: 16 random 28x28 images.
+Tensor lenet_input() {
+  Generator g(5);
+  return qiltest::randn({16, 1, 28, 28}, g);
+}
+
 }  // namespace
 
 TEST_CASE("the output-scale fit leaves the bias out: s = <y_fp - b, z> / <z, z>") {
@@ -161,9 +167,8 @@ TEST_CASE("frozen intervals stay at calibration while the weights and the output
 TEST_CASE("--recalibrate-weights: a new weight width calibrates the weight interval and scale again") {
   auto run = [](bool recalibrate, quant::WeightCalib calib) {
     auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
-    Generator g(5);
-    Tensor x = qiltest::randn({16, 1, 28, 28}, g);
-    auto calib_on_x = [&] { calibrate(*m, 1, [&, n = 0](Tensor& b) mutable { b = x; return n++ < 1; }); };
+    const Tensor x = lenet_input();
+    auto calib_on_x = [&] { calibrate_on(*m, x); };
     QuantPlan plan;
     plan.wbits = plan.abits = 3;
     plan.weight_calib = calib;
@@ -209,9 +214,8 @@ TEST_CASE("--recalibrate-activations: a new activation width calibrates the acti
   for (bool recalibrate : {true, false}) {
     CAPTURE(recalibrate);
     auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
-    Generator g(5);
-    Tensor x = qiltest::randn({16, 1, 28, 28}, g);
-    auto calib_on_x = [&] { calibrate(*m, 1, [&, n = 0](Tensor& b) mutable { b = x; return n++ < 1; }); };
+    const Tensor x = lenet_input();
+    auto calib_on_x = [&] { calibrate_on(*m, x); };
     QuantPlan plan;
     plan.wbits = plan.abits = 3;
     plan.act_calib = quant::ActCalib::mse;
