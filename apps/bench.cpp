@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "apps/commands.h"
 #include "apps/stages.h"
 #include "apps/training/trainer.h"
 #include "engine/autograd.h"
@@ -41,6 +42,7 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
   app.add_option("--quantizer", o.quantizer, "quantizer of the quantized layers: qil | lsq | pact | dorefa")
       ->capture_default_str();
+  add_precision_flag(app, o.precision);
   app.add_flag("--json", o.json, "print JSON");
   app.add_flag("--plain", o.plain, "plain NCHW activations between ops (default: blocked where oneDNN picks it)");
   app.add_flag("--profile", o.profile, "print the time per op type (forward and backward) per step");
@@ -186,6 +188,7 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                                         {"image_size", o.image_size},
                                         {"quant", st.name()},
                                         {"quantizer", st.quantized() ? o.quantizer : "none"},
+                                        {"precision", o.precision},
                                         {"threads", omp_get_max_threads()},
                                         {"img_per_s", std::round(r.img_per_s * 1e3) / 1e3},
                                         {"ranks", world},
@@ -217,8 +220,9 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                 "%.1f, update %.1f)\n",
                 world, mode.c_str(), buckets.c_str(), 1e3 * o.batch / r.img_per_s, 1e3 * r.times.forward / n,
                 1e3 * r.times.backward / n, 1e3 * r.times.reduce / n, 1e3 * r.times.update / n);
-  std::printf("%s batch %lld @%lld %s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(), static_cast<long long>(o.batch),
-              static_cast<long long>(o.image_size), st.name().c_str(), st.quantized() ? (" " + o.quantizer).c_str() : "",
+  std::printf("%s batch %lld @%lld %s%s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
+              static_cast<long long>(o.batch), static_cast<long long>(o.image_size), st.name().c_str(),
+              st.quantized() ? (" " + o.quantizer).c_str() : "", o.precision == "bf16" ? ", bf16 compute" : "",
               o.infer ? (o.int8 ? " inference int8" : " inference") : "", omp_get_max_threads(), r.img_per_s);
 }
 

@@ -25,6 +25,7 @@ struct BenchOptions {
   int64_t threads = 0;  // 0 = OpenMP's default
   std::string quant = "32";  // a stage entry: 32, 4, w4a8 ...
   std::string quantizer = "qil";  // qil | lsq | pact | dorefa, for a quantized --quant
+  std::string precision = "fp32";  // fp32 | bf16 (convolutions and linear layers)
   bool json = false;
   bool plain = false;    // plain NCHW activations between ops instead of oneDNN's blocked layout
   bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "apps/data_setup.h"
 #include "apps/export.h"
@@ -65,6 +67,50 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
       ->capture_default_str();
   add_model_file_flags(app, o.file);
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
+  add_precision_flag(app, o.precision);
+}
+
+const char* const kPrecisionHelp =
+    "fp32 | bf16: convolutions and linear layers read their inputs, weights and output gradients in bf16 and "
+    "sum in f32 (everything else, master weights included, stays f32; quantized layers are fed their integer "
+    "levels, exact in bf16). Native on CPUs with AVX512_BF16 or AMX; elsewhere an exact emulation, slower than "
+    "fp32 (docs/performance.md, bf16)";
+
+void add_precision_flag(CLI::App& app, std::string& precision) {
+  app.add_option("--precision", precision, kPrecisionHelp)
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+}
+
+std::string cpu_simd_flags() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::set<std::string> picked;
+    for (std::string w; words >> w;)
+      if (w == "avx2" || w == "fma" || w.rfind("avx512", 0) == 0 || w.rfind("amx", 0) == 0) picked.insert(w);
+    std::string out;
+    for (const auto& w : picked) out += (out.empty() ? "" : " ") + w;
+    return out.empty() ? "none of avx2, fma, avx512*, amx*" : out;
+  }
+  return "unknown";
+}
+
+void apply_precision(const std::string& precision) {
+  const engine::ops::Precision p = engine::ops::parse_precision(precision);
+  engine::ops::set_precision(p);
+  if (p != engine::ops::Precision::bf16 || engine::dist::rank() != 0) return;
+  if (engine::ops::bf16_emulated())
+    std::cerr << "qil: --precision bf16: this CPU has no native bf16 (it needs " << engine::ops::bf16_isa_note()
+              << "; its SIMD flags: " << cpu_simd_flags()
+              << "), so bf16 runs as the exact emulation: operands rounded to bf16 on the f32 kernels, the numerics "
+                 "of bf16 training at below fp32's speed"
+              << std::endl;
+  else
+    std::cerr << "qil: --precision bf16: oneDNN's native bf16 kernels (SIMD flags: " << cpu_simd_flags() << ")"
+              << std::endl;
 }
 
 namespace {

@@ -28,9 +28,20 @@ struct EvalOptions {
   std::string act_calib = "mse";  // with quant: percentile | mse (QIL activation intervals)
   int64_t calib_batches = 8;
   bool int8 = false;  // integer inference for the layers whose weights and input are quantized (docs/int8.md)
+  std::string precision = "fp32";  // fp32 | bf16 (convolutions and linear layers)
   ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
 void add_eval_flags(CLI::App& app, EvalOptions& o);
+
+// `--precision fp32|bf16` of train, eval, predict and bench (engine::ops::Precision): the flag on `app`, and
+// the process setting made from its value, with a line on stderr when bf16 runs as the emulation (naming the
+// ISA the CPU lacks) or natively.
+extern const char* const kPrecisionHelp;
+void add_precision_flag(CLI::App& app, std::string& precision);
+void apply_precision(const std::string& precision);
+// The SIMD flags of /proc/cpuinfo that matter to oneDNN (avx2, fma, avx512*, amx*), space-separated; "unknown"
+// where /proc/cpuinfo cannot be read.
+std::string cpu_simd_flags();
 int run_eval(const EvalOptions& o);
 
 struct ModelsOptions {

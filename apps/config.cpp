@@ -13,6 +13,7 @@
 #include <sstream>
 #include <variant>
 
+#include "apps/commands.h"
 #include "engine/check.h"
 
 namespace apps {
@@ -107,6 +108,7 @@ std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
   using CLI::IsMember;
   return {
       {"model", &c.model, "model name (see `qil models`)"},
+      {"precision", &c.precision, kPrecisionHelp, one_of("precision", {"fp32", "bf16"})},
       {"data", &c.data, "training data: fashion-mnist | idx | cifar10 | cifar100 | imagenet"},
       {"data-dir", &c.data_dir, "folder of the training data (fashion-mnist default: /usr/share/datasets/fashion-mnist)"},
       {"eval-data", &c.eval_data, "evaluation data kind (default: the training data's own test split)"},

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "apps/commands.h"
 #include "apps/export_onnx.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
@@ -232,6 +233,7 @@ void add_predict_flags(CLI::App& app, PredictOptions& o) {
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
   add_model_file_flags(app, o.file);
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
+  add_precision_flag(app, o.precision);
 }
 
 const char* const kInt8FlagHelp =

@@ -67,6 +67,7 @@ struct PredictOptions {
   int64_t batch = 64;
   int64_t threads = 0;  // 0 = OpenMP's default
   bool int8 = false;    // integer inference for the layers whose weights and input are quantized
+  std::string precision = "fp32";  // fp32 | bf16 (convolutions and linear layers)
   ModelFileOptions file;  // for a safetensors file: what it does not say itself
 };
 

@@ -77,6 +77,11 @@ struct Commands {
     // the network trains or is measured; the other commands keep the plain layout their outputs are read in.
     engine::ops::set_keep_blocked(*train || *eval || (*bench && !bench_opt.plain));
     engine::ops::set_op_profiling(*bench && bench_opt.profile);
+    apps::apply_precision(*train ? train_cfg.precision
+                          : *eval ? eval_opt.precision
+                          : *bench ? bench_opt.precision
+                          : *predict ? predict_opt.precision
+                                     : "fp32");
     engine::dist::set_collective_timeout(*train ? train_cfg.collective_timeout : 600);
   }
 

@@ -98,6 +98,31 @@ bool keep_blocked();
 // x in plain layout, recorded: backward converts the gradient back. Returns x itself when x is plain.
 Tensor to_plain(const Tensor& x);
 
+// Mixed precision for convolutions and linear layers (process-wide; f32 by default). Under bf16, conv2d and linear
+// read their input, their weight and, backward, their output gradient as bf16 (rounded to nearest even) and sum
+// in f32; their outputs and the gradients they hand back are f32, and every other op (batch norm, the loss, the
+// quantizers, the optimizer with its f32 master weights) runs in f32 as before. Native where the CPU runs
+// oneDNN's bf16 kernels at full speed (AVX512_BF16 or AMX: bf16_native()); elsewhere an exact emulation: the
+// operands rounded to bf16 values held in f32 and the f32 kernels (the same products, each exact in f32, summed
+// in f32 in oneDNN's order: the numerics of bf16 training, but slower than f32, not faster).
+enum class Precision { f32, bf16 };
+void set_precision(Precision p);
+Precision precision();
+const char* precision_name(Precision p);  // "fp32", "bf16"
+Precision parse_precision(const std::string& s);  // "fp32" (or "f32"), "bf16"; throws naming s otherwise
+bool bf16_native();  // this CPU runs oneDNN's bf16 convolutions natively
+// The ISA words behind bf16_native() for messages: e.g. "AVX512_BF16 (avx512_bf16 in /proc/cpuinfo)".
+std::string bf16_isa_note();
+// Tests: run the emulation under bf16 even where the CPU is native (to compare the two).
+void set_bf16_emulation(bool force);
+bool bf16_emulated();  // precision() is bf16 and the emulation runs
+// x's values rounded to the nearest bf16 (ties to even; NaN stays NaN), held in f32 in x's shape and layout.
+// No autograd.
+Tensor round_bf16(const Tensor& x);
+// y + b with b (C) added along dimension 1 of y (N, C) or (N, C, H, W), plain or blocked; the gradient reaches
+// y as is and b summed over the other dimensions.
+Tensor add_bias(const Tensor& y, const Tensor& b);
+
 // Per-op wall-clock totals for `qil bench --profile`. Off by default; when on, every op's forward and backward
 // adds its elapsed time to a counter named after it ("conv2d", "conv2d.bwd", ...). One clock-read pair per
 // call, so the totals are honest for ops of a few microseconds and up; not a sampling profiler.

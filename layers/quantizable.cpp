@@ -93,7 +93,23 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
   }
   Tensor xin = aq ? (*a_q_)(x) : x;
   Tensor wbar = wq ? (*w_q_)(w) : w;
+  if (engine::ops::precision() == engine::ops::Precision::bf16) return forward_levels(xin, wbar, bias, op);
   return op(xin, engine::ops::mul_scalar(wbar, scale_), bias);
+}
+
+Tensor QuantizableModule::forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias,
+                                         const LayerOp& op) const {
+  using engine::ops::mul_scalar;
+  const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
+  const double sx = aq ? a_q_->level_step() : 1.0, sw = wq ? w_q_->level_step() : 1.0;
+  // x̄/step is the level k up to an f32 rounding of the division; the bf16 conversion of the operands rounds it to
+  // k exactly (|k| <= 256). The same constant divides here and multiplies below, so the gradients are the f32
+  // path's: d/dx̄ of (x̄/step)·step is 1, whatever step is (LSQ's and PACT's steps are learned).
+  const Tensor kx = aq ? mul_scalar(xbar, Tensor::scalar(static_cast<float>(1.0 / sx))) : xbar;
+  const Tensor kw = wq ? mul_scalar(wbar, Tensor::scalar(static_cast<float>(1.0 / sw))) : wbar;
+  const Tensor c = mul_scalar(scale_, Tensor::scalar(static_cast<float>(sx * sw)));
+  const Tensor y = mul_scalar(op(kx, kw, Tensor()), c);
+  return bias.defined() ? engine::ops::add_bias(y, bias) : y;
 }
 
 int QuantizableModule::add_input_observer(std::function<void(const Tensor&)> fn) {

@@ -105,6 +105,14 @@ class QuantizableModule : public Module {
   Tensor forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op, const IntLayerOp& int_op);
 
  private:
+  // The quantized forward under bf16 (engine::ops::Precision): op is fed the levels k_x = x̄/step_x (0…q_X) and
+  // k_w = w̄/step_w (−q_W…q_W), integers bf16 holds exactly, and the steps and the output scale are applied in
+  // f32 afterwards: y = (s·step_x·step_w)·op(k_x, k_w) + b. The products and their f32 sums are then exact (while
+  // K·q_X·q_W < 2^24), so the layer computes in bf16 what an f32 convolution of the levels computes. A side at
+  // full precision is fed as is (step 1; op rounds it to bf16).
+  Tensor forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const LayerOp& op) const;
+
+ private:
   LayerQuantSpec spec_;
   std::unique_ptr<quant::Quantizer> w_q_;
   std::unique_ptr<quant::Quantizer> a_q_;

@@ -12,7 +12,11 @@ process per run, the same thread count) and reports, per configuration:
 Checks the targets of docs/performance.md ("Targets") and says met / not met for each. PyTorch (Debian's
 python3-torch) is a yardstick only, never a dependency of qil.
 
-Usage: scripts/perf_report.py [--pairs N] [--threads T] [--only GLOB] [--no-write]
+Where the CPU has AVX512_BF16 (or AMX), or with --bf16 on, it adds ResNet-18 rows in bf16: qil --precision bf16
+against PyTorch's autocast-bf16 (torch_ref.py --bf16), full precision and W4A4. On a CPU without native bf16, qil
+runs its exact emulation there (slower than its fp32): --bf16 on exists to exercise those rows anywhere.
+
+Usage: scripts/perf_report.py [--pairs N] [--threads T] [--only GLOB] [--bf16 auto|on|off] [--no-write]
 Writes the section between the perf_report markers of docs/performance.md and the raw runs to
 docs/performance/report.json (--no-write: print the section only). Takes ~15-20 minutes on 2 cores with
 5 pairs. Benchmarks need a quiet machine: stop other work first (`uptime`).
@@ -74,20 +78,20 @@ def fma_probe(threads):
     return float(m[-1])
 
 
-def ours(a, net, bits, peak):
+def ours(a, net, bits, peak, bf16=False):
     _, model, batch, res, classes, steps = net
     cmd = [a.qil, "bench", "--model", model, "--batch", str(batch), "--image-size", str(res), "--num-classes",
            str(classes), "--steps", str(steps), "--warmup", "2", "--repeat", "1", "--threads", str(a.threads),
-           "--quant", str(bits), "--peak-gflops", f"{peak:.1f}", "--json"]
+           "--quant", str(bits), "--peak-gflops", f"{peak:.1f}", "--json", "--precision", "bf16" if bf16 else "fp32"]
     out, rss = run(cmd)
     j = json.loads(out.strip().splitlines()[-1])
     return {"img_s": j["img_per_s"], "gflops": j["gflops"], "peak_pct": j["peak_pct"], "rss_mib": rss}
 
 
-def theirs(a, net, bits):
+def theirs(a, net, bits, bf16=False):
     _, model, batch, res, _, steps = net
     cmd = [a.python, a.torch_ref, model, str(batch), str(res), str(steps), "--repeat", "1", "--threads",
-           str(a.threads)] + (["--qil", str(bits)] if bits != 32 else [])
+           str(a.threads)] + (["--qil", str(bits)] if bits != 32 else []) + (["--bf16"] if bf16 else [])
     out, rss = run(cmd)
     m = re.search(r"img/s=([0-9.]+)", out.strip().splitlines()[-1])
     return {"img_s": float(m.group(1)), "rss_mib": rss}
@@ -97,22 +101,31 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def measure(a, peak):
+def configurations(a, simd):
+    """(name, net, bits, bf16) in the order they run: every net FP32 and W4A4, then ResNet-18 in bf16 where the
+    CPU has native bf16 (or --bf16 on)."""
+    out = [(f"{net[0]} {'FP32' if bits == 32 else 'QIL W4A4'}", net, bits, False) for net in NETS for bits in (32, 4)]
+    if a.bf16 == "on" or (a.bf16 == "auto" and native_bf16(simd)):
+        out += [(f"{NETS[0][0]} {'bf16' if bits == 32 else 'QIL W4A4 bf16'}", NETS[0], bits, True) for bits in (32, 4)]
+    return [c for c in out if fnmatch.fnmatch(c[0], a.only)]
+
+
+def native_bf16(simd):
+    return any(x.startswith("avx512_bf16") or x.startswith("amx_bf16") for x in simd)
+
+
+def measure(a, peak, simd):
     rows = []
-    for net in NETS:
-        for bits in (32, 4):
-            name = f"{net[0]} {'FP32' if bits == 32 else 'QIL W4A4'}"
-            if not fnmatch.fnmatch(name, a.only):
-                continue
-            pairs = []
-            for i in range(a.pairs):
-                q = ours(a, net, bits, peak)
-                t = theirs(a, net, bits)
-                pairs.append({"qil": q, "torch": t})
-                print(f"{name}: pair {i + 1}/{a.pairs}: qil {q['img_s']:.2f} img/s ({q['rss_mib']:.0f} MiB), "
-                      f"PyTorch {t['img_s']:.2f} img/s ({t['rss_mib']:.0f} MiB); load {loadavg()}",
-                      file=sys.stderr, flush=True)
-            rows.append({"name": name, "net": net[0], "bits": bits, "pairs": pairs})
+    for name, net, bits, bf16 in configurations(a, simd):
+        pairs = []
+        for i in range(a.pairs):
+            q = ours(a, net, bits, peak, bf16)
+            t = theirs(a, net, bits, bf16)
+            pairs.append({"qil": q, "torch": t})
+            print(f"{name}: pair {i + 1}/{a.pairs}: qil {q['img_s']:.2f} img/s ({q['rss_mib']:.0f} MiB), "
+                  f"PyTorch {t['img_s']:.2f} img/s ({t['rss_mib']:.0f} MiB); load {loadavg()}",
+                  file=sys.stderr, flush=True)
+        rows.append({"name": name, "net": net[0], "bits": bits, "bf16": bf16, "pairs": pairs})
     return rows
 
 
@@ -157,6 +170,13 @@ def verdicts(rows):
         if n in s:
             check(f"{n} peak memory ≤ PyTorch's: {s[n]['rss_q']:.0f} vs {s[n]['rss_t']:.0f} MiB", [n],
                   lambda x: x["rss_q"] <= x["rss_t"])
+    b, wb = f"{r18} bf16", f"{r18} QIL W4A4 bf16"
+    if b in s:
+        check(f"{b} ≥ 1.2× PyTorch autocast-bf16: {s[b]['ratio']:.2f}×", [b], lambda x: x["ratio"] >= 1.2)
+    if b in s and wb in s:
+        rel = s[wb]["qil"] / s[b]["qil"]
+        check(f"ResNet-18 QIL W4A4 bf16 within 10% of qil's own bf16 step: {rel:.2f} of its images/s", [b, wb],
+              lambda x, y: y["qil"] >= 0.9 * x["qil"])
     return out
 
 
@@ -180,9 +200,10 @@ def section(meta, rows):
         L.append(f"| {r['name']} | {s['qil']:.2f} | {s['torch']:.2f} | **{s['ratio']:.2f}** | {s['gflops']:.1f} | "
                  f"{s['peak_pct']:.1f} | {s['rss_q']:.0f} | {s['rss_t']:.0f} |")
     L += ["", "Targets (docs/performance.md, \"Targets\"):", ""] + verdicts(rows)
-    if not any(x.startswith("avx512_bf16") or x.startswith("amx_bf16") for x in meta["simd"]):
-        L.append("- bf16 rows: this CPU has no AVX512_BF16 (nor AMX), so there is no native bf16 to compare; "
-                 "FP32 rows only.")
+    if not native_bf16(meta["simd"]):
+        L.append("- bf16 rows: this CPU has no AVX512_BF16 (nor AMX), so there is no native bf16 to compare"
+                 + ("; the bf16 rows above are qil's exact emulation (--bf16 on), not a speed claim."
+                    if any(r.get("bf16") for r in rows) else "; FP32 rows only."))
     L += ["", END]
     return "\n".join(L)
 
@@ -192,6 +213,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=5, help="interleaved qil/PyTorch pairs per configuration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="*", help="only configurations whose name matches this glob")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                    help="ResNet-18 bf16 rows: where the CPU has native bf16 (auto), always, or never")
     ap.add_argument("--no-write", action="store_true", help="print the section, write no file")
     ap.add_argument("--qil", default=os.path.join(ROOT, "build", "qil"))
     ap.add_argument("--python", default="/usr/bin/python3", help="the interpreter that has python3-torch")
@@ -212,7 +235,7 @@ def main():
     t0, load_before = time.time(), loadavg()
     peak = fma_peak(a.threads)
     print(f"perf_report: FMA peak {peak:.1f} GFLOP/s on {a.threads} threads; SIMD {' '.join(simd)}", file=sys.stderr)
-    rows = measure(a, peak)
+    rows = measure(a, peak, simd)
     peak_after = fma_peak(a.threads)
     commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
                             text=True).stdout.strip() or "?"

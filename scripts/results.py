@@ -126,6 +126,13 @@ def plan(seeds):
             if b == 2:
                 q("wc-prog-mseact", "--stages", "5,4,3,2", "--stage-epochs", str(E), *MSEACT, "--recalibrate-weights",
                   "--recalibrate-activations", seed=s)
+    # bf16 against fp32 (--precision), same seed and binary: the full-precision network from scratch, and W4A4
+    # from the fp32 network (fp-s0). On a CPU without AVX512_BF16 bf16 runs as its exact emulation.
+    for prec in ("fp32", "bf16"):
+        runs.append(dict(name=f"bf16-fp-{prec}-s0", kind="train",
+                         args=MODEL + ["--epochs", str(FP_EPOCHS), "--lr", "0.1", "--seed", "0", "--precision", prec]))
+        runs.append(dict(name=f"bf16-w4-{prec}-s0", kind="train",
+                         args=MODEL + init + ["--seed", "0", "--stages", "4", "--epochs", str(E), "--precision", prec]))
     return runs
 
 
@@ -441,6 +448,27 @@ def verdict(ok):
     return "met" if ok else "not met"
 
 
+def bf16_section(a):
+    """bf16 against fp32, same seed and binary (the runs bf16-*)."""
+    pairs = [(label, final_test(f"bf16-{k}-fp32-s0"), final_test(f"bf16-{k}-bf16-s0"))
+             for k, label in (("fp", f"FP, {FP_EPOCHS} epochs from scratch"), ("w4", f"W4A4, {E} epochs from fp-s0"))]
+    a("## bf16 training against fp32")
+    a("")
+    a("`--precision bf16` (docs/performance.md, bf16): convolutions and linear layers read their inputs, weights and")
+    a("output gradients in bf16 and sum in f32; quantized layers are fed their integer levels. Same seed, binary and")
+    a(f"schedule as the fp32 row beside it. Machine: {cpu_line()}; on a CPU without AVX512_BF16 bf16 runs as its")
+    a("exact emulation (the same numerics as native bf16, slower than fp32).")
+    a("")
+    a("| network | fp32 | bf16 | bf16 − fp32 | target |")
+    a("|---|---:|---:|---:|---|")
+    for label, f, b in pairs:
+        if f is None or b is None:
+            a(f"| {label} | {'—' if f is None else f'{f:.2f}'} | {'—' if b is None else f'{b:.2f}'} | — | pending |")
+        else:
+            a(f"| {label} | {f:.2f} | {b:.2f} | {b - f:+.2f} | within 0.5: **{verdict(abs(b - f) <= 0.5)}** |")
+    a("")
+
+
 def document(runs, seeds):
     S = seeds
     # When fp-s0 was trained again (a later binary), the earlier runs started from the first network: it stays
@@ -670,6 +698,7 @@ def document(runs, seeds):
     if not checks:
         a("- (no finished runs yet)")
     a("")
+    bf16_section(a)
     a("## Runs")
     a("")
     a("| run | status | command (after `qil train --out DIR`) | wall |")

@@ -24,13 +24,75 @@ int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_
 
 namespace {
 
-memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+using dt = memory::data_type;
+memory::desc any_md(const memory::dims& d, dt type = dt::f32) { return memory::desc(d, type, tag::any); }
 
-dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvDims& d, bool with_bias, dnnl::prop_kind pk) {
+// `op` is the operands' data type: f32, or bf16 on the native bf16 path (ops.h: Precision). The output, the
+// bias and every gradient handed back stay f32.
+dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvDims& d, bool with_bias, dnnl::prop_kind pk,
+                                                      dt op) {
   const memory::desc bias_md = with_bias ? plain_md(d.bias, tag::x) : memory::desc();
-  dnnl::convolution_forward::desc desc(pk, dnnl::algorithm::convolution_direct, any_md(d.src), any_md(d.wei),
-                                       bias_md, any_md(d.dst), d.strides, d.dilates, d.pad_l, d.pad_r);
+  dnnl::convolution_forward::desc desc(pk, dnnl::algorithm::convolution_direct, any_md(d.src, op),
+                                       any_md(d.wei, op), bias_md, any_md(d.dst), d.strides, d.dilates, d.pad_l,
+                                       d.pad_r);
   return dnnl::convolution_forward::primitive_desc(desc, cpu_engine());
+}
+
+// What conv2d's backward needs from its forward. x_m is the input as the forward primitive read it (x itself,
+// or its reordered copy: bf16 on the native path), so backward-weights does not convert x a second time; xs keeps
+// x's storage alive when x_m aliases it.
+struct ConvSaved {
+  Tensor xs, ws;  // ws: the weight as the forward used it (bf16-rounded under the emulation)
+  memory x_m;
+  memory::desc x_md, y_md;
+  ConvDims d;
+  bool with_bias;
+  dt op;
+  bool emulate;  // bf16 emulation: the output gradient is rounded too
+};
+
+void conv_backward(const ConvSaved& s, const Tensor& gy_in, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+  OpTimer timer("conv2d.bwd");
+  const ConvDims& d = s.d;
+  auto fwd = conv_fwd_pd(d, s.with_bias, dnnl::prop_kind::forward_training, s.op);
+  const Tensor gy = s.emulate ? round_bf16(gy_in) : gy_in;
+  const memory gy_user = wrap(gy, s.y_md);  // gradients come in their tensor's layout
+  memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)
+  auto gy_as = [&](const memory::desc& md) {
+    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_user, md);
+    return gy_m;
+  };
+  if (gx[0].defined()) {  // dx = conv_transpose(gy, w)
+    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, any_md(d.src),
+                                               any_md(d.wei, s.op), any_md(d.dst, s.op), d.strides, d.dilates,
+                                               d.pad_l, d.pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
+    memory w_m = to_layout(wrap(s.ws, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
+    const memory dx_user = wrap(gx[0], s.x_md);  // oneDNN overwrites: a fresh one directly
+    memory dx_m = grad_target(dx_user, pd.diff_src_desc(), fresh[0]);
+    dnnl::convolution_backward_data(pd).execute(
+        cpu_stream(), {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DIFF_SRC, dx_m}});
+    write_or_accumulate(dx_m, dx_user, fresh[0]);
+  }
+  const bool need_w = gx[1].defined(), need_b = s.with_bias && gx[2].defined();
+  if (need_w || need_b) {  // dw = corr(x, gy); db = sum of gy over N, H, W
+    const memory::desc db_md = s.with_bias ? plain_md(d.bias, tag::x) : memory::desc();
+    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, any_md(d.src, s.op),
+                                                  any_md(d.wei), db_md, any_md(d.dst, s.op), d.strides, d.dilates,
+                                                  d.pad_l, d.pad_r);
+    dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
+    memory xb_m = to_layout(s.x_m, pd.src_desc());
+    const memory dw_user = need_w ? wrap(gx[1], plain_md(d.wei, d.wei_tag)) : memory();
+    memory dw_m = grad_target(dw_user, pd.diff_weights_desc(), need_w && fresh[1]);
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, xb_m}, {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())}, {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
+    memory db_m;
+    if (s.with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(db_md, cpu_engine());
+    dnnl::convolution_backward_weights(pd).execute(cpu_stream(), args);
+    if (need_w) write_or_accumulate(dw_m, dw_user, fresh[1]);
+    if (need_b) write_or_accumulate(db_m, wrap(gx[2], db_md), fresh[2]);
+  }
+  cpu_stream().wait();
 }
 
 void check_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeom& g) {
@@ -68,12 +130,15 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
   const ConvDims d = conv_dims(x, w, g, oh, ow);
   const bool with_bias = b.defined();
   const bool training = grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  const bool emulate = bf16_emulated();
+  const dt op = precision() == Precision::bf16 && !emulate ? dt::bf16 : dt::f32;
+  const Tensor xv = emulate ? round_bf16(x) : x, wv = emulate ? round_bf16(w) : w;  // the operands as used
   auto pd = conv_fwd_pd(d, with_bias,
-                        training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+                        training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, op);
   // In and out in the tensors' own layouts; reorders only where oneDNN wants another one.
   const memory::desc x_md = act_md(x);
-  memory x_m = to_layout(wrap(x, x_md), pd.src_desc());
-  memory w_m = to_layout(wrap(w, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
+  memory x_m = to_layout(wrap(xv, x_md), pd.src_desc());
+  memory w_m = to_layout(wrap(wv, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
   const bool out_blocked = keep_blocked() && w.size(0) % block_channels() == 0 && pd.dst_desc() == blocked_md(d.dst);
   Tensor y = Tensor::empty({x.size(0), w.size(0), oh, ow}, DType::f32,
                            out_blocked ? Layout::blocked : Layout::plain);  // (N, O, OH, OW)
@@ -86,56 +151,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
   copy_back(y_m, y_user);
   cpu_stream().wait();
 
-  // Backward keeps x as the forward primitive read it (x itself, or its reordered copy), so backward-weights
-  // does not reorder x a second time; xs keeps x's storage alive when x_m aliases it.
+  const bool aliases = x_m.get_data_handle() == xv.bytes();
+  ConvSaved saved{aliases ? xv.detach() : Tensor(), wv.detach(), x_m, x_md, y_md, d, with_bias, op, emulate};
   return record_fresh("conv2d", y, {x, w, b},
-                      [xs = x.detach(), x_m, x_md, y_md, ws = w.detach(), d, with_bias](
-                          const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
-                  OpTimer timer("conv2d.bwd");
-                  auto fwd = conv_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training);
-                  const memory gy_user = wrap(gy, y_md);  // gradients come in their tensor's layout
-                  memory gy_m;  // gy reordered once when both passes want the same layout (they usually do)
-                  auto gy_as = [&](const memory::desc& md) {
-                    if (!gy_m || gy_m.get_desc() != md) gy_m = to_layout(gy_user, md);
-                    return gy_m;
-                  };
-                  if (gx[0].defined()) {  // dx = conv_transpose(gy, w)
-                    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, any_md(d.src),
-                                                               any_md(d.wei), any_md(d.dst), d.strides, d.dilates,
-                                                               d.pad_l, d.pad_r);
-                    dnnl::convolution_backward_data::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory w_m = to_layout(wrap(ws, plain_md(d.wei, d.wei_tag)), pd.weights_desc());
-                    const memory dx_user = wrap(gx[0], x_md);  // oneDNN overwrites: a fresh one directly
-                    memory dx_m = grad_target(dx_user, pd.diff_src_desc(), fresh[0]);
-                    dnnl::convolution_backward_data(pd).execute(cpu_stream(),
-                                                                {{DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
-                                                                 {DNNL_ARG_WEIGHTS, w_m},
-                                                                 {DNNL_ARG_DIFF_SRC, dx_m}});
-                    write_or_accumulate(dx_m, dx_user, fresh[0]);
-                  }
-                  const bool need_w = gx[1].defined(), need_b = with_bias && gx[2].defined();
-                  if (need_w || need_b) {  // dw = corr(x, gy); db = sum of gy over N, H, W
-                    const memory::desc db_md = with_bias ? plain_md(d.bias, tag::x) : memory::desc();
-                    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct,
-                                                                  any_md(d.src), any_md(d.wei), db_md,
-                                                                  any_md(d.dst), d.strides, d.dilates, d.pad_l,
-                                                                  d.pad_r);
-                    dnnl::convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), fwd);
-                    memory xb_m = to_layout(x_m, pd.src_desc());
-                    const memory dw_user = need_w ? wrap(gx[1], plain_md(d.wei, d.wei_tag)) : memory();
-                    memory dw_m = grad_target(dw_user, pd.diff_weights_desc(), need_w && fresh[1]);
-                    std::unordered_map<int, memory> args{
-                        {DNNL_ARG_SRC, xb_m},
-                        {DNNL_ARG_DIFF_DST, gy_as(pd.diff_dst_desc())},
-                        {DNNL_ARG_DIFF_WEIGHTS, dw_m}};
-                    memory db_m;
-                    if (with_bias) args[DNNL_ARG_DIFF_BIAS] = db_m = memory(db_md, cpu_engine());
-                    dnnl::convolution_backward_weights(pd).execute(cpu_stream(), args);
-                    if (need_w) write_or_accumulate(dw_m, dw_user, fresh[1]);
-                    if (need_b) write_or_accumulate(db_m, wrap(gx[2], db_md), fresh[2]);
-                  }
-                  cpu_stream().wait();
-                });
+                      [saved](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        conv_backward(saved, gy, gx, fresh);
+                      });
 }
 
 }  // namespace engine::ops

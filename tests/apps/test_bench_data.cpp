@@ -147,7 +147,8 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("gflops").get<double>() > 0);  // lenet's convolutions and linear layers at 28x28
   CHECK(j.at("peak_pct") == 0);              // no --peak-gflops given
   CHECK(j.at("peak_rss_mib").get<double>() > 0);  // the process's high-water mark
-  CHECK(j.size() == 20);
+  CHECK(j.at("precision") == "fp32");
+  CHECK(j.size() == 21);
   // A network whose step holds hundreds of MiB of activations has a higher mark than a LeNet on two images.
   auto big = run_qil("bench --model resnet20 --batch 64 --image-size 32 --num-classes 10 --steps 1 --warmup 0 "
                      "--repeat 1 --threads 1 --json");

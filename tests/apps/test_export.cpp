@@ -313,7 +313,7 @@ TEST_CASE("predict: an input of the wrong shape names the file and both shapes")
   TempDir dir;
   write_tiny_checkpoint(dir.file("m.ckpt"), false);
   apps::write_npy(dir.file("x.npy"), random_tensor({2, 3, 8, 8}, 1));
-  apps::PredictOptions o{dir.file("m.ckpt"), dir.file("x.npy"), dir.file("y.npy"), 4, 0, false, {}};
+  apps::PredictOptions o{dir.file("m.ckpt"), dir.file("x.npy"), dir.file("y.npy"), 4, 0, false, "fp32", {}};
   check_error([&] { apps::run_predict(o); }, {"x.npy", "[2, 3, 8, 8]", "(N, 1, 8, 8)"});
   apps::write_npy(dir.file("x.npy"), random_tensor({1, 8, 8}, 1));
   check_error([&] { apps::run_predict(o); }, {"x.npy", "[1, 8, 8]"});

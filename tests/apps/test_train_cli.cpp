@@ -2,6 +2,7 @@
 // a short run writes its run directory, same seed gives the same losses, and an interrupted run resumed from
 // its checkpoint ends exactly where an uninterrupted one does.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -252,6 +253,44 @@ TEST_CASE("same seed and thread count: identical losses") {
   CHECK(csv_column(tmp / "a/metrics.csv", "val_loss") == csv_column(tmp / "b/metrics.csv", "val_loss"));
   REQUIRE(run_qil("train" + kSmall + " --epochs 1 --threads 2 --seed 6 --out " + tmp / "c").code == 0);
   CHECK(la != csv_column(tmp / "c/metrics.csv", "train_loss"));  // the seed matters
+}
+
+TEST_CASE("--precision bf16: train, eval and bench run it and say how, the run records it, fp16 is refused") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  const std::string a = "train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --threads 2 --seed 5 --out ";
+  auto f = run_qil(a + tmp / "f");
+  auto b = run_qil(a + tmp / "b" + " --precision bf16");
+  REQUIRE_MESSAGE(f.code == 0, f.out);
+  REQUIRE_MESSAGE(b.code == 0, b.out);
+  // It says whether the CPU runs bf16 natively or the emulation runs, never silently.
+  CHECK_MESSAGE((b.out.find("exact emulation") != std::string::npos ||
+                 b.out.find("native bf16 kernels") != std::string::npos), b.out);
+  CHECK(f.out.find("bf16") == std::string::npos);
+  {  // the run's config keeps it, so a resumed run goes on in bf16
+    std::ifstream cf(tmp / "b/config.toml");
+    const std::string text((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
+    CHECK_MESSAGE(text.find("precision = 'bf16'") != std::string::npos, text);
+  }
+  // bf16 rounds the convolutions' operands: the losses move, but stay close.
+  const auto lf = csv_column(tmp / "f/metrics.csv", "train_loss"), lb = csv_column(tmp / "b/metrics.csv", "train_loss");
+  REQUIRE(lf.size() == lb.size());
+  CHECK(lf != lb);
+  for (size_t i = 0; i < lf.size(); ++i) CHECK(std::fabs(std::stod(lf[i]) - std::stod(lb[i])) < 0.1);
+  const auto loss_of = [](const std::string& out) {
+    return nlohmann::json::parse(out.substr(out.rfind('{'))).at("loss").get<double>();
+  };
+  auto e32 = run_qil("eval " + tmp / "b/best.ckpt" + " --subset 256 --progress none --json");
+  auto e16 = run_qil("eval " + tmp / "b/best.ckpt" + " --subset 256 --progress none --json --precision bf16");
+  REQUIRE_MESSAGE(e16.code == 0, e16.out);
+  CHECK(loss_of(e16.out) != loss_of(e32.out));
+  CHECK(std::fabs(loss_of(e16.out) - loss_of(e32.out)) < 0.02);
+  auto bj = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                    "--warmup 0 --repeat 1 --threads 1 --quant 4 --json --precision bf16");
+  REQUIRE_MESSAGE(bj.code == 0, bj.out);
+  CHECK(nlohmann::json::parse(bj.out.substr(bj.out.rfind('{'))).at("precision") == "bf16");
+  expect_error(a + tmp / "x" + " --precision fp16", "fp16");
+  expect_error("bench --model lenet --precision f16", "f16");
 }
 
 TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted one does") {
