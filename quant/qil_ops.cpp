@@ -93,13 +93,14 @@ void symmetric_forward(const float* wp, float* yp, int64_t n, const Interval iv,
   }
 }
 
-// Symmetric backward: accumulates gy·∂ŵ/∂w into dw (if given) and returns Σ gy·∂ŵ/∂{c, d, γ} in double.
+// Symmetric backward: writes (kFresh: the buffer holds no gradient yet) or adds gy·∂ŵ/∂w into dw (if given) and
+// returns Σ gy·∂ŵ/∂{c, d, γ} in double.
 // Inside the interval, with dh = γ·u^(γ−1): ∂ŵ/∂w = dh/(2d), ∂ŵ/∂c = −s·dh/(2d),
 // ∂ŵ/∂d = −s·dh·(|w| − c)/(2d²), ∂ŵ/∂γ = s·u^γ·ln u; u floored at kQilUFloor inside ln u and u^(γ−1).
 struct ScalarGrads {
   double c = 0.0, d = 0.0, g = 0.0;
 };
-template <bool kUnitGamma, bool kNeedGamma, bool kNeedW>
+template <bool kUnitGamma, bool kNeedGamma, bool kNeedW, bool kFresh>
 ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int64_t n, const Interval iv,
                                float g) {
   const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
@@ -123,7 +124,7 @@ ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int
     }
     const float go = inside * gyp[i];
     const float t = go * dh * inv2d;  // gy·∂ŵ/∂w
-    if (kNeedW) dw[i] += t;
+    if (kNeedW) dw[i] = kFresh ? t : dw[i] + t;
     gc -= s * t;
     gd += s * t * (a - c);
     if (kNeedGamma) gg += go * s * ph * lf;
@@ -161,6 +162,13 @@ void activation_codes(const float* xp, T* kp, int64_t n, const Interval iv, floa
   }
 }
 
+// A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh), else added.
+void put_scalar(Tensor& g, bool fresh, double v) {
+  if (!g.defined()) return;
+  float* p = g.data();
+  p[0] = fresh ? static_cast<float>(v) : p[0] + static_cast<float>(v);
+}
+
 // Weights and signed activations. gamma undefined means γ = 1 and no gradient to it (the signed
 // activation rule). q = 0: no discretizer.
 Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma,
@@ -186,8 +194,8 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
 
   std::vector<Tensor> inputs{w, c, d};
   if (gamma.defined()) inputs.push_back(gamma);
-  return engine::record(op, y, std::move(inputs), [ws = w.detach(), iv, g, op](const Tensor& gy,
-                                                                           std::vector<Tensor>& gx) {
+  return engine::record_fresh(op, y, std::move(inputs), [ws = w.detach(), iv, g, op](
+                                   const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
     engine::ops::OpTimer timer(backward_name(op));
     const float* gyp = gy.data();
     const float* wv = ws.data();
@@ -197,14 +205,16 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
     const ScalarGrads sg = dispatch(g == 1.f, [&](auto unit) {
       return dispatch(need_g, [&](auto ng) {
         return dispatch(dw != nullptr, [&](auto nw) {
-          return symmetric_backward<decltype(unit)::value, decltype(ng)::value, decltype(nw)::value>(wv, gyp, dw,
-                                                                                                     n, iv, g);
+          return dispatch(dw != nullptr && fresh[0], [&](auto fr) {
+            return symmetric_backward<decltype(unit)::value, decltype(ng)::value, decltype(nw)::value,
+                                      decltype(fr)::value>(wv, gyp, dw, n, iv, g);
+          });
         });
       });
     });
-    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(sg.c);
-    if (gx[2].defined()) gx[2].data()[0] += static_cast<float>(sg.d);
-    if (need_g) gx[3].data()[0] += static_cast<float>(sg.g);
+    put_scalar(gx[1], fresh[1], sg.c);
+    put_scalar(gx[2], fresh[2], sg.d);
+    if (need_g) put_scalar(gx[3], fresh[3], sg.g);
   });
 }
 
@@ -223,7 +233,9 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
     return 0;
   });
   // ∂x̂/∂x = 1/(2d), ∂x̂/∂c = −1/(2d), ∂x̂/∂d = −(x − c)/(2d²) inside; 0 outside.
-  return engine::record(op, y, {x, c, d}, [xs = x.detach(), iv, op](const Tensor& gy, std::vector<Tensor>& gx) {
+  // A fresh dx (engine::record_fresh) is written, not zero-filled by autograd and then added to.
+  return engine::record_fresh(op, y, {x, c, d}, [xs = x.detach(), iv, op](const Tensor& gy, std::vector<Tensor>& gx,
+                                                                          const std::vector<bool>& fresh) {
     engine::ops::OpTimer timer(backward_name(op));
     const float* gyp = gy.data();
     const float* xv = xs.data();
@@ -231,21 +243,23 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
     const int64_t n = xs.numel();
     const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
     const auto [gc, gd] = dispatch(dx != nullptr, [&](auto need_x) {
-      constexpr bool kNeedX = decltype(need_x)::value;
-      double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
+      return dispatch(dx != nullptr && fresh[0], [&](auto fr) {
+        constexpr bool kNeedX = decltype(need_x)::value, kFresh = decltype(fr)::value;
+        double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
 #pragma omp parallel for simd reduction(+ : gc, gd) if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        const float v = xv[i];
-        const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
-        const float t = inside * gyp[i] * inv2d;  // gy·∂x̂/∂x
-        if (kNeedX) dx[i] += t;
-        gc -= t;
-        gd += t * (v - c);
-      }
-      return std::pair<double, double>(gc, -gd / iv.d);
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = xv[i];
+          const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
+          const float t = inside * gyp[i] * inv2d;  // gy·∂x̂/∂x
+          if (kNeedX) dx[i] = kFresh ? t : dx[i] + t;
+          gc -= t;
+          gd += t * (v - c);
+        }
+        return std::pair<double, double>(gc, -gd / iv.d);
+      });
     });
-    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(gc);
-    if (gx[2].defined()) gx[2].data()[0] += static_cast<float>(gd);
+    put_scalar(gx[1], fresh[1], gc);
+    put_scalar(gx[2], fresh[2], gd);
   });
 }
 

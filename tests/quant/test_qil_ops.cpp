@@ -3,6 +3,7 @@
 // accumulation into pre-filled gradients, and the signed first-layer activation rule.
 #include <set>
 
+#include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
@@ -312,6 +313,30 @@ TEST_CASE("backward accumulates into pre-filled gradients") {
   ops::sum(ops::add(qil_activation(x, ca, da, 4), qil_activation(x, ca, da, 4))).backward();
   for (float v : x.grad().to_vector()) CHECK(v == doctest::Approx(2.f));  // 2 · 1/(2d)
   CHECK(ca.grad().item() == doctest::Approx(-60.f));                       // 30 elements · 2 · (-1/(2d))
+}
+
+TEST_CASE("fresh gradient buffers: the QIL ops write every element, equal to accumulating into zeros") {
+  Generator g(72);
+  // Sizes above the ops' parallel threshold, with elements pruned, inside and clipped; a 4-bit op and a
+  // transformer (no discretizer) each.
+  for (int bits : {4, 0}) {
+    CAPTURE(bits);
+    check_fresh_equals_accumulated(
+        [&](const std::vector<Tensor>& t) {
+          return bits ? qil_weight(t[0], t[1], t[2], t[3], bits) : qil_weight_transform(t[0], t[1], t[2], t[3]);
+        },
+        {req(magnitudes(40000, g, 0.f, 1.2f, true)), req(Tensor::scalar(0.6f)), req(Tensor::scalar(0.4f)),
+         req(Tensor::scalar(1.3f))},
+        "qil_weight");
+    for (bool is_signed : {false, true})
+      check_fresh_equals_accumulated(
+          [&](const std::vector<Tensor>& t) {
+            return bits ? qil_activation(t[0], t[1], t[2], bits, is_signed)
+                        : qil_activation_transform(t[0], t[1], t[2], is_signed);
+          },
+          {req(magnitudes(40000, g, 0.f, 1.5f, is_signed)), req(Tensor::scalar(0.7f)), req(Tensor::scalar(0.5f))},
+          is_signed ? "qil_activation (signed)" : "qil_activation");
+  }
 }
 
 TEST_CASE("a weight exactly at the pruning edge gets a finite gradient (the u floor)") {
