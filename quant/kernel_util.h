@@ -28,4 +28,12 @@ auto dispatch(bool b, F&& f) {
   return b ? f(std::true_type{}) : f(std::false_type{});
 }
 
+// A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh: it holds no gradient
+// yet), else added.
+inline void put_scalar(engine::Tensor& g, bool fresh, double v) {
+  if (!g.defined()) return;
+  float* p = g.data();
+  p[0] = fresh ? static_cast<float>(v) : p[0] + static_cast<float>(v);
+}
+
 }  // namespace quant::kernel

@@ -39,9 +39,10 @@ inline float round_half_away(float r) {
   return r < 0.f ? -a : a;
 }
 
-// One backward pass: dv += ∂L/∂v where dv is given, and the returned ∂L/∂s. Plain arguments (no lambda
+// One backward pass: dv += ∂L/∂v where dv is given (dv = ∂L/∂v when kFresh: the buffer holds nothing yet), and
+// the returned ∂L/∂s. Plain arguments (no lambda
 // captures, which GCC reads through memory on every iteration) so that the loop and its reduction vectorize.
-template <bool kRound, bool kNeedV>
+template <bool kRound, bool kNeedV, bool kFresh>
 double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float inv_s, float qn, float qp) {
   double gs = 0.0;
 #pragma omp parallel for simd reduction(+ : gs) if (n > kParallelMin)
@@ -49,7 +50,7 @@ double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float
     const float r = v[i] * inv_s;
     const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
     const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
-    if (kNeedV) dv[i] += inside * gy[i];
+    if (kNeedV) dv[i] = kFresh ? inside * gy[i] : dv[i] + inside * gy[i];
     // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
     const float rc = r < -qn ? -qn : (r > qp ? qp : r);  // inside, rc = r; clamped so the rounding is defined
     const float ds = inside * (kRound ? round_half_away(rc) - rc : 0.f) - below * qn + above * qp;
@@ -75,16 +76,18 @@ Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tenso
     r = r > qp ? qp : r;
     yp[i] = (kRound ? round_half_away(r) : r) * sv + 0.f;  // + 0 turns -0 into +0
   }
-  return engine::record(op, y, {v, s}, [vs = v.detach(), inv_s, qn, qp, bwd_name](const Tensor& gy,
-                                                                                   std::vector<Tensor>& gx) {
+  return engine::record_fresh(op, y, {v, s}, [vs = v.detach(), inv_s, qn, qp, bwd_name](
+                                                  const Tensor& gy, std::vector<Tensor>& gx,
+                                                  const std::vector<bool>& fresh) {
     engine::ops::OpTimer timer(bwd_name);
     const float* gyp = gy.data();
     const float* vv = vs.data();
     float* dv = gx[0].defined() ? gx[0].data() : nullptr;
     const int64_t n = vs.numel();
-    const double gs = dv ? lsq_backward<kRound, true>(gyp, vv, dv, n, inv_s, qn, qp)
-                         : lsq_backward<kRound, false>(gyp, vv, dv, n, inv_s, qn, qp);
-    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(gs);
+    const double gs = !dv        ? lsq_backward<kRound, false, false>(gyp, vv, dv, n, inv_s, qn, qp)
+                      : fresh[0] ? lsq_backward<kRound, true, true>(gyp, vv, dv, n, inv_s, qn, qp)
+                                 : lsq_backward<kRound, true, false>(gyp, vv, dv, n, inv_s, qn, qp);
+    put_scalar(gx[1], fresh[1], gs);
   });
 }
 }  // namespace

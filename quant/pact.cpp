@@ -47,9 +47,9 @@ void pact_forward(const float* xp, float* yp, int64_t n, float a, float qf) {
   }
 }
 
-// Backward, the same for the rounded op and the surrogate (the STE): dx += g where 0 <= x < α (|x| < α when
+// Backward, the same for the rounded op and the surrogate (the STE): dx += g (dx = g into a fresh buffer) where 0 <= x < α (|x| < α when
 // signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where x >= α (|x| >= α).
-template <bool kSigned, bool kNeedX>
+template <bool kSigned, bool kNeedX, bool kFresh>
 double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, float a) {
   double ga = 0.0;
 #pragma omp parallel for simd reduction(+ : ga) if (n > kParallelMin)
@@ -58,7 +58,7 @@ double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, fl
     const float m = kSigned ? std::fabs(v) : v;
     const float above = static_cast<float>(m >= a);  // 0/1 masks keep the reduction vectorized
     const float inside = kSigned ? 1.f - above : static_cast<float>(v >= 0.f) - above;
-    if (kNeedX) dx[i] += inside * gyp[i];
+    if (kNeedX) dx[i] = kFresh ? inside * gyp[i] : dx[i] + inside * gyp[i];
     const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
     ga += static_cast<double>(gyp[i]) * (above * s);
   }
@@ -81,17 +81,20 @@ Tensor pact_op(const char* op, const char* bwd_name, const Tensor& x, const Tens
       return 0;
     });
   });
-  return engine::record(op, y, {x, alpha}, [xs = x.detach(), a, is_signed, bwd_name](const Tensor& gy,
-                                                                                     std::vector<Tensor>& gx) {
+  return engine::record_fresh(op, y, {x, alpha}, [xs = x.detach(), a, is_signed, bwd_name](
+                                                      const Tensor& gy, std::vector<Tensor>& gx,
+                                                      const std::vector<bool>& fresh) {
     engine::ops::OpTimer timer(bwd_name);
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;
     const double ga = dispatch(is_signed, [&](auto sgn) {
       return dispatch(dx != nullptr, [&](auto need_x) {
-        return pact_backward<decltype(sgn)::value, decltype(need_x)::value>(xs.data(), gy.data(), dx,
-                                                                             xs.numel(), a);
+        return dispatch(dx != nullptr && fresh[0], [&](auto fr) {
+          return pact_backward<decltype(sgn)::value, decltype(need_x)::value, decltype(fr)::value>(
+              xs.data(), gy.data(), dx, xs.numel(), a);
+        });
       });
     });
-    if (gx[1].defined()) gx[1].data()[0] += static_cast<float>(ga);
+    put_scalar(gx[1], fresh[1], ga);
   });
 }
 }  // namespace

@@ -162,13 +162,6 @@ void activation_codes(const float* xp, T* kp, int64_t n, const Interval iv, floa
   }
 }
 
-// A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh), else added.
-void put_scalar(Tensor& g, bool fresh, double v) {
-  if (!g.defined()) return;
-  float* p = g.data();
-  p[0] = fresh ? static_cast<float>(v) : p[0] + static_cast<float>(v);
-}
-
 // Weights and signed activations. gamma undefined means γ = 1 and no gradient to it (the signed
 // activation rule). q = 0: no discretizer.
 Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma,

@@ -4,6 +4,7 @@
 // the factory. Not LSQ inside a network (tests/layers/test_lsq_layers.cpp).
 #include <cmath>
 
+#include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
@@ -223,4 +224,20 @@ TEST_CASE("LsqQuantizer: stats, set_bits keeps s, and the factory and quantizer_
   w->set_bits(2);
   CHECK(w->parameter("s").item() == 0.5f);
   CHECK(w->positive_levels() == 1);
+}
+
+TEST_CASE("fresh gradient buffers: the LSQ ops write every element, equal to accumulating into zeros") {
+  Generator g(91);
+  for (bool round : {true, false})
+    for (bool is_signed : {false, true}) {
+      CAPTURE(round);
+      CAPTURE(is_signed);
+      const LsqRange r = is_signed ? lsq_signed_range(4) : lsq_unsigned_range(4);
+      Tensor v = randn({40000}, g, 1.5f);  // above the parallel threshold; some clipped at either end
+      if (!is_signed)
+        for (int64_t i = 0; i < v.numel(); ++i) v.data()[i] = std::fabs(v.data()[i]);
+      check_fresh_equals_accumulated(
+          [&](const std::vector<Tensor>& t) { return round ? lsq_quantize(t[0], t[1], r) : lsq_transform(t[0], t[1], r); },
+          {req(v), req(Tensor::scalar(0.2f))}, "lsq");
+    }
 }

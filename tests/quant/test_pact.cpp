@@ -5,6 +5,7 @@
 // network or its α penalty in the optimizer (tests/layers/test_pact_layers.cpp).
 #include <cmath>
 
+#include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
@@ -253,4 +254,19 @@ TEST_CASE("PactQuantizer: stats and thresholds, set_bits keeps alpha, the factor
   CHECK(st.levels_total == 7);
   CHECK(st.clipped_fraction == doctest::Approx(1.0 / 6));  // -1.5
   CHECK(st.pruned_fraction == doctest::Approx(2.0 / 6));
+}
+
+TEST_CASE("fresh gradient buffers: the PACT ops write every element, equal to accumulating into zeros") {
+  Generator g(92);
+  for (bool round : {true, false})
+    for (bool is_signed : {false, true}) {
+      CAPTURE(round);
+      CAPTURE(is_signed);
+      Tensor x = randn({40000}, g, 2.f);  // above the parallel threshold; some above alpha, negatives too
+      check_fresh_equals_accumulated(
+          [&](const std::vector<Tensor>& t) {
+            return round ? pact_quantize(t[0], t[1], 4, is_signed) : pact_transform(t[0], t[1], is_signed);
+          },
+          {req(x), req(Tensor::scalar(1.5f))}, "pact");
+    }
 }
