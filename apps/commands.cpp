@@ -73,7 +73,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
 const char* const kPrecisionHelp =
     "fp32 | bf16: convolutions and linear layers read their inputs, weights and output gradients in bf16 and "
     "sum in f32 (everything else, master weights included, stays f32; quantized layers are fed their integer "
-    "levels, exact in bf16). Native on CPUs with AVX512_BF16 or AMX; elsewhere an exact emulation, slower than "
+    "levels, exact in bf16). Native on CPUs with AVX512_BF16 or AMX; elsewhere an exact emulation, no faster than "
     "fp32 (docs/performance.md, bf16)";
 
 void add_precision_flag(CLI::App& app, std::string& precision) {
@@ -103,10 +103,10 @@ void apply_precision(const std::string& precision) {
   engine::ops::set_precision(p);
   if (p != engine::ops::Precision::bf16 || engine::dist::rank() != 0) return;
   if (engine::ops::bf16_emulated())
-    std::cerr << "qil: --precision bf16: this CPU has no native bf16 (it needs " << engine::ops::bf16_isa_note()
-              << "; its SIMD flags: " << cpu_simd_flags()
-              << "), so bf16 runs as the exact emulation: operands rounded to bf16 on the f32 kernels, the numerics "
-                 "of bf16 training at below fp32's speed"
+    std::cerr << "qil: --precision bf16: this CPU has no native bf16 (that needs " << engine::ops::bf16_isa_note()
+              << "; this CPU has: " << cpu_simd_flags()
+              << "). Running the exact emulation: operands rounded to bf16 on the f32 kernels, bf16's numerics, no "
+                 "faster than fp32."
               << std::endl;
   else
     std::cerr << "qil: --precision bf16: oneDNN's native bf16 kernels (SIMD flags: " << cpu_simd_flags() << ")"

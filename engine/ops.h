@@ -104,14 +104,14 @@ Tensor to_plain(const Tensor& x);
 // quantizers, the optimizer with its f32 master weights) runs in f32 as before. Native where the CPU runs
 // oneDNN's bf16 kernels at full speed (AVX512_BF16 or AMX: bf16_native()); elsewhere an exact emulation: the
 // operands rounded to bf16 values held in f32 and the f32 kernels (the same products, each exact in f32, summed
-// in f32 in oneDNN's order: the numerics of bf16 training, but slower than f32, not faster).
+// in f32 in oneDNN's order: the numerics of bf16 training, no faster than f32).
 enum class Precision { f32, bf16 };
 void set_precision(Precision p);
 Precision precision();
 const char* precision_name(Precision p);  // "fp32", "bf16"
 Precision parse_precision(const std::string& s);  // "fp32" (or "f32"), "bf16"; throws naming s otherwise
 bool bf16_native();  // this CPU runs oneDNN's bf16 convolutions natively
-// The ISA words behind bf16_native() for messages: e.g. "AVX512_BF16 (avx512_bf16 in /proc/cpuinfo)".
+// What bf16_native() needs, for messages: "AVX512_BF16 or AMX: the avx512_bf16 or amx_bf16 flag in /proc/cpuinfo".
 std::string bf16_isa_note();
 // Tests: run the emulation under bf16 even where the CPU is native (to compare the two).
 void set_bf16_emulation(bool force);

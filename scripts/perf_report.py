@@ -14,7 +14,7 @@ python3-torch) is a yardstick only, never a dependency of qil.
 
 Where the CPU has AVX512_BF16 (or AMX), or with --bf16 on, it adds ResNet-18 rows in bf16: qil --precision bf16
 against PyTorch's autocast-bf16 (torch_ref.py --bf16), full precision and W4A4. On a CPU without native bf16, qil
-runs its exact emulation there (slower than its fp32): --bf16 on exists to exercise those rows anywhere.
+runs its exact emulation there (no faster than its fp32): --bf16 on exists to exercise those rows anywhere.
 
 Usage: scripts/perf_report.py [--pairs N] [--threads T] [--only GLOB] [--bf16 auto|on|off] [--no-write]
 Writes the section between the perf_report markers of docs/performance.md and the raw runs to

@@ -457,7 +457,7 @@ def bf16_section(a):
     a("`--precision bf16` (docs/performance.md, bf16): convolutions and linear layers read their inputs, weights and")
     a("output gradients in bf16 and sum in f32; quantized layers are fed their integer levels. Same seed, binary and")
     a(f"schedule as the fp32 row beside it. Machine: {cpu_line()}; on a CPU without AVX512_BF16 bf16 runs as its")
-    a("exact emulation (the same numerics as native bf16, slower than fp32).")
+    a("exact emulation (the same numerics as native bf16, no faster than fp32).")
     a("")
     a("| network | fp32 | bf16 | bf16 − fp32 | target |")
     a("|---|---:|---:|---:|---|")

@@ -49,7 +49,7 @@ bool bf16_native() {
 }
 
 std::string bf16_isa_note() {
-  return "AVX512_BF16 (flag avx512_bf16 in /proc/cpuinfo) or AMX (amx_bf16)";
+  return "AVX512_BF16 or AMX: the avx512_bf16 or amx_bf16 flag in /proc/cpuinfo";
 }
 
 void set_bf16_emulation(bool force) { g_force_emulation = force; }
