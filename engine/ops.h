@@ -108,7 +108,6 @@ Tensor to_plain(const Tensor& x);
 enum class Precision { f32, bf16 };
 void set_precision(Precision p);
 Precision precision();
-const char* precision_name(Precision p);  // "fp32", "bf16"
 Precision parse_precision(const std::string& s);  // "fp32" (or "f32"), "bf16"; throws naming s otherwise
 bool bf16_native();  // this CPU runs oneDNN's bf16 convolutions natively
 // What bf16_native() needs, for messages: "AVX512_BF16 or AMX: the avx512_bf16 or amx_bf16 flag in /proc/cpuinfo".

@@ -26,10 +26,9 @@ dnnl::inner_product_forward::primitive_desc linear_fwd_pd(const LinearDims& d, d
   return dnnl::inner_product_forward::primitive_desc(desc, cpu_engine());
 }
 
-// The f32 tensor t as memory of `md` (a converting copy when md is bf16, t itself when it is f32).
+// The f32 (N, K) tensor t as memory of `md` (a converting copy when md is bf16, t itself when it is f32).
 memory as_operand(const Tensor& t, const memory::desc& md) {
-  return to_layout(wrap(t, memory::desc(md.dims(), memory::data_type::f32, md.dims().size() == 2 ? tag::ab : tag::a)),
-                   md);
+  return to_layout(wrap(t, memory::desc(md.dims(), memory::data_type::f32, tag::ab)), md);
 }
 
 void linear_backward(const Tensor& xs, const Tensor& ws, const LinearDims& d, bool emulate, const Tensor& gy_in,

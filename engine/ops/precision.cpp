@@ -29,8 +29,6 @@ inline float round_to_bf16(float f) {
 void set_precision(Precision p) { g_precision = p; }
 Precision precision() { return g_precision; }
 
-const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
-
 Precision parse_precision(const std::string& s) {
   if (s == "fp32" || s == "f32") return Precision::f32;
   if (s == "bf16") return Precision::bf16;

@@ -57,6 +57,34 @@ TEST_CASE("predict --int8: the logits of each quantizer kind's LeNet equal predi
   }
 }
 
+TEST_CASE("predict --precision bf16: quantized and full-precision logits close to fp32's, and it says how it ran") {
+  if (qiltest::qil_binary().empty()) return;  // run outside ctest
+  for (bool quantized : {true, false}) {
+    CAPTURE(quantized);
+    TempDir dir;
+    write_tiny_checkpoint(dir.file("m.ckpt"), quantized);
+    apps::write_npy(dir.file("x.npy"), random_tensor({8, 1, 8, 8}, 7));
+    const std::string base = "predict '" + dir.file("m.ckpt") + "' --input '" + dir.file("x.npy") + "' --output '";
+    auto f = qiltest::run_qil(base + dir.file("yf.npy") + "'");
+    auto b = qiltest::run_qil(base + dir.file("yb.npy") + "' --precision bf16");
+    REQUIRE_MESSAGE(f.code == 0, f.out);
+    REQUIRE_MESSAGE(b.code == 0, b.out);
+    CHECK_MESSAGE((b.out.find("exact emulation") != std::string::npos ||
+                   b.out.find("native bf16 kernels") != std::string::npos), b.out);
+    const Tensor yf = apps::read_npy(dir.file("yf.npy")), yb = apps::read_npy(dir.file("yb.npy"));
+    REQUIRE(yf.shape() == yb.shape());
+    double max_abs = 0, max_diff = 0;
+    for (int64_t i = 0; i < yf.numel(); ++i) {
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(yf.data()[i])));
+      max_diff = std::max(max_diff, std::fabs(static_cast<double>(yf.data()[i]) - yb.data()[i]));
+    }
+    // bf16 keeps 8 significant bits of every full-precision operand (the first conv's input at least): the logits
+    // move, by about 2^-8 of their size and not by whole units.
+    CHECK(max_diff > 0);
+    CHECK(max_diff <= 2e-2 * max_abs);
+  }
+}
+
 TEST_CASE("eval and predict --int8 from the command line") {
   if (qiltest::qil_binary().empty()) return;  // run outside ctest
   TempDir dir;

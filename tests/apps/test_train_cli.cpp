@@ -289,6 +289,12 @@ TEST_CASE("--precision bf16: train, eval and bench run it and say how, the run r
                     "--warmup 0 --repeat 1 --threads 1 --quant 4 --json --precision bf16");
   REQUIRE_MESSAGE(bj.code == 0, bj.out);
   CHECK(nlohmann::json::parse(bj.out.substr(bj.out.rfind('{'))).at("precision") == "bf16");
+  // A resumed run reads its precision back from config.toml and says so again.
+  REQUIRE(run_qil(a + tmp / "r" + " --precision bf16 --stop-after-steps 5").code == 0);
+  auto r = run_qil("train --resume " + tmp / "r");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE((r.out.find("exact emulation") != std::string::npos ||
+                 r.out.find("native bf16 kernels") != std::string::npos), r.out);
   expect_error(a + tmp / "x" + " --precision fp16", "fp16");
   expect_error("bench --model lenet --precision f16", "f16");
 }
