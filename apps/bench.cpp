@@ -24,6 +24,7 @@
 #include "engine/optim.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
+#include "quant/qil_ops.h"
 
 namespace apps {
 
@@ -214,6 +215,7 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
   std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
+  if (st.quantized() && o.quantizer == "qil") std::printf("QIL forward kernels: %s\n", quant::qil_kernel_isa());
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
     std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "

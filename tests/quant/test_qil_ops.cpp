@@ -1,7 +1,9 @@
 // QIL ops: transformer gradients against finite differences, the straight-through discretizer, zero gradients
 // outside the interval, hand-computed discretizer values, effective thresholds, bit-width errors,
 // accumulation into pre-filled gradients, and the signed first-layer activation rule.
+#include <cstring>
 #include <set>
+#include <string>
 
 #include "fresh_check.h"
 #include "gradcheck.h"
@@ -336,6 +338,34 @@ TEST_CASE("fresh gradient buffers: the QIL ops write every element, equal to acc
           },
           {req(magnitudes(40000, g, 0.f, 1.5f, is_signed)), req(Tensor::scalar(0.7f)), req(Tensor::scalar(0.5f))},
           is_signed ? "qil_activation (signed)" : "qil_activation");
+  }
+}
+
+TEST_CASE("the AVX2 forward kernels give the baseline's bits, every variant (where the CPU has AVX2)") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(73);
+  // Odd length: the vector loops' remainders run too. Pruned, inside and clipped elements, both signs.
+  const Tensor w = magnitudes(40001, g, 0.f, 1.4f, true), x = magnitudes(40001, g, 0.f, 1.6f, false);
+  const Tensor c = Tensor::scalar(0.6f), d = Tensor::scalar(0.4f), gamma = Tensor::scalar(1.3f);
+  const Tensor one = Tensor::scalar(1.f);
+  auto outputs = [&] {
+    engine::NoGradGuard ng;
+    return std::vector<Tensor>{qil_weight(w, c, d, gamma, 3), qil_weight(w, c, d, one, 5),
+                               qil_weight_transform(w, c, d, gamma), qil_weight_transform(w, c, d, one),
+                               qil_activation(x, c, d, 4), qil_activation_transform(x, c, d),
+                               qil_activation(w, c, d, 4, true), qil_activation_transform(w, c, d, true)};
+  };
+  const std::vector<Tensor> wide = outputs();
+  set_qil_baseline_kernels(true);
+  CHECK(std::string(qil_kernel_isa()) == "baseline (sse2)");
+  const std::vector<Tensor> base = outputs();
+  set_qil_baseline_kernels(false);
+  for (size_t k = 0; k < wide.size(); ++k) {
+    CAPTURE(k);
+    CHECK(std::memcmp(wide[k].data(), base[k].data(), wide[k].nbytes()) == 0);
   }
 }
 
