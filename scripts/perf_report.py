@@ -135,6 +135,8 @@ def summary(r):
     return {
         "qil": med([x["img_s"] for x in q]), "torch": med([x["img_s"] for x in t]),
         "ratio": med([x["img_s"] / y["img_s"] for x, y in zip(q, t)]),
+        "ratio_lo": min(x["img_s"] / y["img_s"] for x, y in zip(q, t)),
+        "ratio_hi": max(x["img_s"] / y["img_s"] for x, y in zip(q, t)),
         "gflops": med([x["gflops"] for x in q]), "peak_pct": med([x["peak_pct"] for x in q]),
         "rss_q": med([x["rss_mib"] for x in q]), "rss_t": med([x["rss_mib"] for x in t]),
     }
@@ -192,12 +194,13 @@ def section(meta, rows):
          "each; qil / PyTorch is the median of the per-pair ratios, images/s and peak memory the medians of each "
          "side. Peak memory is the process's resident high-water mark (ru_maxrss); PyTorch's includes the Python "
          "interpreter and its libraries. GFLOP/s counts convolutions and linear layers only.", "",
-         "| configuration | qil img/s | PyTorch img/s | qil / PyTorch | qil GFLOP/s | % of FMA peak | "
+         "| configuration | qil img/s | PyTorch img/s | qil / PyTorch | per-pair range | qil GFLOP/s | % of FMA peak | "
          "qil peak MiB | PyTorch peak MiB |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|"]
+         "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         s = summary(r)
-        L.append(f"| {r['name']} | {s['qil']:.2f} | {s['torch']:.2f} | **{s['ratio']:.2f}** | {s['gflops']:.1f} | "
+        L.append(f"| {r['name']} | {s['qil']:.2f} | {s['torch']:.2f} | **{s['ratio']:.2f}** | "
+                 f"{s['ratio_lo']:.2f}–{s['ratio_hi']:.2f} | {s['gflops']:.1f} | "
                  f"{s['peak_pct']:.1f} | {s['rss_q']:.0f} | {s['rss_t']:.0f} |")
     L += ["", "Targets (docs/performance.md, \"Targets\"):", ""] + verdicts(rows)
     if not native_bf16(meta["simd"]):
