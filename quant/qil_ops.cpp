@@ -17,6 +17,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -215,6 +216,49 @@ void unsigned_forward_base(const float* xp, float* yp, int64_t b, int64_t e, con
   else unsigned_forward<false>(xp, yp, b, e, iv, qf);
 }
 
+// Unsigned backward on [b, e): dx (when given) gets t = gy·∂x̂/∂x, written when kFresh, else added; returns Σ t and
+// Σ t·(x − c). The sums run in float over blocks of kSumBlock elements (float lanes: twice the width of double
+// ones) and in double across blocks, so their rounding stays that of a kSumBlock-term float sum.
+struct ChunkSums {
+  double t = 0.0, tx = 0.0;
+};
+constexpr int64_t kSumBlock = 1024;
+template <bool kNeedX, bool kFresh>
+__attribute__((always_inline)) inline ChunkSums unsigned_backward(const float* xv, const float* gyp, float* dx,
+                                                                  int64_t b, int64_t e, const Interval iv) {
+  const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
+  ChunkSums out;
+  for (int64_t s = b; s < e; s += kSumBlock) {
+    const int64_t end = std::min(e, s + kSumBlock);
+    float st = 0.f, stx = 0.f;
+#pragma omp simd reduction(+ : st, stx)
+    for (int64_t i = s; i < end; ++i) {
+      const float v = xv[i];
+      const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
+      const float t = inside * gyp[i] * inv2d;                                         // gy·∂x̂/∂x
+      if (kNeedX) dx[i] = kFresh ? t : dx[i] + t;
+      st += t;
+      stx += t * (v - c);
+    }
+    out.t += st;
+    out.tx += stx;
+  }
+  return out;
+}
+#define QIL_UNSIGNED_BACKWARD_BODY                                   \
+  if (!dx) return unsigned_backward<false, false>(xv, gyp, dx, b, e, iv); \
+  if (fresh) return unsigned_backward<true, true>(xv, gyp, dx, b, e, iv); \
+  return unsigned_backward<true, false>(xv, gyp, dx, b, e, iv);
+QIL_AVX2 ChunkSums unsigned_backward_avx2(const float* xv, const float* gyp, float* dx, int64_t b, int64_t e,
+                                          const Interval iv, bool fresh) {
+  QIL_UNSIGNED_BACKWARD_BODY
+}
+ChunkSums unsigned_backward_base(const float* xv, const float* gyp, float* dx, int64_t b, int64_t e,
+                                 const Interval iv, bool fresh) {
+  QIL_UNSIGNED_BACKWARD_BODY
+}
+#undef QIL_UNSIGNED_BACKWARD_BODY
+
 // The levels k = round(x̂·q) of unsigned_forward<true> (T = uint8_t) or of symmetric_forward<true, true>
 // (T = int8_t, sign(x)·k): the same float operations, so the same k; written as integers.
 template <class T>
@@ -296,25 +340,16 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
     const float* xv = xs.data();
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;
     const int64_t n = xs.numel();
-    const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
-    const auto [gc, gd] = dispatch(dx != nullptr, [&](auto need_x) {
-      return dispatch(dx != nullptr && fresh[0], [&](auto fr) {
-        constexpr bool kNeedX = decltype(need_x)::value, kFresh = decltype(fr)::value;
-        double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
-#pragma omp parallel for simd reduction(+ : gc, gd) if (n > kParallelMin)
-        for (int64_t i = 0; i < n; ++i) {
-          const float v = xv[i];
-          const float inside = static_cast<float>(v >= lo) * static_cast<float>(v <= hi);  // 0/1 mask
-          const float t = inside * gyp[i] * inv2d;  // gy·∂x̂/∂x
-          if (kNeedX) dx[i] = kFresh ? t : dx[i] + t;
-          gc -= t;
-          gd += t * (v - c);
-        }
-        return std::pair<double, double>(gc, -gd / iv.d);
-      });
+    const auto kernel = use_avx2() ? unsigned_backward_avx2 : unsigned_backward_base;
+    // Each thread's sums, added in thread order: the same result for the same thread count.
+    std::vector<ChunkSums> part(static_cast<size_t>(omp_get_max_threads()));
+    split_range(n, [&](int64_t b, int64_t e) {
+      part[static_cast<size_t>(omp_get_thread_num())] = kernel(xv, gyp, dx, b, e, iv, dx != nullptr && fresh[0]);
     });
+    double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
+    for (const ChunkSums& p : part) gc -= p.t, gd += p.tx;
     put_scalar(gx[1], fresh[1], gc);
-    put_scalar(gx[2], fresh[2], gd);
+    put_scalar(gx[2], fresh[2], -gd / iv.d);
   });
 }
 

@@ -369,6 +369,30 @@ TEST_CASE("the AVX2 forward kernels give the baseline's bits, every variant (whe
   }
 }
 
+TEST_CASE("qil_activation backward: the AVX2 kernel gives the baseline's dx bits and its c, d sums within rounding") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(74);
+  const Tensor x0 = magnitudes(50001, g, 0.f, 1.6f, false), gy = randn({50001}, g);
+  auto grads = [&](bool baseline) {
+    set_qil_baseline_kernels(baseline);
+    Tensor x = x0.clone().set_requires_grad(true), c = param(0.7f), d = param(0.5f);
+    qil_activation(x, c, d, 4).backward(gy);
+    set_qil_baseline_kernels(false);
+    return std::vector<Tensor>{x.grad(), c.grad(), d.grad()};
+  };
+  const auto wide = grads(false), base = grads(true);
+  CHECK(std::memcmp(wide[0].data(), base[0].data(), wide[0].nbytes()) == 0);  // elementwise: the same bits
+  // The sums: blocks of float lanes (8 or 4 wide) added in double; the two orders differ by float rounding only.
+  for (int k : {1, 2}) {
+    CAPTURE(k);
+    CHECK(wide[k].item() == doctest::Approx(base[k].item()).epsilon(1e-5));
+    CHECK(std::fabs(base[k].item()) > 1.f);  // a sum of many terms, not a cancellation to nothing
+  }
+}
+
 TEST_CASE("a weight exactly at the pruning edge gets a finite gradient (the u floor)") {
   // c = d: the interval starts at 0, so w = 0 sits at u = 0 where u^(γ-1) and ln u are infinite.
   Tensor w = Tensor::from_vector({0.f, 0.f}, {2}).set_requires_grad(true);
