@@ -28,6 +28,11 @@ auto dispatch(bool b, F&& f) {
   return b ? f(std::true_type{}) : f(std::false_type{});
 }
 
+// Backward reductions (Σ over a tensor, for a scalar parameter's gradient) sum in float lanes over blocks of this many
+// elements and add the block sums in double: twice the lanes of a per-element double sum, with the rounding of a
+// 1024-term float sum.
+constexpr int64_t kSumBlock = 1024;
+
 // A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh: it holds no gradient
 // yet), else added.
 inline void put_scalar(engine::Tensor& g, bool fresh, double v) {

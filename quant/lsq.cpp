@@ -40,21 +40,28 @@ inline float round_half_away(float r) {
 }
 
 // One backward pass: dv += ∂L/∂v where dv is given (dv = ∂L/∂v when kFresh: the buffer holds nothing yet), and
-// the returned ∂L/∂s. Plain arguments (no lambda
-// captures, which GCC reads through memory on every iteration) so that the loop and its reduction vectorize.
+// the returned ∂L/∂s, summed in float over blocks of kSumBlock and in double across them. Plain arguments (no
+// lambda captures, which GCC reads through memory on every iteration) so that the loop and its reduction vectorize.
 template <bool kRound, bool kNeedV, bool kFresh>
 double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float inv_s, float qn, float qp) {
   double gs = 0.0;
-#pragma omp parallel for simd reduction(+ : gs) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = v[i] * inv_s;
-    const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
-    const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
-    if (kNeedV) dv[i] = kFresh ? inside * gy[i] : dv[i] + inside * gy[i];
-    // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
-    const float rc = r < -qn ? -qn : (r > qp ? qp : r);  // inside, rc = r; clamped so the rounding is defined
-    const float ds = inside * (kRound ? round_half_away(rc) - rc : 0.f) - below * qn + above * qp;
-    gs += static_cast<double>(gy[i]) * ds;
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+#pragma omp parallel for reduction(+ : gs) schedule(static) if (n > kParallelMin)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b = k * kSumBlock, e = std::min(n, b + kSumBlock);
+    float bs = 0.f;
+#pragma omp simd reduction(+ : bs)
+    for (int64_t i = b; i < e; ++i) {
+      const float r = v[i] * inv_s;
+      const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
+      const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
+      if (kNeedV) dv[i] = kFresh ? inside * gy[i] : dv[i] + inside * gy[i];
+      // ∂v̄/∂s: round(r) − r inside (the STE's), −Q_N / Q_P clipped; the surrogate has no rounding term.
+      const float rc = r < -qn ? -qn : (r > qp ? qp : r);  // inside, rc = r; clamped so the rounding is defined
+      const float ds = inside * (kRound ? round_half_away(rc) - rc : 0.f) - below * qn + above * qp;
+      bs += gy[i] * ds;
+    }
+    gs += bs;
   }
   return gs;
 }

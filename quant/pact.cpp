@@ -47,20 +47,28 @@ void pact_forward(const float* xp, float* yp, int64_t n, float a, float qf) {
   }
 }
 
-// Backward, the same for the rounded op and the surrogate (the STE): dx += g (dx = g into a fresh buffer) where 0 <= x < α (|x| < α when
-// signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where x >= α (|x| >= α).
+// Backward, the same for the rounded op and the surrogate (the STE): dx += g (dx = g into a fresh buffer) where
+// 0 <= x < α (|x| < α when signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where x >= α
+// (|x| >= α), summed in float over blocks of kSumBlock and in double across them.
 template <bool kSigned, bool kNeedX, bool kFresh>
 double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, float a) {
   double ga = 0.0;
-#pragma omp parallel for simd reduction(+ : ga) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = xv[i];
-    const float m = kSigned ? std::fabs(v) : v;
-    const float above = static_cast<float>(m >= a);  // 0/1 masks keep the reduction vectorized
-    const float inside = kSigned ? 1.f - above : static_cast<float>(v >= 0.f) - above;
-    if (kNeedX) dx[i] = kFresh ? inside * gyp[i] : dx[i] + inside * gyp[i];
-    const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
-    ga += static_cast<double>(gyp[i]) * (above * s);
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+#pragma omp parallel for reduction(+ : ga) schedule(static) if (n > kParallelMin)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b = k * kSumBlock, e = std::min(n, b + kSumBlock);
+    float bs = 0.f;
+#pragma omp simd reduction(+ : bs)
+    for (int64_t i = b; i < e; ++i) {
+      const float v = xv[i];
+      const float m = kSigned ? std::fabs(v) : v;
+      const float above = static_cast<float>(m >= a);  // 0/1 masks keep the reduction vectorized
+      const float inside = kSigned ? 1.f - above : static_cast<float>(v >= 0.f) - above;
+      if (kNeedX) dx[i] = kFresh ? inside * gyp[i] : dx[i] + inside * gyp[i];
+      const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
+      bs += gyp[i] * (above * s);
+    }
+    ga += bs;
   }
   return ga;
 }
