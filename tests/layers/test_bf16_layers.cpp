@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "train_fixtures.h"
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -32,13 +33,6 @@ Tensor levels_f32(const quant::Quantizer& q, const Tensor& v) {
   for (int64_t i = 0; i < k.numel(); ++i)
     out.data()[i] = k.dtype() == engine::DType::s8 ? k.data<int8_t>()[i] : k.data<uint8_t>()[i];
   return out;
-}
-
-void calibrate_on(Module& layer, const Tensor& x) {
-  calibrate(layer, 1, [&, n = 0](Tensor& in) mutable {
-    in = x;
-    return n++ < 1;
-  });
 }
 
 // The layer under bf16 against (1) the f32 op of its levels, scaled as the layer scales, bit for bit, and (2) the
@@ -66,6 +60,24 @@ void check_layer(QuantizableModule& layer, const Tensor& x, const Tensor& bias, 
   qiltest::check_close(ybf, y32, 1e-5f, static_cast<float>(1e-5 * ymax), what + ": bf16 vs f32 layer");
 }
 
+// Post-ReLU inputs: max(0, N(0, 1.5²)).
+Tensor relu_input(const engine::Shape& s, Generator& g) {
+  Tensor x = randn(s, g, 1.5f);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);
+  return x;
+}
+
+// 8 -> 16 channels, 3x3, padding 1.
+Conv2dOptions conv3x3(bool bias) {
+  Conv2dOptions co;
+  co.in_channels = 8;
+  co.out_channels = 16;
+  co.kernel = 3;
+  co.padding = 1;
+  co.bias = bias;
+  return co;
+}
+
 double rel_diff(const Tensor& a, const Tensor& b) {
   const std::vector<float> va = a.to_vector(), vb = b.to_vector();
   double num = 0, den = 0;
@@ -87,18 +99,11 @@ TEST_CASE("bf16 quantized layers: the f32 op of the integer levels, bit for bit,
       LayerQuantSpec spec;
       spec.wbits = spec.abits = bits;
       spec.quantizer = kind;
-      Tensor x = randn({2, 8, 7, 7}, g, 1.5f);
-      for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);
-      Conv2dOptions co;
-      co.in_channels = 8;
-      co.out_channels = 16;
-      co.kernel = 3;
-      co.padding = 1;
-      co.bias = true;
-      Conv2d conv(co, g);
+      const Tensor x = relu_input({2, 8, 7, 7}, g);
+      Conv2d conv(conv3x3(true), g);
       for (int64_t i = 0; i < 16; ++i) conv.bias().data()[i] = 0.05f * static_cast<float>(i) - 0.3f;
       conv.set_quant(spec);
-      calibrate_on(conv, x);
+      qiltest::calibrate_once(conv, x);
       engine::ops::Conv2dGeom geom;
       geom.pad_h = geom.pad_w = 1;
       check_layer(conv, x, conv.bias(), [&](const Tensor& a, const Tensor& w) {
@@ -108,7 +113,7 @@ TEST_CASE("bf16 quantized layers: the f32 op of the integer levels, bit for bit,
       const Tensor xf = engine::ops::flatten(x);
       Linear fc(xf.size(1), 10, true, g);
       fc.set_quant(spec);
-      calibrate_on(fc, xf);
+      qiltest::calibrate_once(fc, xf);
       check_layer(fc, xf, fc.bias(), [](const Tensor& a, const Tensor& w) { return engine::ops::linear(a, w, Tensor()); },
                   what + " linear");
     }
@@ -119,16 +124,10 @@ TEST_CASE("bf16 quantized layers: gradients within bf16 rounding of the f32 laye
   Generator g(42);
   LayerQuantSpec spec;
   spec.wbits = spec.abits = 3;
-  Tensor x0 = randn({4, 8, 6, 6}, g, 1.5f);
-  for (int64_t i = 0; i < x0.numel(); ++i) x0.data()[i] = std::max(0.f, x0.data()[i]);
-  Conv2dOptions co;
-  co.in_channels = 8;
-  co.out_channels = 16;
-  co.kernel = 3;
-  co.padding = 1;
-  Conv2d conv(co, g);
+  const Tensor x0 = relu_input({4, 8, 6, 6}, g);
+  Conv2d conv(conv3x3(false), g);
   conv.set_quant(spec);
-  calibrate_on(conv, x0);
+  qiltest::calibrate_once(conv, x0);
   const Tensor gy = randn({4, 16, 6, 6}, g);
   auto grads = [&](bool bf16) {
     engine::ops::set_precision(bf16 ? engine::ops::Precision::bf16 : engine::ops::Precision::f32);

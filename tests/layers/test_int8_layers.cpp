@@ -13,6 +13,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "train_fixtures.h"
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -29,14 +30,6 @@ Tensor abs_of(const Tensor& t) {
   Tensor a = t.plain().clone();
   for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = std::fabs(a.data()[i]);
   return a;
-}
-
-// Calibrates the layer's quantizers and output scale on x (one batch).
-void calibrate_on(Module& layer, const Tensor& x) {
-  calibrate(layer, 1, [&, n = 0](Tensor& in) mutable {
-    in = x;
-    return n++ < 1;
-  });
 }
 
 // The layer's output in f32 (fake-quantized) and in int8, and the bound between them, element by element.
@@ -105,7 +98,7 @@ TEST_CASE("int8 layers: Conv2d and Linear equal the fake-quantized layer within 
       Conv2d conv(co, g);
       for (int64_t i = 0; i < conv.bias().numel(); ++i) conv.bias().data()[i] = 0.1f * static_cast<float>(i) - 0.5f;
       conv.set_quant(spec);
-      calibrate_on(conv, x);
+      qiltest::calibrate_once(conv, x);
       engine::ops::Conv2dGeom geom;
       geom.stride_h = geom.stride_w = 2;
       geom.pad_h = geom.pad_w = 1;
@@ -116,7 +109,7 @@ TEST_CASE("int8 layers: Conv2d and Linear equal the fake-quantized layer within 
       const Tensor xf = engine::ops::flatten(x);  // (3, 648)
       Linear fc(xf.size(1), 10, true, g);
       fc.set_quant(spec);
-      calibrate_on(fc, xf);
+      qiltest::calibrate_once(fc, xf);
       check_int8_layer(fc, xf, xf.size(1), [](const Tensor& a, const Tensor& w) {
         return engine::ops::linear(a, w, Tensor());
       }, what + " linear");
@@ -140,7 +133,7 @@ TEST_CASE("int8 layers: one side quantized stays f32, unchanged, and the network
   aonly->set_quant({32, 4});
   Tensor x = randn({2, 4, 6, 6}, g);
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::fabs(x.data()[i]);
-  calibrate_on(net, x);
+  qiltest::calibrate_once(net, x);
   engine::NoGradGuard ng;
   const std::vector<float> wy = wonly->forward(x).to_vector(), ay = aonly->forward(x).to_vector();
   const Int8Layers on = set_int8_inference(net, true);
@@ -168,7 +161,7 @@ TEST_CASE("int8 layers: 8-bit DoReFa weights are refused naming the layer, and g
   wide->set_quant(spec);
   Tensor x = randn({2, 4, 8, 8}, g);
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::fabs(x.data()[i]);
-  calibrate_on(net, x);
+  qiltest::calibrate_once(net, x);
   CHECK_THROWS_WITH_AS(set_int8_inference(net, true),
                        doctest::Contains("integer inference: layer 'wide': dorefa_weight: 8-bit levels span "
                                          "[-255, 255] and do not fit int8"),

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "gradcheck.h"
+#include "train_fixtures.h"
 
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -44,13 +45,6 @@ Tensor grid_input() {
   return x;
 }
 
-void calibrate_on(Module& m, const Tensor& x) {
-  calibrate(m, 1, [&, n = 0](Tensor& b) mutable {
-    b = x;
-    return n++ < 1;
-  });
-}
-
 // The least-squares scale fitted without regard to the bias, as the fit once did: ⟨y_fp, y_q⟩/⟨y_q, y_q⟩ with
 // both outputs including b. Used only to show that the fixture tells the two fits apart.
 double bias_blind_scale(Linear& lin, const Tensor& x) {
@@ -72,7 +66,7 @@ TEST_CASE("the output-scale fit leaves the bias out: s = <y_fp - b, z> / <z, z>"
   auto lin = grid_linear(10.f);  // a bias far larger than the outputs, a true scale far from 1
   const Tensor x = grid_input();
   lin->set_quant(LayerQuantSpec{3, 2});
-  calibrate_on(*lin, x);
+  qiltest::calibrate_once(*lin, x);
   REQUIRE(lin->act_quantizer()->parameter("c").item() == doctest::Approx(1.5f));  // interval [0, 3]
   REQUIRE(lin->weight_quantizer()->parameter("c").item() == doctest::Approx(0.3f));  // interval [0, 0.6]
   CHECK(lin->out_scale().item() == doctest::Approx(1.8).epsilon(1e-5));
@@ -91,19 +85,19 @@ TEST_CASE("a stage that adds a quantizer to a layer refits its output scale") {
   auto lin = grid_linear(0.5f);
   const Tensor x = grid_input();
   lin->set_quant(LayerQuantSpec{32, 2});  // w32a2: activations only, x = 3·x̄
-  calibrate_on(*lin, x);
+  qiltest::calibrate_once(*lin, x);
   CHECK(lin->out_scale().item() == doctest::Approx(3.0).epsilon(1e-5));
   const float c_x = lin->act_quantizer()->parameter("c").item();
   lin->set_quant(LayerQuantSpec{3, 2});  // w3a2: the weights join, x·wᵀ = 1.8·x̄·w̄ᵀ
   CHECK_FALSE(lin->scale_fitted());
-  calibrate_on(*lin, x);
+  qiltest::calibrate_once(*lin, x);
   CHECK(lin->out_scale().item() == doctest::Approx(1.8).epsilon(1e-5));
   CHECK(lin->act_quantizer()->parameter("c").item() == c_x);  // the existing interval is kept
   // A change of width alone (3 -> 2 bits) keeps the scale it has: the stage starts from the previous one.
   lin->out_scale().data()[0] = 1.7f;
   lin->set_quant(LayerQuantSpec{2, 2});
   CHECK(lin->scale_fitted());
-  calibrate_on(*lin, x);
+  qiltest::calibrate_once(*lin, x);
   CHECK(lin->out_scale().item() == 1.7f);
 }
 
@@ -168,7 +162,7 @@ TEST_CASE("--recalibrate-weights: a new weight width calibrates the weight inter
   auto run = [](bool recalibrate, quant::WeightCalib calib) {
     auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
     const Tensor x = lenet_input();
-    auto calib_on_x = [&] { calibrate_on(*m, x); };
+    auto calib_on_x = [&] { qiltest::calibrate_once(*m, x); };
     QuantPlan plan;
     plan.wbits = plan.abits = 3;
     plan.weight_calib = calib;
@@ -215,7 +209,7 @@ TEST_CASE("--recalibrate-activations: a new activation width calibrates the acti
     CAPTURE(recalibrate);
     auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
     const Tensor x = lenet_input();
-    auto calib_on_x = [&] { calibrate_on(*m, x); };
+    auto calib_on_x = [&] { qiltest::calibrate_once(*m, x); };
     QuantPlan plan;
     plan.wbits = plan.abits = 3;
     plan.act_calib = quant::ActCalib::mse;
@@ -254,7 +248,7 @@ TEST_CASE("--recalibrate-activations: a new activation width calibrates the acti
 TEST_CASE("gradient balancing: relative multiplies c and d by d², out_scale by its square, none leaves them") {
   auto lin = grid_linear(0.f);
   lin->set_quant(LayerQuantSpec{3, 2});
-  calibrate_on(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8
+  qiltest::calibrate_once(*lin, grid_input());  // weights c = d = 0.3, activations c = d = 1.5, scale 1.8
   auto* wq = lin->weight_quantizer();
   auto* aq = lin->act_quantizer();
   std::vector<Tensor> ps{wq->parameter("c"), wq->parameter("d"), wq->parameter("gamma"),

@@ -13,6 +13,14 @@ struct Batch {
   engine::Tensor x, y;  // x: (N, 1, 28, 28); y: (N) s32
 };
 
+// Calibrates m's quantizers and output scales on the one batch x (layers::calibrate over a single batch).
+inline void calibrate_once(layers::Module& m, const engine::Tensor& x) {
+  layers::calibrate(m, 1, [&, n = 0](engine::Tensor& b) mutable {
+    b = x;
+    return n++ < 1;
+  });
+}
+
 inline Batch random_batch(int64_t n, int64_t classes, uint64_t seed) {
   engine::Generator g(seed);
   Batch b{randn({n, 1, 28, 28}, g), engine::Tensor::empty({n}, engine::DType::s32)};
