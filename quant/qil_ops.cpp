@@ -1,7 +1,8 @@
 // QIL weight and activation quantizer ops: forward and backward each one OpenMP pass over the tensor.
 // Backward recomputes each element's region (pruned / inside / clipped) from the saved input and the scalars
-// captured at forward time, so nothing but the input is kept. Scalar gradients reduce in double and
-// accumulate (+=) like every other gradient.
+// captured at forward time, so nothing but the input is kept. Gradients are written into fresh buffers
+// (engine::record_fresh) and added to the others; scalar gradients reduce in double (the activation's over float
+// block sums, kSumBlock).
 #include "quant/qil_ops.h"
 
 // Floating-point exceptions are never enabled in qil. Without this GCC refuses to turn a comparison-driven
@@ -222,7 +223,6 @@ void unsigned_forward_base(const float* xp, float* yp, int64_t b, int64_t e, con
 struct ChunkSums {
   double t = 0.0, tx = 0.0;
 };
-constexpr int64_t kSumBlock = 1024;
 template <bool kNeedX, bool kFresh>
 __attribute__((always_inline)) inline ChunkSums unsigned_backward(const float* xv, const float* gyp, float* dx,
                                                                   int64_t b, int64_t e, const Interval iv) {
