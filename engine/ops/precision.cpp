@@ -36,8 +36,8 @@ Precision parse_precision(const std::string& s) {
   return Precision::f32;
 }
 
-// oneDNN 2.6 runs bf16 convolutions on avx512_core and up, but below AVX512_BF16 it converts in software and
-// is slower than its own f32: only the CPUs with the bf16 dot-product instructions count as native.
+// oneDNN 2.6 runs bf16 convolutions on avx512_core and up, but below AVX512_BF16 it emulates the bf16
+// dot-product instructions in software: only the CPUs that have them count as native.
 bool bf16_native() {
   static const bool native = [] {
     const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
