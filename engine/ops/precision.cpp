@@ -2,10 +2,9 @@
 // the emulation uses, and add_bias, which quantized layers under bf16 apply after their f32 rescale.
 #include <cstring>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/ops/dnnl_common.h"
 
 namespace engine::ops {
 
