@@ -24,7 +24,6 @@
 #include "engine/optim.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
-#include "quant/qil_ops.h"
 
 namespace apps {
 
@@ -124,7 +123,16 @@ struct StepBench {
   double gflop_per_img = 0;  // convolution and linear FLOPs of one image's step (step_gflop)
   training::StepTimes times;
   size_t buckets = 0, buckets_in_backward = 0;  // --allreduce overlap under mpirun
+  std::string kernel_isa;  // what the quantizers' own kernels picked at run time ("" when none picks)
 };
+
+// The instruction set the model's quantizers chose for their own kernels (quant::Quantizer::kernel_isa), or "".
+std::string quantizer_kernel_isa(layers::Module& model) {
+  for (auto& [name, l] : layers::quantizable_layers(model))
+    for (const quant::Quantizer* q : {l->active_weight_quantizer(), l->active_act_quantizer()})
+      if (q && q->kernel_isa()) return q->kernel_isa();
+  return "";
+}
 
 StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& st, const SyntheticBatch& b) {
   std::vector<Tensor> params;
@@ -215,7 +223,7 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
   std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
-  if (st.quantized() && o.quantizer == "qil") std::printf("QIL forward kernels: %s\n", quant::qil_kernel_isa());
+  if (!r.kernel_isa.empty()) std::printf("QIL forward kernels: %s\n", r.kernel_isa.c_str());
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
     std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "
@@ -304,6 +312,7 @@ int run_bench(const BenchOptions& o) {
   const double gflop_per_img = step_gflop(*model, o);  // a batch-1 forward: before the timing and the profile
   StepBench r = time_steps(o, *model, st, b);
   r.gflop_per_img = gflop_per_img;
+  r.kernel_isa = quantizer_kernel_isa(*model);
   if (engine::dist::rank() != 0) return 0;  // rank 0 reports
   if (o.profile) print_profile(r.total_s, o.steps * o.repeat);
   print_steps(o, st, r);

@@ -224,6 +224,8 @@ std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
 QilQuantizerBase::QilQuantizerBase(int bits)
     : bits_(bits), c_(learnable_scalar(0.5f)), d_(learnable_scalar(0.5f)) {}
 
+const char* QilQuantizerBase::kernel_isa() const { return qil_kernel_isa(); }
+
 void QilQuantizerBase::set_calibrated(bool calibrated) {
   calibrated_ = calibrated;
   if (!calibrated) reference_width_ = 0.0;

@@ -108,6 +108,9 @@ class Quantizer {
 
   virtual QuantStats stats() const = 0;                 // parameters and thresholds only
   virtual QuantStats stats(const Tensor& v) const = 0;  // plus fractions and levels over v
+  // The instruction set the kind's own kernels picked at run time ("avx2", "baseline (sse2)"), or null for a kind
+  // whose kernels are built for one (qil_ops.h: qil_kernel_isa).
+  virtual const char* kernel_isa() const { return nullptr; }
 };
 
 // Shared state of the QIL quantizers: bits, c, d, calibration bookkeeping.
@@ -126,6 +129,7 @@ class QilQuantizerBase : public Quantizer {
   // true: keep the current c, d; d_min is taken from the current width 2d unless already known.
   // false: forget the interval; the next observe()/finish_calibration() recalibrate.
   void set_calibrated(bool calibrated) override;
+  const char* kernel_isa() const override;
 
   // Lower bound on d enforced by project(): kDMinFraction × the interval width 2d at calibration (0 before).
   double d_min() const { return kDMinFraction * reference_width_; }

@@ -35,6 +35,11 @@ inline CmdResult run_qil(const std::string& args) {
   return r;
 }
 
+// Whether qil's output says how --precision bf16 runs: the emulation (no native bf16) or oneDNN's bf16 kernels.
+inline bool says_how_bf16_runs(const std::string& out) {
+  return out.find("exact emulation") != std::string::npos || out.find("native bf16 kernels") != std::string::npos;
+}
+
 struct ScratchDir {
   std::filesystem::path path;
   ScratchDir() {

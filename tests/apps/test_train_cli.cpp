@@ -264,8 +264,7 @@ TEST_CASE("--precision bf16: train, eval and bench run it and say how, the run r
   REQUIRE_MESSAGE(f.code == 0, f.out);
   REQUIRE_MESSAGE(b.code == 0, b.out);
   // It says whether the CPU runs bf16 natively or the emulation runs, never silently.
-  CHECK_MESSAGE((b.out.find("exact emulation") != std::string::npos ||
-                 b.out.find("native bf16 kernels") != std::string::npos), b.out);
+  CHECK_MESSAGE(qiltest::says_how_bf16_runs(b.out), b.out);
   CHECK(f.out.find("bf16") == std::string::npos);
   {  // the run's config keeps it, so a resumed run goes on in bf16
     std::ifstream cf(tmp / "b/config.toml");
@@ -293,8 +292,7 @@ TEST_CASE("--precision bf16: train, eval and bench run it and say how, the run r
   REQUIRE(run_qil(a + tmp / "r" + " --precision bf16 --stop-after-steps 5").code == 0);
   auto r = run_qil("train --resume " + tmp / "r");
   REQUIRE_MESSAGE(r.code == 0, r.out);
-  CHECK_MESSAGE((r.out.find("exact emulation") != std::string::npos ||
-                 r.out.find("native bf16 kernels") != std::string::npos), r.out);
+  CHECK_MESSAGE(qiltest::says_how_bf16_runs(r.out), r.out);
   expect_error(a + tmp / "x" + " --precision fp16", "fp16");
   expect_error("bench --model lenet --precision f16", "f16");
 }
