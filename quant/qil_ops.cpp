@@ -132,44 +132,76 @@ __attribute__((always_inline)) inline void symmetric_forward(const float* wp, fl
   }
 }
 
-// Symmetric backward: writes (kFresh: the buffer holds no gradient yet) or adds gy·∂ŵ/∂w into dw (if given) and
-// returns Σ gy·∂ŵ/∂{c, d, γ} in double.
-// Inside the interval, with dh = γ·u^(γ−1): ∂ŵ/∂w = dh/(2d), ∂ŵ/∂c = −s·dh/(2d),
+// Symmetric backward on [b, e): writes (kFresh: the buffer holds no gradient yet) or adds gy·∂ŵ/∂w into dw (if
+// given) and returns Σ s·t, Σ s·t·(|w| − c) and Σ gy·s·u^γ·ln u, where t = gy·∂ŵ/∂w; the caller turns them into
+// the gradients to c, d and γ. Inside the interval, with dh = γ·u^(γ−1): ∂ŵ/∂w = dh/(2d), ∂ŵ/∂c = −s·dh/(2d),
 // ∂ŵ/∂d = −s·dh·(|w| − c)/(2d²), ∂ŵ/∂γ = s·u^γ·ln u; u floored at kQilUFloor inside ln u and u^(γ−1).
+// The sums run in float over blocks of kSumBlock elements and in double across blocks, like unsigned_backward's.
 struct ScalarGrads {
   double c = 0.0, d = 0.0, g = 0.0;
 };
 template <bool kUnitGamma, bool kNeedGamma, bool kNeedW, bool kFresh>
-ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw, int64_t n, const Interval iv,
-                               float g) {
+__attribute__((always_inline)) inline ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw,
+                                                                     int64_t b, int64_t e, const Interval iv,
+                                                                     float g) {
   const float c = iv.c, lo = iv.lo, hi = iv.hi, inv2d = iv.inv2d;
-  double gc = 0.0, gd = 0.0, gg = 0.0;  // gd: Σ s·t·(|w| − c), scaled by −1/d below
-#pragma omp parallel for simd reduction(+ : gc, gd, gg) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(wv[i]);
-    const float s = 1.f - 2.f * static_cast<float>(wv[i] < 0.f);
-    // Pruned or clipped: ŵ is constant there, every gradient 0. A 0/1 float mask rather than a select keeps
-    // this reduction loop vectorized.
-    const float inside = static_cast<float>(a >= lo) * static_cast<float>(a <= hi);
-    const float u = u_of(a, c, inv2d);
-    float dh = 1.f, ph = u, lf = 0.f;
-    if (!kUnitGamma || kNeedGamma) {
-      const float lu = log_unit(u);
-      lf = lu < kLnUFloor ? kLnUFloor : lu;  // ln max(u, floor)
-      if (!kUnitGamma) {
-        dh = g * fast_exp((g - 1.f) * lf);
-        ph = fast_exp(g * lu) * static_cast<float>(u > 0.f);
+  ScalarGrads out;
+  for (int64_t blk = b; blk < e; blk += kSumBlock) {
+    const int64_t end = std::min(e, blk + kSumBlock);
+    float sc = 0.f, sd = 0.f, sg = 0.f;
+#pragma omp simd reduction(+ : sc, sd, sg)
+    for (int64_t i = blk; i < end; ++i) {
+      const float a = std::fabs(wv[i]);
+      const float s = 1.f - 2.f * static_cast<float>(wv[i] < 0.f);
+      // Pruned or clipped: ŵ is constant there, every gradient 0. A 0/1 float mask rather than a select keeps
+      // this reduction loop vectorized.
+      const float inside = static_cast<float>(a >= lo) * static_cast<float>(a <= hi);
+      const float u = u_of(a, c, inv2d);
+      float dh = 1.f, ph = u, lf = 0.f;
+      if (!kUnitGamma || kNeedGamma) {
+        const float lu = log_unit(u);
+        lf = lu < kLnUFloor ? kLnUFloor : lu;  // ln max(u, floor)
+        if (!kUnitGamma) {
+          dh = g * fast_exp((g - 1.f) * lf);
+          ph = fast_exp(g * lu) * static_cast<float>(u > 0.f);
+        }
       }
+      const float go = inside * gyp[i];
+      const float t = go * dh * inv2d;  // gy·∂ŵ/∂w
+      if (kNeedW) dw[i] = kFresh ? t : dw[i] + t;
+      sc += s * t;
+      sd += s * t * (a - c);
+      if (kNeedGamma) sg += go * s * ph * lf;
     }
-    const float go = inside * gyp[i];
-    const float t = go * dh * inv2d;  // gy·∂ŵ/∂w
-    if (kNeedW) dw[i] = kFresh ? t : dw[i] + t;
-    gc -= s * t;
-    gd += s * t * (a - c);
-    if (kNeedGamma) gg += go * s * ph * lf;
+    out.c += sc;
+    out.d += sd;
+    out.g += sg;
   }
-  return {gc, -gd / iv.d, gg};
+  return out;
 }
+
+// The twelve variants of symmetric_backward behind one call, for each ISA (a macro, like the forward's).
+#define QIL_SYM_BACKWARD_W(U, G)                                                    \
+  if (!dw) return symmetric_backward<U, G, false, false>(wv, gyp, dw, b, e, iv, g); \
+  if (fresh) return symmetric_backward<U, G, true, true>(wv, gyp, dw, b, e, iv, g); \
+  return symmetric_backward<U, G, true, false>(wv, gyp, dw, b, e, iv, g);
+#define QIL_SYM_BACKWARD_BODY                                        \
+  if (unit_gamma) {                                                  \
+    if (need_g) { QIL_SYM_BACKWARD_W(true, true) }                   \
+    QIL_SYM_BACKWARD_W(true, false)                                  \
+  }                                                                  \
+  if (need_g) { QIL_SYM_BACKWARD_W(false, true) }                    \
+  QIL_SYM_BACKWARD_W(false, false)
+QIL_AVX2 ScalarGrads symmetric_backward_avx2(const float* wv, const float* gyp, float* dw, int64_t b, int64_t e,
+                                             const Interval iv, float g, bool unit_gamma, bool need_g, bool fresh) {
+  QIL_SYM_BACKWARD_BODY
+}
+ScalarGrads symmetric_backward_base(const float* wv, const float* gyp, float* dw, int64_t b, int64_t e,
+                                    const Interval iv, float g, bool unit_gamma, bool need_g, bool fresh) {
+  QIL_SYM_BACKWARD_BODY
+}
+#undef QIL_SYM_BACKWARD_BODY
+#undef QIL_SYM_BACKWARD_W
 
 // The four variants of symmetric_forward behind one call, for each ISA (the same body twice: it is a macro so
 // that each copy is compiled with its own target).
@@ -303,16 +335,16 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
     float* dw = gx[0].defined() ? gx[0].data() : nullptr;
     const bool need_g = gx.size() > 3 && gx[3].defined();
     const int64_t n = ws.numel();
-    const ScalarGrads sg = dispatch(g == 1.f, [&](auto unit) {
-      return dispatch(need_g, [&](auto ng) {
-        return dispatch(dw != nullptr, [&](auto nw) {
-          return dispatch(dw != nullptr && fresh[0], [&](auto fr) {
-            return symmetric_backward<decltype(unit)::value, decltype(ng)::value, decltype(nw)::value,
-                                      decltype(fr)::value>(wv, gyp, dw, n, iv, g);
-          });
-        });
-      });
+    const auto kernel = use_avx2() ? symmetric_backward_avx2 : symmetric_backward_base;
+    // Each thread's sums, added in thread order: the same result for the same thread count.
+    std::vector<ScalarGrads> part(static_cast<size_t>(omp_get_max_threads()));
+    split_range(n, [&](int64_t b, int64_t e) {
+      part[static_cast<size_t>(omp_get_thread_num())] =
+          kernel(wv, gyp, dw, b, e, iv, g, g == 1.f, need_g, dw != nullptr && fresh[0]);
     });
+    ScalarGrads sg;  // Σ s·t -> −Σ s·t; Σ s·t·(|w| − c) -> −(…)/d
+    for (const ScalarGrads& p : part) sg.c -= p.c, sg.d += p.d, sg.g += p.g;
+    sg.d = -sg.d / iv.d;
     put_scalar(gx[1], fresh[1], sg.c);
     put_scalar(gx[2], fresh[2], sg.d);
     if (need_g) put_scalar(gx[3], fresh[3], sg.g);

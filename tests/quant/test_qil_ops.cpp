@@ -393,6 +393,39 @@ TEST_CASE("qil_activation backward: the AVX2 kernel gives the baseline's dx bits
   }
 }
 
+TEST_CASE("qil_weight and signed qil_activation backward: the AVX2 kernel gives the baseline's bits and sums") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(75);
+  const Tensor w0 = magnitudes(50001, g, 0.f, 1.4f, true), gy = randn({50001}, g);
+  // kind 0: weights, learned gamma 1.3; 1: weights, learned gamma at exactly 1 (the unit-gamma kernels with a
+  // gamma gradient); 2: signed activations (gamma fixed at 1, no gamma gradient).
+  auto grads = [&](int kind, bool baseline) {
+    set_qil_baseline_kernels(baseline);
+    Tensor w = w0.clone().set_requires_grad(true), c = param(0.6f), d = param(0.4f);
+    Tensor gm = param(kind == 0 ? 1.3f : 1.f);
+    Tensor y = kind == 2 ? qil_activation(w, c, d, 4, true) : qil_weight(w, c, d, gm, 3);
+    y.backward(gy);
+    set_qil_baseline_kernels(false);
+    std::vector<Tensor> out{w.grad(), c.grad(), d.grad()};
+    if (kind != 2) out.push_back(gm.grad());
+    return out;
+  };
+  for (int kind : {0, 1, 2}) {
+    CAPTURE(kind);
+    const auto wide = grads(kind, false), base = grads(kind, true);
+    REQUIRE(wide.size() == base.size());
+    CHECK(std::memcmp(wide[0].data(), base[0].data(), wide[0].nbytes()) == 0);  // elementwise: the same bits
+    for (size_t k = 1; k < wide.size(); ++k) {  // the sums: float lanes 8 or 4 wide, added in double
+      CAPTURE(k);
+      CHECK(wide[k].item() == doctest::Approx(base[k].item()).epsilon(1e-5));
+      CHECK(std::fabs(base[k].item()) > 1.f);  // a sum of many terms, not a cancellation to nothing
+    }
+  }
+}
+
 TEST_CASE("a weight exactly at the pruning edge gets a finite gradient (the u floor)") {
   // c = d: the interval starts at 0, so w = 0 sits at u = 0 where u^(γ-1) and ln u are infinite.
   Tensor w = Tensor::from_vector({0.f, 0.f}, {2}).set_requires_grad(true);
