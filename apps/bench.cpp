@@ -223,7 +223,7 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
   std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
-  if (!r.kernel_isa.empty()) std::printf("QIL forward kernels: %s\n", r.kernel_isa.c_str());
+  if (!r.kernel_isa.empty()) std::printf("quantizer kernels: %s\n", r.kernel_isa.c_str());
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
     std::printf("%d ranks, all-reduce %s%s: step %.1f ms per rank (forward %.1f, backward %.1f, all-reduce wait "

@@ -37,6 +37,7 @@ class DorefaWeightQuantizer : public Quantizer {
   int positive_levels() const override { return dorefa_weight_levels(bits_); }
   bool is_signed() const override { return true; }
   double level_step() const override { return 1.0 / positive_levels(); }  // k odd in [−q, q]
+  const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   NamedTensors named_parameters() const override { return {}; }
   void observe(const Tensor& /*w*/) override {}
   void finish_calibration() override {}

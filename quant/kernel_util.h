@@ -1,7 +1,10 @@
 // What the fused quantizer kernels (qil_ops.cpp, lsq.cpp, pact.cpp, dorefa.cpp) share: the size below which a
-// loop stays on one thread, the input and bit-width checks, and the run-time flag -> template argument switch.
+// loop stays on one thread, the input and bit-width checks, the run-time flag -> template argument switch, the
+// AVX2/baseline kernel pick and the per-thread split.
 // Internal to quant/; not an op.
 #pragma once
+#include <omp.h>
+
 #include <cstdint>
 #include <type_traits>
 
@@ -32,6 +35,38 @@ auto dispatch(bool b, F&& f) {
 // elements and add the block sums in double: twice the lanes of a per-element double sum, with the rounding of a
 // 1024-term float sum.
 constexpr int64_t kSumBlock = 1024;
+
+// Kernels compiled twice, for AVX2 and for the build's baseline (x86-64: SSE2), picked at run time by use_avx2()
+// (quant::qil_kernel_isa() says which; set_qil_baseline_kernels(true) forces the baseline for tests). QIL_AVX2
+// enables AVX2 without FMA, so no multiply-add is contracted and both builds give the same bits.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define QIL_HAVE_AVX2_KERNELS 1
+#define QIL_AVX2 __attribute__((target("avx2")))
+#else
+#define QIL_HAVE_AVX2_KERNELS 0
+#define QIL_AVX2
+#endif
+
+inline bool force_baseline_kernels = false;
+
+inline bool use_avx2() {
+#if QIL_HAVE_AVX2_KERNELS
+  static const bool cpu = __builtin_cpu_supports("avx2");
+  return cpu && !force_baseline_kernels;
+#else
+  return false;
+#endif
+}
+
+// Runs f(b, e) on each OpenMP thread's contiguous share of [0, n) (one thread below kParallelMin elements).
+template <class F>
+void split_range(int64_t n, F&& f) {
+#pragma omp parallel if (n > kParallelMin)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    f(n * t / nt, n * (t + 1) / nt);
+  }
+}
 
 // A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh: it holds no gradient
 // yet), else added.

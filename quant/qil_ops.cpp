@@ -75,39 +75,10 @@ inline float log_unit(float u) { return fast_log(u < 1e-30f ? 1e-30f : u); }
 // u^γ for u in [0, 1], exactly 0 at u = 0 and 1 at u = 1.
 inline float pow_unit(float u, float g) { return fast_exp(g * log_unit(u)) * static_cast<float>(u > 0.f); }
 
-// The forward kernels run on each thread's share of the elements [b, e) (split_range) and are compiled twice:
-// for AVX2 and for the build's baseline (x86-64: SSE2). use_avx2() picks one at run time (qil_kernel_isa()
-// says which). The AVX2 version is 8 floats wide instead of 4; it was measured to cut qil_activation's forward
-// by about 40% (docs/performance.md). It enables AVX2 without FMA, so no multiply-add is contracted and both
-// versions give the same bits (tests/quant/test_qil_ops.cpp compares them).
-#if defined(__GNUC__) && defined(__x86_64__)
-#define QIL_HAVE_AVX2_KERNELS 1
-#define QIL_AVX2 __attribute__((target("avx2")))
-#else
-#define QIL_HAVE_AVX2_KERNELS 0
-#define QIL_AVX2
-#endif
-
-bool g_force_baseline = false;
-
-bool use_avx2() {
-#if QIL_HAVE_AVX2_KERNELS
-  static const bool cpu = __builtin_cpu_supports("avx2");
-  return cpu && !g_force_baseline;
-#else
-  return false;
-#endif
-}
-
-// Runs f(b, e) on each OpenMP thread's contiguous share of [0, n) (one thread below kParallelMin elements).
-template <class F>
-void split_range(int64_t n, F&& f) {
-#pragma omp parallel if (n > kParallelMin)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    f(n * t / nt, n * (t + 1) / nt);
-  }
-}
+// The kernels run on each thread's share of the elements [b, e) (split_range) and are compiled twice, for AVX2
+// and for the baseline (kernel_util.h: use_avx2). The AVX2 version is 8 floats wide instead of 4; it was measured
+// to cut qil_activation's forward by about 40% (docs/performance.md). tests/quant/test_qil_ops.cpp compares the
+// two builds.
 
 // Symmetric forward: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above; kDiscretize rounds to q levels.
 // Templated so that each variant is a branch-free loop the compiler can vectorize.
@@ -388,7 +359,7 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
 }  // namespace
 
 const char* qil_kernel_isa() { return use_avx2() ? "avx2" : "baseline (sse2)"; }
-void set_qil_baseline_kernels(bool force) { g_force_baseline = force; }
+void set_qil_baseline_kernels(bool force) { kernel::force_baseline_kernels = force; }
 
 int qil_weight_levels(int bits, const char* op) {
   check_bits(bits, op);

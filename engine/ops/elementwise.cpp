@@ -1,5 +1,6 @@
 // Elementwise and shape ops on OpenMP loops: relu, add, mul_scalar, dropout, reshape, flatten, sum, mean.
-// Layout-agnostic: outputs keep the input's layout (add converts mixed operands to plain). Backward closures accumulate (+=) into the buffers they are handed.
+// Layout-agnostic: outputs keep the input's layout (add converts mixed operands to plain). Backward closures
+// accumulate (+=) into the buffers they are handed, or write them when autograd hands them fresh (record_fresh).
 // Floating-point exceptions are never enabled in qil. Without this GCC refuses to turn relu's select into
 // vector code and runs it one element at a time behind a mispredicted branch (measured: relu's backward cost
 // 12% of a ResNet-20 step).
@@ -7,7 +8,11 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -20,6 +25,29 @@ constexpr int64_t kParallelMin = 16384;
 void check_f32(const char* op, const Tensor& t) {
   QIL_CHECK(t.defined(), op, ": undefined input");
   QIL_CHECK(t.dtype() == DType::f32, op, ": expected an f32 tensor, got ", t);
+}
+
+// Σ a·b in float lanes over blocks of kSumBlock elements, the block sums in double; each thread sums a contiguous
+// share and the shares are added in thread order, so the result repeats for a given thread count.
+constexpr int64_t kSumBlock = 1024;
+double dot_blocks(const float* a, const float* b, int64_t n) {
+  std::vector<double> part(static_cast<size_t>(omp_get_max_threads()), 0.0);
+#pragma omp parallel if (n > kParallelMin)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    double acc = 0.0;
+    for (int64_t blk = n * t / nt, e = n * (t + 1) / nt; blk < e; blk += kSumBlock) {
+      const int64_t end = std::min(e, blk + kSumBlock);
+      float f = 0.f;
+#pragma omp simd reduction(+ : f)
+      for (int64_t i = blk; i < end; ++i) f += a[i] * b[i];
+      acc += f;
+    }
+    part[static_cast<size_t>(t)] = acc;
+  }
+  double sum = 0.0;
+  for (double v : part) sum += v;
+  return sum;
 }
 }  // namespace
 
@@ -140,24 +168,28 @@ Tensor mul_scalar(const Tensor& x, const Tensor& s) {
   const int64_t n = x.numel();
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * sv;
-  return record("mul_scalar", y, {x, s},
-                [xs = x.detach(), sv](const Tensor& gy, std::vector<Tensor>& gx) {
-                  OpTimer timer("mul_scalar.bwd");
-                  const float* g = gy.data();
-                  const int64_t n = gy.numel();
-                  if (gx[0].defined()) {
-                    float* dx = gx[0].data();
+  // A fresh dx (record_fresh) is written, not zero-filled by autograd and then added to.
+  return record_fresh("mul_scalar", y, {x, s},
+                      [xs = x.detach(), sv](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        OpTimer timer("mul_scalar.bwd");
+                        const float* g = gy.data();
+                        const int64_t n = gy.numel();
+                        if (gx[0].defined()) {
+                          float* dx = gx[0].data();
+                          if (fresh[0]) {
 #pragma omp parallel for simd if (n > kParallelMin)
-                    for (int64_t i = 0; i < n; ++i) dx[i] += g[i] * sv;
-                  }
-                  if (gx[1].defined()) {
-                    const float* xp = xs.data();
-                    double acc = 0.0;
-#pragma omp parallel for reduction(+ : acc) if (n > kParallelMin)
-                    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(g[i]) * xp[i];
-                    gx[1].data()[0] += static_cast<float>(acc);
-                  }
-                });
+                            for (int64_t i = 0; i < n; ++i) dx[i] = g[i] * sv;
+                          } else {
+#pragma omp parallel for simd if (n > kParallelMin)
+                            for (int64_t i = 0; i < n; ++i) dx[i] += g[i] * sv;
+                          }
+                        }
+                        if (gx[1].defined()) {
+                          const float v = static_cast<float>(dot_blocks(g, xs.data(), n));
+                          float* ds = gx[1].data();
+                          ds[0] = fresh[1] ? v : ds[0] + v;
+                        }
+                      });
 }
 
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {

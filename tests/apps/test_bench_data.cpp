@@ -126,15 +126,20 @@ TEST_CASE("bench prints the step's GFLOP per image and its share of a given peak
   CHECK_MESSAGE(bad.out.find("peak-gflops") != std::string::npos, bad.out);
 }
 
-TEST_CASE("bench names the instruction set of the QIL kernels it ran") {
-  auto r = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
-                   "--warmup 0 --repeat 1 --threads 1 --quant 4");
-  REQUIRE_MESSAGE(r.code == 0, r.out);
-  CHECK_MESSAGE((r.out.find("QIL forward kernels: avx2") != std::string::npos ||
-                 r.out.find("QIL forward kernels: baseline (sse2)") != std::string::npos), r.out);
+TEST_CASE("bench names the instruction set of the quantizer kernels it ran (QIL's, DoReFa's)") {
+  for (const char* kind : {"qil", "dorefa"}) {
+    CAPTURE(kind);
+    auto r = run_qil(std::string("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 "
+                                 "--steps 1 --warmup 0 --repeat 1 --threads 1 --quant 4 --quantizer ") +
+                     kind);
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    CHECK_MESSAGE((r.out.find("quantizer kernels: avx2") != std::string::npos ||
+                   r.out.find("quantizer kernels: baseline (sse2)") != std::string::npos),
+                  r.out);
+  }
   auto fp = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
                     "--warmup 0 --repeat 1 --threads 1");
-  CHECK(fp.out.find("QIL forward kernels") == std::string::npos);  // nothing quantized, nothing to say
+  CHECK(fp.out.find("quantizer kernels") == std::string::npos);  // nothing quantized, nothing to say
 }
 
 TEST_CASE("bench --json: one object with the documented keys") {

@@ -202,6 +202,10 @@ TEST_CASE("fresh gradient buffers: every record_fresh op writes all of them, equ
   // The same tensor twice in one op: its buffer is handed over twice and must sum both contributions.
   check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::add(t[0], t[0]); },
                                  {req(randn({4, 5}, g))}, "add(x, x)");
+  // Above kParallelMin, so the scale's sum runs on every thread; and a small one on one thread.
+  for (int64_t n : {int64_t{40001}, int64_t{7}})
+    check_fresh_equals_accumulated([](const std::vector<Tensor>& t) { return ops::mul_scalar(t[0], t[1]); },
+                                   {req(randn({n}, g)), req(Tensor::scalar(0.7f))}, "mul_scalar");
 }
 
 TEST_CASE("add_relu equals relu(add) on the same inputs: values and both gradients, plain and blocked") {

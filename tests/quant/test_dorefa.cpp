@@ -2,14 +2,17 @@
 // tanh and the max normalization, ties sharing the max's term) and against finite differences of the continuous
 // part tanh(w)/max|tanh w|; the rounding passed straight through (the rounded op's gradient is the surrogate's);
 // the activations' STE; the parameterless quantizers' statistics and thresholds, the factory and
-// quantizer_from_stats; fast_tanh. Not DoReFa inside a network (tests/layers/test_pact_layers.cpp).
+// quantizer_from_stats; fast_tanh; fresh gradient buffers; the AVX2 build against the baseline. Not DoReFa inside a network (tests/layers/test_pact_layers.cpp).
 #include <cmath>
+#include <cstring>
 
+#include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
 #include "quant/dorefa.h"
 #include "quant/fast_math.h"
+#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -196,4 +199,58 @@ TEST_CASE("DorefaWeightQuantizer: no parameters, stats with max|tanh w| and the 
   q->set_bits(2);
   CHECK(q->positive_levels() == 3);
   CHECK(q->stats(w).levels_total == 4);
+}
+
+TEST_CASE("dorefa weights: fresh gradient buffers are written whole, equal to accumulating into zeros") {
+  Generator g(31);
+  for (int bits : {0, 3}) {  // 0: the transform (no rounding)
+    CAPTURE(bits);
+    auto f = [bits](float fixed_m) {
+      return [bits, fixed_m](const std::vector<Tensor>& t) {
+        return bits ? dorefa_weight(t[0], bits, fixed_m) : dorefa_weight_transform(t[0], fixed_m);
+      };
+    };
+    check_fresh_equals_accumulated(f(0.f), {req(randn({40001}, g))}, "dorefa_weight, own max");
+    check_fresh_equals_accumulated(f(0.5f), {req(randn({40001}, g))}, "dorefa_weight, fixed normalizer");
+    check_fresh_equals_accumulated(f(0.f), {req(Tensor::zeros({9}))}, "dorefa_weight, all-zero weights");
+  }
+}
+
+TEST_CASE("dorefa weights: the AVX2 kernels give the baseline's bits (the max term's sum within rounding)") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(32);
+  const Tensor w0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
+  float max_abs = 0.f;
+  for (float v : w0.to_vector()) max_abs = std::max(max_abs, std::fabs(v));
+  for (float fixed_m : {0.f, 0.5f}) {  // own max (the max term) and a fixed normalizer (clamped r)
+    for (int bits : {3, 0}) {
+      CAPTURE(fixed_m);
+      CAPTURE(bits);
+      auto run = [&](bool baseline) {
+        set_qil_baseline_kernels(baseline);
+        Tensor w = w0.clone().set_requires_grad(true);
+        Tensor y = bits ? dorefa_weight(w, bits, fixed_m) : dorefa_weight_transform(w, fixed_m);
+        y.backward(gy);
+        set_qil_baseline_kernels(false);
+        return std::pair<Tensor, Tensor>{y, w.grad()};
+      };
+      const auto [yw, dw_w] = run(false);
+      const auto [yb, dw_b] = run(true);
+      CHECK(std::memcmp(yw.data(), yb.data(), yw.nbytes()) == 0);
+      int64_t differ = 0, at_max = 0;
+      for (int64_t i = 0; i < w0.numel(); ++i) {
+        if (std::fabs(w0.data()[i]) == max_abs) {  // its gradient holds the max term, a float-lane sum
+          ++at_max;
+          CHECK(dw_w.data()[i] == doctest::Approx(dw_b.data()[i]).epsilon(1e-5));
+        } else {
+          differ += dw_w.data()[i] != dw_b.data()[i];
+        }
+      }
+      CHECK(at_max == 1);
+      CHECK(differ == 0);
+    }
+  }
 }
