@@ -1,5 +1,5 @@
-// LSQ's fused op (one OpenMP pass forward, one backward, ∂L/∂s reduced in double and accumulated) and the
-// quantizer that owns s.
+// LSQ's fused op (one OpenMP pass forward, one backward, ∂L/∂s reduced in float blocks and double, each pass built
+// for AVX2 and the baseline) and the quantizer that owns s.
 #include "quant/lsq.h"
 
 // As in qil_ops.cpp: no floating-point traps, so the clamps below vectorize.
@@ -16,6 +16,7 @@
 #include "engine/ops.h"
 #include "quant/fast_math.h"
 #include "quant/kernel_util.h"
+#include "quant/qil_ops.h"
 
 namespace quant {
 
@@ -39,19 +40,31 @@ inline float round_half_away(float r) {
   return r < 0.f ? -a : a;
 }
 
-// One backward pass: dv += ∂L/∂v where dv is given (dv = ∂L/∂v when kFresh: the buffer holds nothing yet), and
-// the returned ∂L/∂s, summed in float over blocks of kSumBlock and in double across them. Plain arguments (no
+// The forward on [b, e): v̄ = clamp(v/s, −Q_N, Q_P), rounded when kRound, times s.
+template <bool kRound>
+__attribute__((always_inline)) inline void lsq_forward(const float* vp, float* yp, int64_t b, int64_t e, float sv,
+                                                       float inv_s, float qn, float qp) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    float r = vp[i] * inv_s;
+    r = r < -qn ? -qn : r;
+    r = r > qp ? qp : r;
+    yp[i] = (kRound ? round_half_away(r) : r) * sv + 0.f;  // + 0 turns -0 into +0
+  }
+}
+
+// The backward on [b, e): dv += ∂L/∂v where dv is given (dv = ∂L/∂v when kFresh: the buffer holds nothing yet),
+// and the returned ∂L/∂s, summed in float over blocks of kSumBlock and in double across them. Plain arguments (no
 // lambda captures, which GCC reads through memory on every iteration) so that the loop and its reduction vectorize.
 template <bool kRound, bool kNeedV, bool kFresh>
-double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float inv_s, float qn, float qp) {
+__attribute__((always_inline)) inline double lsq_backward(const float* gy, const float* v, float* dv, int64_t b,
+                                                          int64_t e, float inv_s, float qn, float qp) {
   double gs = 0.0;
-  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
-#pragma omp parallel for reduction(+ : gs) schedule(static) if (n > kParallelMin)
-  for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t b = k * kSumBlock, e = std::min(n, b + kSumBlock);
+  for (int64_t blk = b; blk < e; blk += kSumBlock) {
+    const int64_t end = std::min(e, blk + kSumBlock);
     float bs = 0.f;
 #pragma omp simd reduction(+ : bs)
-    for (int64_t i = b; i < e; ++i) {
+    for (int64_t i = blk; i < end; ++i) {
       const float r = v[i] * inv_s;
       const float below = static_cast<float>(r <= -qn), above = static_cast<float>(r >= qp);
       const float inside = 1.f - below - above;  // 0/1 masks keep the reduction vectorized
@@ -66,6 +79,28 @@ double lsq_backward(const float* gy, const float* v, float* dv, int64_t n, float
   return gs;
 }
 
+// Both kernels for each ISA (kernel_util.h: use_avx2); the same bodies, compiled twice.
+#define QIL_LSQ_KERNELS(SUFFIX, ATTR)                                                                              \
+  ATTR void forward_##SUFFIX(const float* vp, float* yp, int64_t b, int64_t e, float sv, float inv_s, float qn,  \
+                             float qp, bool round) {                                                            \
+    if (round) lsq_forward<true>(vp, yp, b, e, sv, inv_s, qn, qp);                                             \
+    else lsq_forward<false>(vp, yp, b, e, sv, inv_s, qn, qp);                                                  \
+  }                                                                                                             \
+  ATTR double backward_##SUFFIX(const float* gy, const float* v, float* dv, int64_t b, int64_t e, float inv_s,  \
+                                float qn, float qp, bool round, bool fresh) {                                   \
+    if (round) {                                                                                                \
+      if (!dv) return lsq_backward<true, false, false>(gy, v, dv, b, e, inv_s, qn, qp);                        \
+      if (fresh) return lsq_backward<true, true, true>(gy, v, dv, b, e, inv_s, qn, qp);                        \
+      return lsq_backward<true, true, false>(gy, v, dv, b, e, inv_s, qn, qp);                                  \
+    }                                                                                                           \
+    if (!dv) return lsq_backward<false, false, false>(gy, v, dv, b, e, inv_s, qn, qp);                         \
+    if (fresh) return lsq_backward<false, true, true>(gy, v, dv, b, e, inv_s, qn, qp);                         \
+    return lsq_backward<false, true, false>(gy, v, dv, b, e, inv_s, qn, qp);                                   \
+  }
+QIL_LSQ_KERNELS(avx2, QIL_AVX2)
+QIL_LSQ_KERNELS(base, )
+#undef QIL_LSQ_KERNELS
+
 template <bool kRound>
 Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tensor& s, LsqRange rg) {
   engine::ops::OpTimer timer(op);
@@ -75,14 +110,8 @@ Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tenso
   Tensor y = Tensor::empty_like(v);
   const float* vp = v.data();
   float* yp = y.data();
-  const int64_t n = v.numel();
-#pragma omp parallel for simd if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float r = vp[i] * inv_s;
-    r = r < -qn ? -qn : r;
-    r = r > qp ? qp : r;
-    yp[i] = (kRound ? round_half_away(r) : r) * sv + 0.f;  // + 0 turns -0 into +0
-  }
+  const auto forward = use_avx2() ? forward_avx2 : forward_base;
+  split_range(v.numel(), [&](int64_t b, int64_t e) { forward(vp, yp, b, e, sv, inv_s, qn, qp, kRound); });
   return engine::record_fresh(op, y, {v, s}, [vs = v.detach(), inv_s, qn, qp, bwd_name](
                                                   const Tensor& gy, std::vector<Tensor>& gx,
                                                   const std::vector<bool>& fresh) {
@@ -90,10 +119,15 @@ Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tenso
     const float* gyp = gy.data();
     const float* vv = vs.data();
     float* dv = gx[0].defined() ? gx[0].data() : nullptr;
-    const int64_t n = vs.numel();
-    const double gs = !dv        ? lsq_backward<kRound, false, false>(gyp, vv, dv, n, inv_s, qn, qp)
-                      : fresh[0] ? lsq_backward<kRound, true, true>(gyp, vv, dv, n, inv_s, qn, qp)
-                                 : lsq_backward<kRound, true, false>(gyp, vv, dv, n, inv_s, qn, qp);
+    const auto backward = use_avx2() ? backward_avx2 : backward_base;
+    // Each thread's sum, added in thread order: the same result for the same thread count.
+    std::vector<double> part(static_cast<size_t>(omp_get_max_threads()), 0.0);
+    split_range(vs.numel(), [&](int64_t b, int64_t e) {
+      part[static_cast<size_t>(omp_get_thread_num())] =
+          backward(gyp, vv, dv, b, e, inv_s, qn, qp, kRound, dv != nullptr && fresh[0]);
+    });
+    double gs = 0.0;
+    for (double p : part) gs += p;
     put_scalar(gx[1], fresh[1], gs);
   });
 }
@@ -135,6 +169,8 @@ const char* LsqQuantizer::kind() const {
 LsqRange LsqQuantizer::range() const {
   return is_signed() ? lsq_signed_range(bits_, "LsqQuantizer") : lsq_unsigned_range(bits_, "LsqQuantizer");
 }
+
+const char* LsqQuantizer::kernel_isa() const { return qil_kernel_isa(); }
 
 void LsqQuantizer::set_bits(int bits) {
   check_bits(bits, "LsqQuantizer::set_bits");

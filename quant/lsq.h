@@ -43,6 +43,7 @@ class LsqQuantizer : public Quantizer {
   void set_bits(int bits) override;  // keeps s: progressive reduction starts from the wider width's step
   int positive_levels() const override { return range().qp; }
   bool is_signed() const override { return role_ != Role::activation; }
+  const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   double level_step() const override { return s_.item(); }
   int min_level() const override { return -range().qn; }
   NamedTensors named_parameters() const override { return {{"s", s_}}; }

@@ -1,14 +1,16 @@
 // LSQ: hand-computed levels at 2, 3 and 4 bits, the paper's gradients against a hand computation and against
 // finite differences (of the staircase in s, where FD sees round(v/s); of the un-rounded surrogate in v and s),
 // accumulation, the gradient scale 1/sqrt(N·Q_P), calibration 2·mean|v|/sqrt(Q_P), the floor on s, stats, and
-// the factory. Not LSQ inside a network (tests/layers/test_lsq_layers.cpp).
+// the factory, fresh gradient buffers, the AVX2 build against the baseline. Not LSQ inside a network (tests/layers/test_lsq_layers.cpp).
 #include <cmath>
+#include <cstring>
 
 #include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
 #include "quant/lsq.h"
+#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -240,4 +242,33 @@ TEST_CASE("fresh gradient buffers: the LSQ ops write every element, equal to acc
           [&](const std::vector<Tensor>& t) { return round ? lsq_quantize(t[0], t[1], r) : lsq_transform(t[0], t[1], r); },
           {req(v), req(Tensor::scalar(0.2f))}, "lsq");
     }
+}
+
+TEST_CASE("the AVX2 LSQ kernels give the baseline's bits, and ds within float rounding") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(41);
+  const Tensor v0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
+  for (bool round : {true, false}) {
+    for (bool is_signed : {true, false}) {
+      CAPTURE(round);
+      CAPTURE(is_signed);
+      const LsqRange r = is_signed ? lsq_signed_range(3) : lsq_unsigned_range(3);
+      auto run = [&](bool baseline) {
+        set_qil_baseline_kernels(baseline);
+        Tensor v = v0.clone().set_requires_grad(true), s = param(0.3f);
+        Tensor y = round ? lsq_quantize(v, s, r) : lsq_transform(v, s, r);
+        y.backward(gy);
+        set_qil_baseline_kernels(false);
+        return std::vector<Tensor>{y, v.grad(), s.grad()};
+      };
+      const auto wide = run(false), base = run(true);
+      CHECK(std::memcmp(wide[0].data(), base[0].data(), wide[0].nbytes()) == 0);
+      CHECK(std::memcmp(wide[1].data(), base[1].data(), wide[1].nbytes()) == 0);
+      CHECK(wide[2].item() == doctest::Approx(base[2].item()).epsilon(1e-5));
+      CHECK(std::fabs(base[2].item()) > 1.f);  // clipped elements on both sides: a sum of many terms
+    }
+  }
 }
