@@ -1,8 +1,8 @@
 // QIL weight and activation quantizer ops: forward and backward each one OpenMP pass over the tensor.
 // Backward recomputes each element's region (pruned / inside / clipped) from the saved input and the scalars
 // captured at forward time, so nothing but the input is kept. Gradients are written into fresh buffers
-// (engine::record_fresh) and added to the others; scalar gradients reduce in double (the activation's over float
-// block sums, kSumBlock).
+// (engine::record_fresh) and added to the others; scalar gradients sum in float over blocks of kSumBlock elements
+// and in double across blocks and threads (in thread order).
 #include "quant/qil_ops.h"
 
 // Floating-point exceptions are never enabled in qil. Without this GCC refuses to turn a comparison-driven
