@@ -1,12 +1,11 @@
 // What the fused quantizer kernels (qil_ops.cpp, lsq.cpp, pact.cpp, dorefa.cpp) share: the size below which a
-// loop stays on one thread, the input and bit-width checks, the run-time flag -> template argument switch, the
-// AVX2/baseline kernel pick and the per-thread split.
+// loop stays on one thread, the input and bit-width checks, the AVX2/baseline kernel pick and the
+// per-thread split.
 // Internal to quant/; not an op.
 #pragma once
 #include <omp.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "engine/check.h"
 #include "engine/tensor.h"
@@ -23,12 +22,6 @@ inline void check_input(const char* op, const engine::Tensor& t) {
 
 inline void check_bits(int bits, const char* op) {
   QIL_CHECK(bits >= 2 && bits <= 8, op, ": bits must be in 2..8, got ", bits);
-}
-
-// Calls f(std::true_type) or f(std::false_type): turns run-time flags into template arguments.
-template <class F>
-auto dispatch(bool b, F&& f) {
-  return b ? f(std::true_type{}) : f(std::false_type{});
 }
 
 // Backward reductions (Σ over a tensor, for a scalar parameter's gradient) sum in float lanes over blocks of this many

@@ -1,5 +1,5 @@
-// PACT's fused op (one OpenMP pass forward, one backward, ∂L/∂α reduced in double and accumulated) and the
-// quantizer that owns α.
+// PACT's fused op (one OpenMP pass forward, one backward, ∂L/∂α summed in float blocks and double, each pass built
+// for AVX2 and the baseline) and the quantizer that owns α.
 #include "quant/pact.h"
 
 // As in qil_ops.cpp: no floating-point traps, so the clamps below vectorize.
@@ -16,6 +16,7 @@
 #include "engine/ops.h"
 #include "quant/kernel_util.h"
 #include "quant/fast_math.h"
+#include "quant/qil_ops.h"
 
 namespace quant {
 
@@ -31,12 +32,13 @@ float alpha_of(const char* op, const Tensor& a) {
   return v;
 }
 
-// Forward: y = clip(x, 0, α) (or clip(x, −α, α)); kRound puts it on the grid k·α/q.
+// Forward on [b, e): y = clip(x, 0, α) (or clip(x, −α, α)); kRound puts it on the grid k·α/q.
 template <bool kRound, bool kSigned>
-void pact_forward(const float* xp, float* yp, int64_t n, float a, float qf) {
+__attribute__((always_inline)) inline void pact_forward(const float* xp, float* yp, int64_t b, int64_t e, float a,
+                                                        float qf) {
   const float q_over_a = qf / a;
-#pragma omp parallel for simd if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
     const float v = xp[i];
     const float s = kSigned ? 1.f - 2.f * static_cast<float>(v < 0.f) : 1.f;
     float m = kSigned ? std::fabs(v) : v;  // the magnitude that is clipped
@@ -47,19 +49,18 @@ void pact_forward(const float* xp, float* yp, int64_t n, float a, float qf) {
   }
 }
 
-// Backward, the same for the rounded op and the surrogate (the STE): dx += g (dx = g into a fresh buffer) where
-// 0 <= x < α (|x| < α when signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where x >= α
-// (|x| >= α), summed in float over blocks of kSumBlock and in double across them.
+// Backward on [b, e), the same for the rounded op and the surrogate (the STE): dx += g (dx = g into a fresh
+// buffer) where 0 <= x < α (|x| < α when signed); returns Σ g·∂/∂α, with ∂/∂α = 1 (sign(x) when signed) where
+// x >= α (|x| >= α), summed in float over blocks of kSumBlock and in double across them.
 template <bool kSigned, bool kNeedX, bool kFresh>
-double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, float a) {
+__attribute__((always_inline)) inline double pact_backward(const float* xv, const float* gyp, float* dx, int64_t b,
+                                                           int64_t e, float a) {
   double ga = 0.0;
-  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
-#pragma omp parallel for reduction(+ : ga) schedule(static) if (n > kParallelMin)
-  for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t b = k * kSumBlock, e = std::min(n, b + kSumBlock);
+  for (int64_t blk = b; blk < e; blk += kSumBlock) {
+    const int64_t end = std::min(e, blk + kSumBlock);
     float bs = 0.f;
 #pragma omp simd reduction(+ : bs)
-    for (int64_t i = b; i < e; ++i) {
+    for (int64_t i = blk; i < end; ++i) {
       const float v = xv[i];
       const float m = kSigned ? std::fabs(v) : v;
       const float above = static_cast<float>(m >= a);  // 0/1 masks keep the reduction vectorized
@@ -73,6 +74,32 @@ double pact_backward(const float* xv, const float* gyp, float* dx, int64_t n, fl
   return ga;
 }
 
+// Both kernels for each ISA (kernel_util.h: use_avx2); the same bodies, compiled twice.
+#define QIL_PACT_BACKWARD_X(S)                                                  \
+  if (!dx) return pact_backward<S, false, false>(xv, gyp, dx, b, e, a);         \
+  if (fresh) return pact_backward<S, true, true>(xv, gyp, dx, b, e, a);         \
+  return pact_backward<S, true, false>(xv, gyp, dx, b, e, a);
+#define QIL_PACT_KERNELS(SUFFIX, ATTR)                                                                          \
+  ATTR void forward_##SUFFIX(const float* xp, float* yp, int64_t b, int64_t e, float a, float qf,            \
+                             bool is_signed) {                                                               \
+    if (qf > 0.f) {                                                                                          \
+      if (is_signed) pact_forward<true, true>(xp, yp, b, e, a, qf);                                          \
+      else pact_forward<true, false>(xp, yp, b, e, a, qf);                                                   \
+    } else {                                                                                                 \
+      if (is_signed) pact_forward<false, true>(xp, yp, b, e, a, qf);                                         \
+      else pact_forward<false, false>(xp, yp, b, e, a, qf);                                                  \
+    }                                                                                                        \
+  }                                                                                                          \
+  ATTR double backward_##SUFFIX(const float* xv, const float* gyp, float* dx, int64_t b, int64_t e, float a, \
+                                bool is_signed, bool fresh) {                                                \
+    if (is_signed) { QIL_PACT_BACKWARD_X(true) }                                                             \
+    QIL_PACT_BACKWARD_X(false)                                                                               \
+  }
+QIL_PACT_KERNELS(avx2, QIL_AVX2)
+QIL_PACT_KERNELS(base, )
+#undef QIL_PACT_KERNELS
+#undef QIL_PACT_BACKWARD_X
+
 // q = 0: the surrogate (no rounding).
 Tensor pact_op(const char* op, const char* bwd_name, const Tensor& x, const Tensor& alpha, int q, bool is_signed) {
   engine::ops::OpTimer timer(op);
@@ -81,27 +108,25 @@ Tensor pact_op(const char* op, const char* bwd_name, const Tensor& x, const Tens
   Tensor y = Tensor::empty_like(x);
   const float* xp = x.data();
   float* yp = y.data();
-  const int64_t n = x.numel();
   const float qf = static_cast<float>(q);
-  dispatch(q > 0, [&](auto round) {
-    return dispatch(is_signed, [&](auto sgn) {
-      pact_forward<decltype(round)::value, decltype(sgn)::value>(xp, yp, n, a, qf);
-      return 0;
-    });
-  });
+  const auto forward = use_avx2() ? forward_avx2 : forward_base;
+  split_range(x.numel(), [&](int64_t b, int64_t e) { forward(xp, yp, b, e, a, qf, is_signed); });
   return engine::record_fresh(op, y, {x, alpha}, [xs = x.detach(), a, is_signed, bwd_name](
                                                       const Tensor& gy, std::vector<Tensor>& gx,
                                                       const std::vector<bool>& fresh) {
     engine::ops::OpTimer timer(bwd_name);
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;
-    const double ga = dispatch(is_signed, [&](auto sgn) {
-      return dispatch(dx != nullptr, [&](auto need_x) {
-        return dispatch(dx != nullptr && fresh[0], [&](auto fr) {
-          return pact_backward<decltype(sgn)::value, decltype(need_x)::value, decltype(fr)::value>(
-              xs.data(), gy.data(), dx, xs.numel(), a);
-        });
-      });
+    const float* xv = xs.data();
+    const float* gyp = gy.data();
+    const auto backward = use_avx2() ? backward_avx2 : backward_base;
+    // Each thread's sum, added in thread order: the same result for the same thread count.
+    std::vector<double> part(static_cast<size_t>(omp_get_max_threads()), 0.0);
+    split_range(xs.numel(), [&](int64_t b, int64_t e) {
+      part[static_cast<size_t>(omp_get_thread_num())] =
+          backward(xv, gyp, dx, b, e, a, is_signed, dx != nullptr && fresh[0]);
     });
+    double ga = 0.0;
+    for (double p : part) ga += p;
     put_scalar(gx[1], fresh[1], ga);
   });
 }
@@ -144,6 +169,8 @@ PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile)
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "PactQuantizer: percentile must be in (0, 100], got ",
             percentile);
 }
+
+const char* PactQuantizer::kernel_isa() const { return qil_kernel_isa(); }
 
 void PactQuantizer::set_bits(int bits) {
   pact_levels(bits, is_signed_, "PactQuantizer::set_bits");

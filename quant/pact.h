@@ -43,6 +43,7 @@ class PactQuantizer : public Quantizer {
   void set_bits(int bits) override;  // keeps α: progressive reduction starts from the wider width's α
   int positive_levels() const override { return pact_levels(bits_, is_signed_); }
   bool is_signed() const override { return is_signed_; }
+  const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   double level_step() const override { return static_cast<double>(alpha_.item()) / positive_levels(); }
   NamedTensors named_parameters() const override { return {{"alpha", alpha_}}; }
   bool l2_penalized(const std::string& name) const override { return name == "alpha"; }

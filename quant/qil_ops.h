@@ -36,7 +36,7 @@ Tensor qil_activation_codes(const Tensor& x, const Tensor& c, const Tensor& d, i
 Tensor qil_weight_transform(const Tensor& w, const Tensor& c, const Tensor& d, const Tensor& gamma);
 Tensor qil_activation_transform(const Tensor& x, const Tensor& c, const Tensor& d, bool is_signed = false);
 
-// The instruction set of the quantizer kernels compiled twice (QIL's forward and backward, LSQ's op, DoReFa's weight op):
+// The instruction set of the quantizer kernels compiled twice (QIL's, LSQ's, PACT's and DoReFa's ops):
 // "avx2" where the CPU has it, else "baseline (sse2)". Both give the same elementwise bits (sums: within float
 // rounding); AVX2 is twice as wide. set_qil_baseline_kernels(true) forces the baseline (tests compare the two).
 const char* qil_kernel_isa();

@@ -126,8 +126,8 @@ TEST_CASE("bench prints the step's GFLOP per image and its share of a given peak
   CHECK_MESSAGE(bad.out.find("peak-gflops") != std::string::npos, bad.out);
 }
 
-TEST_CASE("bench names the instruction set of the quantizer kernels it ran (QIL's, LSQ's, DoReFa's)") {
-  for (const char* kind : {"qil", "lsq", "dorefa"}) {
+TEST_CASE("bench names the instruction set of the quantizer kernels it ran (every kind)") {
+  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
     CAPTURE(kind);
     auto r = run_qil(std::string("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 "
                                  "--steps 1 --warmup 0 --repeat 1 --threads 1 --quant 4 --quantizer ") +

@@ -1,15 +1,17 @@
 // PACT: hand-computed levels at 2, 3 and 4 bits (and the signed variant), the paper's straight-through gradients
 // by hand (∂/∂x = 1 on [0, α), ∂/∂α = 1 at and above α, 0 below), the same gradients as the un-rounded clip,
 // finite differences of the clip in x and α and of the staircase in α (which also sees the grid's k/q), the
-// quantizer's calibration, floor, gradient scale, L2 flag and statistics, and the factory. Not PACT inside a
-// network or its α penalty in the optimizer (tests/layers/test_pact_layers.cpp).
+// quantizer's calibration, floor, gradient scale, L2 flag and statistics, the factory, and the AVX2 build against
+// the baseline. Not PACT inside a network or its α penalty in the optimizer (tests/layers/test_pact_layers.cpp).
 #include <cmath>
+#include <cstring>
 
 #include "fresh_check.h"
 #include "gradcheck.h"
 
 #include "engine/ops.h"
 #include "quant/pact.h"
+#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -269,4 +271,32 @@ TEST_CASE("fresh gradient buffers: the PACT ops write every element, equal to ac
           },
           {req(x), req(Tensor::scalar(1.5f))}, "pact");
     }
+}
+
+TEST_CASE("the AVX2 PACT kernels give the baseline's bits, and dalpha within float rounding") {
+  if (std::string(qil_kernel_isa()) != "avx2") {
+    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
+    return;
+  }
+  Generator g(43);
+  const Tensor x0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
+  for (int bits : {3, 0}) {  // 0: the transform (no rounding)
+    for (bool is_signed : {true, false}) {
+      CAPTURE(bits);
+      CAPTURE(is_signed);
+      auto run = [&](bool baseline) {
+        set_qil_baseline_kernels(baseline);
+        Tensor x = x0.clone().set_requires_grad(true), a = param(0.8f);
+        Tensor y = bits ? pact_quantize(x, a, bits, is_signed) : pact_transform(x, a, is_signed);
+        y.backward(gy);
+        set_qil_baseline_kernels(false);
+        return std::vector<Tensor>{y, x.grad(), a.grad()};
+      };
+      const auto wide = run(false), base = run(true);
+      CHECK(std::memcmp(wide[0].data(), base[0].data(), wide[0].nbytes()) == 0);
+      CHECK(std::memcmp(wide[1].data(), base[1].data(), wide[1].nbytes()) == 0);
+      CHECK(wide[2].item() == doctest::Approx(base[2].item()).epsilon(1e-5));
+      CHECK(std::fabs(base[2].item()) > 1.f);  // many clipped elements: a sum of many terms
+    }
+  }
 }
