@@ -7,8 +7,6 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -65,6 +63,10 @@ __attribute__((always_inline)) inline void weight_forward(const float* wp, float
 // of kSumBlock elements, double across blocks.
 struct MaxSums {
   double gt = 0.0, ties = 0.0;
+  MaxSums& operator+=(const MaxSums& o) {
+    gt += o.gt, ties += o.ties;
+    return *this;
+  }
 };
 __attribute__((always_inline)) inline MaxSums weight_reductions(const float* wv, const float* gyp, int64_t b,
                                                                 int64_t e, float max_abs_w) {
@@ -130,13 +132,9 @@ void weight_backward(const float* wv, const float* gyp, float* dw, int64_t n, No
   const bool wide = use_avx2();
   float max_term = 0.f;  // ΣG·t/(n·M²): the max's share of every element's dependence on M
   if (nm.own) {
-    std::vector<MaxSums> part(static_cast<size_t>(omp_get_max_threads()));
-    split_range(n, [&](int64_t b, int64_t e) {
-      part[static_cast<size_t>(omp_get_thread_num())] =
-          wide ? reductions_avx2(wv, gyp, b, e, nm.max_abs) : reductions_base(wv, gyp, b, e, nm.max_abs);
+    const MaxSums sum = thread_sum<MaxSums>(n, [&](int64_t b, int64_t e) {
+      return wide ? reductions_avx2(wv, gyp, b, e, nm.max_abs) : reductions_base(wv, gyp, b, e, nm.max_abs);
     });
-    MaxSums sum;
-    for (const MaxSums& p : part) sum.gt += p.gt, sum.ties += p.ties;
     max_term = static_cast<float>(sum.gt / (sum.ties * static_cast<double>(nm.m) * nm.m));
   }
   const auto grad = wide ? grad_avx2 : grad_base;

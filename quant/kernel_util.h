@@ -1,11 +1,12 @@
 // What the fused quantizer kernels (qil_ops.cpp, lsq.cpp, pact.cpp, dorefa.cpp) share: the size below which a
-// loop stays on one thread, the input and bit-width checks, the AVX2/baseline kernel pick and the
-// per-thread split.
+// loop stays on one thread, the input and bit-width checks, the AVX2/baseline kernel pick, the
+// per-thread split and its thread-ordered sum.
 // Internal to quant/; not an op.
 #pragma once
 #include <omp.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/check.h"
 #include "engine/tensor.h"
@@ -59,6 +60,17 @@ void split_range(int64_t n, F&& f) {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     f(n * t / nt, n * (t + 1) / nt);
   }
+}
+
+// Σ over threads of f(b, e) on each thread's share (split_range), added in thread order: the same result for the
+// same thread count. T: a sum (double, or a struct of sums with +=).
+template <class T, class F>
+T thread_sum(int64_t n, F&& f) {
+  std::vector<T> part(static_cast<size_t>(omp_get_max_threads()), T{});
+  split_range(n, [&](int64_t b, int64_t e) { part[static_cast<size_t>(omp_get_thread_num())] = f(b, e); });
+  T sum{};
+  for (const T& p : part) sum += p;
+  return sum;
 }
 
 // A one-element gradient gets v: written when its buffer is fresh (engine::record_fresh: it holds no gradient

@@ -120,14 +120,9 @@ Tensor lsq_op(const char* op, const char* bwd_name, const Tensor& v, const Tenso
     const float* vv = vs.data();
     float* dv = gx[0].defined() ? gx[0].data() : nullptr;
     const auto backward = use_avx2() ? backward_avx2 : backward_base;
-    // Each thread's sum, added in thread order: the same result for the same thread count.
-    std::vector<double> part(static_cast<size_t>(omp_get_max_threads()), 0.0);
-    split_range(vs.numel(), [&](int64_t b, int64_t e) {
-      part[static_cast<size_t>(omp_get_thread_num())] =
-          backward(gyp, vv, dv, b, e, inv_s, qn, qp, kRound, dv != nullptr && fresh[0]);
+    const double gs = thread_sum<double>(vs.numel(), [&](int64_t b, int64_t e) {
+      return backward(gyp, vv, dv, b, e, inv_s, qn, qp, kRound, dv != nullptr && fresh[0]);
     });
-    double gs = 0.0;
-    for (double p : part) gs += p;
     put_scalar(gx[1], fresh[1], gs);
   });
 }

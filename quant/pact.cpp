@@ -119,14 +119,9 @@ Tensor pact_op(const char* op, const char* bwd_name, const Tensor& x, const Tens
     const float* xv = xs.data();
     const float* gyp = gy.data();
     const auto backward = use_avx2() ? backward_avx2 : backward_base;
-    // Each thread's sum, added in thread order: the same result for the same thread count.
-    std::vector<double> part(static_cast<size_t>(omp_get_max_threads()), 0.0);
-    split_range(xs.numel(), [&](int64_t b, int64_t e) {
-      part[static_cast<size_t>(omp_get_thread_num())] =
-          backward(xv, gyp, dx, b, e, a, is_signed, dx != nullptr && fresh[0]);
+    const double ga = thread_sum<double>(xs.numel(), [&](int64_t b, int64_t e) {
+      return backward(xv, gyp, dx, b, e, a, is_signed, dx != nullptr && fresh[0]);
     });
-    double ga = 0.0;
-    for (double p : part) ga += p;
     put_scalar(gx[1], fresh[1], ga);
   });
 }

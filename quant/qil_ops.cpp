@@ -11,8 +11,6 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -110,6 +108,10 @@ __attribute__((always_inline)) inline void symmetric_forward(const float* wp, fl
 // The sums run in float over blocks of kSumBlock elements and in double across blocks, like unsigned_backward's.
 struct ScalarGrads {
   double c = 0.0, d = 0.0, g = 0.0;
+  ScalarGrads& operator+=(const ScalarGrads& o) {
+    c += o.c, d += o.d, g += o.g;
+    return *this;
+  }
 };
 template <bool kUnitGamma, bool kNeedGamma, bool kNeedW, bool kFresh>
 __attribute__((always_inline)) inline ScalarGrads symmetric_backward(const float* wv, const float* gyp, float* dw,
@@ -225,6 +227,10 @@ void unsigned_forward_base(const float* xp, float* yp, int64_t b, int64_t e, con
 // ones) and in double across blocks, so their rounding stays that of a kSumBlock-term float sum.
 struct ChunkSums {
   double t = 0.0, tx = 0.0;
+  ChunkSums& operator+=(const ChunkSums& o) {
+    t += o.t, tx += o.tx;
+    return *this;
+  }
 };
 template <bool kNeedX, bool kFresh>
 __attribute__((always_inline)) inline ChunkSums unsigned_backward(const float* xv, const float* gyp, float* dx,
@@ -307,18 +313,12 @@ Tensor symmetric_op(const char* op, const Tensor& w, const Tensor& c, const Tens
     const bool need_g = gx.size() > 3 && gx[3].defined();
     const int64_t n = ws.numel();
     const auto kernel = use_avx2() ? symmetric_backward_avx2 : symmetric_backward_base;
-    // Each thread's sums, added in thread order: the same result for the same thread count.
-    std::vector<ScalarGrads> part(static_cast<size_t>(omp_get_max_threads()));
-    split_range(n, [&](int64_t b, int64_t e) {
-      part[static_cast<size_t>(omp_get_thread_num())] =
-          kernel(wv, gyp, dw, b, e, iv, g, g == 1.f, need_g, dw != nullptr && fresh[0]);
+    const ScalarGrads sums = thread_sum<ScalarGrads>(n, [&](int64_t b, int64_t e) {
+      return kernel(wv, gyp, dw, b, e, iv, g, g == 1.f, need_g, dw != nullptr && fresh[0]);
     });
-    ScalarGrads sg;  // Σ s·t -> −Σ s·t; Σ s·t·(|w| − c) -> −(…)/d
-    for (const ScalarGrads& p : part) sg.c -= p.c, sg.d += p.d, sg.g += p.g;
-    sg.d = -sg.d / iv.d;
-    put_scalar(gx[1], fresh[1], sg.c);
-    put_scalar(gx[2], fresh[2], sg.d);
-    if (need_g) put_scalar(gx[3], fresh[3], sg.g);
+    put_scalar(gx[1], fresh[1], -sums.c);         // ∂L/∂c = −Σ s·t
+    put_scalar(gx[2], fresh[2], -sums.d / iv.d);  // ∂L/∂d = −Σ s·t·(|w| − c)/d
+    if (need_g) put_scalar(gx[3], fresh[3], sums.g);
   });
 }
 
@@ -344,15 +344,10 @@ Tensor unsigned_act_op(const char* op, const Tensor& x, const Tensor& c, const T
     float* dx = gx[0].defined() ? gx[0].data() : nullptr;
     const int64_t n = xs.numel();
     const auto kernel = use_avx2() ? unsigned_backward_avx2 : unsigned_backward_base;
-    // Each thread's sums, added in thread order: the same result for the same thread count.
-    std::vector<ChunkSums> part(static_cast<size_t>(omp_get_max_threads()));
-    split_range(n, [&](int64_t b, int64_t e) {
-      part[static_cast<size_t>(omp_get_thread_num())] = kernel(xv, gyp, dx, b, e, iv, dx != nullptr && fresh[0]);
-    });
-    double gc = 0.0, gd = 0.0;  // gd: Σ t·(x − c), scaled by −1/d below
-    for (const ChunkSums& p : part) gc -= p.t, gd += p.tx;
-    put_scalar(gx[1], fresh[1], gc);
-    put_scalar(gx[2], fresh[2], -gd / iv.d);
+    const ChunkSums sums = thread_sum<ChunkSums>(
+        n, [&](int64_t b, int64_t e) { return kernel(xv, gyp, dx, b, e, iv, dx != nullptr && fresh[0]); });
+    put_scalar(gx[1], fresh[1], -sums.t);          // ∂L/∂c = −Σ t
+    put_scalar(gx[2], fresh[2], -sums.tx / iv.d);  // ∂L/∂d = −Σ t·(x − c)/d
   });
 }
 
