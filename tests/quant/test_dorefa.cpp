@@ -8,11 +8,11 @@
 
 #include "fresh_check.h"
 #include "gradcheck.h"
+#include "kernel_builds.h"
 
 #include "engine/ops.h"
 #include "quant/dorefa.h"
 #include "quant/fast_math.h"
-#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -217,10 +217,7 @@ TEST_CASE("dorefa weights: fresh gradient buffers are written whole, equal to ac
 }
 
 TEST_CASE("dorefa weights: the AVX2 kernels give the baseline's bits (the max term's sum within rounding)") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(32);
   const Tensor w0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
   float max_abs = 0.f;
@@ -230,11 +227,10 @@ TEST_CASE("dorefa weights: the AVX2 kernels give the baseline's bits (the max te
       CAPTURE(fixed_m);
       CAPTURE(bits);
       auto run = [&](bool baseline) {
-        set_qil_baseline_kernels(baseline);
+        BaselineKernels kernels(baseline);
         Tensor w = w0.clone().set_requires_grad(true);
         Tensor y = bits ? dorefa_weight(w, bits, fixed_m) : dorefa_weight_transform(w, fixed_m);
         y.backward(gy);
-        set_qil_baseline_kernels(false);
         return std::pair<Tensor, Tensor>{y, w.grad()};
       };
       const auto [yw, dw_w] = run(false);

@@ -7,10 +7,10 @@
 
 #include "fresh_check.h"
 #include "gradcheck.h"
+#include "kernel_builds.h"
 
 #include "engine/ops.h"
 #include "quant/lsq.h"
-#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -245,10 +245,7 @@ TEST_CASE("fresh gradient buffers: the LSQ ops write every element, equal to acc
 }
 
 TEST_CASE("the AVX2 LSQ kernels give the baseline's bits, and ds within float rounding") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(41);
   const Tensor v0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
   for (bool round : {true, false}) {
@@ -257,11 +254,10 @@ TEST_CASE("the AVX2 LSQ kernels give the baseline's bits, and ds within float ro
       CAPTURE(is_signed);
       const LsqRange r = is_signed ? lsq_signed_range(3) : lsq_unsigned_range(3);
       auto run = [&](bool baseline) {
-        set_qil_baseline_kernels(baseline);
+        BaselineKernels kernels(baseline);
         Tensor v = v0.clone().set_requires_grad(true), s = param(0.3f);
         Tensor y = round ? lsq_quantize(v, s, r) : lsq_transform(v, s, r);
         y.backward(gy);
-        set_qil_baseline_kernels(false);
         return std::vector<Tensor>{y, v.grad(), s.grad()};
       };
       const auto wide = run(false), base = run(true);

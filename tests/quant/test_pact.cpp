@@ -8,10 +8,10 @@
 
 #include "fresh_check.h"
 #include "gradcheck.h"
+#include "kernel_builds.h"
 
 #include "engine/ops.h"
 #include "quant/pact.h"
-#include "quant/qil_ops.h"
 #include "quant/quantizer.h"
 
 using namespace engine;
@@ -274,10 +274,7 @@ TEST_CASE("fresh gradient buffers: the PACT ops write every element, equal to ac
 }
 
 TEST_CASE("the AVX2 PACT kernels give the baseline's bits, and dalpha within float rounding") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(43);
   const Tensor x0 = randn({50001}, g), gy = randn({50001}, g);  // odd: the vector loops' remainders run too
   for (int bits : {3, 0}) {  // 0: the transform (no rounding)
@@ -285,11 +282,10 @@ TEST_CASE("the AVX2 PACT kernels give the baseline's bits, and dalpha within flo
       CAPTURE(bits);
       CAPTURE(is_signed);
       auto run = [&](bool baseline) {
-        set_qil_baseline_kernels(baseline);
+        BaselineKernels kernels(baseline);
         Tensor x = x0.clone().set_requires_grad(true), a = param(0.8f);
         Tensor y = bits ? pact_quantize(x, a, bits, is_signed) : pact_transform(x, a, is_signed);
         y.backward(gy);
-        set_qil_baseline_kernels(false);
         return std::vector<Tensor>{y, x.grad(), a.grad()};
       };
       const auto wide = run(false), base = run(true);

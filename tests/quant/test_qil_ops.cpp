@@ -7,6 +7,7 @@
 
 #include "fresh_check.h"
 #include "gradcheck.h"
+#include "kernel_builds.h"
 
 #include "engine/ops.h"
 #include "quant/qil_ops.h"
@@ -342,10 +343,7 @@ TEST_CASE("fresh gradient buffers: the QIL ops write every element, equal to acc
 }
 
 TEST_CASE("the AVX2 forward kernels give the baseline's bits, every variant (where the CPU has AVX2)") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(73);
   // Odd length: the vector loops' remainders run too. Pruned, inside and clipped elements, both signs.
   const Tensor w = magnitudes(40001, g, 0.f, 1.4f, true), x = magnitudes(40001, g, 0.f, 1.6f, false);
@@ -359,10 +357,12 @@ TEST_CASE("the AVX2 forward kernels give the baseline's bits, every variant (whe
                                qil_activation(w, c, d, 4, true), qil_activation_transform(w, c, d, true)};
   };
   const std::vector<Tensor> wide = outputs();
-  set_qil_baseline_kernels(true);
-  CHECK(std::string(qil_kernel_isa()) == "baseline (sse2)");
-  const std::vector<Tensor> base = outputs();
-  set_qil_baseline_kernels(false);
+  std::vector<Tensor> base;
+  {
+    BaselineKernels kernels(true);
+    CHECK(std::string(qil_kernel_isa()) == "baseline (sse2)");
+    base = outputs();
+  }
   for (size_t k = 0; k < wide.size(); ++k) {
     CAPTURE(k);
     CHECK(std::memcmp(wide[k].data(), base[k].data(), wide[k].nbytes()) == 0);
@@ -370,17 +370,13 @@ TEST_CASE("the AVX2 forward kernels give the baseline's bits, every variant (whe
 }
 
 TEST_CASE("qil_activation backward: the AVX2 kernel gives the baseline's dx bits and its c, d sums within rounding") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(74);
   const Tensor x0 = magnitudes(50001, g, 0.f, 1.6f, false), gy = randn({50001}, g);
   auto grads = [&](bool baseline) {
-    set_qil_baseline_kernels(baseline);
+    BaselineKernels kernels(baseline);
     Tensor x = x0.clone().set_requires_grad(true), c = param(0.7f), d = param(0.5f);
     qil_activation(x, c, d, 4).backward(gy);
-    set_qil_baseline_kernels(false);
     return std::vector<Tensor>{x.grad(), c.grad(), d.grad()};
   };
   const auto wide = grads(false), base = grads(true);
@@ -394,21 +390,17 @@ TEST_CASE("qil_activation backward: the AVX2 kernel gives the baseline's dx bits
 }
 
 TEST_CASE("qil_weight and signed qil_activation backward: the AVX2 kernel gives the baseline's bits and sums") {
-  if (std::string(qil_kernel_isa()) != "avx2") {
-    MESSAGE("this CPU runs the baseline kernels (" << qil_kernel_isa() << "): nothing to compare");
-    return;
-  }
+  if (!avx2_kernels_run()) return;
   Generator g(75);
   const Tensor w0 = magnitudes(50001, g, 0.f, 1.4f, true), gy = randn({50001}, g);
   // kind 0: weights, learned gamma 1.3; 1: weights, learned gamma at exactly 1 (the unit-gamma kernels with a
   // gamma gradient); 2: signed activations (gamma fixed at 1, no gamma gradient).
   auto grads = [&](int kind, bool baseline) {
-    set_qil_baseline_kernels(baseline);
+    BaselineKernels kernels(baseline);
     Tensor w = w0.clone().set_requires_grad(true), c = param(0.6f), d = param(0.4f);
     Tensor gm = param(kind == 0 ? 1.3f : 1.f);
     Tensor y = kind == 2 ? qil_activation(w, c, d, 4, true) : qil_weight(w, c, d, gm, 3);
     y.backward(gy);
-    set_qil_baseline_kernels(false);
     std::vector<Tensor> out{w.grad(), c.grad(), d.grad()};
     if (kind != 2) out.push_back(gm.grad());
     return out;
