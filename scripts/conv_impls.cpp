@@ -4,7 +4,11 @@
 // plain NCHW and NHWC. Prints ms (best of 5 after one warm-up) and GFLOP/s. It answers "would another kernel
 // or layout run this layer faster?" for docs/performance.md. Not part of qil: built and run by
 // scripts/conv_impls.sh.
-// Usage: conv_impls [batch] [fwd|bwd_data|bwd_weights|all]   (default: 32 all)
+// `cold` writes 128 MiB (four times the L3 of the machines measured) before every timed call, so each call
+// starts with its operands out of cache, as inside a training step where other layers ran in between; `warm`
+// (the default) repeats the call back to back. `any`, `nchw` or `nhwc` times one activation layout only.
+// Usage: conv_impls [batch] [fwd|bwd_data|bwd_weights|all] [warm|cold] [all|any|nchw|nhwc]
+//        (default: 32 all warm all)
 #include <dnnl.hpp>
 
 #include <algorithm>
@@ -48,11 +52,25 @@ dnnl::memory filled(const dnnl::memory::desc& md, const dnnl::engine& eng) {
   return m;
 }
 
+bool g_cold = false;
+
+// Evicts the caches: writes and reads back a buffer larger than the last-level cache (both threads write).
+void flush_caches() {
+  static std::vector<float> junk(size_t{32} << 20);
+  float* p = junk.data();
+  long n = static_cast<long>(junk.size());
+#pragma omp parallel for
+  for (long i = 0; i < n; ++i) p[i] += 1.0f;
+  volatile float sink = p[n / 2];
+  (void)sink;
+}
+
 double best_of_5(const dnnl::primitive& prim, const Args& args, dnnl::stream& st) {
   prim.execute(st, args);
   st.wait();
   double best = 1e30;
   for (int r = 0; r < 5; ++r) {
+    if (g_cold) flush_caches();
     double t0 = seconds();
     prim.execute(st, args);
     st.wait();
@@ -78,8 +96,8 @@ void time_shape(const Shape& s, int n, tag t, const std::string& dir, const dnnl
   convolution_forward::primitive_desc fwd(
       convolution_forward::desc(prop_kind::forward_training, alg, src, w, dst, strides, pads, pads), eng);
   auto report = [&](const char* impl, double sec) {
-    std::printf("%-11s %-16s N=%-3d %-4s %-16s %8.2f ms %6.1f GFLOP/s  x%d\n", dir.c_str(), s.name, n,
-                tag_name(t), impl, sec * 1e3, flop / sec * 1e-9, s.count);
+    std::printf("%-11s %-16s N=%-3d %-4s %-4s %-16s %8.2f ms %6.1f GFLOP/s  x%d\n", dir.c_str(), s.name, n,
+                tag_name(t), g_cold ? "cold" : "warm", impl, sec * 1e3, flop / sec * 1e-9, s.count);
     std::fflush(stdout);
   };
   if (dir == "fwd") {
@@ -116,16 +134,23 @@ void time_shape(const Shape& s, int n, tag t, const std::string& dir, const dnnl
 int main(int argc, char** argv) {
   int n = argc > 1 ? std::atoi(argv[1]) : 32;
   std::string which = argc > 2 ? argv[2] : "all";
-  if (n <= 0 || (which != "all" && which != "fwd" && which != "bwd_data" && which != "bwd_weights")) {
-    std::fprintf(stderr, "usage: conv_impls [batch > 0] [fwd|bwd_data|bwd_weights|all]\n");
+  std::string cache = argc > 3 ? argv[3] : "warm";
+  std::string layout = argc > 4 ? argv[4] : "all";
+  bool bad_dir = which != "all" && which != "fwd" && which != "bwd_data" && which != "bwd_weights";
+  bool bad_layout = layout != "all" && layout != "any" && layout != "nchw" && layout != "nhwc";
+  if (n <= 0 || bad_dir || (cache != "warm" && cache != "cold") || bad_layout) {
+    std::fprintf(stderr,
+                 "usage: conv_impls [batch > 0] [fwd|bwd_data|bwd_weights|all] [warm|cold] [all|any|nchw|nhwc]\n");
     return 2;
   }
+  g_cold = cache == "cold";
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream st(eng);
   for (const std::string dir : {"fwd", "bwd_data", "bwd_weights"}) {
     if (which != "all" && which != dir) continue;
     for (const Shape& s : kShapes)
-      for (tag t : {tag::any, tag::nchw, tag::nhwc}) time_shape(s, n, t, dir, eng, st);
+      for (tag t : {tag::any, tag::nchw, tag::nhwc})
+        if (layout == "all" || layout == tag_name(t)) time_shape(s, n, t, dir, eng, st);
   }
   return 0;
 }
