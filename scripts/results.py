@@ -162,6 +162,31 @@ def on_sigterm(signum, frame):
     STOP["requested"] = True
 
 
+def run_timed(cmd, d, poll=30):
+    """Runs `qil train`, adding its wall time to d/wall_s every 30 s and at the end, so that a driver killed
+    outright (SIGKILL, a lost machine) loses at most 30 s of a resumed run's total."""
+    wall_file = os.path.join(d, "wall_s")
+    prev = float(open(wall_file).read()) if os.path.exists(wall_file) else 0.0
+    t0 = time.time()
+
+    def note():
+        if os.path.isdir(d):
+            with open(wall_file + ".tmp", "w") as f:
+                f.write(f"{prev + time.time() - t0:.0f}")
+            os.replace(wall_file + ".tmp", wall_file)
+
+    with open(d + ".log", "a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                code = proc.wait(timeout=poll)
+                break
+            except subprocess.TimeoutExpired:
+                note()
+    note()
+    return code
+
+
 def execute(run):
     d = os.path.join(R, run["name"])
     st = status(run)
@@ -182,13 +207,7 @@ def execute(run):
         shutil.rmtree(d, ignore_errors=True)
         cmd = [QIL, "train", "--out", d, "--progress", "lines"] + threads() + run["args"]
     print(f"== {run['name']}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    t0 = time.time()
-    with open(d + ".log", "a") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall_file = os.path.join(d, "wall_s")
-    prev = float(open(wall_file).read()) if os.path.exists(wall_file) else 0.0
-    with open(wall_file, "w") as f:
-        f.write(f"{prev + time.time() - t0:.0f}")
+    code = run_timed(cmd, d)
     if STOP["requested"]:
         raise SystemExit(f"results: stopped during {run['name']} (its last checkpoint continues it next time)")
     if code != 0:
