@@ -2,7 +2,7 @@
 # Builds scripts/conv_impls.cpp against the system's oneDNN and runs it: every non-reference oneDNN
 # implementation of every ResNet-18 @224 convolution shape, each direction, in the blocked (`any`), NCHW and NHWC
 # activation layouts, with ms and GFLOP/s; the CPU's SIMD flags first. Not part of qil's build: a measuring
-# stick for docs/performance.md ("Other oneDNN kernels, layer by layer"). Needs a quiet machine (`uptime`).
+# stick for docs/performance.md ("Every oneDNN kernel, layer by layer"). Needs a quiet machine (`uptime`).
 # `cold` evicts the caches before every timed call (as inside a training step), `warm` (default) does not.
 # Usage: scripts/conv_impls.sh [batch] [fwd|bwd_data|bwd_weights|all] [warm|cold] [all|any|nchw|nhwc]
 #        (OMP_NUM_THREADS sets the threads)
