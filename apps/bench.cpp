@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -124,6 +125,7 @@ struct StepBench {
   training::StepTimes times;
   size_t buckets = 0, buckets_in_backward = 0;  // --allreduce overlap under mpirun
   std::string kernel_isa;  // what the quantizers' own kernels picked at run time ("" when none picks)
+  HostLoad before, after;  // the machine's load as the command started and as the timing ended
 };
 
 // The instruction set the model's quantizers chose for their own kernels (quant::Quantizer::kernel_isa), or "".
@@ -177,6 +179,19 @@ StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& 
   return r;
 }
 
+// The machine's load as the benchmark starts, with a warning on stderr (rank 0) when other tasks run. Under
+// mpirun the other ranks on this node (OpenMPI's local size) are expected to run beside this one.
+HostLoad load_at_start() {
+  HostLoad h = host_load(5);
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (local && h.others_running > 0) h.others_running = std::max(0, h.others_running - (std::atoi(local) - 1));
+  if (h.others_running > 0 && engine::dist::rank() == 0)
+    std::cerr << "qil bench: " << h.others_running << " other task(s) running as the benchmark starts (load "
+              << "average " << h.load1 << "): its figures will be low and noisy; take them on a quiet machine "
+              << "(uptime)" << std::endl;
+  return h;
+}
+
 // The process's resident high-water mark so far (getrusage's ru_maxrss, KiB on Linux), in MiB.
 double peak_rss_mib() {
   rusage u{};
@@ -212,7 +227,12 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
                                         {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"},
                                         {"gflops", std::round(gflops * 10) / 10},
                                         {"peak_pct", std::round(1e3 * peak_share) / 10},
-                                        {"peak_rss_mib", std::round(peak_rss_mib() * 10) / 10}}
+                                        {"peak_rss_mib", std::round(peak_rss_mib() * 10) / 10},
+                                        {"cpu", cpu_model_name()},
+                                        {"simd", cpu_simd_flags()},
+                                        {"load_before", r.before.load1},
+                                        {"load_after", r.after.load1},
+                                        {"others_running", r.before.others_running}}
                      .dump()
               << std::endl;
     return;
@@ -223,6 +243,8 @@ void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
   std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
+  std::printf("cpu: %s [%s]; load average %.2f before, %.2f after\n", cpu_model_name().c_str(),
+              cpu_simd_flags().c_str(), r.before.load1, r.after.load1);
   if (!r.kernel_isa.empty()) std::printf("quantizer kernels: %s\n", r.kernel_isa.c_str());
   const std::string buckets = o.allreduce == "overlap" ? engine::str_cat(" (", r.buckets, " buckets)") : "";
   if (world > 1)
@@ -300,6 +322,7 @@ int run_bench(const BenchOptions& o) {
             o.allreduce, "'");
   QIL_CHECK(o.bucket_mb > 0, "bench: --bucket-mb must be positive, got ", o.bucket_mb);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  const HostLoad before = load_at_start();  // before any OpenMP thread exists: only other processes count
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
   if (o.allreduce_only) return run_allreduce_only(o, *model);
@@ -313,6 +336,8 @@ int run_bench(const BenchOptions& o) {
   StepBench r = time_steps(o, *model, st, b);
   r.gflop_per_img = gflop_per_img;
   r.kernel_isa = quantizer_kernel_isa(*model);
+  r.before = before;
+  r.after = host_load(1);
   if (engine::dist::rank() != 0) return 0;  // rank 0 reports
   if (o.profile) print_profile(r.total_s, o.steps * o.repeat);
   print_steps(o, st, r);

@@ -4,13 +4,17 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "apps/data_setup.h"
 #include "apps/export.h"
@@ -96,6 +100,44 @@ std::string cpu_simd_flags() {
     return out.empty() ? "none of avx2, fma, avx512*, amx*" : out;
   }
   return "unknown";
+}
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    const size_t start = line.find_first_not_of(" \t", colon + 1);
+    if (colon != std::string::npos && start != std::string::npos) return line.substr(start);
+  }
+  return "unknown";
+}
+
+HostLoad parse_loadavg(const std::string& text) {
+  HostLoad h;
+  std::istringstream in(text);
+  double l1 = 0, l5 = 0, l15 = 0;
+  std::string tasks;
+  if (!(in >> l1 >> l5 >> l15 >> tasks)) return h;
+  h.load1 = l1;
+  const size_t slash = tasks.find('/');
+  if (slash != std::string::npos && slash > 0 && slash < 9 && tasks.find_first_not_of("0123456789") == slash)
+    h.others_running = std::max(0, std::stoi(tasks.substr(0, slash)) - 1);
+  return h;
+}
+
+HostLoad host_load(int samples) {
+  HostLoad out;
+  for (int i = 0; i < samples; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::ifstream f("/proc/loadavg");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const HostLoad h = parse_loadavg(text);
+    out.load1 = h.load1;
+    if (h.others_running >= 0 && (out.others_running < 0 || h.others_running < out.others_running))
+      out.others_running = h.others_running;
+  }
+  return out;
 }
 
 void apply_precision(const std::string& precision) {

@@ -42,6 +42,20 @@ void apply_precision(const std::string& precision);
 // The SIMD flags of /proc/cpuinfo that matter to oneDNN (avx2, fma, avx512*, amx*), space-separated; "unknown"
 // where /proc/cpuinfo cannot be read.
 std::string cpu_simd_flags();
+// The CPU's "model name" from /proc/cpuinfo, or "unknown".
+std::string cpu_model_name();
+// How busy the machine is, from /proc/loadavg: the 1-minute load average and the tasks other than the caller
+// that are runnable now. -1 for what cannot be read.
+struct HostLoad {
+  double load1 = -1;
+  int others_running = -1;
+};
+// One reading of /proc/loadavg's text ("0.45 1.44 1.49 3/245 12345"): others_running = runnable - 1 (the
+// reader itself is one of them).
+HostLoad parse_loadavg(const std::string& text);
+// The fewest other runnable tasks over `samples` readings 20 ms apart (so that a process that only passes by
+// does not count), with the last reading's load average.
+HostLoad host_load(int samples);
 int run_eval(const EvalOptions& o);
 
 struct ModelsOptions {

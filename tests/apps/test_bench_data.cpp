@@ -1,15 +1,19 @@
 // `qil bench-data` on a tiny ImageNet-style tree written here: it reads the whole tree, reports a positive
 // img/s on its last line, counts undecodable files, and a missing folder is an error naming it; `--json` of
 // bench-data and bench is one valid JSON object with the documented keys. Never checks a speed: the machine's load is not the test's business.
+// bench names the CPU and the load beside its figures, and warns when another task runs as it starts.
 #include <stb_image_write.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "apps/commands.h"
 #include "run_qil.h"
 
 using qiltest::run_qil;
@@ -164,7 +168,12 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("peak_pct") == 0);              // no --peak-gflops given
   CHECK(j.at("peak_rss_mib").get<double>() > 0);  // the process's high-water mark
   CHECK(j.at("precision") == "fp32");
-  CHECK(j.size() == 21);
+  CHECK(j.at("cpu").is_string());                // /proc/cpuinfo's model name, "unknown" where unreadable
+  CHECK(j.at("simd").is_string());               // avx2 fma avx512* amx*
+  CHECK(j.at("load_before").get<double>() >= 0);  // /proc/loadavg's 1-minute figure
+  CHECK(j.at("load_after").get<double>() >= 0);
+  CHECK(j.at("others_running").get<int>() >= 0);
+  CHECK(j.size() == 26);
   // A network whose step holds hundreds of MiB of activations has a higher mark than a LeNet on two images.
   auto big = run_qil("bench --model resnet20 --batch 64 --image-size 32 --num-classes 10 --steps 1 --warmup 0 "
                      "--repeat 1 --threads 1 --json");
@@ -185,4 +194,38 @@ TEST_CASE("bench --json: one object with the documented keys") {
   auto bad = run_qil("bench --model lenet --image-size 28 --in-channels 1 --steps 1 --quant 4 --quantizer lq");
   CHECK(bad.code != 0);
   CHECK_MESSAGE(bad.out.find("unknown weight quantizer 'lq'") != std::string::npos, bad.out);
+}
+
+TEST_CASE("parse_loadavg: the 1-minute load and the runnable tasks other than the reader") {
+  apps::HostLoad h = apps::parse_loadavg("0.45 1.44 1.49 3/245 12345\n");
+  CHECK(h.load1 == doctest::Approx(0.45));
+  CHECK(h.others_running == 2);
+  h = apps::parse_loadavg("0.00 0.01 0.05 1/98 77");
+  CHECK(h.load1 == 0.0);
+  CHECK(h.others_running == 0);
+  h = apps::parse_loadavg("2.5 2 2 x/98 77");  // a task count that is not one: the load still reads
+  CHECK(h.load1 == doctest::Approx(2.5));
+  CHECK(h.others_running == -1);
+  h = apps::parse_loadavg("");
+  CHECK(h.load1 == -1);
+  CHECK(h.others_running == -1);
+  CHECK(apps::parse_loadavg("1 1 1 99999999999/5 1").others_running == -1);  // too many digits: not read
+}
+
+TEST_CASE("bench prints the CPU and the load, and warns when another task runs as it starts") {
+  const std::string args = "bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                           "--warmup 0 --repeat 1 --threads 1";
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {  // a runnable task of this process for as long as the benchmark starts
+    volatile unsigned long spin = 0;
+    while (!stop.load(std::memory_order_relaxed)) spin = spin + 1;
+  });
+  auto r = run_qil(args);
+  stop = true;
+  busy.join();
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE(r.out.find("other task(s) running as the benchmark starts") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("cpu: " + apps::cpu_model_name() + " [" + apps::cpu_simd_flags() + "]; load average ") !=
+                    std::string::npos,
+                r.out);
 }
