@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -179,12 +178,9 @@ StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& 
   return r;
 }
 
-// The machine's load as the benchmark starts, with a warning on stderr (rank 0) when other tasks run. Under
-// mpirun the other ranks on this node (OpenMPI's local size) are expected to run beside this one.
-HostLoad load_at_start() {
-  HostLoad h = host_load(5);
-  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  if (local && h.others_running > 0) h.others_running = std::max(0, h.others_running - (std::atoi(local) - 1));
+// The machine's load as the benchmark starts, with a warning on stderr (rank 0) when other tasks run.
+HostLoad load_warned() {
+  const HostLoad h = load_at_start();
   if (h.others_running > 0 && engine::dist::rank() == 0)
     std::cerr << "qil bench: " << h.others_running << " other task(s) running as the benchmark starts (load "
               << "average " << h.load1 << "): its figures will be low and noisy; take them on a quiet machine "
@@ -322,7 +318,7 @@ int run_bench(const BenchOptions& o) {
             o.allreduce, "'");
   QIL_CHECK(o.bucket_mb > 0, "bench: --bucket-mb must be positive, got ", o.bucket_mb);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  const HostLoad before = load_at_start();  // before any OpenMP thread exists: only other processes count
+  const HostLoad before = load_warned();  // before any OpenMP thread exists: only other processes count
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
   if (o.allreduce_only) return run_allreduce_only(o, *model);

@@ -56,6 +56,12 @@ HostLoad parse_loadavg(const std::string& text);
 // The fewest other runnable tasks over `samples` readings 20 ms apart (so that a process that only passes by
 // does not count), with the last reading's load average.
 HostLoad host_load(int samples);
+// host_load(5) as a command starts, with mpirun's other ranks on this node (OpenMPI's
+// OMPI_COMM_WORLD_LOCAL_SIZE) not counted as other tasks: they are expected to run beside this one.
+HostLoad load_at_start();
+// For `qil train`: when other tasks run and OMP_WAIT_POLICY is unset, a line advising
+// OMP_WAIT_POLICY=passive (measured in docs/performance.md); "" otherwise.
+std::string wait_policy_hint(const HostLoad& h);
 int run_eval(const EvalOptions& o);
 
 struct ModelsOptions {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "apps/commands.h"
 #include "apps/training/stage_runner.h"
 #include "engine/check.h"
 #include "engine/dist.h"
@@ -156,6 +157,7 @@ std::string run_header(const TrainConfig& cfg, const TrainingRun& run) {
 int run_train(TrainConfig cfg) {
   validate(cfg);
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
+  const HostLoad load = load_at_start();  // before the loader's and OpenMP's threads exist
   TrainingRun run;
   run.rank = engine::dist::rank();
   run.world = engine::dist::world_size();
@@ -196,6 +198,7 @@ int run_train(TrainConfig cfg) {
     log.line(str_cat("no last.ckpt in ", run.dir, ": the run stopped before its first checkpoint; starting it again"));
   }
   log.line(run_header(cfg, run));
+  if (const std::string hint = wait_policy_hint(load); !hint.empty()) log.line(hint);
   training::install_stop_signals();
   return training::StageRunner(run, cfg, std::move(state), log).run();
 }

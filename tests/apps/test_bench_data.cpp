@@ -5,6 +5,7 @@
 #include <stb_image_write.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -228,4 +229,21 @@ TEST_CASE("bench prints the CPU and the load, and warns when another task runs a
   CHECK_MESSAGE(r.out.find("cpu: " + apps::cpu_model_name() + " [" + apps::cpu_simd_flags() + "]; load average ") !=
                     std::string::npos,
                 r.out);
+}
+
+TEST_CASE("wait_policy_hint: advises OMP_WAIT_POLICY=passive only when others run and the policy is unset") {
+  const char* was = std::getenv("OMP_WAIT_POLICY");
+  const std::string saved = was ? was : "";
+  unsetenv("OMP_WAIT_POLICY");
+  CHECK(apps::wait_policy_hint({0.3, 0}) == "");   // nothing else runs
+  CHECK(apps::wait_policy_hint({-1, -1}) == "");   // /proc/loadavg unreadable: say nothing
+  const std::string hint = apps::wait_policy_hint({1.5, 2});
+  CHECK_MESSAGE(hint.find("2 other task(s)") != std::string::npos, hint);
+  CHECK_MESSAGE(hint.find("OMP_WAIT_POLICY=passive") != std::string::npos, hint);
+  setenv("OMP_WAIT_POLICY", "active", 1);  // the user chose a policy: no advice
+  CHECK(apps::wait_policy_hint({1.5, 2}) == "");
+  if (was)
+    setenv("OMP_WAIT_POLICY", saved.c_str(), 1);
+  else
+    unsetenv("OMP_WAIT_POLICY");
 }
