@@ -5,11 +5,13 @@
 #include "test_paths.h"
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 
 namespace qiltest {
 
@@ -51,6 +53,36 @@ struct ScratchDir {
     std::filesystem::remove_all(path, ec);
   }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// A thread of the test process that spins while it lives: a runnable task that `qil` sees in /proc/loadavg.
+struct BusyThread {
+  std::atomic<bool> stop{false};
+  std::thread t{[this] {
+    volatile unsigned long spin = 0;
+    while (!stop.load(std::memory_order_relaxed)) spin = spin + 1;
+  }};
+  ~BusyThread() {
+    stop = true;
+    t.join();
+  }
+};
+
+// Sets (value != nullptr) or unsets an environment variable for the scope; restores what was there.
+struct EnvScope {
+  std::string name, saved;
+  bool had;
+  EnvScope(const char* n, const char* value) : name(n), had(std::getenv(n) != nullptr) {
+    if (had) saved = std::getenv(n);
+    set(value);
+  }
+  void set(const char* value) const {
+    if (value)
+      setenv(name.c_str(), value, 1);
+    else
+      unsetenv(name.c_str());
+  }
+  ~EnvScope() { set(had ? saved.c_str() : nullptr); }
 };
 
 }  // namespace qiltest

@@ -4,14 +4,11 @@
 // bench names the CPU and the load beside its figures, and warns when another task runs as it starts.
 #include <stb_image_write.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "apps/commands.h"
@@ -216,14 +213,11 @@ TEST_CASE("parse_loadavg: the 1-minute load and the runnable tasks other than th
 TEST_CASE("bench prints the CPU and the load, and warns when another task runs as it starts") {
   const std::string args = "bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
                            "--warmup 0 --repeat 1 --threads 1";
-  std::atomic<bool> stop{false};
-  std::thread busy([&] {  // a runnable task of this process for as long as the benchmark starts
-    volatile unsigned long spin = 0;
-    while (!stop.load(std::memory_order_relaxed)) spin = spin + 1;
-  });
-  auto r = run_qil(args);
-  stop = true;
-  busy.join();
+  qiltest::CmdResult r;
+  {
+    qiltest::BusyThread busy;  // a runnable task for as long as the benchmark starts
+    r = run_qil(args);
+  }
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK_MESSAGE(r.out.find("other task(s) running as the benchmark starts") != std::string::npos, r.out);
   CHECK_MESSAGE(r.out.find("cpu: " + apps::cpu_model_name() + " [" + apps::cpu_simd_flags() + "]; load average ") !=
@@ -232,18 +226,12 @@ TEST_CASE("bench prints the CPU and the load, and warns when another task runs a
 }
 
 TEST_CASE("wait_policy_hint: advises OMP_WAIT_POLICY=passive only when others run and the policy is unset") {
-  const char* was = std::getenv("OMP_WAIT_POLICY");
-  const std::string saved = was ? was : "";
-  unsetenv("OMP_WAIT_POLICY");
+  qiltest::EnvScope policy("OMP_WAIT_POLICY", nullptr);
   CHECK(apps::wait_policy_hint({0.3, 0}) == "");   // nothing else runs
   CHECK(apps::wait_policy_hint({-1, -1}) == "");   // /proc/loadavg unreadable: say nothing
   const std::string hint = apps::wait_policy_hint({1.5, 2});
   CHECK_MESSAGE(hint.find("2 other task(s)") != std::string::npos, hint);
   CHECK_MESSAGE(hint.find("OMP_WAIT_POLICY=passive") != std::string::npos, hint);
-  setenv("OMP_WAIT_POLICY", "active", 1);  // the user chose a policy: no advice
+  policy.set("active");  // the user chose a policy: no advice
   CHECK(apps::wait_policy_hint({1.5, 2}) == "");
-  if (was)
-    setenv("OMP_WAIT_POLICY", saved.c_str(), 1);
-  else
-    unsetenv("OMP_WAIT_POLICY");
 }

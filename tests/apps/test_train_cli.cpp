@@ -2,13 +2,10 @@
 // a short run writes its run directory, same seed gives the same losses, and an interrupted run resumed from
 // its checkpoint ends exactly where an uninterrupted one does.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -511,23 +508,14 @@ TEST_CASE("train advises OMP_WAIT_POLICY=passive when other tasks run as it star
   if (!have_fashion()) return;
   ScratchDir tmp;
   const std::string args = "train" + kSmall + " --train-subset 256 --epochs 1 --threads 1 --out ";
-  const char* was = std::getenv("OMP_WAIT_POLICY");
-  const std::string saved = was ? was : "";
-  std::atomic<bool> stop{false};
-  std::thread busy([&] {  // a task that runs for as long as training starts
-    volatile unsigned long spin = 0;
-    while (!stop.load(std::memory_order_relaxed)) spin = spin + 1;
-  });
-  unsetenv("OMP_WAIT_POLICY");
-  auto advised = run_qil(args + tmp / "a");
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  auto quiet = run_qil(args + tmp / "b");
-  stop = true;
-  busy.join();
-  if (was)
-    setenv("OMP_WAIT_POLICY", saved.c_str(), 1);
-  else
-    unsetenv("OMP_WAIT_POLICY");
+  qiltest::CmdResult advised, quiet;
+  {
+    qiltest::BusyThread busy;  // a task that runs for as long as training starts
+    qiltest::EnvScope policy("OMP_WAIT_POLICY", nullptr);
+    advised = run_qil(args + tmp / "a");
+    policy.set("passive");
+    quiet = run_qil(args + tmp / "b");
+  }
   REQUIRE_MESSAGE(advised.code == 0, advised.out);
   REQUIRE_MESSAGE(quiet.code == 0, quiet.out);
   CHECK_MESSAGE(advised.out.find("set OMP_WAIT_POLICY=passive") != std::string::npos, advised.out);
