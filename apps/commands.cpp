@@ -58,7 +58,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--quantizer", o.quantizer, "with --quant: qil | lsq | pact | dorefa")
       ->check(CLI::IsMember({"qil", "lsq", "pact", "dorefa"}))
       ->capture_default_str();
-  app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8")
+  app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8 | same (the --quant width)")
       ->check(CLI::IsMember({"fp", "8"}))
       ->capture_default_str();
   app.add_option("--weight-calib", o.weight_calib, "with --quant: QIL weight intervals from mse | max (docs/qil.md)")
@@ -183,7 +183,7 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
   layers::QuantPlan plan;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
-  plan.first_last_8bit = o.first_last == "8";
+  plan.first_last_bits = first_last_bits(o.first_last);
   plan.quantizer = o.quantizer;
   plan.weight_calib = quant::parse_weight_calib(o.weight_calib);
   plan.act_calib = quant::parse_act_calib(o.act_calib);

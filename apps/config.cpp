@@ -170,6 +170,13 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        positive("act-quant-lr-scale")},
       {"freeze-intervals", &c.freeze_intervals,
        "keep every quantizer's c, d, gamma at their calibration values (the weights and output scales still train)"},
+      {"freeze-weight-intervals", &c.freeze_weight_intervals,
+       "keep the weight quantizers' parameters at their calibration values (activation intervals still learn)"},
+      {"freeze-act-intervals", &c.freeze_act_intervals,
+       "keep the activation quantizers' parameters at their calibration values (weight intervals still learn)"},
+      {"no-pruning", &c.no_pruning,
+       "QIL weights: tie c to d after every step, so the pruning point c - d stays at 0 and only the clipping "
+       "point c + d learns (an ablation of the learned pruning interval)"},
       {"quant-recipe", &c.quant_recipe,
        "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
        "interval gradients, output scales fixed at their least-squares fit)",
@@ -181,11 +188,20 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
       {"pact-alpha-decay", &c.pact_alpha_decay,
        "PACT: L2 penalty lambda on each clipping level alpha (adds lambda*alpha to its gradient; 0 = none)",
        non_negative("pact-alpha-decay")},
-      {"first-last", &c.first_last, "first conv and last linear: fp | 8 (8-bit)", one_of("first-last", {"fp", "8"})},
+      {"first-last", &c.first_last,
+       "first conv and last linear: fp (full precision, the paper's rule) | 8 (8-bit) | same (each stage's widths; "
+       "the first conv's input quantizer is signed)",
+       one_of("first-last", {"fp", "8", "same"})},
       {"calib-batches", &c.calib_batches, "batches observed to initialize the intervals of a new quantized stage", at_least("calib-batches", 1)},
       {"init", &c.init, "checkpoint (or safetensors) to start the first stage from"},
       {"freeze-weights", &c.freeze_weights, "quantizer-only training: weights and BatchNorm frozen"},
       {"targets", &c.targets, "training targets: labels | teacher (the --init network's predictions; for data whose labels are another task)", one_of("targets", {"labels", "teacher"})},
+      {"distill", &c.distill,
+       "knowledge distillation from the --init network at temperature T (0 = off): the loss is "
+       "(1 - w)*CE(labels) + w*T^2*CE(teacher's softmax at T), w = --distill-weight (docs/qil.md)",
+       non_negative("distill")},
+      {"distill-weight", &c.distill_weight, "--distill: the weight w of the teacher's term, in [0, 1]",
+       in_range("distill-weight", 0, 1)},
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
       {"seed", &c.seed, "seed of initialization, data order and augmentation", non_negative("seed")},
@@ -412,6 +428,12 @@ void validate(const TrainConfig& c) {
             "--freeze-weights needs --init: quantizer-only training starts from a trained network");
   QIL_CHECK(c.targets == "labels" || !c.init.empty() || !c.resume.empty(),
             "--targets teacher needs --init: the teacher is the network it names");
+  QIL_CHECK(c.distill == 0 || !c.init.empty() || !c.resume.empty(),
+            "--distill needs --init: the teacher is the network it names");
+  QIL_CHECK(c.distill == 0 || c.targets == "labels",
+            "--distill mixes the labels with the teacher's softmax; --targets teacher replaces the labels: give one");
+  QIL_CHECK(!c.no_pruning || c.quantizer == "qil",
+            "--no-pruning ties QIL's weight interval (c = d): it needs --quantizer qil, got --quantizer ", c.quantizer);
   QIL_CHECK(c.schedule != "multistep" || !c.milestones.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");
   QIL_CHECK(c.augment.size() == 1 || std::find(c.augment.begin(), c.augment.end(), "none") == c.augment.end(),
             "--augment: 'none' cannot be combined with other augmentations, got '", join(c.augment, ','), "'");
@@ -420,6 +442,13 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.pact_alpha_decay == 0 || pact, "--pact-alpha-decay applies to PACT's alpha: it needs --quantizer pact "
             "(or a layer with quantizer = \"pact\" in the config file), got --quantizer ", c.quantizer);
   c.stage_list();
+}
+
+int first_last_bits(const std::string& first_last) {
+  if (first_last == "fp") return 32;
+  if (first_last == "8") return 8;
+  if (first_last == "same") return 0;
+  throw Error(str_cat("--first-last must be fp, 8 or same, got '", first_last, "'"));
 }
 
 std::string to_toml(const TrainConfig& cfg) {

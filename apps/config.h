@@ -63,14 +63,19 @@ struct TrainConfig {
   bool recalibrate_activations = false;  // a new activation width calibrates the activation interval again
   double act_quant_lr_scale = 1.0;  // activation intervals' LR = this x the quantizer LR
   bool freeze_intervals = false;      // c, d, γ fixed at calibration; weights and output scales train
+  bool freeze_weight_intervals = false;  // the same for the weight quantizers only
+  bool freeze_act_intervals = false;     // the same for the activation quantizers only
+  bool no_pruning = false;               // QIL weights: c tied to d (pruning point 0)
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
   std::string quantizer = "qil";     // qil | lsq | pact | dorefa: every quantized layer's kind (quant's factory)
   double pact_alpha_decay = 0;       // PACT: L2 penalty λ on each α, as weight decay of α's optimizer group
-  std::string first_last = "fp";  // fp | 8: the first conv and the last linear
+  std::string first_last = "fp";  // fp | 8 | same: the first conv and the last linear
   int64_t calib_batches = 8;
   std::string init;           // checkpoint or safetensors to start from
   bool freeze_weights = false;  // quantizer-only training
   std::string targets = "labels";  // labels | teacher: the --init network's softmax (data with other labels)
+  double distill = 0;             // > 0: distillation from the --init network at this temperature
+  double distill_weight = 0.5;    // the soft term's weight w: (1 − w)·CE(labels) + w·T²·CE(teacher)
   std::map<std::string, LayerOverride> layers;
   // Run.
   std::string out;     // run directory (default runs/<model>-<stages>)
@@ -106,6 +111,10 @@ void apply_config_file(CLI::App& app, TrainConfig& cfg);
 // Reads one TOML config file into the fields whose flags `app` did not receive, and the per-layer tables.
 // Unknown keys, bad values and TOML syntax errors throw engine::Error naming the key, the value and the file.
 void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg);
+
+// `--first-last`: fp -> 32 (full precision), 8 -> 8, same -> 0 (the stage's widths; layers::QuantPlan's
+// first_last_bits); anything else is an error naming it.
+int first_last_bits(const std::string& first_last);
 
 // Checks across fields (stage lists against each other, options that need another); throws engine::Error.
 void validate(const TrainConfig& cfg);

@@ -1,4 +1,4 @@
-// The `qil` command: subcommands train, eval, models, inspect, bench, bench-data, export, predict. Every error
+// The `qil` command: subcommands train, eval, models, inspect, bench, bench-data, export, predict, compare. Every error
 // is reported on one line naming the bad value or file, with a non-zero exit code; under mpirun the line names
 // the rank and the error ends every rank of the job at once. The process-wide settings of the engine
 // (allocator, activation layout, op profiler, collective watchdog) are set here, once, and nowhere else.
@@ -10,6 +10,7 @@
 #include "apps/bench.h"
 #include "apps/bench_data.h"
 #include "apps/commands.h"
+#include "apps/compare.h"
 #include "apps/config.h"
 #include "apps/export.h"
 #include "apps/train.h"
@@ -48,8 +49,9 @@ struct Commands {
   apps::BenchDataOptions bench_data_opt;
   apps::ExportOptions export_opt;
   apps::PredictOptions predict_opt;
+  apps::CompareOptions compare_opt;
   CLI::App *train = nullptr, *eval = nullptr, *models = nullptr, *inspect = nullptr, *bench = nullptr,
-           *bench_data = nullptr, *export_cmd = nullptr, *predict = nullptr;
+           *bench_data = nullptr, *export_cmd = nullptr, *predict = nullptr, *compare = nullptr;
 
   explicit Commands(CLI::App& app) {
     train = app.add_subcommand("train", "train a network (full precision and/or quantized stages)");
@@ -68,6 +70,8 @@ struct Commands {
     apps::add_export_flags(*export_cmd, export_opt);
     predict = app.add_subcommand("predict", "logits of a .npy batch (float32 N,C,H,W) as .npy");
     apps::add_predict_flags(*predict, predict_opt);
+    compare = app.add_subcommand("compare", "compare finished runs: groups by settings, mean ± sd, paired 95% intervals");
+    apps::add_compare_flags(*compare, compare_opt);
   }
 
   // The engine's process-wide switches for the chosen subcommand.
@@ -94,6 +98,7 @@ struct Commands {
     if (*bench_data) return apps::run_bench_data(bench_data_opt);
     if (*export_cmd) return apps::run_export(export_opt);
     if (*predict) return apps::run_predict(predict_opt);
+    if (*compare) return apps::run_compare(compare_opt);
     return 0;
   }
 };

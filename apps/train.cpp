@@ -63,9 +63,9 @@ ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run, bool res
                 "' network, but --model is '", cfg.model, "'");
     }
   }
-  if (cfg.targets == "teacher") {  // the --init network as it was, in eval mode, never trained
-    QIL_CHECK(!cfg.init.empty() && !layers::is_safetensors_path(cfg.init),
-              "--targets teacher needs --init with a qil checkpoint (the teacher), got '", cfg.init, "'");
+  if (cfg.targets == "teacher" || cfg.distill > 0) {  // the --init network as it was, in eval mode, never trained
+    QIL_CHECK(!cfg.init.empty() && !layers::is_safetensors_path(cfg.init), cfg.distill > 0 ? "--distill" : "--targets teacher",
+              " needs --init with a qil checkpoint (the teacher), got '", cfg.init, "'");
     run.teacher = layers::load_model_checkpoint(cfg.init).model;
     run.teacher->eval();
   }

@@ -49,6 +49,7 @@ json quant_layout(Module& model) {
                  {"fix_gamma", s.fix_gamma},
                  {"has_wq", l->weight_quantizer() != nullptr},
                  {"has_aq", l->act_quantizer() != nullptr}};
+    if (s.no_pruning) out[name]["no_pruning"] = true;  // written only when set: other layouts stay as they were
   }
   return out;
 }
@@ -64,6 +65,7 @@ void apply_quant_layout(Module& model, const json& layout, const std::string& fi
     s.quantizer = v.value("quantizer", std::string("qil"));
     s.signed_input = v.value("signed", false);
     s.fix_gamma = v.value("fix_gamma", false);
+    s.no_pruning = v.value("no_pruning", false);
     const int wbits = v.value("wbits", 32), abits = v.value("abits", 32);
     s.wbits = v.value("has_wq", wbits < 32) ? (wbits < 32 ? wbits : 8) : 32;
     s.abits = v.value("has_aq", abits < 32) ? (abits < 32 ? abits : 8) : 32;

@@ -24,7 +24,10 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     }
     // The plan's setting wins over the one a checkpoint was saved with (`--init` then `--fix-gamma`).
     if (w_q_->fix_gamma() != spec.fix_gamma) w_q_->set_fix_gamma(spec.fix_gamma);
-    if (auto* q = dynamic_cast<quant::QilWeightQuantizer*>(w_q_.get())) q->set_calibration(spec.weight_calib);
+    if (auto* q = dynamic_cast<quant::QilWeightQuantizer*>(w_q_.get())) {
+      q->set_calibration(spec.weight_calib);
+      q->set_no_pruning(spec.no_pruning);
+    }
   }
   if (spec.abits < 32) {
     if (!a_q_) {

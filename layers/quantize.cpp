@@ -34,6 +34,7 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
   for (auto& [n, l] : layers) {
     LayerQuantSpec s;
     s.fix_gamma = plan.fix_gamma;
+    s.no_pruning = plan.no_pruning;
     s.weight_calib = plan.weight_calib;
     s.act_calib = plan.act_calib;
     s.quantizer = plan.quantizer;
@@ -41,8 +42,9 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
     if (!edge) {
       s.wbits = plan.wbits;
       s.abits = plan.abits;
-    } else if (plan.first_last_8bit && (plan.wbits < 32 || plan.abits < 32)) {
-      s.wbits = s.abits = 8;
+    } else if (plan.first_last_bits != 32 && (plan.wbits < 32 || plan.abits < 32)) {
+      s.wbits = plan.first_last_bits ? plan.first_last_bits : plan.wbits;
+      s.abits = plan.first_last_bits ? plan.first_last_bits : plan.abits;
       s.signed_input = n == first_conv;  // normalized images are negative too
     }
     if (auto it = plan.overrides.find(n); it != plan.overrides.end()) {
@@ -118,10 +120,13 @@ void freeze_weights(Module& m, bool frozen) {
           if (q->pinned(pn)) t.set_requires_grad(false);
 }
 
-void freeze_intervals(Module& m, bool frozen) {
-  for (auto& [n, l] : quantizable_layers(m))
-    for (quant::Quantizer* q : {l->weight_quantizer(), l->act_quantizer()})
-      if (q) q->set_frozen(frozen);
+void freeze_intervals(Module& m, bool frozen) { freeze_intervals(m, frozen, frozen); }
+
+void freeze_intervals(Module& m, bool weights, bool activations) {
+  for (auto& [n, l] : quantizable_layers(m)) {
+    if (quant::Quantizer* q = l->weight_quantizer()) q->set_frozen(weights);
+    if (quant::Quantizer* q = l->act_quantizer()) q->set_frozen(activations);
+  }
 }
 
 void freeze_output_scales(Module& m, bool frozen) {

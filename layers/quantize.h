@@ -1,5 +1,5 @@
 // Network-level quantization: which layers are quantized at which widths (first conv and last linear full
-// precision or 8-bit, per-layer overrides), calibration of new quantizers, constraints, freezing for
+// precision, 8-bit or at the stage's width; per-layer overrides), calibration of new quantizers, constraints, freezing for
 // quantizer-only training, switching integer inference on, and per-layer statistics.
 #pragma once
 #include <functional>
@@ -22,8 +22,11 @@ struct LayerOverride {
 
 struct QuantPlan {
   int wbits = 32, abits = 32;   // the stage's widths (32 = full precision)
-  bool first_last_8bit = false;  // otherwise the first conv and the last linear stay full precision
+  // The first conv and the last linear: 32 = full precision (the paper's rule), 8 = 8-bit, 0 = the stage's own
+  // widths. Quantized, the first conv's input quantizer is signed (normalized images are negative too).
+  int first_last_bits = 32;
   bool fix_gamma = false;
+  bool no_pruning = false;  // QIL weights: the pruning point c − d held at 0 (QilWeightQuantizer::set_no_pruning)
   quant::WeightCalib weight_calib = quant::WeightCalib::max;  // how calibration picks a QIL weight interval
   quant::ActCalib act_calib = quant::ActCalib::percentile;    // and a QIL activation interval
   // A layer whose weight width changes (a later stage) calibrates its weight interval and output scale again
@@ -61,6 +64,8 @@ void freeze_weights(Module& m, bool frozen);
 // that shows what learning the intervals is worth. Unfreezing makes them trainable again (a pinned γ stays
 // pinned).
 void freeze_intervals(Module& m, bool frozen);
+// The same for one side: the weight quantizers' parameters, the activation quantizers' parameters.
+void freeze_intervals(Module& m, bool weights, bool activations);
 
 // Output scales (`out_scale`) stop training and keep their least-squares value (the paper recipe).
 void freeze_output_scales(Module& m, bool frozen);

@@ -383,7 +383,12 @@ void QilWeightQuantizer::finish_calibration() {
 }
 
 void QilWeightQuantizer::project() {
-  project_interval();
+  if (no_pruning_) {
+    float& c = c_.data()[0];
+    float& d = d_.data()[0];
+    c = d = 0.5f * (c + d);
+  }
+  project_interval();  // keeps c = d when it held: it only raises both to d_min
   float& g = gamma_.data()[0];
   g = fix_gamma_ ? 1.f
                  : std::min(static_cast<float>(kGammaMax), std::max(static_cast<float>(kGammaMin), g));

@@ -195,11 +195,17 @@ class QilWeightQuantizer : public QilQuantizerBase {
   // The rule the next calibration uses (a calibrated interval is left alone).
   WeightCalib calibration() const { return calib_; }
   void set_calibration(WeightCalib calib) { calib_ = calib; }
+  // No pruning interval (`--no-pruning`, an ablation): project() ties c = d after every step (the Euclidean
+  // projection onto c = d, both to their mean), so the pruning point c − d stays at 0 and only the clipping
+  // point c + d learns.
+  bool no_pruning() const { return no_pruning_; }
+  void set_no_pruning(bool on) { no_pruning_ = on; }
   static constexpr int64_t kCalibSample = int64_t{1} << 18;  // |w| values kept for the mse search
 
  private:
   Tensor gamma_;
   bool fix_gamma_;
+  bool no_pruning_ = false;
   WeightCalib calib_;
   double max_abs_ = 0.0;
   std::vector<float> sample_;  // mse: a strided sample of the last observed |w|

@@ -129,7 +129,8 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   layers::QuantPlan plan;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
-  plan.first_last_8bit = cfg_.first_last == "8";
+  plan.first_last_bits = first_last_bits(cfg_.first_last);
+  plan.no_pruning = cfg_.no_pruning;
   plan.fix_gamma = cfg_.fix_gamma;
   plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
   plan.act_calib = quant::parse_act_calib(cfg_.act_calib);
@@ -140,7 +141,8 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);
   QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
   layers::freeze_weights(*run_.model, cfg_.freeze_weights && st.quantized());
-  layers::freeze_intervals(*run_.model, cfg_.freeze_intervals);
+  layers::freeze_intervals(*run_.model, cfg_.freeze_intervals || cfg_.freeze_weight_intervals,
+                           cfg_.freeze_intervals || cfg_.freeze_act_intervals);
   layers::freeze_output_scales(*run_.model, cfg_.quant_recipe == "paper");
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
     calibrate_on(*run_.model, run_.data.calib, cfg_.batch, cfg_.calib_batches, cfg_.workers);
@@ -179,6 +181,8 @@ bool StageRunner::run_stage(int si) {
   if (st.quantized() && cfg_.quant_recipe != "paper") so.balance = layers::parse_grad_balance(cfg_.quant_grad_scale);
   so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
   so.teacher = run_.teacher.get();
+  so.distill_t = static_cast<float>(cfg_.distill);
+  so.distill_weight = static_cast<float>(cfg_.distill_weight);
   so.allreduce = run_.world > 1;
   so.overlap = cfg_.allreduce == "overlap";
   so.bucket_bytes = bucket_bytes(cfg_.bucket_mb);

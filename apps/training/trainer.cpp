@@ -21,12 +21,35 @@ int64_t bucket_bytes(double mib) { return std::max<int64_t>(1, std::llround(mib 
 Trainer::Trainer(layers::Module& model, engine::SGD& optimizer, StepOptions options)
     : model_(model), opt_(optimizer), options_(options) {}
 
-Tensor Trainer::loss_of(const Tensor& logits, const Tensor& images, const Tensor& labels) {
-  if (!options_.teacher) return engine::ops::softmax_cross_entropy(logits, labels, options_.label_smoothing);
+Tensor distillation_loss(const Tensor& logits, const Tensor& teacher_logits, const Tensor& labels, float t, float w,
+                         float label_smoothing) {
+  namespace ops = engine::ops;
+  QIL_CHECK(t > 0 && w >= 0 && w <= 1, "distillation: temperature must be positive and weight in [0, 1], got T = ",
+            t, ", weight = ", w);
   Tensor soft;
   {
     engine::NoGradGuard ng;
-    soft = engine::ops::softmax(options_.teacher->forward(images));
+    soft = ops::softmax(ops::mul_scalar(teacher_logits, Tensor::scalar(1.f / t)));
+  }
+  const Tensor hard = ops::softmax_cross_entropy(logits, labels, label_smoothing);
+  const Tensor kd = ops::soft_cross_entropy(ops::mul_scalar(logits, Tensor::scalar(1.f / t)), soft);
+  return ops::add(ops::mul_scalar(hard, Tensor::scalar(1.f - w)), ops::mul_scalar(kd, Tensor::scalar(w * t * t)));
+}
+
+Tensor Trainer::loss_of(const Tensor& logits, const Tensor& images, const Tensor& labels) {
+  if (!options_.teacher) return engine::ops::softmax_cross_entropy(logits, labels, options_.label_smoothing);
+  Tensor teacher_logits;
+  {
+    engine::NoGradGuard ng;
+    teacher_logits = options_.teacher->forward(images);
+  }
+  if (options_.distill_t > 0)
+    return distillation_loss(logits, teacher_logits, labels, options_.distill_t, options_.distill_weight,
+                             options_.label_smoothing);
+  Tensor soft;
+  {
+    engine::NoGradGuard ng;
+    soft = engine::ops::softmax(teacher_logits);
   }
   return engine::ops::soft_cross_entropy(logits, soft);
 }

@@ -23,9 +23,12 @@ struct StepOptions {
   // DESIGN §3; relative: steps in log-space); a no-op on layers without quantizers.
   layers::GradBalance balance = layers::GradBalance::none;
   float label_smoothing = 0;
-  // Distillation: the loss is the cross-entropy to this network's softmax (run without gradients, in the
-  // mode its owner left it) instead of the labels. Not owned.
+  // A teacher network (run without gradients, in the mode its owner left it; not owned). With distill_t = 0
+  // the loss is the cross-entropy to its softmax instead of the labels (`--targets teacher`); with
+  // distill_t > 0 it is distillation_loss() at temperature distill_t and weight distill_weight (`--distill`).
   layers::Module* teacher = nullptr;
+  float distill_t = 0;
+  float distill_weight = 0.5f;
   // Average gradients over the MPI ranks before the step (data-parallel training).
   bool allreduce = false;
   // How (docs/cluster.md): false = one all-reduce of all gradients after backward; true = in buckets of at most
@@ -34,6 +37,14 @@ struct StepOptions {
   bool overlap = false;
   int64_t bucket_bytes = int64_t(25) << 20;
 };
+
+// Knowledge distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015):
+//   (1 − w)·CE(logits, labels) + w·T²·CE(softmax(teacher_logits / T), softmax(logits / T))
+// logits, teacher_logits: (N, K); labels: (N). The T² keeps the soft term's gradient on the scale of the hard
+// one's as T changes. No gradient flows to the teacher's logits.
+engine::Tensor distillation_loss(const engine::Tensor& logits, const engine::Tensor& teacher_logits,
+                                 const engine::Tensor& labels, float t, float w,
+                                 float label_smoothing = 0);
 
 // --bucket-mb (MiB) in bytes, at least one.
 int64_t bucket_bytes(double mib);

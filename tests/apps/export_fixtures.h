@@ -130,7 +130,7 @@ inline layers::LoadedModel quantized_resnet20(const std::string& kind, int bits,
   }
   layers::QuantPlan plan;
   plan.wbits = plan.abits = bits;
-  plan.first_last_8bit = kind == "qil" || kind == "lsq";
+  plan.first_last_bits = kind == "qil" || kind == "lsq" ? 8 : 32;
   plan.quantizer = kind;
   layers::apply_quant_plan(*lm.model, plan);
   int left = 2;

@@ -79,7 +79,7 @@ std::unique_ptr<layers::Module> tiny_quantized_model(bool first_last_8bit = fals
   auto m = layers::build_model("lenet", kSpec);
   layers::QuantPlan plan;
   plan.wbits = plan.abits = 4;
-  plan.first_last_8bit = first_last_8bit;
+  plan.first_last_bits = first_last_8bit ? 8 : 32;
   layers::apply_quant_plan(*m, plan);
   RampDataset ds(16, 8);
   int64_t next = 0;

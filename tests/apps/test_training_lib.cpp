@@ -352,3 +352,54 @@ TEST_CASE("a non-finite loss or gradient is not stepped on: named, and the model
   CHECK(trainer.step(x, y, 0.05f).stepped());
   CHECK(values(m.named_parameters()) != params);
 }
+
+// Distillation's loss against the formula computed here in double precision, and its gradient against
+// central finite differences. logits (4, 5), a teacher's logits, labels; T = 3, w = 0.7.
+TEST_CASE("distillation_loss: (1 - w) CE(labels) + w T^2 CE(teacher at T), gradient by finite differences") {
+  engine::Generator g(21);
+  const int64_t n = 4, k = 5;
+  const float t = 3.f, w = 0.7f;
+  engine::Tensor z = qiltest::randn({n, k}, g, 2.f), zt = qiltest::randn({n, k}, g, 2.f);
+  engine::Tensor y = engine::Tensor::empty({n}, engine::DType::s32);
+  for (int64_t i = 0; i < n; ++i) y.data<int32_t>()[i] = static_cast<int32_t>((i * 3) % k);
+  auto log_softmax = [&](const float* row, double scale, int64_t j) {
+    double m = -1e30, s = 0;
+    for (int64_t c = 0; c < k; ++c) m = std::max(m, row[c] * scale);
+    for (int64_t c = 0; c < k; ++c) s += std::exp(row[c] * scale - m);
+    return row[j] * scale - m - std::log(s);
+  };
+  double ce = 0, kd = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* zi = z.data() + i * k;
+    const float* ti = zt.data() + i * k;
+    ce -= log_softmax(zi, 1.0, y.data<int32_t>()[i]);
+    for (int64_t j = 0; j < k; ++j) kd -= std::exp(log_softmax(ti, 1.0 / t, j)) * log_softmax(zi, 1.0 / t, j);
+  }
+  const double expected = (1 - w) * ce / n + w * t * t * kd / n;
+  CHECK(apps::training::distillation_loss(z, zt, y, t, w).item() == doctest::Approx(expected).epsilon(1e-5));
+  // w = 0 is the plain cross-entropy.
+  CHECK(apps::training::distillation_loss(z, zt, y, t, 0.f).item() ==
+        doctest::Approx(engine::ops::softmax_cross_entropy(z, y).item()).epsilon(1e-6));
+  z.set_requires_grad(true);
+  qiltest::gradcheck([&](const std::vector<engine::Tensor>& in) {
+    return apps::training::distillation_loss(in[0], zt, y, t, w);
+  }, {z}, {}, "distillation_loss");
+  CHECK_THROWS_WITH_AS(apps::training::distillation_loss(z, zt, y, 0.f, w), doctest::Contains("temperature"),
+                       engine::Error);
+}
+
+TEST_CASE("--distill and --no-pruning: checked against the options they need") {
+  auto err = [](std::vector<std::string> args) {
+    return error_of([&] {
+      TrainCli c(std::move(args));
+      apps::validate(c.cfg);
+    });
+  };
+  CHECK(err({"--distill", "4", "--stages", "2"}).find("--distill needs --init") != std::string::npos);
+  CHECK(err({"--distill", "4", "--init", "x.ckpt", "--targets", "teacher", "--stages", "2"}).find("give one") !=
+        std::string::npos);
+  CHECK(err({"--no-pruning", "--quantizer", "lsq", "--stages", "2"}).find("--quantizer qil") != std::string::npos);
+  CHECK(err({"--distill-weight", "1.5"}).find("--distill-weight") != std::string::npos);
+  CHECK(err({"--first-last", "4"}).find("--first-last must be fp, 8 or same") != std::string::npos);
+  CHECK(err({"--distill", "4", "--init", "x.ckpt", "--no-pruning", "--first-last", "same", "--stages", "2"}).empty());
+}

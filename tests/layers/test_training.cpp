@@ -45,13 +45,85 @@ TEST_CASE("quantization plan: first conv and last linear stay full precision unl
   CHECK(std::count_if(names.begin(), names.end(), [](const NamedTensor& t) {
           return t.name == "layer1.0.conv1.weight_quant.gamma" && t.kind == ParamKind::quant;
         }) == 1);
-  plan.first_last_8bit = true;
+  plan.first_last_bits = 8;
   q = apply_quant_plan(*m, plan);
   CHECK(q.size() == 21);
   for (auto& [n, l] : quantizable_layers(*m))
     if (n == "conv1") CHECK((l->quant_spec().wbits == 8 && l->quant_spec().signed_input));
   plan.overrides["conv9"] = LayerOverride{};
   CHECK_THROWS_WITH_AS(apply_quant_plan(*m, plan), doctest::Contains("'conv9'"), engine::Error);
+}
+
+TEST_CASE("quantization plan: first_last_bits 0 quantizes the first conv and the last linear at the stage's widths") {
+  auto m = build_model("resnet20", ModelSpec{3, 10, 32, 0});
+  QuantPlan plan;
+  plan.wbits = 3;
+  plan.abits = 2;
+  plan.first_last_bits = 0;
+  CHECK(apply_quant_plan(*m, plan).size() == 22);  // every layer, conv1 and fc included
+  for (auto& [n, l] : quantizable_layers(*m)) {
+    CHECK_MESSAGE((l->quant_spec().wbits == 3 && l->quant_spec().abits == 2), n);
+    CHECK_MESSAGE(l->quant_spec().signed_input == (n == "conv1"), n);  // only the image input is signed
+  }
+  // A full-precision stage quantizes nothing, edges included.
+  auto fp = build_model("resnet20", ModelSpec{3, 10, 32, 0});
+  QuantPlan none;
+  none.first_last_bits = 0;
+  CHECK(apply_quant_plan(*fp, none).empty());
+}
+
+TEST_CASE("freezing one side: weight intervals or activation intervals alone stop training") {
+  auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
+  QuantPlan plan;
+  plan.wbits = plan.abits = 2;
+  apply_quant_plan(*m, plan);
+  auto trainable = [&](bool weight_side) {
+    int on = 0, total = 0;
+    for (auto& [n, l] : quantizable_layers(*m)) {
+      quant::Quantizer* q = weight_side ? l->weight_quantizer() : l->act_quantizer();
+      if (!q) continue;
+      for (auto& [pn, t] : q->named_parameters()) on += t.requires_grad(), ++total;
+    }
+    REQUIRE(total > 0);
+    return on == total ? 1 : on == 0 ? 0 : -1;  // all, none, some
+  };
+  freeze_intervals(*m, /*weights=*/true, /*activations=*/false);
+  CHECK(trainable(true) == 0);
+  CHECK(trainable(false) == 1);
+  freeze_intervals(*m, false, true);
+  CHECK(trainable(true) == 1);
+  CHECK(trainable(false) == 0);
+  freeze_intervals(*m, false);
+  CHECK(trainable(true) == 1);
+  CHECK(trainable(false) == 1);
+}
+
+TEST_CASE("no_pruning: training keeps every QIL weight interval's pruning point at 0 (c = d), the default moves it") {
+  Batch b = random_batch(32, 10, 5);
+  auto pruning_points = [&](bool no_pruning) {
+    auto m = build_model("lenet", ModelSpec{1, 10, 28, 3});
+    QuantPlan plan;
+    plan.wbits = plan.abits = 2;
+    plan.no_pruning = no_pruning;
+    apply_quant_plan(*m, plan);
+    calibrate(*m, 1, [&, done = false](Tensor& x) mutable {
+      if (done) return false;
+      x = b.x;
+      return done = true;
+    });
+    train_steps(*m, b, 20, 0.05f);
+    std::vector<double> out;  // c − d of every weight quantizer
+    for (auto& [n, l] : quantizable_layers(*m))
+      if (l->quant_spec().wbits < 32) {
+        const quant::QuantStats st = l->weight_quantizer()->stats();
+        out.push_back(st.c - st.d);
+      }
+    return out;
+  };
+  double moved = 0;
+  for (double p : pruning_points(false)) moved = std::max(moved, std::fabs(p));
+  CHECK(moved > 1e-5);  // the learned pruning interval leaves c = d: the tie below is what holds it
+  for (double p : pruning_points(true)) CHECK(p == 0.0);
 }
 
 TEST_CASE("calibration sets intervals and a least-squares output scale, a later stage keeps them") {
