@@ -185,6 +185,9 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        "quantizer of every quantized layer (docs/quantizers.md): qil (learned interval, c, d, gamma) | lsq "
        "(learned step size s) | pact (learned clipping level alpha; DoReFa weights) | dorefa (nothing learned)",
        one_of("quantizer", kQuantizers)},
+      {"lsq-symmetric", &c.lsq_symmetric,
+       "LSQ weights on a symmetric grid, Q_N = Q_P = 2^(b-1) - 1: the level count of QIL's weights (ternary at 2 "
+       "bits, where LSQ's own grid has 4 levels), for comparisons at equal levels"},
       {"pact-alpha-decay", &c.pact_alpha_decay,
        "PACT: L2 penalty lambda on each clipping level alpha (adds lambda*alpha to its gradient; 0 = none)",
        non_negative("pact-alpha-decay")},
@@ -432,6 +435,8 @@ void validate(const TrainConfig& c) {
             "--distill needs --init: the teacher is the network it names");
   QIL_CHECK(c.distill == 0 || c.targets == "labels",
             "--distill mixes the labels with the teacher's softmax; --targets teacher replaces the labels: give one");
+  QIL_CHECK(!c.lsq_symmetric || c.quantizer == "lsq",
+            "--lsq-symmetric sets LSQ's weight grid: it needs --quantizer lsq, got --quantizer ", c.quantizer);
   QIL_CHECK(!c.no_pruning || c.quantizer == "qil",
             "--no-pruning ties QIL's weight interval (c = d): it needs --quantizer qil, got --quantizer ", c.quantizer);
   QIL_CHECK(c.schedule != "multistep" || !c.milestones.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");

@@ -50,6 +50,7 @@ json quant_layout(Module& model) {
                  {"has_wq", l->weight_quantizer() != nullptr},
                  {"has_aq", l->act_quantizer() != nullptr}};
     if (s.no_pruning) out[name]["no_pruning"] = true;  // written only when set: other layouts stay as they were
+    if (s.lsq_symmetric) out[name]["lsq_symmetric"] = true;
   }
   return out;
 }
@@ -66,6 +67,7 @@ void apply_quant_layout(Module& model, const json& layout, const std::string& fi
     s.signed_input = v.value("signed", false);
     s.fix_gamma = v.value("fix_gamma", false);
     s.no_pruning = v.value("no_pruning", false);
+    s.lsq_symmetric = v.value("lsq_symmetric", false);
     const int wbits = v.value("wbits", 32), abits = v.value("abits", 32);
     s.wbits = v.value("has_wq", wbits < 32) ? (wbits < 32 ? wbits : 8) : 32;
     s.abits = v.value("has_aq", abits < 32) ? (abits < 32 ? abits : 8) : 32;

@@ -15,6 +15,7 @@ void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
     if (!w_q_) {
       quant::QuantizerOptions o;
       o.fix_gamma = spec.fix_gamma;
+      o.symmetric = spec.lsq_symmetric;
       o.weight_calib = spec.weight_calib;
       w_q_ = quant::make_weight_quantizer(spec.quantizer, spec.wbits, o);
       for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);

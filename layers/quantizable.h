@@ -24,6 +24,7 @@ struct LayerQuantSpec {
   bool signed_input = false;  // the first conv's input can be negative: symmetric rule
   bool fix_gamma = false;
   bool no_pruning = false;  // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
+  bool lsq_symmetric = false;  // LSQ weights on the symmetric grid Q_N = Q_P (quant::lsq_symmetric_range)
   quant::WeightCalib weight_calib = quant::WeightCalib::max;  // QIL weights: how calibration picks the interval
   quant::ActCalib act_calib = quant::ActCalib::percentile;    // QIL activations: the same
   std::string quantizer = "qil";  // the kind quant::make_weight_quantizer / make_activation_quantizer make

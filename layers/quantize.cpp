@@ -35,6 +35,7 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
     LayerQuantSpec s;
     s.fix_gamma = plan.fix_gamma;
     s.no_pruning = plan.no_pruning;
+    s.lsq_symmetric = plan.lsq_symmetric;
     s.weight_calib = plan.weight_calib;
     s.act_calib = plan.act_calib;
     s.quantizer = plan.quantizer;

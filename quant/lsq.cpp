@@ -133,6 +133,11 @@ LsqRange lsq_signed_range(int bits, const char* op) {
   return {1 << (bits - 1), (1 << (bits - 1)) - 1};
 }
 
+LsqRange lsq_symmetric_range(int bits, const char* op) {
+  check_bits(bits, op);
+  return {(1 << (bits - 1)) - 1, (1 << (bits - 1)) - 1};
+}
+
 LsqRange lsq_unsigned_range(int bits, const char* op) {
   check_bits(bits, op);
   return {0, (1 << bits) - 1};
@@ -156,12 +161,14 @@ LsqQuantizer::LsqQuantizer(Role role, int bits) : role_(role), bits_(bits), s_(T
 const char* LsqQuantizer::kind() const {
   switch (role_) {
     case Role::weight: return "lsq_weight";
+    case Role::weight_symmetric: return "lsq_weight_symmetric";
     case Role::activation: return "lsq_activation";
     default: return "lsq_activation_signed";
   }
 }
 
 LsqRange LsqQuantizer::range() const {
+  if (role_ == Role::weight_symmetric) return lsq_symmetric_range(bits_, "LsqQuantizer");
   return is_signed() ? lsq_signed_range(bits_, "LsqQuantizer") : lsq_unsigned_range(bits_, "LsqQuantizer");
 }
 

@@ -16,6 +16,9 @@ struct LsqRange {
 };
 LsqRange lsq_signed_range(int bits, const char* op = "lsq");    // Q_N = 2^(b−1), Q_P = 2^(b−1) − 1
 LsqRange lsq_unsigned_range(int bits, const char* op = "lsq");  // Q_N = 0, Q_P = 2^b − 1 (post-ReLU)
+// Q_N = Q_P = 2^(b−1) − 1: a symmetric grid with the level count of QIL's weights (ternary at 2 bits), for
+// comparisons at equal levels (`--lsq-symmetric`; not in the LSQ paper).
+LsqRange lsq_symmetric_range(int bits, const char* op = "lsq");
 
 // v̄ = round(clip(v/s, −Q_N, Q_P))·s. v: any shape; s: a one-element tensor, s > 0. Gradients (the paper's):
 // ∂v̄/∂v = 1 where −Q_N < v/s < Q_P, else 0 (STE); ∂v̄/∂s = round(v/s) − v/s inside, −Q_N below, Q_P above.
@@ -25,7 +28,8 @@ Tensor lsq_quantize(const Tensor& v, const Tensor& s, LsqRange r);
 // term the STE adds; finite differences can check it where they cannot check the staircase.
 Tensor lsq_transform(const Tensor& v, const Tensor& s, LsqRange r);
 
-// One LSQ quantizer: weights (signed range), post-ReLU activations (unsigned) or a first conv's input (signed).
+// One LSQ quantizer: weights (signed range, or the symmetric one), post-ReLU activations (unsigned) or a first
+// conv's input (signed).
 // Calibration: s = 2·mean|v|/sqrt(Q_P), the mean over every observed element. project(): s >= kStepFloor.
 // scale_gradients: ∂L/∂s × g, g = 1/sqrt(N·Q_P) (the paper's gradient scale), under sqrt and relative alike;
 // none leaves the gradient raw.
@@ -33,7 +37,7 @@ Tensor lsq_transform(const Tensor& v, const Tensor& s, LsqRange r);
 // above rounds to the top level Q_P·s); c, d, γ are QIL's and stay 0, 0, 1.
 class LsqQuantizer : public Quantizer {
  public:
-  enum class Role { weight, activation, activation_signed };
+  enum class Role { weight, activation, activation_signed, weight_symmetric };
   LsqQuantizer(Role role, int bits);
 
   const char* kind() const override;

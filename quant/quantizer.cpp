@@ -163,7 +163,9 @@ void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
 
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
   if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma, o.weight_calib);
-  if (kind == "lsq") return std::make_unique<LsqQuantizer>(LsqQuantizer::Role::weight, bits);
+  if (kind == "lsq")
+    return std::make_unique<LsqQuantizer>(o.symmetric ? LsqQuantizer::Role::weight_symmetric : LsqQuantizer::Role::weight,
+                                          bits);
   // PACT's paper quantizes the weights with DoReFa's rule.
   if (kind == "pact" || kind == "dorefa") return std::make_unique<DorefaWeightQuantizer>(bits);
   throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil, lsq, pact, dorefa)"));
@@ -194,10 +196,12 @@ std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
   }
   if (s.kind == "dorefa_activation" || s.kind == "dorefa_activation_signed")
     return std::make_unique<DorefaActQuantizer>(s.bits, s.kind == "dorefa_activation_signed");
-  if (s.kind == "lsq_weight" || s.kind == "lsq_activation" || s.kind == "lsq_activation_signed") {
-    const auto role = s.kind == "lsq_weight"       ? LsqQuantizer::Role::weight
-                      : s.kind == "lsq_activation" ? LsqQuantizer::Role::activation
-                                                   : LsqQuantizer::Role::activation_signed;
+  if (s.kind == "lsq_weight" || s.kind == "lsq_weight_symmetric" || s.kind == "lsq_activation" ||
+      s.kind == "lsq_activation_signed") {
+    const auto role = s.kind == "lsq_weight"             ? LsqQuantizer::Role::weight
+                      : s.kind == "lsq_weight_symmetric" ? LsqQuantizer::Role::weight_symmetric
+                      : s.kind == "lsq_activation"       ? LsqQuantizer::Role::activation
+                                                         : LsqQuantizer::Role::activation_signed;
     auto l = std::make_unique<LsqQuantizer>(role, s.bits);
     l->step().data()[0] = static_cast<float>(s.step);
     l->set_calibrated(true);

@@ -260,6 +260,7 @@ class QilActQuantizer : public QilQuantizerBase {
 // Options a factory passes on; a quantizer ignores those it has no use for.
 struct QuantizerOptions {
   bool fix_gamma = false;     // weights: pin QIL's γ to 1
+  bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
   bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
   double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
   WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen

@@ -66,6 +66,7 @@ ABLATIONS = {
     "paper": ["--quant-recipe", "paper", "--quant-lr-scale", "0.01"],  # raw gradients, the paper's interval LR
 }
 DISTILL = ["--distill", "4", "--distill-weight", "0.5"]
+LSQ_SYM = ["--lsq-symmetric"]  # LSQ's weights on a symmetric grid: ternary at 2 bits, as QIL's
 
 
 def fp_name(seed):
@@ -100,6 +101,9 @@ def plan(seeds):
     # 2. QIL's peers at W2A2 where 2 bits bite.
     for kind in ("lsq", "pact", "dorefa"):
         q("edge", 2, kind)
+    # 2b. The same number of weight levels at 2 bits: LSQ on QIL's ternary grid.
+    for setting in ("edge", "std"):
+        q(setting, 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
     # 3. QIL's mechanisms, each alone, where 2 bits bite.
     for v in ("gamma1", "actfrozen", "wfrozen", "noprune", "paper"):
         q("edge", 2, variant=v, extra=ABLATIONS[v], base="learned", delta=ABLATIONS[v])

@@ -178,6 +178,11 @@ def document():
                  "`--quantizer lsq|pact|dorefa`, each from its own start, same schedule and seeds as QIL's row.",
                  ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned", "edge-w2-dorefa-learned"],
                  kind_label)
+    for setting in ("edge", "std"):
+        L += section(f"Equal levels at 2 bits: LSQ on QIL's ternary weight grid ({setting})",
+                     "`--lsq-symmetric`: LSQ's weights on Q_N = Q_P = 1 (levels −s, 0, s), the 3 levels of QIL's 2-bit "
+                     "weights, against QIL and against LSQ's own 4-level grid.",
+                     [f"{setting}-w2-qil-learned", f"{setting}-w2-lsq-sym", f"{setting}-w2-lsq-learned"], name_label)
     L += section("QIL's mechanisms, one at a time (edge, W2A2)",
                  "Each row changes one thing in QIL's run: `freeze_intervals` (all c, d, γ at calibration), `fix_gamma` "
                  "(γ = 1), `freeze_act_intervals` (activation intervals at calibration), `freeze_weight_intervals` "

@@ -131,6 +131,7 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   plan.abits = st.abits;
   plan.first_last_bits = first_last_bits(cfg_.first_last);
   plan.no_pruning = cfg_.no_pruning;
+  plan.lsq_symmetric = cfg_.lsq_symmetric;
   plan.fix_gamma = cfg_.fix_gamma;
   plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
   plan.act_calib = quant::parse_act_calib(cfg_.act_calib);

@@ -268,3 +268,30 @@ TEST_CASE("the AVX2 LSQ kernels give the baseline's bits, and ds within float ro
     }
   }
 }
+
+TEST_CASE("LSQ's symmetric weight grid: Q_N = Q_P = 2^(b-1) - 1, ternary at 2 bits, rebuilt from its stats") {
+  CHECK(lsq_symmetric_range(2).qn == 1);
+  CHECK(lsq_symmetric_range(2).qp == 1);
+  CHECK(lsq_symmetric_range(4).qn == 7);
+  CHECK_THROWS_AS(lsq_symmetric_range(1), engine::Error);
+  QuantizerOptions o;
+  o.symmetric = true;
+  auto w = make_weight_quantizer("lsq", 2, o);
+  CHECK(std::string(w->kind()) == "lsq_weight_symmetric");
+  CHECK(w->min_level() == -1);
+  CHECK(w->positive_levels() == 1);
+  w->parameter("s").data()[0] = 0.5f;
+  w->set_calibrated(true);
+  // s = 0.5 at 2 bits: v/s rounded and clipped to [-1, 1]: -3 -> -1, -0.3 -> -0.6 -> -1, 0.2 -> 0.4 -> 0,
+  // 0.3 -> 0.6 -> 1, 2 -> 1. Values k·s: -0.5 -0.5 0 0.5 0.5 (the signed grid would give -1.0 for v = -3).
+  const Tensor v = Tensor::from_vector({-3.0f, -0.3f, 0.2f, 0.3f, 2.0f}, {5});
+  const Tensor y = (*w)(v);
+  const float expected[] = {-0.5f, -0.5f, 0.f, 0.5f, 0.5f};
+  for (int i = 0; i < 5; ++i) CHECK(y.data()[i] == expected[i]);
+  const QuantStats st = w->stats(v);
+  CHECK(st.levels_total == 3);
+  auto r = quantizer_from_stats(st);
+  CHECK(std::string(r->kind()) == "lsq_weight_symmetric");
+  const Tensor y1 = (*r)(v);
+  for (int i = 0; i < 5; ++i) CHECK(y1.data()[i] == expected[i]);
+}
