@@ -238,7 +238,7 @@ def record(run):
             os.replace(os.path.join(out, f + ".tmp"), os.path.join(out, f))
 
 
-def execute(run, commit, exe, threads):
+def execute(run, binary, threads):
     d = os.path.join(R, run["name"])
     st = status(run)
     if st == "done":
@@ -246,15 +246,15 @@ def execute(run, commit, exe, threads):
     if STOP["requested"]:
         raise SystemExit("results: stopped")
     tflag = ["--threads", str(threads)]
-    if st == "partial":
+    if st == "partial":  # a run continues on the binary it started with
         prov = json.load(open(os.path.join(d, "provenance.json")))
-        if prov["commit"] != commit:  # a run continues on the binary it started with
-            commit, exe = build(prov["commit"])
+        commit, exe = build(prov["commit"])
         cmd = [exe, "train", "--resume", d, "--progress", "lines"] + tflag
     else:
         for p in run["args"]:
             if p.endswith(".ckpt") and not os.path.exists(p):
                 raise SystemExit(f"results: {run['name']} starts from {p}, which does not exist (run its FP network first)")
+        commit, exe = binary()
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         prov = provenance(run, commit, exe, threads)
@@ -274,6 +274,11 @@ def execute(run, commit, exe, threads):
         json.dump(prov, f, indent=1)
     open(os.path.join(d, "done"), "w").close()
     record(run)
+    # docs/results.md from the records so far, with this run's qil compare (a failure here loses no run).
+    doc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results_doc.py")], env=dict(os.environ, QIL=exe),
+                         capture_output=True, text=True)
+    if doc.returncode != 0:
+        print(f"results: docs/results.md not rewritten: {doc.stderr.strip()}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -298,9 +303,15 @@ def main():
         return
     os.makedirs(R, exist_ok=True)
     signal.signal(signal.SIGTERM, on_sigterm)
-    commit, exe = build(a.commit)
+    target = {}  # the commit's binary, built when the first new run needs it (a resumed run uses its own)
+
+    def binary():
+        if not target:
+            target["commit"], target["exe"] = build(a.commit)
+        return target["commit"], target["exe"]
+
     for r in runs:
-        execute(r, commit, exe, a.threads)
+        execute(r, binary, a.threads)
     print("results: every run of the selection has finished", file=sys.stderr)
 
 
