@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes docs/results.md from the run records in docs/results/runs/ (scripts/results.py copies them there)
+"""Writes docs/results.md (and the summary at the top of docs/qil.md) from the run records in docs/results/runs/ (scripts/results.py copies them there)
 with `qil compare`: every table is a `qil compare` call whose command is printed above it, and every verdict
 sentence is read from that call's JSON (a 95% interval that excludes zero, over n >= 3 seeds paired by seed).
 
@@ -213,18 +213,56 @@ def document():
     return "\n".join(L)
 
 
+QIL_DOC = os.path.join(ROOT, "docs", "qil.md")
+BEGIN, END = "<!-- results: written by scripts/results_doc.py -->", "<!-- end of results -->"
+
+
+def summary():
+    """What the evidence says about QIL's own mechanisms, for the top of docs/qil.md."""
+    L = [BEGIN, "## What the evidence says", "",
+         "From `docs/results.md` (ResNet-20 / Fashion-MNIST, three seeds, each from its own full-precision network,",
+         "paired 95% intervals; a mechanism \"earns\" something only where the interval excludes zero). "
+         "What 2 bits cost: " + cost_line(), ""]
+    questions = [
+        ("Learning the intervals at all (learned − frozen), edge W2A2", ["edge-w2-qil-learned", "edge-w2-qil-frozen"]),
+        ("Learning the intervals at all, std W2A2", ["std-w2-qil-learned", "std-w2-qil-frozen"]),
+        ("Each mechanism alone (edge W2A2; the variant against QIL's default)",
+         ["edge-w2-qil-learned", "edge-w2-qil-gamma1", "edge-w2-qil-actfrozen", "edge-w2-qil-wfrozen",
+          "edge-w2-qil-noprune", "edge-w2-qil-paper"]),
+        ("QIL against its peers (edge W2A2)", ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned",
+                                                "edge-w2-dorefa-learned", "edge-w2-lsq-sym"]),
+    ]
+    for title, prefixes in questions:
+        r = compare(prefixes)
+        L.append(f"**{title}.**")
+        L += verdicts(r[2], name_label) if r else [f"- not run yet ({', '.join(p + '-s*' for p in prefixes)})."]
+        L.append("")
+    L += ["A variant *lower* than QIL's default is a mechanism that earns its keep; *not distinguishable* is a "
+          "negative result for that mechanism in this setting.", END]
+    return "\n".join(L)
+
+
+def with_summary(text):
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        return head + summary() + rest.split(END, 1)[1]
+    first_section = text.index("\n## ") + 1
+    return text[:first_section] + "\n" + summary() + "\n" + text[first_section:]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if docs/results.md differs from what would be written")
     a = ap.parse_args()
-    text = document()
+    outputs = {DOC: document(), QIL_DOC: with_summary(open(QIL_DOC).read())}
     if a.check:
-        same = os.path.exists(DOC) and open(DOC).read() == text
-        print("docs/results.md is up to date" if same else "docs/results.md differs from its records")
-        sys.exit(0 if same else 1)
-    with open(DOC + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(DOC + ".tmp", DOC)
+        stale = [rel(p) for p, t in outputs.items() if not os.path.exists(p) or open(p).read() != t]
+        print("up to date" if not stale else f"differ from their records: {', '.join(stale)}")
+        sys.exit(1 if stale else 0)
+    for p, t in outputs.items():
+        with open(p + ".tmp", "w") as f:
+            f.write(t)
+        os.replace(p + ".tmp", p)
 
 
 if __name__ == "__main__":
