@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -351,4 +352,11 @@ TEST_CASE("no validation split: the epoch line and the summary print no number f
     CHECK(row.at(col).empty());
   }
   CHECK(!row.at("train_top1").empty());
+  // inspect's page reads those cells as "no figure", not as 0.
+  const auto h = run_qil("inspect " + tmp / "run" + " --html " + tmp / "r.html");
+  REQUIRE_MESSAGE(h.code == 0, h.out);
+  std::ifstream f(tmp / "r.html");
+  const std::string page((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CHECK(page.find("val top-1 \u2014, test top-1 \u2014, test top-5 \u2014") != std::string::npos);
+  CHECK(page.find("val top-1 0.00%") == std::string::npos);
 }
