@@ -27,10 +27,10 @@
 #include "apps/report.h"
 #include "apps/stages.h"
 #include "apps/training/evaluate.h"
+#include "data/imagenet.h"
 #include "engine/check.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
-#include "data/imagenet.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
 
@@ -212,11 +212,16 @@ bool takes_any_size(const layers::ModelMeta& meta, layers::Module& model, int64_
 
 // The checkpoint's geometry, or --image-size instead of it: a deliberate override for ImageNet-style folders
 // (said on stderr), refused where the images have a fixed size or the network a fixed input.
-InputGeometry eval_geometry(const EvalOptions& o, const layers::LoadedModel& lm, int64_t image_size,
-                            const std::string& kind) {
+InputGeometry eval_geometry(const EvalOptions& o, const layers::LoadedModel& lm, bool checkpoint,
+                            int64_t image_size, const std::string& kind) {
   InputGeometry in = network_input(lm.meta);
+  if (!checkpoint && !in.recorded) {  // a safetensors file: its side (flags, metadata, the model's), torchvision's resize
+    in.recorded = true;
+    in.resize = data::ImageNetTransform::default_resize(in.size);
+  }
   if (image_size == 0 || (in.recorded && image_size == in.size))
     return kind == "imagenet" ? imagenet_eval_input(in) : in;
+  if (image_size == in.size && kind != "imagenet") return in;  // the side the network and the images have
   QIL_CHECK(kind == "imagenet", "--image-size ", image_size, ": ", kind, " images are evaluated at their own size ",
             "(resizing applies to imagenet data only)");
   QIL_CHECK(image_size == in.size || takes_any_size(lm.meta, *lm.model, image_size), "--image-size ", image_size, ": ",
@@ -268,7 +273,7 @@ int run_eval(const EvalOptions& o) {
   if (checkpoint) file.image_size = 0;
   layers::LoadedModel lm = load_model_file(o.checkpoint, file, true);
   const std::string kind = eval_data_kind(o, network_input(lm.meta));
-  const InputGeometry in = eval_geometry(o, lm, checkpoint ? o.file.image_size : 0, kind);
+  const InputGeometry in = eval_geometry(o, lm, checkpoint, checkpoint ? o.file.image_size : 0, kind);
   if (!o.quant.empty()) quantize_for_eval(lm, o, kind, in);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   std::string name;

@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/export.h"
-#include "data/imagenet.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "layers/models.h"
@@ -168,9 +167,14 @@ layers::LoadedModel load_safetensors_model(const std::string& path, const ModelF
   QIL_CHECK(!lm.meta.model.empty(), path, ": does not say which network it holds; give --model (qil models lists "
                                           "them)");
   lm.meta.spec = spec_for(lm.meta.model, st, o, path);
-  // Its inputs are made at the side just decided, by torchvision's evaluation transform.
-  lm.meta.input.recorded = true;
-  lm.meta.input.resize = data::ImageNetTransform::default_resize(lm.meta.spec.image_size);
+  // What qil's export says of how the inputs were made (apps::input_metadata), when it says it.
+  auto transform = st.metadata.find("input_transform");
+  if (transform != st.metadata.end()) {
+    lm.meta.input.recorded = true;
+    lm.meta.input.resize = transform->second == "resize-center-crop" ? meta_int(st.metadata, "input_resize", path) : 0;
+    auto kind = st.metadata.find("input_data");
+    if (kind != st.metadata.end()) lm.meta.input.data = kind->second;
+  }
   set_normalization(lm.meta, st, o, need_norm, path);
   for (auto& [n, t] : st.tensors)
     if (t.dtype() == DType::bf16) t = widen_bf16(t);

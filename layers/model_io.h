@@ -29,7 +29,7 @@ struct ModelMeta {
   std::string model;
   ModelSpec spec;
   std::vector<float> mean, std;  // input normalization the network was trained with
-  InputRecord input = {};  // a default, so that the aggregate initializations of older code stay complete
+  InputRecord input = {};  // "= {}": a brace initialization that stops at `std` leaves it unrecorded
 };
 
 nlohmann::json meta_to_json(const ModelMeta& m);
