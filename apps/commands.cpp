@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -26,6 +27,7 @@
 #include "apps/report.h"
 #include "apps/stages.h"
 #include "apps/training/evaluate.h"
+#include "data/imagenet.h"
 #include "engine/check.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
@@ -42,8 +44,9 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
                  "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
                  "or BF16; the --model ... flags below fill in what it does not say)")
       ->required();
-  app.add_option("--data", o.data, "data kind: fashion-mnist | idx | cifar10 | cifar100 | imagenet")
-      ->capture_default_str();
+  app.add_option("--data", o.data,
+                 "data kind: fashion-mnist | idx | cifar10 | cifar100 | imagenet (default: the kind the checkpoint "
+                 "was trained on, else fashion-mnist; another kind is said on stderr)");
   app.add_option("--data-dir", o.data_dir,
                  "data folder (fashion-mnist default: Debian's; imagenet: the folder holding val/<class>/*.JPEG)");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
@@ -173,8 +176,72 @@ void apply_precision(const std::string& precision) {
 }
 
 namespace {
-// --quant: the plan applied to layers that have no quantizer yet, calibrated on the training images.
-void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
+void note(const std::string& text) {
+  if (engine::dist::rank() == 0) std::cerr << text << std::endl;
+}
+
+// The data `qil eval` reads: --data, else the kind the checkpoint records, else Fashion-MNIST. A kind other than
+// the recorded one is a deliberate choice (a network evaluated on other images of the same shape), and said.
+std::string eval_data_kind(const EvalOptions& o, const InputGeometry& net) {
+  if (o.data.empty()) return net.data.empty() ? "fashion-mnist" : net.data;
+  if (!net.data.empty() && o.data != net.data)
+    note(engine::str_cat("--data ", o.data, ": ", o.checkpoint, " was trained on ", net.data, " data; evaluating it on ",
+                         o.data));
+  return o.data;
+}
+
+// Whether the network's parameters keep their shapes at another input side (LeNet's fc1 does not).
+bool takes_any_size(const layers::ModelMeta& meta, layers::Module& model, int64_t size) {
+  layers::ModelSpec spec = meta.spec;
+  spec.image_size = size;
+  std::unique_ptr<layers::Module> other;
+  try {
+    other = layers::build_model(meta.model, spec);
+  } catch (const engine::Error&) {
+    return false;
+  }
+  // By name: the loaded network also holds its quantizers' parameters, which a fresh one has not.
+  std::map<std::string, engine::Shape> shapes;
+  for (const auto& p : model.named_parameters()) shapes[p.name] = p.tensor.shape();
+  for (const auto& p : other->named_parameters()) {
+    auto it = shapes.find(p.name);
+    if (it == shapes.end() || it->second != p.tensor.shape()) return false;
+  }
+  return true;
+}
+
+// The checkpoint's geometry, or --image-size instead of it: a deliberate override for ImageNet-style folders
+// (said on stderr), refused where the images have a fixed size or the network a fixed input.
+InputGeometry eval_geometry(const EvalOptions& o, const layers::LoadedModel& lm, bool checkpoint,
+                            int64_t image_size, const std::string& kind) {
+  InputGeometry in = network_input(lm.meta);
+  if (!checkpoint && !in.recorded) {  // a safetensors file: its side (flags, metadata, the model's), torchvision's resize
+    in.recorded = true;
+    in.resize = data::ImageNetTransform::default_resize(in.size);
+  }
+  if (image_size == 0 || (in.recorded && image_size == in.size))
+    return kind == "imagenet" ? imagenet_eval_input(in) : in;
+  if (image_size == in.size && kind != "imagenet") return in;  // the side the network and the images have
+  QIL_CHECK(kind == "imagenet", "--image-size ", image_size, ": ", kind, " images are evaluated at their own size ",
+            "(resizing applies to imagenet data only)");
+  QIL_CHECK(image_size == in.size || takes_any_size(lm.meta, *lm.model, image_size), "--image-size ", image_size, ": ",
+            o.checkpoint, " holds a '", lm.meta.model, "' network built for ", in.size,
+            "-pixel inputs, whose layers do not fit another size");
+  if (in.recorded || image_size != in.size)
+    note(engine::str_cat("--image-size ", image_size, ": evaluating at ", image_size, " pixels (shorter side ",
+                         data::ImageNetTransform::default_resize(image_size), ", center crop ", image_size,
+                         ") instead of the ", in.size, " pixels ", o.checkpoint,
+                         in.recorded ? " was trained at" : " was built for"));
+  in.size = image_size;
+  in.resize = data::ImageNetTransform::default_resize(image_size);
+  in.recorded = true;
+  return in;
+}
+
+// --quant: the plan applied to layers that have no quantizer yet, calibrated on the training images, made as
+// the evaluation images are (`in`).
+void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o, const std::string& kind,
+                       const InputGeometry& in) {
   const Stage st = parse_stage_entry(o.quant);
   QIL_CHECK(st.quantized(), "--quant ", o.quant, ": a width below 32 is needed");
   for (auto& [name, l] : layers::quantizable_layers(*lm.model))
@@ -189,9 +256,9 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
   plan.act_calib = quant::parse_act_calib(o.act_calib);
   layers::apply_quant_plan(*lm.model, plan);
   TrainConfig cfg;
-  cfg.data = o.data;
+  cfg.data = kind;
   cfg.data_dir = o.data_dir;
-  RunData rd = load_run_data(cfg, lm.meta.mean, lm.meta.std);
+  RunData rd = load_run_data(cfg, &in);
   training::calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
 }
 }  // namespace
@@ -199,11 +266,18 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o) {
 int run_eval(const EvalOptions& o) {
   QIL_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
-  layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, true);
-  if (!o.quant.empty()) quantize_for_eval(lm, o);
+  // With a checkpoint, --image-size is not a description of the file (as for safetensors) but the evaluation
+  // side: eval_geometry decides about it.
+  ModelFileOptions file = o.file;
+  const bool checkpoint = !layers::is_safetensors_path(o.checkpoint);
+  if (checkpoint) file.image_size = 0;
+  layers::LoadedModel lm = load_model_file(o.checkpoint, file, true);
+  const std::string kind = eval_data_kind(o, network_input(lm.meta));
+  const InputGeometry in = eval_geometry(o, lm, checkpoint, checkpoint ? o.file.image_size : 0, kind);
+  if (!o.quant.empty()) quantize_for_eval(lm, o, kind, in);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   std::string name;
-  auto ds = load_eval_data(o.data, o.data_dir, o.subset, lm.meta.mean, lm.meta.std, &name);
+  auto ds = load_eval_data(kind, o.data_dir, o.subset, in, &name);
   // Under mpirun the ranks share the images out (training::evaluate) and rank 0 reports.
   const bool lead = engine::dist::rank() == 0;
   training::EvalResult r =
@@ -211,7 +285,8 @@ int run_eval(const EvalOptions& o) {
   if (!lead) return 0;
   if (o.json) {
     json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},
-           {"top1", r.top1}, {"top5", r.top5}};
+           {"top1", r.top1}, {"top5", r.top5}, {"image_size", in.size}};
+    if (kind == "imagenet") j["resize"] = in.resize;
     if (!o.quant.empty()) {
       j["quant"] = o.quant;
       j["quantizer"] = o.quantizer;
@@ -264,6 +339,23 @@ void add_inspect_flags(CLI::App& app, InspectOptions& o) {
   app.add_option("--batch", o.batch, "batch size for --data")->capture_default_str();
 }
 
+namespace {
+// How the network's inputs are made, in one line (what `qil predict` wants its .npy to hold).
+std::string input_description(const InputGeometry& in) {
+  std::ostringstream os;
+  os << "input: " << in.channels << "x" << in.size << "x" << in.size;
+  if (!in.recorded)
+    os << " (how images were resized for it is not recorded: a checkpoint from before it was)";
+  else if (in.resize > 0)
+    os << " (" << (in.data.empty() ? "" : in.data + " images: ") << "shorter side resized to " << in.resize
+       << ", center crop " << in.size << ")";
+  else if (!in.data.empty())
+    os << " (" << in.data << " images at their own size)";
+  os << ", normalized with mean " << json(in.mean).dump() << " std " << json(in.std).dump();
+  return os.str();
+}
+}  // namespace
+
 int run_inspect(const InspectOptions& o) {
   QIL_CHECK(o.data.empty() || (o.batches >= 1 && o.batch >= 1), "inspect: --batches and --batch must be at least 1, "
             "got ", o.batches, " and ", o.batch);
@@ -271,7 +363,7 @@ int run_inspect(const InspectOptions& o) {
   std::unique_ptr<layers::Module> model;
   InspectData in = load_inspect_data(o.target, &model);
   if (!o.data.empty()) {
-    auto ds = load_eval_data(o.data, o.data_dir, o.batches * o.batch, in.meta.mean, in.meta.std, &in.data_name);
+    auto ds = load_eval_data(o.data, o.data_dir, o.batches * o.batch, network_input(in.meta), &in.data_name);
     in.activations = activation_stats(*model, ds, o.batches, o.batch);
   }
   auto stats_of = [&](const std::string& layer) -> const ActivationStats* {
@@ -298,7 +390,8 @@ int run_inspect(const InspectOptions& o) {
   } else if (o.csv) {
     std::cout << interval_csv(in.reports);
   } else if (o.html.empty() || !o.data.empty()) {
-    std::cout << in.checkpoint << ": " << in.meta.model << ", " << in.reports.size() << " quantized layers\n";
+    std::cout << in.checkpoint << ": " << in.meta.model << ", " << in.reports.size() << " quantized layers\n"
+              << input_description(network_input(in.meta)) << "\n";
     if (!in.reports.empty()) std::cout << interval_table(in.reports);
     if (!in.activations.empty()) {
       std::printf("\ninputs of the activation quantizers on %s:\n%-24s %10s %10s %10s %10s %12s\n",

@@ -11,7 +11,7 @@ namespace apps {
 
 struct EvalOptions {
   std::string checkpoint;  // or a .safetensors file (file describes it)
-  std::string data = "fashion-mnist";
+  std::string data;  // "" = the kind the checkpoint records, else fashion-mnist
   std::string data_dir;
   int64_t batch = 256;
   int64_t subset = 0;

@@ -2,11 +2,13 @@
 #include "apps/data_setup.h"
 
 #include <algorithm>
+#include <iostream>
 
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "data/imagenet.h"
 #include "engine/check.h"
+#include "engine/dist.h"
 
 namespace apps {
 
@@ -68,12 +70,31 @@ data::ImageFolderIndex select(const data::ImageFolderIndex& in, const std::vecto
   return out;
 }
 
-RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, const std::vector<float>& std) {
+// Notes on stderr, once per job (every rank builds the same data).
+void note(const std::string& text) {
+  if (engine::dist::rank() == 0) std::cerr << text << std::endl;
+}
+
+// The side a run on ImageNet-style folders trains at and its evaluation resize: --image-size, else the side
+// of the network it starts from, else 224.
+std::pair<int64_t, int64_t> imagenet_sides(const TrainConfig& cfg, const InputGeometry* net) {
+  const bool known = net && net->recorded && net->resize > 0;
+  if (cfg.image_size == 0) {
+    if (known) return {net->size, net->resize};
+    return {224, data::ImageNetTransform::default_resize(224)};
+  }
+  if (known && cfg.image_size != net->size)
+    note(str_cat("--image-size ", cfg.image_size, ": the network was trained at ", net->size,
+                 " pixels; this run feeds it ", cfg.image_size, "-pixel images (and records that)"));
+  if (known && cfg.image_size == net->size) return {net->size, net->resize};
+  return {cfg.image_size, data::ImageNetTransform::default_resize(cfg.image_size)};
+}
+
+RunData load_imagenet(const TrainConfig& cfg, const InputGeometry* net) {
   QIL_CHECK(!cfg.data_dir.empty(), "--data imagenet needs --data-dir (a folder with train/ and val/)");
   data::ImageNetSplits sp = data::scan_imagenet(cfg.data_dir);
   QIL_CHECK(!sp.train.samples.empty(), "--data-dir ", cfg.data_dir, ": no training images under train/");
-  const int64_t size = cfg.image_size ? cfg.image_size : 224;
-  const int64_t resize = (size * 256 + 112) / 224;  // 224 -> 256, as torchvision's recipe
+  const auto [size, resize] = imagenet_sides(cfg, net);
   data::ImageFolderOptions opt;
   opt.max_bad_files = cfg.max_bad_files;
   RunData r;
@@ -83,10 +104,11 @@ RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, co
   hold_out(pool, cfg, train_idx, val_idx);
   data::ImageNetTransform tr = data::ImageNetTransform::train_default(size);
   data::ImageNetTransform ev = data::ImageNetTransform::eval_default(size, resize);
-  if (!mean.empty()) {
-    QIL_CHECK(mean.size() == 3, "the network expects ", mean.size(), "-channel images, but imagenet data is RGB");
-    tr.mean = ev.mean = mean;
-    tr.std = ev.std = std;
+  if (net) {
+    QIL_CHECK(net->mean.size() == 3, "the network expects ", net->mean.size(),
+              "-channel images, but imagenet data is RGB");
+    tr.mean = ev.mean = net->mean;
+    tr.std = ev.std = net->std;
   }
   tr.flip = has_augment(cfg, "flip");
   r.mean = tr.mean;
@@ -102,6 +124,7 @@ RunData load_imagenet(const TrainConfig& cfg, const std::vector<float>& mean, co
   r.in_channels = 3;
   r.num_classes = static_cast<int64_t>(sp.train.classes.size());
   r.image_size = size;
+  r.eval_resize = resize;
   return r;
 }
 
@@ -113,16 +136,39 @@ std::vector<int64_t> first_n(int64_t total, int64_t n) {
 
 }  // namespace
 
+InputGeometry network_input(const layers::ModelMeta& meta) {
+  InputGeometry g;
+  g.channels = meta.spec.in_channels;
+  g.size = meta.spec.image_size;
+  g.mean = meta.mean;
+  g.std = meta.std;
+  g.recorded = meta.input.recorded;
+  g.data = meta.input.data;
+  g.resize = meta.input.resize;
+  return g;
+}
+
+InputGeometry RunData::geometry() const {
+  InputGeometry g;
+  g.channels = in_channels;
+  g.size = image_size;
+  g.resize = eval_resize;
+  g.mean = mean;
+  g.std = std;
+  g.recorded = true;
+  return g;
+}
+
 std::string default_data_dir(const std::string& kind) {
   if (kind == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
   return "";
 }
 
-RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, const std::vector<float>& std) {
+RunData load_run_data(const TrainConfig& cfg, const InputGeometry* net) {
   if (cfg.data == "imagenet") {
-    RunData r = load_imagenet(cfg, mean, std);
+    RunData r = load_imagenet(cfg, net);
     if (!cfg.eval_data.empty())
-      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.mean, r.std, &r.test_name);
+      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name);
     return r;
   }
   Splits s = load_kind(cfg.data, cfg.data_dir);
@@ -131,15 +177,15 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
   std::vector<int64_t> pool = first_n(s.train->size(), cfg.train_subset);
   std::vector<int64_t> train_idx, val_idx;
   hold_out(pool, cfg, train_idx, val_idx);
-  if (mean.empty()) {
+  if (!net) {
     data::ChannelStats st = data::channel_stats(*s.train, train_idx);
     r.mean = st.mean;
     r.std = st.std;
   } else {
-    QIL_CHECK(static_cast<int64_t>(mean.size()) == s.train->channels(), "the network expects ", mean.size(),
-              "-channel images, but ", cfg.data, " has ", s.train->channels());
-    r.mean = mean;
-    r.std = std;
+    QIL_CHECK(static_cast<int64_t>(net->mean.size()) == s.train->channels(), "the network expects ",
+              net->mean.size(), "-channel images, but ", cfg.data, " has ", s.train->channels());
+    r.mean = net->mean;
+    r.std = net->std;
   }
   const bool crop = has_augment(cfg, "crop"), flip = has_augment(cfg, "flip");
   r.train = std::make_shared<data::InMemoryDataset>(
@@ -147,33 +193,49 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
   r.calib = std::make_shared<data::InMemoryDataset>(s.train, train_idx, data::SmallImageTransform::eval(r.mean, r.std));
   if (!val_idx.empty())
     r.val = std::make_shared<data::InMemoryDataset>(s.train, val_idx, data::SmallImageTransform::eval(r.mean, r.std));
+  r.in_channels = s.train->channels();
+  r.image_size = s.train->height();
   if (!cfg.eval_data.empty()) {
-    r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.mean, r.std, &r.test_name);
+    r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name);
   } else if (s.test) {
     r.test = std::make_shared<data::InMemoryDataset>(s.test, first_n(s.test->size(), cfg.test_subset),
                                                      data::SmallImageTransform::eval(r.mean, r.std));
     r.test_name = cfg.data + " test";
   }
-  r.in_channels = s.train->channels();
   r.num_classes = s.train->num_classes;
   if (r.test) r.num_classes = std::max(r.num_classes, r.test->num_classes());
-  r.image_size = s.train->height();
   QIL_CHECK(cfg.image_size == 0 || cfg.image_size == r.image_size, "--image-size ", cfg.image_size, ": ",
             cfg.data, " images are ", r.image_size, " pixels (resizing applies to imagenet data only)");
   return r;
 }
 
+InputGeometry imagenet_eval_input(const InputGeometry& in) {
+  if (in.recorded && in.size > 0) {
+    InputGeometry g = in;
+    if (g.resize <= 0) g.resize = data::ImageNetTransform::default_resize(g.size);
+    return g;
+  }
+  InputGeometry g = in;
+  g.size = 224;
+  g.resize = 256;
+  g.recorded = true;
+  note(str_cat("the network's checkpoint does not record how its inputs were made (written before checkpoints "
+               "did): evaluating imagenet data as before, shorter side 256, center crop 224; its network was built "
+               "for ", in.size, "-pixel inputs (--image-size ", in.size, " evaluates at that size)"));
+  return g;
+}
+
 std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, const std::string& dir,
-                                                    int64_t subset, const std::vector<float>& mean,
-                                                    const std::vector<float>& std, std::string* name) {
+                                                    int64_t subset, const InputGeometry& in, std::string* name) {
   if (kind == "imagenet") {
     QIL_CHECK(!dir.empty(), "imagenet evaluation needs a data folder (with val/)");
     data::ImageNetSplits sp = data::scan_imagenet(dir);
     QIL_CHECK(!sp.val.samples.empty(), dir, ": no validation images under val/");
-    QIL_CHECK(mean.size() == 3, "the network expects ", mean.size(), "-channel images, but imagenet data is RGB");
-    data::ImageNetTransform ev = data::ImageNetTransform::eval_default();
-    ev.mean = mean;
-    ev.std = std;
+    QIL_CHECK(in.mean.size() == 3, "the network expects ", in.mean.size(), "-channel images, but imagenet data is RGB");
+    const InputGeometry g = imagenet_eval_input(in);
+    data::ImageNetTransform ev = data::ImageNetTransform::eval_default(g.size, g.resize);
+    ev.mean = g.mean;
+    ev.std = g.std;
     if (name) *name = "imagenet val";
     return std::make_shared<data::ImageFolderDataset>(
         select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), subset)), ev);
@@ -182,10 +244,10 @@ std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, con
   // A folder without a test split (e.g. a single IDX pair) is evaluated whole.
   auto set = s.test ? s.test : s.train;
   if (name) *name = kind + (s.test ? " test" : " (all)");
-  QIL_CHECK(static_cast<int64_t>(mean.size()) == set->channels(), "the network expects ", mean.size(),
+  QIL_CHECK(static_cast<int64_t>(in.mean.size()) == set->channels(), "the network expects ", in.mean.size(),
             "-channel images, but ", kind, " has ", set->channels());
   return std::make_shared<data::InMemoryDataset>(set, first_n(set->size(), subset),
-                                                 data::SmallImageTransform::eval(mean, std));
+                                                 data::SmallImageTransform::eval(in.mean, in.std));
 }
 
 }  // namespace apps

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "apps/commands.h"
+#include "apps/data_setup.h"
 #include "apps/export_onnx.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
@@ -44,6 +45,24 @@ Tensor times(const Tensor& t, float s) {  // a new tensor t·s
 
 Tensor scalar(float v) { return Tensor::scalar(v); }
 
+}  // namespace
+
+std::map<std::string, std::string> input_metadata(const layers::ModelMeta& meta) {
+  const InputGeometry in = network_input(meta);
+  std::map<std::string, std::string> md{{"in_channels", std::to_string(in.channels)},
+                                        {"image_size", std::to_string(in.size)},
+                                        {"input_mean", json(in.mean).dump()},
+                                        {"input_std", json(in.std).dump()}};
+  if (in.recorded) {
+    md["input_transform"] = in.resize > 0 ? "resize-center-crop" : "none";
+    if (in.resize > 0) md["input_resize"] = std::to_string(in.resize);
+    if (!in.data.empty()) md["input_data"] = in.data;
+  }
+  return md;
+}
+
+namespace {
+
 // Metadata both kinds of file share: the network, its input normalization and each quantized layer's widths.
 std::map<std::string, std::string> common_metadata(layers::Module& model, const layers::ModelMeta& meta,
                                                    const char* format) {
@@ -56,14 +75,12 @@ std::map<std::string, std::string> common_metadata(layers::Module& model, const 
                          {"signed_input", input_quantized(*l) && l->act_quantizer()->is_signed()},
                          {"quantizer", s.quantizer}};
   }
-  return {{"format", format},
-          {"model", meta.model},
-          {"in_channels", std::to_string(meta.spec.in_channels)},
-          {"num_classes", std::to_string(meta.spec.num_classes)},
-          {"image_size", std::to_string(meta.spec.image_size)},
-          {"input_mean", json(meta.mean).dump()},
-          {"input_std", json(meta.std).dump()},
-          {"quant_layers", layers_json.dump()}};
+  std::map<std::string, std::string> md = input_metadata(meta);
+  md["format"] = format;
+  md["model"] = meta.model;
+  md["num_classes"] = std::to_string(meta.spec.num_classes);
+  md["quant_layers"] = layers_json.dump();
+  return md;
 }
 
 // Each quantizer family's input rule, as the files state it (the layer's quant_layers entry names its family).
@@ -227,7 +244,9 @@ void add_predict_flags(CLI::App& app, PredictOptions& o) {
                  "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
                  "or BF16; the --model ... flags below fill in what it does not say)")
       ->required();
-  app.add_option("--input", o.input, ".npy float32 (N, C, H, W), already normalized")->required();
+  app.add_option("--input", o.input,
+                 ".npy float32 (N, C, H, W), already normalized: images made as the checkpoint records (side, "
+                 "resize and center crop, mean and std: qil inspect CHECKPOINT prints them)")->required();
   app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
   app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");

@@ -37,6 +37,12 @@ struct ExportedModel {
   std::map<std::string, std::string> metadata;
 };
 
+// What a file says about the network's input, from its checkpoint (apps::network_input): "in_channels",
+// "image_size", "input_mean", "input_std" (JSON lists), and where the checkpoint records them
+// "input_transform" (resize-center-crop with "input_resize", or none: images at their own size) and
+// "input_data" (the kind trained on). The metadata of every export format.
+std::map<std::string, std::string> input_metadata(const layers::ModelMeta& meta);
+
 // The weight a layer computes with: w̄·s when its weights are quantized, w·s when only its input is, w when it
 // is full precision. A new tensor, no autograd history.
 engine::Tensor effective_weight(const layers::QuantizableModule& layer);

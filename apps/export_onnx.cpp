@@ -323,8 +323,7 @@ std::string export_onnx(layers::Module& model, const layers::ModelMeta& meta) {
     e->set_value(v);
   };
   md("model", meta.model);
-  md("input_mean", nlohmann::json(meta.mean).dump());
-  md("input_std", nlohmann::json(meta.std).dump());
+  for (const auto& [k, v] : input_metadata(meta)) md(k, v);  // the side, transform and normalization of the input
   onnx::GraphProto* g = mp.mutable_graph();
   g->set_name(meta.model);
   const std::vector<int64_t> in_shape = {meta.spec.in_channels, meta.spec.image_size, meta.spec.image_size};

@@ -24,7 +24,9 @@ void add_model_file_flags(CLI::App& app, ModelFileOptions& o) {
                  "safetensors: classes; default: the metadata, else the file's last linear layer");
   app.add_option("--in-channels", o.in_channels,
                  "safetensors: input channels; default: the metadata, else the file's first convolution");
-  app.add_option("--image-size", o.image_size, "safetensors: input side; default: the metadata, else the model's");
+  app.add_option("--image-size", o.image_size,
+                 "safetensors: input side; default: the metadata, else the model's. With a checkpoint (eval only, "
+                 "imagenet data): evaluate at this side instead of the one the checkpoint records, said on stderr");
   app.add_option("--mean", o.mean, "safetensors: input mean per channel, comma-separated; default: the metadata, "
                                    "else ImageNet's for RGB")
       ->delimiter(',');
@@ -165,6 +167,14 @@ layers::LoadedModel load_safetensors_model(const std::string& path, const ModelF
   QIL_CHECK(!lm.meta.model.empty(), path, ": does not say which network it holds; give --model (qil models lists "
                                           "them)");
   lm.meta.spec = spec_for(lm.meta.model, st, o, path);
+  // What qil's export says of how the inputs were made (apps::input_metadata), when it says it.
+  auto transform = st.metadata.find("input_transform");
+  if (transform != st.metadata.end()) {
+    lm.meta.input.recorded = true;
+    lm.meta.input.resize = transform->second == "resize-center-crop" ? meta_int(st.metadata, "input_resize", path) : 0;
+    auto kind = st.metadata.find("input_data");
+    if (kind != st.metadata.end()) lm.meta.input.data = kind->second;
+  }
   set_normalization(lm.meta, st, o, need_norm, path);
   for (auto& [n, t] : st.tensors)
     if (t.dtype() == DType::bf16) t = widen_bf16(t);

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -73,19 +74,32 @@ ModelSource read_model_source(const TrainConfig& cfg, TrainingRun& run, bool res
 }
 
 // The network's meta (architecture, normalization) against the data: a loaded network must fit it, a fresh
-// one is built for it.
+// one is built for it. Either way the checkpoints of this run record how this run makes its inputs (side,
+// evaluation transform, data kind), which is what `qil eval` and the other commands then reproduce.
 void fit_meta_to_data(const TrainConfig& cfg, TrainingRun& run, bool loaded) {
   if (loaded) {
     QIL_CHECK(run.meta.spec.in_channels == run.data.in_channels && run.meta.spec.num_classes >= run.data.num_classes,
               "the network (", run.meta.spec.in_channels, " channels, ", run.meta.spec.num_classes,
               " classes) does not fit the data (", run.data.in_channels, " channels, ", run.data.num_classes,
               " classes)");
-    return;
+  } else {
+    run.meta.model = cfg.model;
+    run.meta.spec = layers::ModelSpec{run.data.in_channels, run.data.num_classes, run.data.image_size, cfg.seed};
+    run.meta.mean = run.data.mean;
+    run.meta.std = run.data.std;
   }
-  run.meta.model = cfg.model;
-  run.meta.spec = layers::ModelSpec{run.data.in_channels, run.data.num_classes, run.data.image_size, cfg.seed};
-  run.meta.mean = run.data.mean;
-  run.meta.std = run.data.std;
+  run.meta.spec.image_size = run.data.image_size;
+  run.meta.input.recorded = true;
+  run.meta.input.data = cfg.data;
+  run.meta.input.resize = run.data.eval_resize;
+}
+
+// Training a loaded network on another kind of data than it was trained on is allowed (quantizer-only training
+// on other images), and said.
+void note_other_data(const TrainConfig& cfg, const InputGeometry& net, const std::string& from) {
+  if (!net.recorded || net.data.empty() || net.data == cfg.data || engine::dist::rank() != 0) return;
+  std::cerr << "--data " << cfg.data << ": the network of " << from << " was trained on " << net.data
+            << " data; this run trains it on " << cfg.data << std::endl;
 }
 
 // Builds the network and loads its starting point; a resumed run also returns where it stood.
@@ -179,8 +193,11 @@ int run_train(TrainConfig cfg) {
   const bool restart = !cfg.resume.empty() && !fs::exists(fs::path(run.dir) / "last.ckpt");
 
   ModelSource src = read_model_source(cfg, run, !cfg.resume.empty() && !restart);
-  run.data = load_run_data(cfg, run.meta.mean, run.meta.std);
-  fit_meta_to_data(cfg, run, run.resume || src.init);
+  const bool from_file = run.resume || src.init;  // a qil checkpoint, which records the network's inputs
+  const InputGeometry net = network_input(run.meta);
+  if (from_file) note_other_data(cfg, net, run.resume ? run.dir + "/last.ckpt" : cfg.init);
+  run.data = load_run_data(cfg, from_file ? &net : nullptr);
+  fit_meta_to_data(cfg, run, from_file);
   RunState state = build_model(cfg, run, src);
   broadcast_from_rank0(*run.model);
 

@@ -65,6 +65,8 @@ struct ImageNetTransform {
   std::vector<float> std = {0.229f, 0.224f, 0.225f};
 
   static ImageNetTransform train_default(int64_t size = 224) { ImageNetTransform t; t.size = size; return t; }
+  // torchvision's ratio: the shorter side goes to size·256/224 (rounded) before the center crop of `size`.
+  static int64_t default_resize(int64_t size) { return (size * 256 + 112) / 224; }
   static ImageNetTransform eval_default(int64_t size = 224, int64_t resize = 256) {
     ImageNetTransform t; t.train = false; t.flip = false; t.size = size; t.resize = resize; return t;
   }

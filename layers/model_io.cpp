@@ -14,12 +14,19 @@ using engine::str_cat;
 using nlohmann::json;
 
 json meta_to_json(const ModelMeta& m) {
-  return json{{"model", m.model},
-              {"in_channels", m.spec.in_channels},
-              {"num_classes", m.spec.num_classes},
-              {"image_size", m.spec.image_size},
-              {"mean", m.mean},
-              {"std", m.std}};
+  json j{{"model", m.model},
+         {"in_channels", m.spec.in_channels},
+         {"num_classes", m.spec.num_classes},
+         {"image_size", m.spec.image_size},
+         {"mean", m.mean},
+         {"std", m.std}};
+  // A key of its own: readers that predate it ignore it, and its absence marks an older file.
+  if (m.input.recorded)
+    j["input"] = {{"data", m.input.data},
+                  {"transform", m.input.resize > 0 ? "resize-center-crop" : "none"},
+                  {"resize", m.input.resize},
+                  {"crop", m.input.resize > 0 ? m.spec.image_size : 0}};
+  return j;
 }
 
 ModelMeta meta_from_json(const json& j, const std::string& file) {
@@ -31,6 +38,16 @@ ModelMeta meta_from_json(const json& j, const std::string& file) {
     m.spec.image_size = j.at("image_size").get<int64_t>();
     m.mean = j.at("mean").get<std::vector<float>>();
     m.std = j.at("std").get<std::vector<float>>();
+    if (j.contains("input")) {
+      const json& in = j.at("input");
+      m.input.recorded = true;
+      m.input.data = in.at("data").get<std::string>();
+      m.input.resize = in.at("resize").get<int64_t>();
+      QIL_CHECK(m.input.resize >= 0 && m.input.resize <= (int64_t{1} << 20), file, ": model_meta input.resize ",
+                m.input.resize, " is not a size in pixels");
+      QIL_CHECK(m.input.resize == 0 || m.input.resize >= m.spec.image_size, file, ": model_meta input.resize ",
+                m.input.resize, " is smaller than the center crop of ", m.spec.image_size);
+    }
     return m;
   } catch (const json::exception& e) {
     throw Error(str_cat(file, ": model description is incomplete (", e.what(), ")"));

@@ -15,10 +15,21 @@
 
 namespace layers {
 
+// How the network's inputs were made from the images it was trained on, beyond the channels and side that
+// `spec` holds (the "input" object of model_meta). Checkpoints written before it was recorded have none
+// (`recorded` false): their readers fall back to what the commands did before and say so.
+struct InputRecord {
+  bool recorded = false;
+  std::string data;     // the data kind trained on: fashion-mnist | idx | mnist | cifar10 | cifar100 | imagenet
+  int64_t resize = 0;   // evaluation transform of ImageNet-style folders: shorter side resized to this, then a
+                        // center crop of spec.image_size; 0 = the images are used at their own size (IDX, CIFAR)
+};
+
 struct ModelMeta {
   std::string model;
   ModelSpec spec;
   std::vector<float> mean, std;  // input normalization the network was trained with
+  InputRecord input = {};  // "= {}": a brace initialization that stops at `std` leaves it unrecorded
 };
 
 nlohmann::json meta_to_json(const ModelMeta& m);

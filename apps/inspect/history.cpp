@@ -2,6 +2,7 @@
 #include "apps/inspect/history.h"
 
 #include <charconv>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -81,7 +82,10 @@ MetricsRow parse_metrics_row(const std::vector<std::string_view>& header, std::s
     double v = 0;
     QIL_CHECK(parse_number(cells[i], v), path, ": line ", line_no, ": column '", header[i], "' is not a number: '",
               cells[i], "'");
-    column->second(r, v);
+    // An empty val_* or test_* cell is a split the run does not have: no figure (NaN, drawn as a gap, shown
+    // as "—"), not 0.
+    const bool split_figure = header[i].rfind("val_", 0) == 0 || header[i].rfind("test_", 0) == 0;
+    column->second(r, cells[i].empty() && split_figure ? std::nan("") : v);
   }
   return r;
 }

@@ -20,7 +20,7 @@ struct MetricsRow {
   double test_loss = 0, test_top1 = 0, test_top5 = 0, img_per_s = 0, wall_s = 0;
 };
 // Reads metrics.csv by its header names: columns may come in any order, unknown ones are ignored, missing and
-// empty ones stay 0. A row with the wrong number of fields or a value that is not a number is an error that
+// empty ones stay 0, except empty val_* and test_* cells (a split the run does not have), which are NaN. A row with the wrong number of fields or a value that is not a number is an error that
 // names the file, the line and the column.
 std::vector<MetricsRow> read_metrics_csv(const std::string& path);
 

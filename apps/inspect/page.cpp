@@ -2,6 +2,7 @@
 #include "apps/inspect/page.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "apps/inspect/charts.h"
@@ -37,6 +38,8 @@ svg text{font-family:system-ui,sans-serif}
 a{color:#2557a7}
 )";
 
+// A top-1/top-5 figure in percent, or "—" for a split the run does not have (NaN from history.h).
+std::string percent(double v) { return std::isfinite(v) ? num(v, "%.2f") + "%" : "\u2014"; }
 std::string pct(double f) { return f < 0 ? "-" : num(100 * f, "%.2f") + "%"; }
 std::string bits_label(int bits) { return bits < 32 ? std::to_string(bits) : std::string("fp"); }
 
@@ -66,8 +69,8 @@ std::string summary_table(const InspectData& in, const std::vector<StageSpan>& s
   if (!spans.empty()) o << "<tr><td>stages</td><td class=\"l\">" << stage_list(spans) << "</td></tr>";
   if (!in.metrics.empty()) {
     const MetricsRow& f = in.metrics.back();
-    o << "<tr><td>final epoch</td><td class=\"l\">val top-1 " << num(f.val_top1, "%.2f") << "%, test top-1 "
-      << num(f.test_top1, "%.2f") << "%, test top-5 " << num(f.test_top5, "%.2f") << "% (" << esc(stage_label(f.stage_name))
+    o << "<tr><td>final epoch</td><td class=\"l\">val top-1 " << percent(f.val_top1) << ", test top-1 "
+      << percent(f.test_top1) << ", test top-5 " << percent(f.test_top5) << " (" << esc(stage_label(f.stage_name))
       << ", global epoch " << f.global_epoch << ")</td></tr>";
   }
   if (!in.data_name.empty())
@@ -81,17 +84,17 @@ std::string per_stage_table(const InspectData& in, const std::vector<StageSpan>&
   o << "<h3>Per stage</h3><table><tr><th class=\"l\">stage</th><th>epochs</th><th>best val top-1</th>"
        "<th>final val top-1</th><th>final test top-1</th><th>final test top-5</th></tr>";
   for (const auto& s : spans) {
-    double best = -1;
+    double best = std::nan("");
     const MetricsRow* last = nullptr;
     for (const auto& m : in.metrics)
       if (m.stage == s.stage) {
-        best = std::max(best, m.val_top1);
+        if (std::isfinite(m.val_top1) && !(best >= m.val_top1)) best = m.val_top1;
         last = &m;
       }
     if (!last) continue;
     o << "<tr><td class=\"l\">" << esc(stage_label(s.name)) << "</td><td>" << (s.last - s.first + 1) << "</td><td>"
-      << num(best, "%.2f") << "%</td><td>" << num(last->val_top1, "%.2f") << "%</td><td>"
-      << num(last->test_top1, "%.2f") << "%</td><td>" << num(last->test_top5, "%.2f") << "%</td></tr>";
+      << percent(best) << "</td><td>" << percent(last->val_top1) << "</td><td>" << percent(last->test_top1)
+      << "</td><td>" << percent(last->test_top5) << "</td></tr>";
   }
   o << "</table>";
   return o.str();

@@ -1,6 +1,7 @@
 // Run logging: the CSV and JSON-lines files and the console.
 #include "apps/training/run_log.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +73,17 @@ std::string fixed(double v, int decimals) {
   return os.str();
 }
 
+// A split that does not exist (no validation hold-out, no test set) has no figure: "—", never 0.00 or -1.00.
+const char* const kNone = "\u2014";
+
+// A percentage right-aligned in `width` columns, or "—" there when there is none ("—" is one column but three
+// bytes, which std::setw would count).
+std::string percent_cell(double v, bool have, int width) {
+  const std::string s = have ? fixed(v, 2) + "%" : std::string(kNone) + " ";
+  const int shown = have ? static_cast<int>(s.size()) : 2;
+  return std::string(static_cast<size_t>(std::max(0, width - shown)), ' ') + s;
+}
+
 }  // namespace
 
 const char* RunLog::metrics_header() {
@@ -133,15 +145,22 @@ void RunLog::epoch(const EpochRecord& e, layers::Module& model) const {
   CsvRow row;
   row.add(e.stage).add(e.stage_name).add(e.epoch).add(e.global_epoch).general(e.lr, 6);
   row.fixed(e.train_loss, 6).fixed(e.train_top1, 4);
-  row.fixed(e.val.loss, 6).fixed(e.val.top1, 4).fixed(e.val.top5, 4);
-  row.fixed(e.test.loss, 6).fixed(e.test.top1, 4).fixed(e.test.top5, 4);
+  // Empty cells for a split the run does not have.
+  for (const EvalResult* r : {&e.val, &e.test}) {
+    if (r->count > 0)
+      row.fixed(r->loss, 6).fixed(r->top1, 4).fixed(r->top5, 4);
+    else
+      row.add("").add("").add("");
+  }
   row.fixed(e.img_per_s, 1).fixed(e.wall_s, 1);
   append_line(metrics_path_, row.str());
   interval_rows(model, e.stage, e.stage_name, e.epoch);
   std::ostringstream os;
   os << "[" << e.stage_name << "] epoch " << e.epoch << "/" << e.epochs << "  train loss " << fixed(e.train_loss, 4)
-     << " acc " << fixed(e.train_top1, 2) << "%  val " << fixed(e.val.top1, 2) << "%  test " << fixed(e.test.top1, 2)
-     << "% (top-5 " << fixed(e.test.top5, 2) << "%)  lr " << std::setprecision(4) << e.lr << "  "
+     << " acc " << fixed(e.train_top1, 2) << "%  val " << (e.val.count > 0 ? fixed(e.val.top1, 2) + "%" : kNone)
+     << "  test "
+     << (e.test.count > 0 ? fixed(e.test.top1, 2) + "% (top-5 " + fixed(e.test.top5, 2) + "%)" : std::string(kNone))
+     << "  lr " << std::setprecision(4) << e.lr << "  "
      << fixed(e.img_per_s, 0) << " img/s  " << format_duration(e.wall_s);
   line(os.str());
 }
@@ -166,8 +185,8 @@ void RunLog::summary(const std::vector<StageSummary>& stages, layers::Module& mo
      << "\n";
   for (const auto& s : stages)
     os << std::left << std::setw(10) << s.name << std::right << " " << std::setw(7) << s.epochs << " "
-       << std::setw(9) << fixed(s.best_val, 2) << "% " << std::setw(9) << fixed(s.test_at_best, 2) << "% "
-       << std::setw(9) << fixed(s.test.top1, 2) << "%\n";
+       << percent_cell(s.best_val, s.best_val >= 0, 10) << " " << percent_cell(s.test_at_best, s.test_at_best >= 0, 10)
+       << " " << percent_cell(s.test.top1, s.test.count > 0, 10) << "\n";
   const auto rep = layers::quant_report(model);
   if (!rep.empty()) {
     os << "\nlearned intervals (final stage):\n" << interval_table(rep);

@@ -20,7 +20,7 @@ struct EpochRecord {
   int64_t global_epoch = 0;   // 1-based over all stages
   float lr = 0;               // the LR of the epoch's last step
   double train_loss = 0, train_top1 = 0;
-  EvalResult val, test;
+  EvalResult val, test;  // count 0: the run has no such split (printed "—", empty cells in metrics.csv)
   double img_per_s = 0, wall_s = 0;
 };
 
@@ -28,8 +28,8 @@ struct EpochRecord {
 struct StageSummary {
   std::string name;
   int epochs = 0;
-  EvalResult val, test;  // after the last epoch
-  double best_val = -1, test_at_best = -1;
+  EvalResult val, test;  // after the last epoch; count 0: the run has no such split
+  double best_val = -1, test_at_best = -1;  // -1: none (no validation split, or no test split)
 };
 
 class RunLog {

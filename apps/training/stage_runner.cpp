@@ -328,7 +328,7 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   const bool is_best = run_.data.val && e.val.top1 > pos.best_val[si];
   if (is_best) {
     pos.best_val[si] = summary.best_val = e.val.top1;
-    summary.test_at_best = e.test.top1;
+    summary.test_at_best = e.test.count > 0 ? e.test.top1 : -1;
   }
   require_finite_state(*run_.model, st.name(), pos.epoch + 1);
   state_.end_epoch();
