@@ -27,7 +27,8 @@ RunData load_run_data(const TrainConfig& cfg, const std::vector<float>& mean, co
 // Only the evaluation split of a data kind (for `qil eval`), normalized with the network's constants.
 std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, const std::string& dir,
                                                     int64_t subset, const std::vector<float>& mean,
-                                                    const std::vector<float>& std, std::string* name);
+                                                    const std::vector<float>& std, std::string* name,
+                                                    int64_t max_idx_mb);  // IDX data: --max-idx-mb
 
 std::string default_data_dir(const std::string& kind);
 

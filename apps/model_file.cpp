@@ -2,6 +2,7 @@
 #include "apps/model_file.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -148,7 +149,8 @@ void set_normalization(layers::ModelMeta& meta, const engine::SafeTensors& st, c
   if (meta.mean.empty()) return;  // predict: inputs arrive normalized
   QIL_CHECK(meta.mean.size() == c && meta.std.size() == c, path, ": ", meta.mean.size(),
             " mean and ", meta.std.size(), " std values for a ", c, "-channel network");
-  for (float s : meta.std) QIL_CHECK(s > 0.f, "input std must be positive, got ", s);
+  for (float m : meta.mean) QIL_CHECK(std::isfinite(m), path, ": input mean must be finite, got ", m);
+  for (float s : meta.std) QIL_CHECK(std::isfinite(s) && s > 0.f, path, ": input std must be positive, got ", s);
 }
 
 layers::LoadedModel load_safetensors_model(const std::string& path, const ModelFileOptions& o, bool need_norm) {
@@ -165,6 +167,7 @@ layers::LoadedModel load_safetensors_model(const std::string& path, const ModelF
   QIL_CHECK(!lm.meta.model.empty(), path, ": does not say which network it holds; give --model (qil models lists "
                                           "them)");
   lm.meta.spec = spec_for(lm.meta.model, st, o, path);
+  layers::check_spec(lm.meta.spec, path);  // a shape [2^40, 512] would otherwise be allocated
   set_normalization(lm.meta, st, o, need_norm, path);
   for (auto& [n, t] : st.tensors)
     if (t.dtype() == DType::bf16) t = widen_bf16(t);
