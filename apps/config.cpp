@@ -358,7 +358,7 @@ void check_toml_type(const Field& f, const toml::node& n, const std::string& key
                                                                                             : "a string";
         bool ok = true;
         if (const toml::array* a = n.as_array()) {
-          ok = list;
+          if (!list) return;  // set_from_file says "takes one value, got a list"
           for (const toml::node& e : *a) ok = ok && fits(e);
         } else {
           ok = fits(n) || (list && n.is_string());

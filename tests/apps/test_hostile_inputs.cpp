@@ -390,3 +390,20 @@ TEST_CASE("--resume drops garbage rows of metrics.csv, not only rows the checkpo
     CHECK(l.find("garbage") == std::string::npos);
   }
 }
+
+TEST_CASE("errors name the file: a safetensors shape that implies a huge network, a missing section") {
+  ScratchDir tmp;
+  write_input_npy(tmp / "x.npy");
+  // LeNet's last linear as [2^40, 0]: no bytes, but the network sized from it would have 2^40 classes (main
+  // answered "tensor: out of memory allocating 1125899906842624 bytes", naming nothing).
+  const std::string st = tmp / "huge.safetensors";
+  engine::write_safetensors(st, {{"fc2.weight", engine::Tensor::empty({int64_t(1) << 40, 0})}}, {});
+  expect_refused(run_qil("predict " + st + " --model lenet --input " + tmp / "x.npy" + " --output " + tmp / "y.npy"),
+                 {st + ": the network would have 1099511627776 classes (1..1000000)"}, "safetensors classes");
+  // A section looked up but absent names the checkpoint it was read from.
+  const std::string ck = tmp / "lenet.ckpt";
+  write_tiny_checkpoint(ck, false);
+  const engine::Checkpoint c = engine::read_checkpoint(ck);
+  CHECK_THROWS_WITH_AS(c.text("run_state"), doctest::Contains(("checkpoint " + ck + ": no section 'run_state'").c_str()),
+                       engine::Error);
+}
