@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "apps/limits.h"
 #include "apps/stages.h"
 #include "apps/training/trainer.h"
 #include "engine/autograd.h"
@@ -38,7 +39,7 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--steps", o.steps, "timed steps per repeat")->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str();
   app.add_option("--repeat", o.repeat, "repeats (the median is reported)")->capture_default_str();
-  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  add_threads_flag(app, o.threads);
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
   app.add_option("--quantizer", o.quantizer, "quantizer of the quantized layers: qil | lsq | pact | dorefa")
       ->capture_default_str();

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "apps/limits.h"
 #include "apps/training/evaluate.h"
 #include "data/imagenet.h"
 #include "data/loader.h"
@@ -79,7 +80,7 @@ void print_breakdown(const data::ImageFolderIndex& idx, const data::ImageNetTran
 void add_bench_data_flags(CLI::App& app, BenchDataOptions& o) {
   app.add_option("dir", o.dir, "ImageNet-style folder (reads DIR/train/<class>/*)")->required();
   app.add_option("--image-size", o.image_size, "output side")->capture_default_str();
-  app.add_option("--workers", o.workers, "decode threads")->capture_default_str();
+  add_workers_flag(app, o.workers, "decode threads");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--batches", o.batches, "timed batches per repeat")->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed batches first")->capture_default_str();

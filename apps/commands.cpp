@@ -31,6 +31,7 @@
 #include "engine/check.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
+#include "engine/serialize.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
 
@@ -51,8 +52,9 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
                  "data folder (fashion-mnist default: Debian's; imagenet: the folder holding val/<class>/*.JPEG)");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--subset", o.subset, "evaluate the first N images only (0 = all)");
-  app.add_option("--workers", o.workers, "data decode threads")->capture_default_str();
-  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  add_workers_flag(app, o.workers, "data decode threads");
+  add_threads_flag(app, o.threads);
+  add_max_idx_flag(app, o.max_idx_mb);
   app.add_option("--progress", o.progress, "auto | bar | lines | none")->capture_default_str();
   app.add_flag("--json", o.json, "print the result as JSON");
   app.add_option("--quant", o.quant,
@@ -77,12 +79,6 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
   add_precision_flag(app, o.precision);
 }
-
-const char* const kPrecisionHelp =
-    "fp32 | bf16: convolutions and linear layers read their inputs, weights and output gradients in bf16 and "
-    "sum in f32 (everything else, master weights included, stays f32; quantized layers are fed their integer "
-    "levels, exact in bf16). Native on CPUs with AVX512_BF16 or AMX; elsewhere an exact emulation, no faster than "
-    "fp32 (docs/performance.md, bf16)";
 
 void add_precision_flag(CLI::App& app, std::string& precision) {
   app.add_option("--precision", precision, kPrecisionHelp)
@@ -258,6 +254,7 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o, const std:
   TrainConfig cfg;
   cfg.data = kind;
   cfg.data_dir = o.data_dir;
+  cfg.max_idx_mb = o.max_idx_mb;
   RunData rd = load_run_data(cfg, &in);
   training::calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
 }
@@ -277,7 +274,7 @@ int run_eval(const EvalOptions& o) {
   if (!o.quant.empty()) quantize_for_eval(lm, o, kind, in);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   std::string name;
-  auto ds = load_eval_data(kind, o.data_dir, o.subset, in, &name);
+  auto ds = load_eval_data(kind, o.data_dir, o.subset, in, &name, o.max_idx_mb);
   // Under mpirun the ranks share the images out (training::evaluate) and rank 0 reports.
   const bool lead = engine::dist::rank() == 0;
   training::EvalResult r =
@@ -337,6 +334,7 @@ void add_inspect_flags(CLI::App& app, InspectOptions& o) {
   app.add_option("--data-dir", o.data_dir, "data folder for --data (fashion-mnist default: Debian's)");
   app.add_option("--batches", o.batches, "batches of --data to run")->capture_default_str();
   app.add_option("--batch", o.batch, "batch size for --data")->capture_default_str();
+  add_max_idx_flag(app, o.max_idx_mb);
 }
 
 namespace {
@@ -363,7 +361,8 @@ int run_inspect(const InspectOptions& o) {
   std::unique_ptr<layers::Module> model;
   InspectData in = load_inspect_data(o.target, &model);
   if (!o.data.empty()) {
-    auto ds = load_eval_data(o.data, o.data_dir, o.batches * o.batch, network_input(in.meta), &in.data_name);
+    auto ds = load_eval_data(o.data, o.data_dir, o.batches * o.batch, network_input(in.meta), &in.data_name,
+                             o.max_idx_mb);
     in.activations = activation_stats(*model, ds, o.batches, o.batch);
   }
   auto stats_of = [&](const std::string& layer) -> const ActivationStats* {
@@ -372,6 +371,7 @@ int run_inspect(const InspectOptions& o) {
     return nullptr;
   };
   if (!o.html.empty()) {
+    engine::check_output_file(o.html, {{"target", o.target}}, "--html");
     std::ofstream f(o.html, std::ios::binary);
     QIL_CHECK(f.good(), "inspect: cannot write '", o.html, "'");
     f << html_report(in);

@@ -1,5 +1,6 @@
 // The smaller subcommands: eval, models, inspect. Each has an options struct, a flag registration and a run.
 #pragma once
+#include "apps/limits.h"
 #include "apps/model_file.h"
 #include <string>
 
@@ -17,6 +18,7 @@ struct EvalOptions {
   int64_t subset = 0;
   int64_t workers = 1;
   int64_t threads = 0;
+  int64_t max_idx_mb = kDefaultMaxIdxMb;  // the largest IDX file read, MiB (apps/limits.h)
   std::string progress = "auto";
   bool json = false;
   // Calibration-only quantization: quantize a full-precision checkpoint at these widths, calibrate on the
@@ -36,7 +38,11 @@ void add_eval_flags(CLI::App& app, EvalOptions& o);
 // `--precision fp32|bf16` of train, eval, predict and bench (engine::ops::Precision): the flag on `app`, and
 // the process setting made from its value, with a line on stderr when bf16 runs as the emulation (naming the
 // ISA the CPU lacks) or natively.
-extern const char* const kPrecisionHelp;
+inline constexpr const char* kPrecisionHelp =
+    "fp32 | bf16: convolutions and linear layers read their inputs, weights and output gradients in bf16 and "
+    "sum in f32 (everything else, master weights included, stays f32; quantized layers are fed their integer "
+    "levels, exact in bf16). Native on CPUs with AVX512_BF16 or AMX; elsewhere an exact emulation, no faster than "
+    "fp32 (docs/performance.md, bf16)";
 void add_precision_flag(CLI::App& app, std::string& precision);
 void apply_precision(const std::string& precision);
 // The SIMD flags of /proc/cpuinfo that matter to oneDNN (avx2, fma, avx512*, amx*), space-separated; "unknown"
@@ -82,6 +88,7 @@ struct InspectOptions {
   std::string data_dir;
   int64_t batches = 4;
   int64_t batch = 128;
+  int64_t max_idx_mb = kDefaultMaxIdxMb;  // the largest IDX file read, MiB (apps/limits.h)
 };
 void add_inspect_flags(CLI::App& app, InspectOptions& o);
 int run_inspect(const InspectOptions& o);

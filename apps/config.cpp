@@ -14,6 +14,7 @@
 #include <variant>
 
 #include "apps/commands.h"
+#include "apps/limits.h"
 #include "engine/check.h"
 
 namespace apps {
@@ -118,7 +119,8 @@ std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
       {"test-subset", &c.test_subset, "evaluate on the first N test images only (0 = all)", non_negative("test-subset")},
       {"image-size", &c.image_size, "input side in pixels (0 = the data's own; ImageNet 224)", non_negative("image-size")},
       {"augment", &c.augment, "training augmentation: comma list of crop, flip; or none", IsMember({"crop", "flip", "none"})},
-      {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels", non_negative("crop-padding")},
+      {"crop-padding", &c.crop_padding, "zero padding of the random crop, in pixels",
+       in_range("crop-padding", 0, 64)},
       {"max-bad-files", &c.max_bad_files, "imagenet: undecodable files skipped (with a warning) before the run stops", non_negative("max-bad-files")},
       {"batch", &c.batch, "batch size per process (and per micro-batch with --accumulate)", at_least("batch", 1)},
       {"accumulate", &c.accumulate,
@@ -208,8 +210,9 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
       {"out", &c.out, "run directory (default runs/<model>-<stages>)"},
       {"resume", &c.resume, "continue the run in this directory from its last checkpoint"},
       {"seed", &c.seed, "seed of initialization, data order and augmentation", non_negative("seed")},
-      {"threads", &c.threads, "compute threads (0 = OpenMP's default)", in_range("threads", 0, 1024)},
-      {"workers", &c.workers, "data decode threads", in_range("workers", 1, 256)},
+      {"threads", &c.threads, "compute threads (0 = OpenMP's default)", in_range("threads", 0, kMaxThreads)},
+      {"workers", &c.workers, "data decode threads", in_range("workers", 1, kMaxWorkers)},
+      {"max-idx-mb", &c.max_idx_mb, kMaxIdxHelp, in_range("max-idx-mb", 1, kMaxIdxMb)},
       {"progress", &c.progress, "progress display: auto | bar | lines | none", one_of("progress", {"auto", "bar", "lines", "none"})},
       {"checkpoint-every-steps", &c.checkpoint_every_steps,
        "also save last.ckpt every N optimizer steps within an epoch, so a kill loses at most N steps (0 = off; "
@@ -300,6 +303,13 @@ namespace {
 }
 
 // A TOML value as the strings CLI11 reads from a command line: one per scalar, one per array element.
+// A TOML value as written in the file, for messages ("3" keeps its quotes).
+std::string toml_text(const toml::node& n) {
+  std::ostringstream os;
+  n.visit([&](const auto& v) { os << v; });
+  return os.str();
+}
+
 std::vector<std::string> node_values(const toml::node& n, const std::string& key, const std::string& path) {
   if (const toml::array* a = n.as_array()) {
     std::vector<std::string> out;
@@ -334,6 +344,48 @@ void set_from_file(CLI::Option& opt, const std::vector<std::string>& values, con
   } catch (const Error& e) {
     config_error(path, str_cat("key '", key, "': ", e.what()));
   }
+}
+
+// A file's value must have its field's type: a number field given "3" (a string) is refused rather than
+// converted, since the file says something else than what was meant. List fields also take one string of
+// comma-separated entries, as typed on the command line (stage_epochs = "3,1").
+template <class T>
+struct Element {  // a field's value type, or its elements' for a list field
+  using type = T;
+  static constexpr bool list = false;
+};
+template <class T>
+struct Element<std::vector<T>> {
+  using type = T;
+  static constexpr bool list = true;
+};
+
+void check_toml_type(const Field& f, const toml::node& n, const std::string& key, const std::string& path) {
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        constexpr bool list = Element<T>::list;
+        using E = typename Element<T>::type;
+        auto fits = [](const toml::node& e) {
+          if constexpr (std::is_same_v<E, bool>) return e.is_boolean();
+          else if constexpr (std::is_integral_v<E>) return e.is_integer();
+          else if constexpr (std::is_floating_point_v<E>) return e.is_integer() || e.is_floating_point();
+          else return e.is_string();
+        };
+        const char* want = std::is_same_v<E, bool> ? "true or false" : std::is_integral_v<E> ? "an integer"
+                           : std::is_floating_point_v<E>                                    ? "a number"
+                                                                                            : "a string";
+        bool ok = true;
+        if (const toml::array* a = n.as_array()) {
+          if (!list) return;  // set_from_file says "takes one value, got a list"
+          for (const toml::node& e : *a) ok = ok && fits(e);
+        } else {
+          ok = fits(n) || (list && n.is_string());
+        }
+        QIL_CHECK(ok, "config ", path, ": key '", key, "' must be ", want, list ? " or a list of them" : "",
+                  ", got ", toml_text(n));
+      },
+      f.ptr);
 }
 
 LayerOverride read_layer_table(const toml::table& lt, const std::string& lname, const std::string& path) {
@@ -387,6 +439,9 @@ std::string print_toml(const toml::table& tbl) {
 }
 
 toml::table parse_toml(const std::string& path) {
+  std::error_code ec;  // a FIFO would block the read until a writer came
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    config_error(path, "not a regular file");
   try {
     return toml::parse_file(path);
   } catch (const toml::parse_error& e) {
@@ -408,6 +463,8 @@ void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg) 
     CLI::Option* opt = flag == "--config" || flag == "--resume" ? nullptr : app.get_option_no_throw(flag);
     QIL_CHECK(opt, "config ", path, ": unknown key '", key, "'");
     if (opt->count() > 0) continue;  // given on the command line, which wins
+    for (const Field& f : fields(cfg))
+      if (flag == std::string("--") + f.name) check_toml_type(f, v, key, path);
     const std::vector<std::string> values = node_values(v, key, path);
     if (values.empty() || (values.size() == 1 && values[0].empty())) continue;  // "" or [] = not given
     set_from_file(*opt, values, key, path);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/limits.h"
 #include "apps/stages.h"
 #include "layers/quantize.h"
 
@@ -84,6 +85,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t threads = 0;  // 0 = OpenMP's default
   int64_t workers = 1;  // data decode threads
+  int64_t max_idx_mb = kDefaultMaxIdxMb;  // the largest IDX file read, MiB (apps/limits.h)
   std::string progress = "auto";  // auto | bar | lines | none
   std::string config;             // the TOML file these came from, if any
   int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)

@@ -20,12 +20,12 @@ struct Splits {
   std::shared_ptr<const data::ImageSet> train, test;
 };
 
-Splits load_kind(const std::string& kind, const std::string& dir_in) {
+Splits load_kind(const std::string& kind, const std::string& dir_in, int64_t max_idx_mb) {
   const std::string dir = dir_in.empty() ? default_data_dir(kind) : dir_in;
   QIL_CHECK(!dir.empty(), "--data ", kind, " needs --data-dir");
   Splits s;
   if (kind == "fashion-mnist" || kind == "idx" || kind == "mnist") {
-    data::IdxFolder f = data::load_idx_folder(dir);
+    data::IdxFolder f = data::load_idx_folder(dir, static_cast<size_t>(max_idx_mb) << 20);
     s.train = std::make_shared<data::ImageSet>(std::move(f.train));
     if (f.test) s.test = std::make_shared<data::ImageSet>(std::move(*f.test));
   } else if (kind == "cifar10" || kind == "cifar100") {
@@ -168,10 +168,11 @@ RunData load_run_data(const TrainConfig& cfg, const InputGeometry* net) {
   if (cfg.data == "imagenet") {
     RunData r = load_imagenet(cfg, net);
     if (!cfg.eval_data.empty())
-      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name);
+      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name,
+                              cfg.max_idx_mb);
     return r;
   }
-  Splits s = load_kind(cfg.data, cfg.data_dir);
+  Splits s = load_kind(cfg.data, cfg.data_dir, cfg.max_idx_mb);
   RunData r;
   r.train_name = cfg.data + (cfg.data_dir.empty() ? "" : " (" + cfg.data_dir + ")");
   std::vector<int64_t> pool = first_n(s.train->size(), cfg.train_subset);
@@ -196,7 +197,8 @@ RunData load_run_data(const TrainConfig& cfg, const InputGeometry* net) {
   r.in_channels = s.train->channels();
   r.image_size = s.train->height();
   if (!cfg.eval_data.empty()) {
-    r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name);
+    r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name,
+                            cfg.max_idx_mb);
   } else if (s.test) {
     r.test = std::make_shared<data::InMemoryDataset>(s.test, first_n(s.test->size(), cfg.test_subset),
                                                      data::SmallImageTransform::eval(r.mean, r.std));
@@ -226,7 +228,8 @@ InputGeometry imagenet_eval_input(const InputGeometry& in) {
 }
 
 std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, const std::string& dir,
-                                                    int64_t subset, const InputGeometry& in, std::string* name) {
+                                                    int64_t subset, const InputGeometry& in, std::string* name,
+                                                    int64_t max_idx_mb) {
   if (kind == "imagenet") {
     QIL_CHECK(!dir.empty(), "imagenet evaluation needs a data folder (with val/)");
     data::ImageNetSplits sp = data::scan_imagenet(dir);
@@ -240,7 +243,7 @@ std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, con
     return std::make_shared<data::ImageFolderDataset>(
         select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), subset)), ev);
   }
-  Splits s = load_kind(kind, dir);
+  Splits s = load_kind(kind, dir, max_idx_mb);
   // A folder without a test split (e.g. a single IDX pair) is evaluated whole.
   auto set = s.test ? s.test : s.train;
   if (name) *name = kind + (s.test ? " test" : " (all)");

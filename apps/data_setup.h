@@ -52,7 +52,8 @@ InputGeometry imagenet_eval_input(const InputGeometry& in);
 // normalized with its constants, ImageNet-style folders resized and center-cropped to its sides (a network
 // whose geometry was not recorded: torchvision's 256 and 224, said on stderr).
 std::shared_ptr<const data::Dataset> load_eval_data(const std::string& kind, const std::string& dir,
-                                                    int64_t subset, const InputGeometry& in, std::string* name);
+                                                    int64_t subset, const InputGeometry& in, std::string* name,
+                                                    int64_t max_idx_mb);  // IDX data: --max-idx-mb
 
 std::string default_data_dir(const std::string& kind);
 

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "apps/commands.h"
 #include "apps/data_setup.h"
 #include "apps/export_onnx.h"
+#include "apps/limits.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
@@ -221,6 +223,8 @@ int run_export(const ExportOptions& o) {
             "export: --format must be safetensors, int or onnx, got '", o.format, "'");
   QIL_CHECK(!(o.with_quant_params && o.format == "int"),
             "export: --with-quant-params applies to --format safetensors (the int format always has them)");
+  // Before the network is read: an output that is a device, a FIFO or the checkpoint itself is refused.
+  engine::check_output_file(o.out, {{"checkpoint", o.checkpoint}}, "--out");
   layers::LoadedModel lm = layers::load_model_checkpoint(o.checkpoint);
   if (o.format == "onnx") {
     engine::write_file_atomic(o.out, export_onnx(*lm.model, lm.meta), "export");
@@ -249,7 +253,7 @@ void add_predict_flags(CLI::App& app, PredictOptions& o) {
                  "resize and center crop, mean and std: qil inspect CHECKPOINT prints them)")->required();
   app.add_option("--output", o.output, ".npy float32 logits (N, classes) to write")->required();
   app.add_option("--batch", o.batch, "images per forward pass")->capture_default_str();
-  app.add_option("--threads", o.threads, "compute threads (0 = OpenMP's default)");
+  add_threads_flag(app, o.threads);
   add_model_file_flags(app, o.file);
   app.add_flag("--int8", o.int8, kInt8FlagHelp);
   add_precision_flag(app, o.precision);
@@ -298,10 +302,38 @@ Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, cons
 
 int run_predict(const PredictOptions& o) {
   if (o.threads > 0) omp_set_num_threads(static_cast<int>(o.threads));
+  engine::check_output_file(o.output, {{"file", o.input}, {"checkpoint", o.checkpoint}}, "--output");
   layers::LoadedModel lm = load_model_file(o.checkpoint, o.file, false);
   if (o.int8) enable_int8_inference(*lm.model, o.checkpoint);
   const Tensor x = read_npy(o.input);
   const Tensor y = predict_logits(*lm.model, lm.meta.spec, x, o.batch, o.input);
+  // The logits are written whatever they hold (a caller may want to see them), but a non-finite input or
+  // logit is said on stderr: exit 0 alone would hide it. (A NaN image does not always give NaN logits:
+  // ReLU and max pooling may drop NaNs, leaving finite logits that mean nothing.)
+  const auto bad_rows = [](const Tensor& t, int64_t* values) {
+    const std::vector<float> v = t.to_vector();
+    const int64_t per = t.numel() / std::max<int64_t>(t.size(0), 1);
+    std::vector<int64_t> rows;
+    *values = 0;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i])) {
+        ++*values;
+        if (rows.empty() || rows.back() != static_cast<int64_t>(i) / per) rows.push_back(static_cast<int64_t>(i) / per);
+      }
+    std::string list;
+    for (size_t i = 0; i < rows.size() && i < 8; ++i) list += (i ? ", " : "") + std::to_string(rows[i]);
+    if (rows.size() > 8) list += ", ...";
+    return std::make_pair(rows.size(), list);
+  };
+  int64_t bad_x = 0, bad_y = 0;
+  const auto [images_x, list_x] = bad_rows(x, &bad_x);
+  const auto [images_y, list_y] = bad_rows(y, &bad_y);
+  if (bad_x)
+    std::fprintf(stderr, "predict: warning: %s holds %lld non-finite values, in %zu images (%s); their logits "
+                 "mean nothing\n", o.input.c_str(), static_cast<long long>(bad_x), images_x, list_x.c_str());
+  if (bad_y)
+    std::fprintf(stderr, "predict: warning: %lld logits of %zu images are not finite (images %s)\n",
+                 static_cast<long long>(bad_y), images_y, list_y.c_str());
   write_npy(o.output, y);
   std::printf("%s: logits (%lld, %lld) of %s written to %s\n", o.checkpoint.c_str(), static_cast<long long>(y.size(0)),
               static_cast<long long>(y.size(1)), o.input.c_str(), o.output.c_str());

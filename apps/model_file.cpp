@@ -2,6 +2,7 @@
 #include "apps/model_file.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -150,7 +151,8 @@ void set_normalization(layers::ModelMeta& meta, const engine::SafeTensors& st, c
   if (meta.mean.empty()) return;  // predict: inputs arrive normalized
   QIL_CHECK(meta.mean.size() == c && meta.std.size() == c, path, ": ", meta.mean.size(),
             " mean and ", meta.std.size(), " std values for a ", c, "-channel network");
-  for (float s : meta.std) QIL_CHECK(s > 0.f, "input std must be positive, got ", s);
+  for (float m : meta.mean) QIL_CHECK(std::isfinite(m), path, ": input mean must be finite, got ", m);
+  for (float s : meta.std) QIL_CHECK(std::isfinite(s) && s > 0.f, path, ": input std must be positive, got ", s);
 }
 
 layers::LoadedModel load_safetensors_model(const std::string& path, const ModelFileOptions& o, bool need_norm) {
@@ -175,6 +177,7 @@ layers::LoadedModel load_safetensors_model(const std::string& path, const ModelF
     auto kind = st.metadata.find("input_data");
     if (kind != st.metadata.end()) lm.meta.input.data = kind->second;
   }
+  layers::check_spec(lm.meta.spec, path);  // a shape [2^40, 512] would otherwise be allocated
   set_normalization(lm.meta, st, o, need_norm, path);
   for (auto& [n, t] : st.tensors)
     if (t.dtype() == DType::bf16) t = widen_bf16(t);

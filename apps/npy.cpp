@@ -185,6 +185,12 @@ std::string npy_header_v1(const Shape& shape) {
 
 Tensor read_npy(const std::string& path) {
   require_little_endian_host();
+  {  // a FIFO would block the open below until a writer came; a directory or a device is no .npy either
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    QIL_CHECK(!ec, path, ": cannot open (", ec.message(), ")");
+    QIL_CHECK(std::filesystem::is_regular_file(st), path, ": not a regular file");
+  }
   std::ifstream f(path, std::ios::binary);
   QIL_CHECK(f.good(), path, ": cannot open");
   std::error_code ec;

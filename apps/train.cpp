@@ -112,14 +112,12 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
     if (!src.init_safetensors.empty()) layers::load_model_tensors(*run.model, src.init_safetensors, cfg.init, true);
   }
   if (run.resume) {
-    layers::apply_quant_layout(*run.model, json::parse(run.resume->text("quant_layout")), run.dir);
+    QIL_CHECK(run.resume->has("quant_layout"), run.dir, "/last.ckpt: no quant_layout section");
+    layers::apply_quant_layout(*run.model, json::parse(run.resume->text("quant_layout")), run.dir + "/last.ckpt");
     layers::load_model_tensors(*run.model, run.resume->tensors("model."), run.dir + "/last.ckpt", false);
     const std::string ck = run.dir + "/last.ckpt";
-    try {
-      state = json::parse(run.resume->text("run_state")).get<RunState>();
-    } catch (const json::exception& e) {
-      throw engine::Error(str_cat(ck, ": run_state is not readable (", e.what(), ")"));
-    }
+    QIL_CHECK(run.resume->has("run_state"), ck, ": not a training checkpoint (no run_state section)");
+    state = RunState::parse(run.resume->text("run_state"), ck);
     const training::RunPosition& p = state.position;
     // A checksum proves the bytes are the ones written, not that they make sense: check what indexes memory.
     QIL_CHECK(p.stage >= 0 && p.epoch >= 0 && p.batch >= 0 && p.step >= 0 && p.global_epoch >= 0 && p.seen >= 0 &&

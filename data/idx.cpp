@@ -1,9 +1,11 @@
-// IDX readers: header, counts, dimensions and exact length validated before any pixel is copied.
+// IDX readers: header, counts, dimensions and the size limit validated before anything is allocated, the
+// exact length while the payload streams into its tensor.
 #include "data/idx.h"
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include <zlib.h>
 
@@ -20,31 +22,6 @@ std::string hex32(uint32_t v) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "0x%08X", v);
   return buf;
-}
-
-// Checks magic and exact length; returns the dimensions (big-endian u32 each, after the magic).
-std::vector<int64_t> parse_idx_header(const std::vector<uint8_t>& bytes, const std::string& path,
-                                      uint32_t want_magic, const char* what) {
-  QIL_CHECK(bytes.size() >= 4, path, ": truncated IDX file (", bytes.size(), " bytes, no header)");
-  const uint32_t magic = read_be32(bytes.data());
-  QIL_CHECK(magic == want_magic, path, ": wrong magic number ", hex32(magic), " for an IDX ", what,
-            " file (expected ", hex32(want_magic), ")");
-  const size_t ndim = want_magic & 0xFF;
-  const size_t header = 4 + 4 * ndim;
-  QIL_CHECK(bytes.size() >= header, path, ": truncated IDX header (", bytes.size(), " bytes, need ", header, ")");
-  std::vector<int64_t> dims(ndim);
-  uint64_t payload = 1;
-  for (size_t i = 0; i < ndim; ++i) {
-    dims[i] = read_be32(bytes.data() + 4 + 4 * i);
-    payload *= static_cast<uint64_t>(dims[i]);  // at most 3 factors below 2^32 each: checked below
-    QIL_CHECK(payload < (uint64_t(1) << 40), path, ": IDX dimensions ", dims, " are implausibly large");
-  }
-  const uint64_t want = header + payload;
-  QIL_CHECK(bytes.size() >= want, path, ": truncated: header says ", dims, " (", want, " bytes), file has ",
-            bytes.size(), " bytes");
-  QIL_CHECK(bytes.size() == want, path, ": ", bytes.size() - want, " trailing bytes after the ", dims,
-            " payload (", want, " bytes expected)");
-  return dims;
 }
 
 // A gzip or raw file read in pieces (zlib reads raw files as they are).
@@ -89,46 +66,47 @@ class GzReader {
 };
 
 // Reads an IDX file without trusting it: the header comes first, and the size it announces is checked
-// against max_bytes before a byte of the payload is read, so a small .gz whose header claims millions of
-// images is refused at once instead of being inflated into memory. Returns exactly the header + payload.
-std::vector<uint8_t> read_idx_file(const std::string& path, uint32_t want_magic, const char* what,
-                                   size_t max_bytes) {
+// against max_bytes before anything is allocated or a byte of the payload read, so a small .gz whose header
+// claims millions of images is refused at once instead of being inflated into memory. `dest(dims)` then
+// returns where the payload goes (exactly the declared size, allocated and not yet touched: memory becomes
+// resident only as bytes arrive, so a header that lies about a size under the limit costs what the file
+// really holds). The payload must be exactly the declared size. Returns the dimensions.
+template <class Dest>
+std::vector<int64_t> read_idx_file(const std::string& path, uint32_t want_magic, const char* what, size_t max_bytes,
+                                   Dest&& dest) {
   GzReader in(path);
-  std::vector<uint8_t> bytes(4);
-  bytes.resize(in.read(bytes.data(), 4));
+  uint8_t head[16] = {};
+  size_t have = in.read(head, 4);
   in.check_stream();
-  QIL_CHECK(bytes.size() >= 4, path, ": truncated IDX file (", bytes.size(), " bytes, no header)");
-  const uint32_t magic = read_be32(bytes.data());
+  QIL_CHECK(have >= 4, path, ": truncated IDX file (", have, " bytes, no header)");
+  const uint32_t magic = read_be32(head);
   QIL_CHECK(magic == want_magic, path, ": wrong magic number ", hex32(magic), " for an IDX ", what,
             " file (expected ", hex32(want_magic), ")");
-  const size_t header = 4 + 4 * (want_magic & 0xFF);
-  bytes.resize(header);
-  bytes.resize(4 + in.read(bytes.data() + 4, header - 4));
+  const size_t header = 4 + 4 * (want_magic & 0xFF);  // 8 or 16: the two magics this reader accepts
+  have = 4 + in.read(head + 4, header - 4);
   in.check_stream();
-  QIL_CHECK(bytes.size() >= header, path, ": truncated IDX header (", bytes.size(), " bytes, need ", header, ")");
+  QIL_CHECK(have >= header, path, ": truncated IDX header (", have, " bytes, need ", header, ")");
   std::vector<int64_t> dims;
-  uint64_t want = 1;
+  uint64_t payload = 1;
   for (size_t at = 4; at < header; at += 4) {
-    dims.push_back(read_be32(bytes.data() + at));
-    want *= static_cast<uint64_t>(dims.back());  // at most 3 factors below 2^32 each: checked below
-    QIL_CHECK(want < (uint64_t(1) << 40), path, ": IDX dimensions ", dims, " are implausibly large");
+    dims.push_back(read_be32(head + at));
+    payload *= static_cast<uint64_t>(dims.back());  // at most 3 factors below 2^32 each: checked below
+    QIL_CHECK(payload < (uint64_t(1) << 40), path, ": IDX dimensions ", dims, " are implausibly large");
   }
-  want += header;
-  QIL_CHECK(want <= max_bytes, path, ": header says ", dims, " (", want, " bytes), larger than the limit of ",
-            max_bytes, " bytes");
-  // The buffer grows with the data that actually arrives (geometrically, at most to the declared size), so a
-  // few bytes whose header declares gigabytes never allocate them.
-  size_t got = header;
-  while (got < want) {
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(want - got, std::max<size_t>(got, 1 << 20)));
-    bytes.resize(got + chunk);
-    const size_t n = in.read(bytes.data() + got, chunk);
+  const uint64_t want = header + payload;
+  QIL_CHECK(want <= max_bytes, path, ": header says ", dims, " (", want, " bytes), more than the IDX size limit of ",
+            max_bytes, " bytes (", max_bytes >> 20, " MiB; --max-idx-mb raises it)");
+  uint8_t* out = dest(dims);
+  uint64_t got = 0;
+  while (got < payload) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(payload - got, 16u << 20));
+    const size_t n = in.read(out + got, chunk);
     in.check_stream();
     got += n;
     if (n < chunk) break;
   }
-  bytes.resize(got);
-  QIL_CHECK(got == want, path, ": truncated: header says ", dims, " (", want, " bytes), file has ", got, " bytes");
+  QIL_CHECK(got == payload, path, ": truncated: header says ", dims, " (", want, " bytes), file has ", header + got,
+            " bytes");
   // Count what follows, in bounded pieces, only to say how much.
   uint8_t tail[1 << 16];
   uint64_t trailing = 0;
@@ -136,26 +114,36 @@ std::vector<uint8_t> read_idx_file(const std::string& path, uint32_t want_magic,
   in.check_stream();
   QIL_CHECK(trailing == 0, path, ": ", trailing, trailing >= (uint64_t(1) << 24) ? " or more" : "",
             " trailing bytes after the ", dims, " payload (", want, " bytes expected)");
-  return bytes;
+  return dims;
 }
 
 }  // namespace
 
-ImageSet load_idx_pair(const std::string& images_path, const std::string& labels_path) {
-  const std::vector<uint8_t> ib = read_idx_file(images_path, kIdxImagesMagic, "images", kIdxMaxBytes);
-  const std::vector<int64_t> idims = parse_idx_header(ib, images_path, kIdxImagesMagic, "images");
-  const int64_t n = idims[0], h = idims[1], w = idims[2];
-  QIL_CHECK(n > 0, images_path, ": holds no images");
-  QIL_CHECK(h > 0 && w > 0, images_path, ": image dimensions ", h, "x", w, " are empty");
-  const std::vector<uint8_t> lb = read_idx_file(labels_path, kIdxLabelsMagic, "labels", kIdxMaxBytes);
-  const std::vector<int64_t> ldims = parse_idx_header(lb, labels_path, kIdxLabelsMagic, "labels");
-  QIL_CHECK(ldims[0] == n, "IDX count mismatch: ", images_path, " has ", n, " images but ", labels_path, " has ",
-            ldims[0], " labels");
-
+ImageSet load_idx_pair(const std::string& images_path, const std::string& labels_path, size_t max_bytes) {
+  QIL_CHECK(max_bytes <= kIdxHardMaxBytes, "IDX size limit of ", max_bytes, " bytes is above the largest, ",
+            kIdxHardMaxBytes);
   ImageSet set;
-  set.images = engine::Tensor::empty({n, 1, h, w}, engine::DType::u8);  // (N, 1, H, W)
-  std::memcpy(set.images.data<uint8_t>(), ib.data() + 16, static_cast<size_t>(n * h * w));
-  set.labels.assign(lb.begin() + 8, lb.end());
+  int64_t n = 0;
+  read_idx_file(images_path, kIdxImagesMagic, "images", max_bytes, [&](const std::vector<int64_t>& d) {
+    n = d[0];
+    QIL_CHECK(n > 0, images_path, ": holds no images");
+    QIL_CHECK(d[1] > 0 && d[2] > 0, images_path, ": image dimensions ", d[1], "x", d[2], " are empty");
+    try {
+      set.images = engine::Tensor::empty({n, 1, d[1], d[2]}, engine::DType::u8);  // (N, 1, H, W)
+    } catch (const engine::Error& e) {
+      throw engine::Error(engine::str_cat(images_path, ": ", e.what()));
+    }
+    return set.images.data<uint8_t>();
+  });
+  // Not zero-filled, like the images: pages are touched only by the bytes that arrive.
+  std::unique_ptr<uint8_t[]> labels;
+  read_idx_file(labels_path, kIdxLabelsMagic, "labels", max_bytes, [&](const std::vector<int64_t>& d) {
+    QIL_CHECK(d[0] == n, "IDX count mismatch: ", images_path, " has ", n, " images but ", labels_path, " has ",
+              d[0], " labels");
+    labels.reset(new uint8_t[static_cast<size_t>(n)]);
+    return labels.get();
+  });
+  set.labels.assign(labels.get(), labels.get() + n);
   set.num_classes = *std::max_element(set.labels.begin(), set.labels.end()) + 1;
   set.source = images_path;
   return set;
@@ -171,7 +159,7 @@ std::string find_maybe_gzipped(const std::string& dir, const std::string& stem) 
   return "";
 }
 
-IdxFolder load_idx_folder(const std::string& dir) {
+IdxFolder load_idx_folder(const std::string& dir, size_t max_bytes) {
   namespace fs = std::filesystem;
   std::error_code ec;
   QIL_CHECK(fs::is_directory(dir, ec), dir, ": no such IDX folder");
@@ -181,7 +169,7 @@ IdxFolder load_idx_folder(const std::string& dir) {
     if (im.empty() && lb.empty() && !required) return std::nullopt;
     QIL_CHECK(!im.empty(), (fs::path(dir) / (prefix + "-images-idx3-ubyte[.gz]")).string(), ": no such file");
     QIL_CHECK(!lb.empty(), (fs::path(dir) / (prefix + "-labels-idx1-ubyte[.gz]")).string(), ": no such file");
-    return load_idx_pair(im, lb);
+    return load_idx_pair(im, lb, max_bytes);
   };
   IdxFolder out;
   out.train = *pair("train", true);

@@ -161,11 +161,22 @@ void sleep_if_asked() {
   if (ms && std::atoi(ms) > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
 }
 
+const char* file_type_name(mode_t m) {
+  return S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+         : S_ISDIR(m) ? "a directory" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
 // Writes the chunks to `path` through a temporary file in the same folder, so a reader sees either the old
 // file or the complete new one, never a torn one, even across a crash (the fsyncs order data before rename).
 void write_atomic(const std::string& path, const std::vector<Chunk>& chunks, const char* kind) {
   static std::atomic<uint64_t> counter{0};
   const std::string what = str_cat(kind, " ", path);
+  // The rename below would replace a device node, a FIFO or a socket by a regular file (a directory makes it
+  // fail): only a new path or a regular file is written.
+  struct stat target{};
+  QIL_CHECK(::stat(path.c_str(), &target) != 0 || S_ISREG(target.st_mode), what, ": not a regular file (",
+            file_type_name(target.st_mode), "); qil writes only new paths or regular files (", path,
+            " was not changed)");
   const std::string dir = parent_dir(path);
   const std::string tmp = str_cat(path, kTempInfix, ::getpid(), ".", counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -200,12 +211,13 @@ void write_atomic(const std::string& path, const std::vector<Chunk>& chunks, con
 }
 
 std::vector<uint8_t> read_whole(const std::string& path, const char* kind) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before fstat could refuse it.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   QIL_CHECK(fd >= 0, kind, " ", path, ": cannot open: ", errno_text());
   struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(str_cat(kind, " ", path, ": not a regular file"));
+    throw Error(str_cat(kind, " ", path, ": not a regular file (", file_type_name(st.st_mode), ")"));
   }
   std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));
   size_t got = 0;
@@ -246,6 +258,26 @@ std::string tensor_meta(const Tensor& t) {  // the payload bytes before the data
 }
 
 }  // namespace
+
+void check_input_file(const std::string& path, const char* what) {
+  struct stat st{};
+  QIL_CHECK(::stat(path.c_str(), &st) == 0, what, " ", path, ": cannot open: ", errno_text());
+  QIL_CHECK(S_ISREG(st.st_mode), what, " ", path, ": not a regular file (", file_type_name(st.st_mode), ")");
+}
+
+void check_output_file(const std::string& path, const std::vector<std::pair<std::string, std::string>>& inputs,
+                       const std::string& flag) {
+  QIL_CHECK(!path.empty(), flag, ": empty path");
+  struct stat out{};
+  if (::stat(path.c_str(), &out) != 0) return;  // a new path (a missing folder fails at the write, named)
+  QIL_CHECK(S_ISREG(out.st_mode), flag, " ", path, ": not a regular file (", file_type_name(out.st_mode),
+            "); qil writes only new paths or regular files");
+  for (const auto& [what, in] : inputs) {
+    struct stat st{};
+    QIL_CHECK(::stat(in.c_str(), &st) != 0 || st.st_dev != out.st_dev || st.st_ino != out.st_ino, flag, " ", path,
+              ": is the input ", what, " ", in, " (writing it would destroy what is being read; choose another path)");
+  }
+}
 
 // ---- Checkpoint ----
 
@@ -298,6 +330,8 @@ void Checkpoint::add_json(const std::string& name, std::string json) {
   add(std::move(s));
 }
 
+std::string Checkpoint::where() const { return source.empty() ? "checkpoint" : "checkpoint " + source; }
+
 const Section* Checkpoint::find(const std::string& name) const {
   for (const Section& s : sections_)
     if (s.name == name) return &s;
@@ -306,16 +340,16 @@ const Section* Checkpoint::find(const std::string& name) const {
 
 const Tensor& Checkpoint::tensor(const std::string& name) const {
   const Section* s = find(name);
-  QIL_CHECK(s, "checkpoint: no section '", name, "'");
-  QIL_CHECK(s->type == SectionType::tensor, "checkpoint: section '", name, "' is ", section_type_name(s->type),
+  QIL_CHECK(s, where(), ": no section '", name, "'");
+  QIL_CHECK(s->type == SectionType::tensor, where(), ": section '", name, "' is ", section_type_name(s->type),
             ", not a tensor");
   return s->tensor;
 }
 
 const std::string& Checkpoint::text(const std::string& name) const {
   const Section* s = find(name);
-  QIL_CHECK(s, "checkpoint: no section '", name, "'");
-  QIL_CHECK(s->type != SectionType::tensor, "checkpoint: section '", name, "' is a tensor, not text");
+  QIL_CHECK(s, where(), ": no section '", name, "'");
+  QIL_CHECK(s->type != SectionType::tensor, where(), ": section '", name, "' is a tensor, not text");
   return s->text;
 }
 
@@ -510,7 +544,9 @@ class CheckpointParser {
 Checkpoint read_checkpoint(const std::string& path) {
   check_little_endian();
   const std::vector<uint8_t> buf = read_whole(path, "checkpoint");
-  return CheckpointParser(path, buf).parse();
+  Checkpoint c = CheckpointParser(path, buf).parse();
+  c.source = path;
+  return c;
 }
 
 // ---- safetensors ----

@@ -50,8 +50,11 @@ class Checkpoint {
   // Tensor sections whose name starts with prefix, in file order, with the prefix removed.
   NamedTensors tensors(const std::string& prefix = "") const;
   const std::vector<Section>& sections() const { return sections_; }
+  // The file read_checkpoint read it from ("" for one built in memory), named by the errors above.
+  std::string source;
 
  private:
+  std::string where() const;
   void add(Section s);
   std::vector<Section> sections_;
 };
@@ -66,6 +69,16 @@ Checkpoint read_checkpoint(const std::string& path);
 // Writes `bytes` to `path` the same atomic way (a run's config.toml and rewritten logs, which a kill must not
 // leave half-written). `kind` starts the error messages ("config runs/a/config.toml: write failed: ...").
 void write_file_atomic(const std::string& path, const std::string& bytes, const char* kind);
+
+// Refuses, without blocking, anything but an existing regular file as an input: a FIFO would block its reader
+// forever, a device or a directory be read as garbage. Errors read "<what> <path>: not a regular file (a FIFO)".
+void check_input_file(const std::string& path, const char* what);
+// An output qil may write: a new path or an existing regular file — never a device, FIFO, socket or directory
+// (the atomic rename would replace a device node by a regular file) — and not the same file as any of
+// `inputs` (the write would destroy what it reads; compared by device and inode, so other spellings and links
+// count). Errors start with `flag` and the path ("--out runs/a/best.ckpt: is the input checkpoint ...").
+void check_output_file(const std::string& path, const std::vector<std::pair<std::string, std::string>>& inputs,
+                       const std::string& flag);
 
 // Removes the temporary files ("<name>.tmp.<pid>.<n>") that atomic writes left in `dir` when their process
 // was killed mid-write; files of a process still running are kept. Returns the names removed, sorted.

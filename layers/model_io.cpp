@@ -1,6 +1,8 @@
 // Checkpoint <-> network: meta, quantization layout, strict tensor loading, re-arming the quantizers.
 #include "layers/model_io.h"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -29,13 +31,54 @@ json meta_to_json(const ModelMeta& m) {
   return j;
 }
 
+namespace {
+// An integer field of a file's JSON, range-checked before it is narrowed (a float, a string or 2^32 + 1 in
+// an int field is an error naming it, never a wrapped value).
+int64_t json_int(const json& j, const char* key, int64_t lo, int64_t hi, const std::string& file, const char* what) {
+  const json& v = j.at(key);
+  QIL_CHECK(v.is_number_integer(), file, ": ", what, " '", key, "' is ", v.dump(), ", not an integer");
+  // Non-negative JSON integers are stored unsigned: compare them unsigned, or 2^64 - 1 would read as -1.
+  QIL_CHECK(v.is_number_unsigned()
+                ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && static_cast<int64_t>(v.get<uint64_t>()) >= lo
+                : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi,
+            file, ": ", what, " '", key, "' is ", v.dump(), ", outside ", lo, "..", hi);
+  return v.get<int64_t>();
+}
+}  // namespace
+
+void check_spec(const ModelSpec& spec, const std::string& file) {
+  QIL_CHECK(spec.in_channels >= 1 && spec.in_channels <= kMaxMetaChannels, file, ": the network would have ",
+            spec.in_channels, " input channels (1..", kMaxMetaChannels, ")");
+  QIL_CHECK(spec.num_classes >= 1 && spec.num_classes <= kMaxMetaClasses, file, ": the network would have ",
+            spec.num_classes, " classes (1..", kMaxMetaClasses, ")");
+  QIL_CHECK(spec.image_size >= 1 && spec.image_size <= kMaxMetaImageSize, file, ": the network would take images of ",
+            spec.image_size, " pixels (1..", kMaxMetaImageSize, ")");
+}
+
+void check_meta(const ModelMeta& m, const std::string& file) {
+  const std::vector<ModelInfo>& infos = model_infos();
+  QIL_CHECK(std::any_of(infos.begin(), infos.end(), [&](const ModelInfo& i) { return i.name == m.model; }), file,
+            ": model description names an unknown model '", m.model, "'");
+  check_spec(m.spec, file);
+  // One mean and one std per input channel, and a std the inputs can be divided by.
+  for (const auto& [name, v] : {std::pair<const char*, const std::vector<float>*>{"mean", &m.mean}, {"std", &m.std}}) {
+    QIL_CHECK(static_cast<int64_t>(v->size()) == m.spec.in_channels, file, ": model description's ", name, " has ",
+              v->size(), " values for ", m.spec.in_channels, " input channels");
+    for (size_t c = 0; c < v->size(); ++c)
+      QIL_CHECK(std::isfinite((*v)[c]) && (name[0] == 'm' || (*v)[c] > 0.f), file, ": model description's ", name,
+                "[", c, "] is ", (*v)[c], name[0] == 'm' ? " (must be finite)" : " (must be positive and finite)");
+  }
+}
+
 ModelMeta meta_from_json(const json& j, const std::string& file) {
+  ModelMeta m;
   try {
-    ModelMeta m;
+    QIL_CHECK(j.is_object(), file, ": model description is not a JSON object");
     m.model = j.at("model").get<std::string>();
-    m.spec.in_channels = j.at("in_channels").get<int64_t>();
-    m.spec.num_classes = j.at("num_classes").get<int64_t>();
-    m.spec.image_size = j.at("image_size").get<int64_t>();
+    const char* what = "model description field";
+    m.spec.in_channels = json_int(j, "in_channels", 1, kMaxMetaChannels, file, what);
+    m.spec.num_classes = json_int(j, "num_classes", 1, kMaxMetaClasses, file, what);
+    m.spec.image_size = json_int(j, "image_size", 1, kMaxMetaImageSize, file, what);
     m.mean = j.at("mean").get<std::vector<float>>();
     m.std = j.at("std").get<std::vector<float>>();
     if (j.contains("input")) {
@@ -48,10 +91,11 @@ ModelMeta meta_from_json(const json& j, const std::string& file) {
       QIL_CHECK(m.input.resize == 0 || m.input.resize >= m.spec.image_size, file, ": model_meta input.resize ",
                 m.input.resize, " is smaller than the center crop of ", m.spec.image_size);
     }
-    return m;
   } catch (const json::exception& e) {
     throw Error(str_cat(file, ": model description is incomplete (", e.what(), ")"));
   }
+  check_meta(m, file);
+  return m;
 }
 
 json quant_layout(Module& model) {
@@ -73,26 +117,47 @@ json quant_layout(Module& model) {
 }
 
 void apply_quant_layout(Module& model, const json& layout, const std::string& file) {
+  QIL_CHECK(layout.is_object(), file, ": quant_layout is not a JSON object");
   std::map<std::string, QuantizableModule*> by_name;
   for (auto& [name, l] : quantizable_layers(model)) by_name[name] = l;
   for (auto& [name, v] : layout.items()) {
     auto it = by_name.find(name);
     QIL_CHECK(it != by_name.end(), file, ": quantized layer '", name, "' does not exist in this model");
-    // Create the quantizers the file has (at their widths, even where the current stage switched one off)...
+    const std::string where = str_cat(file, ": quant_layout of layer '", name, "'");
+    QIL_CHECK(v.is_object(), where, " is not a JSON object");
     LayerQuantSpec s;
-    s.quantizer = v.value("quantizer", std::string("qil"));
-    s.signed_input = v.value("signed", false);
-    s.fix_gamma = v.value("fix_gamma", false);
-    s.no_pruning = v.value("no_pruning", false);
-    s.lsq_symmetric = v.value("lsq_symmetric", false);
-    const int wbits = v.value("wbits", 32), abits = v.value("abits", 32);
-    s.wbits = v.value("has_wq", wbits < 32) ? (wbits < 32 ? wbits : 8) : 32;
-    s.abits = v.value("has_aq", abits < 32) ? (abits < 32 ? abits : 8) : 32;
-    it->second->set_quant(s);
-    // ...then the widths it ran at.
-    s.wbits = wbits;
-    s.abits = abits;
-    it->second->set_quant(s);
+    int wbits = 32, abits = 32;
+    bool has_wq = false, has_aq = false;
+    try {
+      s.quantizer = v.value("quantizer", std::string("qil"));
+      s.signed_input = v.value("signed", false);
+      s.fix_gamma = v.value("fix_gamma", false);
+      s.no_pruning = v.value("no_pruning", false);
+      s.lsq_symmetric = v.value("lsq_symmetric", false);
+      // A width is what the levels and the integer export are sized by: 2..8 bits, or 32 = not quantized.
+      for (auto [key, bits] : {std::pair<const char*, int*>{"wbits", &wbits}, {"abits", &abits}}) {
+        if (!v.contains(key)) continue;
+        const int64_t b = json_int(v, key, 2, 32, where, "field");
+        QIL_CHECK(b <= 8 || b == 32, where, ": ", key, " is ", b, " (a width is 2..8 bits, or 32)");
+        *bits = static_cast<int>(b);
+      }
+      has_wq = v.value("has_wq", wbits < 32);
+      has_aq = v.value("has_aq", abits < 32);
+    } catch (const json::exception& e) {
+      throw Error(str_cat(where, " is not readable (", e.what(), ")"));
+    }
+    try {  // the quantizer factory names an unknown kind, not the file
+      // Create the quantizers the file has (at their widths, even where the current stage switched one off)...
+      s.wbits = has_wq ? (wbits < 32 ? wbits : 8) : 32;
+      s.abits = has_aq ? (abits < 32 ? abits : 8) : 32;
+      it->second->set_quant(s);
+      // ...then the widths it ran at.
+      s.wbits = wbits;
+      s.abits = abits;
+      it->second->set_quant(s);
+    } catch (const Error& e) {
+      throw Error(str_cat(where, ": ", e.what()));
+    }
   }
 }
 
@@ -144,6 +209,24 @@ void check_tensors_fit(const std::vector<NamedTensor>& all, const std::map<std::
     msg += str_cat("; ", unexpected.size(), " the network does not have (tensor ", name_list(unexpected), ")");
   throw engine::Error(msg + " (is it a checkpoint of another model?)");
 }
+// A checksum proves the bytes are the ones written, not that they make sense: every value must be finite, a
+// BatchNorm variance non-negative (its square root divides), and a quantizer's scales — QIL's d and γ, LSQ's
+// step s, PACT's α, which its ops divide by or raise to — positive.
+void check_tensor_values(const NamedTensor& p, const engine::Tensor& t, const std::string& file) {
+  if (t.dtype() != engine::DType::f32) return;  // the network's parameters and buffers are all f32
+  const std::vector<float> v = t.to_vector();
+  const std::string leaf = p.name.substr(p.name.rfind('.') + 1);
+  const bool non_negative = leaf == "running_var";
+  const bool positive = p.kind == ParamKind::quant && (leaf == "d" || leaf == "gamma" || leaf == "s" || leaf == "alpha");
+  for (size_t i = 0; i < v.size(); ++i) {
+    QIL_CHECK(std::isfinite(v[i]), file, ": tensor '", p.name, "' holds ", v[i], " at element ", i,
+              " (every value must be finite)");
+    QIL_CHECK(!non_negative || v[i] >= 0.f, file, ": tensor '", p.name, "' holds ", v[i], " at element ", i,
+              " (a variance is never negative)");
+    QIL_CHECK(!positive || v[i] > 0.f, file, ": tensor '", p.name, "' holds ", v[i], " at element ", i,
+              " (a quantizer's ", leaf, " must be positive)");
+  }
+}
 }  // namespace
 
 void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,
@@ -154,6 +237,8 @@ void load_model_tensors(Module& model, const engine::NamedTensors& tensors, cons
   for (auto& b : model.named_buffers()) all.push_back(b);
   // Check everything first: a failed load leaves the network untouched and names every problem at once.
   check_tensors_fit(all, have, file, allow_missing_quant);
+  for (const auto& p : all)
+    if (auto it = have.find(p.name); it != have.end()) check_tensor_values(p, *it->second, file);
   std::set<std::string> loaded_quant;
   for (auto& p : all) {
     auto it = have.find(p.name);

@@ -32,12 +32,25 @@ struct ModelMeta {
   InputRecord input = {};  // "= {}": a brace initialization that stops at `std` leaves it unrecorded
 };
 
+// The bounds a file's model description must keep (a checksum does not make edited values sensible).
+constexpr int64_t kMaxMetaChannels = 1024, kMaxMetaClasses = 1000000, kMaxMetaImageSize = 16384;
+
 nlohmann::json meta_to_json(const ModelMeta& m);
+// Reads a checkpoint's model description and checks it (check_meta); errors name the file and the field.
 ModelMeta meta_from_json(const nlohmann::json& j, const std::string& file);
+// Every field of a model description against its meaning, in one place (a new field adds its check here): a
+// known model, channels, classes and image size in range, one finite mean and one positive finite std per
+// input channel.
+void check_meta(const ModelMeta& m, const std::string& file);
+// The network sizes alone (channels, classes, image size in the bounds above), for specs read from elsewhere
+// (a safetensors file's metadata or tensor shapes): errors name the file and the size.
+void check_spec(const ModelSpec& spec, const std::string& file);
 // Per-layer quantization of a network: {"layer1.0.conv1": {"quantizer":"qil","wbits":4,"abits":4,"signed":false,
 // "fix_gamma":false,"has_wq":true,"has_aq":true}}. Keys a file lacks take the defaults files had before them
 // ("quantizer": "qil"; has_wq/has_aq: the width is below 32).
 nlohmann::json quant_layout(Module& model);
+// Checks every entry before using it: the layer exists, the widths are 2..8 or 32, the quantizer kind is known,
+// the flags are booleans; errors name the file and the layer.
 void apply_quant_layout(Module& model, const nlohmann::json& layout, const std::string& file);
 
 // Adds the network's parameters and buffers as "model.<name>" tensor sections, the meta as JSON "model_meta"
@@ -48,7 +61,8 @@ void add_model(engine::Checkpoint& ck, Module& model, const ModelMeta& meta);
 // and dtype, except quantizer parameters when allow_missing_quant (starting a quantized stage from a
 // full-precision file); keys the network does not have are errors (PyTorch's `num_batches_tracked` aside).
 // Everything is checked before anything is copied, and one error lists every missing, unexpected and
-// misshapen tensor. Each quantizer is told which of its parameters were loaded
+// misshapen tensor; then every value (finite; BatchNorm variances >= 0; quantizer scales d, γ, s, α > 0),
+// naming the first bad tensor and element. Each quantizer is told which of its parameters were loaded
 // (quant::Quantizer::parameters_loaded: one that received any counts as calibrated); a layer whose out_scale
 // was loaded counts as scale-fitted.
 void load_model_tensors(Module& model, const engine::NamedTensors& tensors, const std::string& file,

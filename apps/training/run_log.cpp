@@ -119,16 +119,21 @@ void RunLog::keep_until(int stage, int epochs_done, bool stage_started) const {
     if (s != stage) return s < stage;
     return e == 0 ? stage_started : e <= epochs_done;
   };
+  // Only rows of this log's shape survive: as many cells as the header, stage and epoch plain integers. A
+  // garbage line (a torn append, an edit) would otherwise read as stage 0, epoch 0 and be kept for good.
+  const std::string header = metrics_header();
+  const size_t cells = static_cast<size_t>(std::count(header.begin(), header.end(), ',')) + 1;
+  auto integer = [](const std::string& c, int* v) {
+    if (c.empty() || c.size() > 9 || c.find_first_not_of("0123456789") != std::string::npos) return false;
+    *v = std::atoi(c.c_str());
+    return true;
+  };
   filter_lines(metrics_path_, 1, [&](const std::string& line) {
-    int s = 0, e = 0;  // "stage,stage_name,epoch,..."
+    std::vector<std::string> row;  // "stage,stage_name,epoch,..."
     std::istringstream ls(line);
-    std::string cell;
-    std::getline(ls, cell, ',');
-    s = std::atoi(cell.c_str());
-    std::getline(ls, cell, ',');
-    std::getline(ls, cell, ',');
-    e = std::atoi(cell.c_str());
-    return covered(s, e);
+    for (std::string cell; std::getline(ls, cell, ',');) row.push_back(cell);
+    int s = 0, e = 0;
+    return row.size() == cells && integer(row[0], &s) && integer(row[2], &e) && covered(s, e);
   });
   filter_lines(intervals_path_, 0, [&](const std::string& line) {
     const json j = json::parse(line, nullptr, false);

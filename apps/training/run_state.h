@@ -47,6 +47,12 @@ struct RunState {
 
   void capture_rng(layers::Module& model);
   void restore_rng(layers::Module& model) const;
+
+  // A checkpoint's run_state text, every field checked against its meaning before it is narrowed: counters
+  // are integers in 0..2^31-1 (stage, epoch) or 0..2^53 (the others), never wrapped; sums and accuracies are
+  // finite (best_val -1 or 0..100); the generators are four unsigned words each. Errors name `file` and the
+  // field. Whether the position fits the run's stages is the caller's check (apps/train.cpp).
+  static RunState parse(const std::string& text, const std::string& file);
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RunState, position, rng)
 

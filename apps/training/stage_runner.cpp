@@ -162,10 +162,26 @@ bool StageRunner::run_stage(int si) {
   engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale, cfg_.act_quant_lr_scale,
                                cfg_.pact_alpha_decay),
                   static_cast<float>(cfg_.momentum), cfg_.nesterov);
-  if (resuming)
-    opt.import_state(run_.resume->tensors("optim."));
-  else
+  if (resuming) {
+    // The momentum buffers are checked like the model's tensors (layers/model_io.h): they must fit the
+    // optimizer and be finite; errors name the file.
+    const std::string ck = run_.dir + "/last.ckpt";
+    const engine::NamedTensors buffers = run_.resume->tensors("optim.");
+    for (const auto& [name, t] : buffers) {
+      if (t.dtype() != engine::DType::f32) continue;  // import_state refuses it, below
+      const std::vector<float> v = t.to_vector();
+      for (size_t i = 0; i < v.size(); ++i)
+        QIL_CHECK(std::isfinite(v[i]), ck, ": optimizer buffer 'optim.", name, "' holds ", v[i], " at element ", i,
+                  " (every value must be finite)");
+    }
+    try {
+      opt.import_state(buffers);
+    } catch (const engine::Error& e) {
+      throw engine::Error(str_cat(ck, ": ", e.what()));
+    }
+  } else {
     state_.begin_stage(si);
+  }
   const engine::LrSchedule sched = make_schedule(cfg_, st);
   data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
                                                       run_.rank, run_.world));

@@ -169,8 +169,9 @@ TEST_CASE("a gzip bomb is refused from its header, before its payload is inflate
   bomb.resize(bomb.size() + (size_t(8) << 20), 0);
   write_gz(d.file("bomb.gz"), bomb);
   CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file("bomb.gz"), d.file("bomb.gz")),
-                       has(d.file("bomb.gz") + ": header says [10000000, 28, 28] (7840000016 bytes), larger than "
-                                                "the limit of 4294967296 bytes"),
+                       has(d.file("bomb.gz") + ": header says [10000000, 28, 28] (7840000016 bytes), more than "
+                                                "the IDX size limit of 268435456 bytes (256 MiB; --max-idx-mb "
+                                                "raises it)"),
                        Error);
 }
 
@@ -183,17 +184,38 @@ static double peak_rss_mb() {
 
 TEST_CASE("a short file whose header declares gigabytes is refused without allocating them") {
   TempDir d;
-  // 16 bytes declaring 1000 images of 1000x4000 (4.0 GB, under the 4 GiB limit), raw and gzipped: the buffer
-  // must grow with the bytes that arrive, not jump to the declared size (found by scripts/fuzz.sh).
+  // 16 bytes declaring 1000 images of 1000x4000 (4.0 GB), raw and gzipped. Under the default limit they are
+  // refused from the header; under a limit raised past them, the memory reserved for the declared size must
+  // stay untouched but for the bytes that arrive (found by scripts/fuzz.sh).
   const std::vector<uint8_t> head = {0, 0, 8, 3, 0, 0, 0x03, 0xE8, 0, 0, 0x03, 0xE8, 0, 0, 0x0F, 0xA0};
   write_bytes(d.file("short"), head);
   write_gz(d.file("short.gz"), head);
   for (const char* name : {"short", "short.gz"}) {
-    const double before = peak_rss_mb();
     CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file(name), d.file(name)),
+                         has(d.file(name) + ": header says [1000, 1000, 4000] (4000000016 bytes), more than the "
+                                            "IDX size limit"),
+                         Error);
+    const double before = peak_rss_mb();
+    CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file(name), d.file(name), size_t(8) << 30),
                          has(d.file(name) + ": truncated: header says [1000, 1000, 4000] (4000000016 bytes), file "
                                             "has 16 bytes"),
                          Error);
     CHECK(peak_rss_mb() - before < 64);
   }
+}
+
+TEST_CASE("idx: a file of exactly the limit is read, one byte more is refused, and labels cannot outnumber images") {
+  TempDir d;
+  const std::vector<uint8_t> im = idx_images(5, 3, 4), lb = idx_labels(5, 3);  // 16 + 60 and 8 + 5 bytes
+  write_bytes(d.file("im"), im);
+  write_bytes(d.file("lb"), lb);
+  CHECK(data::load_idx_pair(d.file("im"), d.file("lb"), im.size()).images.numel() == 60);
+  CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file("im"), d.file("lb"), im.size() - 1),
+                       has(d.file("im") + ": header says [5, 3, 4] (76 bytes), more than the IDX size limit of 75 "
+                                          "bytes"),
+                       Error);
+  // A labels header that claims more labels than there are images is refused before its payload is read.
+  write_bytes(d.file("lb9"), idx_labels(9, 3));
+  CHECK_THROWS_WITH_AS(data::load_idx_pair(d.file("im"), d.file("lb9")),
+                       has("has 5 images but " + d.file("lb9") + " has 9 labels"), Error);
 }

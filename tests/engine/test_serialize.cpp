@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -292,12 +293,21 @@ TEST_CASE("writes into a missing or read-only folder fail naming it") {
     CHECK_THROWS_WITH_AS(write_checkpoint(dir.file("x.ckpt"), small_checkpoint()),
                          doctest::Contains(("in folder " + dir.path).c_str()), Error);
   }
-  // A target that is a folder: the rename fails, the temporary file is removed.
+  // A target that is a folder or a FIFO: refused before a temporary file is made (the rename would fail on
+  // the folder and replace the FIFO, or a device node, by a regular file).
   TempDir dir;
   fs::create_directory(dir.file("sub"));
   CHECK_THROWS_WITH_AS(write_checkpoint(dir.file("sub"), small_checkpoint()),
-                       doctest::Contains("cannot rename the temporary file over it"), Error);
-  CHECK(dir.entries() == std::vector<std::string>{"sub"});
+                       doctest::Contains("sub: not a regular file (a directory)"), Error);
+  REQUIRE(mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(write_checkpoint(dir.file("fifo"), small_checkpoint()),
+                       doctest::Contains("fifo: not a regular file (a FIFO)"), Error);
+  CHECK(fs::is_fifo(dir.file("fifo")));
+  // Read, a FIFO is refused at once instead of blocking until a writer comes.
+  CHECK_THROWS_WITH_AS(engine::read_checkpoint(dir.file("fifo")),
+                       doctest::Contains(("checkpoint " + dir.file("fifo") + ": not a regular file (a FIFO)").c_str()),
+                       Error);
+  CHECK(dir.entries() == std::vector<std::string>{"fifo", "sub"});
 }
 
 TEST_CASE("truncated checkpoints: the error names the file and the section") {
