@@ -5,7 +5,11 @@
 // ends with the same model and a resumed run equals an uninterrupted one; sharded evaluation gives one
 // process's figures exactly;
 // a rank that throws, is killed or hangs ends the job within seconds, named, with the last checkpoint intact;
-// the divergence guard names the parameter that differs. Faults come from the test-only QIL_TEST_FAULT
+// the divergence guard names the parameter that differs; a run resumes on another number of ranks with its
+// global batch (2 ranks -> 1 process -> 2 ranks ends bit for bit as the uninterrupted run) or is refused naming
+// the flag; each rank draws its own dropout units; and on two hosts (network namespaces joined by veth, TCP,
+// launched from a hostfile through a remote agent, tests/apps/netns_hosts.h; SKIPPED where they cannot be made)
+// the run equals one process and a killed rank ends the job. Faults come from the test-only QIL_TEST_FAULT
 // variables (apps/training/fault_injection.h).
 #include <unistd.h>
 
