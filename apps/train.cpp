@@ -126,14 +126,9 @@ RunState build_model(const TrainConfig& cfg, TrainingRun& run, ModelSource& src)
               ", step ", p.step, ")");
     QIL_CHECK(p.stage <= static_cast<int>(run.stages.size()), ck, ": run_state is at stage ", p.stage + 1,
               " but the run has ", run.stages.size());
-    // Checkpoints are written at step boundaries only (stage_runner.h).
-    QIL_CHECK(p.batch % cfg.accumulate == 0, ck, " stopped at batch ", p.batch,
-              " of its epoch, which is not a step boundary of --accumulate ", cfg.accumulate,
-              " (resume with the --accumulate the run was saved with)");
     QIL_CHECK(p.stage == static_cast<int>(run.stages.size()) || p.epoch <= run.stages[p.stage].epochs, ck,
               ": run_state is at epoch ", p.epoch + 1, " of stage ", p.stage + 1, ", which has ",
               run.stages[static_cast<size_t>(std::min<int>(p.stage, static_cast<int>(run.stages.size()) - 1))].epochs);
-    state.restore_rng(*run.model);
     QIL_CHECK(state.position.stage < static_cast<int>(run.stages.size()),
               "--resume: the run has finished all its stages");
     state.position.best_val.resize(run.stages.size(), -1.0);
@@ -198,6 +193,18 @@ int run_train(TrainConfig cfg) {
   fit_meta_to_data(cfg, run, from_file);
   RunState state = build_model(cfg, run, src);
   broadcast_from_rank0(*run.model);
+  // The step layout: a resumed run keeps its global batch on any number of ranks (or is refused here, before
+  // anything is written), and every checkpoint records the layout it was written with.
+  std::string layout_note;
+  {
+    training::RunPosition& p = state.position;
+    const bool mid_stage = run.resume && (p.epoch > 0 || p.batch > 0) &&
+                           p.epoch < run.stages[static_cast<size_t>(p.stage)].epochs;
+    cfg.accumulate = training::resume_layout(p, cfg.batch, cfg.accumulate, run.world, mid_stage,
+                                             run.dir + "/last.ckpt", layout_note);
+    // The epoch sums are over all ranks; rank 0 carries them, the others add what they see from here on.
+    if (!run.lead()) state.clear_epoch_sums();
+  }
 
   run.config_toml = to_toml(cfg);
   // Atomic: a kill while writing it must not leave a half config for the next --resume to read.
@@ -213,6 +220,7 @@ int run_train(TrainConfig cfg) {
     log.line(str_cat("no last.ckpt in ", run.dir, ": the run stopped before its first checkpoint; starting it again"));
   }
   log.line(run_header(cfg, run));
+  if (!layout_note.empty()) log.line(layout_note);
   if (const std::string hint = wait_policy_hint(load); !hint.empty()) log.line(hint);
   training::install_stop_signals();
   return training::StageRunner(run, cfg, std::move(state), log).run();

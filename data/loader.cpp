@@ -24,10 +24,13 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
     for (int64_t b = 0; b < batches_per_epoch(); ++b) shard_size_ += span(b).count;
     return;
   }
-  // Equal shards keep every rank's step count the same (collectives must match); the n % world_size
-  // samples left over are different ones each shuffled epoch.
-  shard_size_ = n / opt_.world_size;
-  QIL_CHECK(shard_size_ > 0, "Loader: ", n, " samples cannot be shared among ", opt_.world_size, " ranks");
+  // Equal shares keep every rank's step count the same (collectives must match); the samples after the last
+  // whole step that cannot be shared equally are different ones each shuffled epoch.
+  QIL_CHECK(opt_.accumulate >= 1, "Loader: accumulate must be at least 1, got ", opt_.accumulate);
+  QIL_CHECK(n / opt_.world_size > 0, "Loader: ", n, " samples cannot be shared among ", opt_.world_size, " ranks");
+  const int64_t per_rank_step = opt_.batch_size * opt_.accumulate;
+  whole_steps_ = n / per_rank_step / opt_.world_size;
+  shard_size_ = whole_steps_ * per_rank_step + (n - whole_steps_ * per_rank_step * opt_.world_size) / opt_.world_size;
   QIL_CHECK(!opt_.drop_last || opt_.batch_size <= shard_size_, "Loader: batch_size ", opt_.batch_size,
             " is larger than the ", shard_size_, " samples of this rank and drop_last would leave no batch");
 }
@@ -43,14 +46,19 @@ int64_t Loader::batches_per_epoch() const {
 }
 
 // Only the one-process order's last batch can be short, and it is its rank's last: this rank's batch b starts
-// at b * batch_size of its shard either way.
+// at b * batch_size of its shard either way. Training: a rank's shard is its accumulate micro-batches of every
+// whole step, then its share of the rest.
 Loader::Span Loader::span(int64_t b) const {
   const int64_t first = b * opt_.batch_size;
   if (opt_.shard_batches) {
     const int64_t index = opt_.rank + b * opt_.world_size;
-    return {first, std::min(opt_.batch_size, dataset_->size() - index * opt_.batch_size), index};
+    return {first, std::min(opt_.batch_size, dataset_->size() - index * opt_.batch_size), index, index};
   }
-  return {first, std::min(opt_.batch_size, shard_size_ - first), b};
+  const int64_t k = opt_.accumulate, w = opt_.world_size, in_steps = whole_steps_ * k;
+  const int64_t tail_batches = (shard_size_ - in_steps * opt_.batch_size + opt_.batch_size - 1) / opt_.batch_size;
+  const int64_t micro = b < in_steps ? (b / k) * k * w + opt_.rank * k + b % k
+                                     : in_steps * w + opt_.rank * tail_batches + (b - in_steps);
+  return {first, std::min(opt_.batch_size, shard_size_ - first), b, micro};
 }
 
 std::vector<int64_t> Loader::shard(int64_t epoch) const {
@@ -63,16 +71,23 @@ std::vector<int64_t> Loader::shard(int64_t epoch) const {
     order.resize(n);
     for (int64_t i = 0; i < n; ++i) order[i] = i;
   }
+  std::vector<int64_t> mine;
   if (opt_.shard_batches) {
-    std::vector<int64_t> mine;
     for (int64_t b = 0; b < batches_per_epoch(); ++b) {
       const int64_t from = (opt_.rank + b * opt_.world_size) * opt_.batch_size;
       mine.insert(mine.end(), order.begin() + from, order.begin() + from + span(b).count);
     }
     return mine;
   }
-  std::vector<int64_t> mine(shard_size_);
-  for (int64_t k = 0; k < shard_size_; ++k) mine[k] = order[opt_.rank + k * opt_.world_size];
+  const int64_t per_rank_step = opt_.batch_size * opt_.accumulate, step = per_rank_step * opt_.world_size;
+  mine.reserve(static_cast<size_t>(shard_size_));
+  for (int64_t s = 0; s < whole_steps_; ++s) {
+    const auto from = order.begin() + s * step + opt_.rank * per_rank_step;
+    mine.insert(mine.end(), from, from + per_rank_step);
+  }
+  const int64_t tail = shard_size_ - whole_steps_ * per_rank_step;
+  const auto from = order.begin() + whole_steps_ * step + opt_.rank * tail;
+  mine.insert(mine.end(), from, from + tail);
   return mine;
 }
 
@@ -103,10 +118,11 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
 
 Batch Loader::make_batch(int64_t b) const {
   const engine::Shape s = dataset_->sample_shape();  // (C, H, W)
-  const auto [first, count, index] = span(b);
+  const auto [first, count, index, micro] = span(b);
   const int64_t per = engine::shape_numel(s);
   Batch batch;
   batch.index = index;
+  batch.micro = micro;
   batch.images = engine::Tensor::empty({count, s[0], s[1], s[2]});      // (N, C, H, W)
   batch.labels = engine::Tensor::empty({count}, engine::DType::s32);    // (N)
   float* img = batch.images.data<float>();

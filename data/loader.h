@@ -1,8 +1,8 @@
 // Loader: batches from a Dataset, decoded by background threads into a bounded queue and delivered in order.
 // Deterministic whatever the thread count: the epoch order is one permutation seeded by (seed, epoch), each
-// rank takes a disjoint, equal-size, strided shard of it (or, for evaluation, whole batches of it in turn),
-// and sample i's augmentation draws from Generator::derive(aug_seed(seed), epoch, i) — never from the thread
-// or the rank.
+// rank takes a disjoint, equal-size share of it (for training, its slice of every step; for evaluation, whole
+// batches in turn), and sample i's augmentation draws from Generator::derive(aug_seed(seed), epoch, i) — never
+// from the thread or the rank.
 // Not a sampler zoo: no weighting, no class balancing.
 #pragma once
 #include <condition_variable>
@@ -28,11 +28,20 @@ struct LoaderOptions {
   int64_t prefetch = 2;    // batches decoded ahead of the consumer, >= 1
   int64_t rank = 0;
   int64_t world_size = 1;
-  // false (training): rank r takes samples r, r + W, r + 2W, ... of the epoch order, floor(n / W) of them, so
-  // every rank has the same number of batches and step k of W ranks with batch B covers the same samples as
-  // step k of one process with batch W·B. true (evaluation): the epoch order is cut into batches as one
-  // process would cut it and rank r takes batches r, r + W, ...; every sample is read exactly once, each batch
-  // holds the same images as in a one-process run, and ranks may differ by one batch.
+  // Training: micro-batches of each rank per optimizer step (--accumulate).
+  int64_t accumulate = 1;
+  // false (training): the epoch order is cut into steps of G = batch_size x accumulate x world_size samples
+  // and each step into G / batch_size micro-batches of batch_size consecutive samples; micro-batch m of step s
+  // (m = 0 .. G/batch_size - 1) is number s·(G/batch_size) + m of the epoch (Batch::micro), and rank r takes
+  // micro-batches r·accumulate .. r·accumulate + accumulate - 1 of every step. Which samples form a step and
+  // each micro-batch therefore depend on batch_size and G only: 2 ranks x 1, 1 rank x --accumulate 2 and one
+  // process with batch 2·batch_size and --accumulate 1 see the same images per step, the first two in the same
+  // micro-batches (what makes a resume on another number of ranks exact). The samples after the last whole
+  // step are shared equally among the ranks, consecutive, n' mod W of them left over (n' = what the whole
+  // steps leave); the rank's last partial batch among them is dropped with drop_last.
+  // true (evaluation): the epoch order is cut into batches as one process would cut it and rank r takes
+  // batches r, r + W, ...; every sample is read exactly once, each batch holds the same images as in a
+  // one-process run, and ranks may differ by one batch.
   bool shard_batches = false;
 };
 
@@ -41,6 +50,8 @@ struct Batch {
   engine::Tensor labels;  // s32 (N)
   int64_t index = 0;      // batch number within the epoch (skipped batches count); with shard_batches, the
                           // batch's number in the one-process order
+  int64_t micro = 0;      // training: the micro-batch's number among every rank's micro-batches of the epoch,
+                          // the same whatever the number of ranks (see shard_batches); otherwise index
 };
 
 class Loader {
@@ -57,7 +68,7 @@ class Loader {
   bool next(Batch& batch);
 
   int64_t batches_per_epoch() const;  // this rank's
-  // floor(n / world_size); with shard_batches, the samples of this rank's batches
+  // The samples of this rank's batches (training: of its share of every step, and of the rest after them)
   int64_t samples_per_rank() const { return shard_size_; }
   // This rank's dataset indices for an epoch, in delivery order (before batching).
   std::vector<int64_t> shard(int64_t epoch) const;
@@ -77,13 +88,14 @@ class Loader {
   Batch make_batch(int64_t b) const;
   // Where this rank's batch b starts in order_, how many samples it holds, and its number in the epoch.
   struct Span {
-    int64_t first, count, index;
+    int64_t first, count, index, micro;
   };
   Span span(int64_t b) const;
 
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions opt_;
   int64_t shard_size_ = 0;
+  int64_t whole_steps_ = 0;  // training: steps of G samples per epoch
 
   // Per-epoch state; written by start_epoch while no worker runs.
   int64_t epoch_ = -1;

@@ -140,4 +140,11 @@ std::string AvgPool2d::describe() const { return pool_describe("AvgPool2d", geom
 std::string AdaptiveAvgPool2d::describe() const { return str_cat("AdaptiveAvgPool2d(", oh_, ", ", ow_, ")"); }
 std::string Dropout::describe() const { return str_cat("Dropout(p=", p_, ")"); }
 
+std::vector<Stochastic*> stochastic_layers(Module& model) {
+  std::vector<Stochastic*> out;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* s = dynamic_cast<Stochastic*>(m)) out.push_back(s);
+  return out;
+}
+
 }  // namespace layers

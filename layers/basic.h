@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -122,15 +123,31 @@ class GlobalAvgPool : public Module {
   std::string describe() const override { return "GlobalAvgPool"; }
 };
 
-class Dropout : public Module {
+// A layer that draws random numbers in training. Training sets its generator before every micro-batch from
+// (the layer's own seed, a, b) — `qil train` passes (epoch, the micro-batch's number among every rank's
+// micro-batches of the epoch, data::Batch::micro) — so each rank draws its own numbers, the draws do not depend
+// on how many ranks share a step, and a resumed run draws what an uninterrupted one would, with no generator
+// state to save. Outside training (bench, tests) the generator simply runs on from its seed.
+class Stochastic {
  public:
-  Dropout(float p, uint64_t seed) : p_(p), gen_(seed) {}
+  virtual ~Stochastic() = default;
+  virtual void reseed(uint64_t a, uint64_t b) = 0;
+};
+
+// Every Stochastic layer of `model`, in module order.
+std::vector<Stochastic*> stochastic_layers(Module& model);
+
+class Dropout : public Module, public Stochastic {
+ public:
+  Dropout(float p, uint64_t seed) : p_(p), seed_(seed), gen_(seed) {}
   Tensor forward(const Tensor& x) override { return engine::ops::dropout(x, p_, training_, gen_); }
   std::string describe() const override;
   engine::Generator& generator() { return gen_; }
+  void reseed(uint64_t a, uint64_t b) override { gen_ = engine::Generator::derive(seed_, a, b); }
 
  private:
   float p_;
+  uint64_t seed_;
   engine::Generator gen_;
 };
 

@@ -67,7 +67,9 @@ std::unique_ptr<Module> cifar_resnet(int64_t n, const ModelSpec& spec) {
 // Two 5x5 conv-BN-ReLU-maxpool blocks (32, 64 channels) and two linear layers (256 hidden units). Without
 // BatchNorm ("lenet-nobn") the convolutions have biases instead: nothing then depends on how a batch is split,
 // so N ranks x batch B, one process x batch N·B and --accumulate N give the same steps up to rounding.
-std::unique_ptr<Module> lenet(const ModelSpec& spec, bool batch_norm, const char* name) {
+// "lenet-dropout" is lenet-nobn with Dropout(0.5) before the last linear layer, AlexNet's classifier in small:
+// a network whose steps draw random numbers, for testing them across ranks and resumes in seconds.
+std::unique_ptr<Module> lenet(const ModelSpec& spec, bool batch_norm, const char* name, bool dropout = false) {
   QIL_CHECK(spec.image_size >= 4, name, ": image size ", spec.image_size, " is too small (needs >= 4)");
   engine::Generator g(spec.seed);
   auto m = std::make_unique<Sequential>();
@@ -83,6 +85,7 @@ std::unique_ptr<Module> lenet(const ModelSpec& spec, bool batch_norm, const char
   const int64_t side = spec.image_size / 4;
   m->add("fc1", std::make_unique<Linear>(64 * side * side, 256, true, g));
   m->add("relu3", std::make_unique<ReLU>());
+  if (dropout) m->add("drop", std::make_unique<Dropout>(0.5f, spec.seed * 7919 + 1));
   m->add("fc2", std::make_unique<Linear>(256, spec.num_classes, true, g));
   return m;
 }
@@ -160,6 +163,7 @@ const std::vector<ModelInfo>& model_infos() {
   static const std::vector<ModelInfo> infos = {
       {"lenet", "LeNet-class CNN: 2 conv-BN-ReLU-pool blocks (32, 64), fc 256, fc", 28, 1, 10},
       {"lenet-nobn", "lenet without BatchNorm (conv biases): batch-split invariant", 28, 1, 10},
+      {"lenet-dropout", "lenet-nobn with Dropout(0.5) before fc2 (random numbers in every step)", 28, 1, 10},
       {"resnet20", "CIFAR-style ResNet-20 (3x3 blocks of 16/32/64 channels)", 32, 3, 10},
       {"resnet32", "CIFAR-style ResNet-32", 32, 3, 10},
       {"resnet56", "CIFAR-style ResNet-56", 32, 3, 10},
@@ -175,6 +179,7 @@ std::unique_ptr<Module> build_model(const std::string& name, const ModelSpec& sp
   QIL_CHECK(spec.num_classes > 0, "model: class count must be positive, got ", spec.num_classes);
   if (name == "lenet") return lenet(spec, true, "lenet");
   if (name == "lenet-nobn") return lenet(spec, false, "lenet-nobn");
+  if (name == "lenet-dropout") return lenet(spec, false, "lenet-dropout", true);
   if (name == "resnet20") return cifar_resnet(3, spec);
   if (name == "resnet32") return cifar_resnet(5, spec);
   if (name == "resnet56") return cifar_resnet(9, spec);

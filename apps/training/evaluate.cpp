@@ -15,7 +15,7 @@ namespace apps::training {
 using engine::Tensor;
 
 data::LoaderOptions loader_options(LoaderUse use, int64_t batch, int64_t workers, uint64_t seed, int64_t rank,
-                                   int64_t world) {
+                                   int64_t world, int64_t accumulate) {
   data::LoaderOptions lo;
   lo.batch_size = batch;
   lo.workers = workers;
@@ -24,6 +24,7 @@ data::LoaderOptions loader_options(LoaderUse use, int64_t batch, int64_t workers
     // Every rank steps the same number of times per epoch, so the gradient all-reduce never waits forever.
     lo.drop_last = true;
     lo.seed = seed;
+    lo.accumulate = accumulate;
   }
   if (use != LoaderUse::calibration) {
     lo.rank = rank;

@@ -21,10 +21,10 @@ enum class LoaderUse {
   calibration,  // dataset order, the first few batches of the training images (eval transform)
 };
 
-// The loader settings for a use. seed applies to training only; rank and world to training and evaluation
-// (calibration reads the same images in every process).
+// The loader settings for a use. seed and accumulate apply to training only; rank and world to training and
+// evaluation (calibration reads the same images in every process).
 data::LoaderOptions loader_options(LoaderUse use, int64_t batch, int64_t workers, uint64_t seed = 0,
-                                   int64_t rank = 0, int64_t world = 1);
+                                   int64_t rank = 0, int64_t world = 1, int64_t accumulate = 1);
 
 // Runs `model` in eval mode with gradients off over the first `max_batches` batches of `ds` (0 = all) and
 // hands each batch and its logits (N, classes) to `fn`. Restores the model's train/eval mode afterwards.

@@ -1,13 +1,14 @@
-// RunState transitions and the dropout generators.
+// RunState transitions and resuming on another layout.
 #include "apps/training/run_state.h"
 
 #include <cmath>
 #include <limits>
 
 #include "engine/check.h"
-#include "layers/basic.h"
 
 namespace apps::training {
+
+using engine::str_cat;
 
 RunState RunState::start(size_t stages) {
   RunState s;
@@ -36,21 +37,48 @@ void RunState::clear_epoch_sums() {
   position.seen = 0;
 }
 
-void RunState::capture_rng(layers::Module& model) {
-  rng.clear();
-  for (auto& [name, mod] : model.named_modules())
-    if (auto* d = dynamic_cast<layers::Dropout*>(mod)) {
-      const uint64_t* s = d->generator().state();
-      rng[name] = {s[0], s[1], s[2], s[3]};
+int64_t resume_layout(RunPosition& p, int64_t batch, int64_t accumulate, int64_t ranks, bool mid_stage,
+                      const std::string& ck, std::string& note) {
+  note.clear();
+  if (p.ranks <= 0 || p.micro_batch <= 0 || p.accumulate <= 0) {  // written before the layout was recorded
+    QIL_CHECK(p.batch % accumulate == 0, ck, " stopped at batch ", p.batch,
+              " of its epoch, which is not a step boundary of --accumulate ", accumulate,
+              " (resume with the --accumulate the run was saved with)");
+  } else if (mid_stage) {
+    // Checkpoints are written at step boundaries only (stage_runner.h).
+    QIL_CHECK(p.batch % p.accumulate == 0, ck, ": run_state's batch ", p.batch, " is not a step boundary of its ",
+              "--accumulate ", p.accumulate);
+    const int64_t global = p.micro_batch * p.accumulate * p.ranks;
+    const std::string was = str_cat("a global batch of ", global, " (", p.micro_batch, " x ", p.accumulate,
+                                    " micro-batches x ", p.ranks, " ranks)");
+    if (batch == p.micro_batch && accumulate == p.accumulate && global % (batch * ranks) == 0) {
+      accumulate = global / (batch * ranks);  // only the number of ranks changed: keep the global batch
     }
-}
-
-void RunState::restore_rng(layers::Module& model) const {
-  for (auto& [name, mod] : model.named_modules()) {
-    auto* d = dynamic_cast<layers::Dropout*>(mod);
-    const auto it = rng.find(name);
-    if (d && it != rng.end()) d->generator().set_state(it->second.data());
+    if (batch * accumulate * ranks != global) {
+      std::string fix;
+      if (global % (batch * ranks) == 0)
+        fix = str_cat("resume with --accumulate ", global / (batch * ranks));
+      else if (global % ranks == 0)
+        fix = str_cat("resume with --batch and --accumulate whose product is ", global / ranks, " (e.g. --batch ",
+                      global / ranks, " --accumulate 1)");
+      else
+        fix = str_cat("no --batch and --accumulate keep it on ", ranks, " ranks; resume on a number of ranks that ",
+                      "divides ", global);
+      throw engine::Error(str_cat(ck, " was written with ", was, "; --batch ", batch, " x --accumulate ",
+                                  accumulate, " x ", ranks, " ranks = ", batch * accumulate * ranks,
+                                  " would change it in the middle of a stage (its learning rate, steps per epoch ",
+                                  "and the samples of each step): ", fix));
+    }
+    if (accumulate != p.accumulate || ranks != p.ranks || batch != p.micro_batch)
+      note = str_cat("resuming ", was, " on ", ranks, " rank(s) as ", batch, " x ", accumulate,
+                     " micro-batches: the same global batch and samples per step",
+                     batch == p.micro_batch ? "" : " (BatchNorm sees micro-batches of another size)");
+    p.batch = p.batch / p.accumulate * accumulate;  // the same step of the epoch
   }
+  p.micro_batch = batch;
+  p.accumulate = accumulate;
+  p.ranks = ranks;
+  return accumulate;
 }
 
 RunState RunState::parse(const std::string& text, const std::string& file) {
@@ -65,7 +93,8 @@ RunState RunState::parse(const std::string& text, const std::string& file) {
       const int64_t int_max = std::numeric_limits<int>::max(), big = int64_t(1) << 53;
       const std::pair<const char*, int64_t> counters[] = {{"stage", int_max}, {"epoch", int_max}, {"batch", big},
                                                           {"step", big},      {"global_epoch", big}, {"correct", big},
-                                                          {"seen", big},      {"nan_skips", big}};
+                                                          {"seen", big},      {"nan_skips", big},
+                                                          {"micro_batch", big}, {"accumulate", big}, {"ranks", big}};
       for (const auto& [key, hi] : counters) {
         if (!p.contains(key)) continue;
         const json& v = p.at(key);

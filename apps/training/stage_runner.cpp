@@ -15,6 +15,7 @@
 #include "data/imagenet.h"
 #include "engine/check.h"
 #include "engine/dist.h"
+#include "layers/basic.h"
 #include "layers/quantize.h"
 
 namespace apps::training {
@@ -184,7 +185,7 @@ bool StageRunner::run_stage(int si) {
   }
   const engine::LrSchedule sched = make_schedule(cfg_, st);
   data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
-                                                      run_.rank, run_.world));
+                                                      run_.rank, run_.world, cfg_.accumulate));
   QIL_CHECK(loader.batches_per_epoch() >= cfg_.accumulate, "--batch ", cfg_.batch, " x --accumulate ",
             cfg_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
             run_.world, " process(es)");
@@ -231,12 +232,16 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
   int64_t images = 0;  // of this process, for the progress bar
+  const std::vector<layers::Stochastic*> stochastic = layers::stochastic_layers(*run_.model);
   data::Batch b;
   // Sums over the micro-batches of the step being accumulated: they count once the step is taken.
   double step_loss = 0;
   int64_t step_correct = 0, step_seen = 0;
   while (pos.batch < end && loader.next(b)) {
     if (test_nan_steps_.count(pos.step + 1)) b.images.data()[0] = std::nanf("");  // test-only, see the constructor
+    // Each micro-batch's random numbers (dropout) from (epoch, its number among all ranks' micro-batches): the
+    // ranks draw different ones, and the same whatever their number or a resume (layers::Stochastic).
+    for (layers::Stochastic* l : stochastic) l->reseed(static_cast<uint64_t>(pos.global_epoch), static_cast<uint64_t>(b.micro));
     const StepResult r = trainer.accumulate(b.images, b.labels, (b.index + 1) % k == 0);
     step_loss += r.loss * r.count;
     step_correct += r.correct;
@@ -302,15 +307,22 @@ bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_don
   const int signal = static_cast<int>(due[0]);
   const bool stop = signal != 0 || stop_requested;
   const bool every_n = cfg_.checkpoint_every_steps > 0 && pos.step % cfg_.checkpoint_every_steps == 0;
+  double save_s = 0;
   if (stop || (!epoch_done && (every_n || due[1]))) {
+    const auto t = std::chrono::steady_clock::now();
     require_finite_state(*run_.model, st.name(), pos.epoch + 1, pos.step);  // every rank: same parameters
-    with_rank_mean_buffers(*run_.model, run_.world, [&] { save("last.ckpt", &opt, state_); });
+    const RunState all = state_over_ranks();
+    with_rank_mean_buffers(*run_.model, run_.world, [&] { save("last.ckpt", &opt, all); });
     last_save_ = std::chrono::steady_clock::now();
+    save_s = std::chrono::duration<double>(last_save_ - t).count();
   }
   if (!stop) return false;
+  // The save's time is what a launcher's grace between SIGTERM and SIGKILL must cover, with the step in progress
+  // (docs/cluster.md, "Signals under launchers").
   log_.line(str_cat("stopped ",
                     stop_requested ? str_cat("after ", steps_this_process_, " steps") : str_cat("by signal ", signal),
-                    "; saved ", run_.dir, "/last.ckpt; continue with: qil train --resume ", run_.dir));
+                    "; saved ", run_.dir, "/last.ckpt in ", fixed2(save_s), " s; continue with: qil train --resume ",
+                    run_.dir));
   exit_code_ = stop_requested ? 0 : 128 + signal;
   return true;
 }
@@ -322,6 +334,8 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
     average_buffers_across_ranks(*run_.model);
     require_same_on_all_ranks(*run_.model, true, str_cat("at the end of stage ", st.name(), " epoch ", pos.epoch + 1));
   }
+  const int64_t seen_here = pos.seen - totals.seen_before;  // this rank's images of this process
+  if (run_.world > 1) state_ = state_over_ranks();
   EpochRecord e;
   e.stage = pos.stage + 1;
   e.stage_name = st.name();
@@ -329,7 +343,7 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   e.epochs = st.epochs;
   e.global_epoch = pos.global_epoch + 1;
   e.lr = totals.lr;
-  e.img_per_s = run_.world * (pos.seen - totals.seen_before) / std::max(1e-9, totals.seconds);  // all ranks
+  e.img_per_s = run_.world * seen_here / std::max(1e-9, totals.seconds);  // all ranks
   e.train_loss = pos.seen ? pos.loss_sum / pos.seen : 0.0;
   e.train_top1 = pos.seen ? 100.0 * pos.correct / pos.seen : 0.0;
   QIL_CHECK(totals.steps == 0 || totals.skipped < totals.steps, "training diverged: every step of stage ",
@@ -376,13 +390,26 @@ void require_finite_state(layers::Module& model, const std::string& stage, int e
   for (const auto& b : model.named_buffers()) check(b);
 }
 
+// The epoch's sums over every rank, held by rank 0 (each rank adds its own images; rank 0 also what a resumed
+// checkpoint carried): what a checkpoint records and the epoch reports, whatever the number of ranks.
+RunState StageRunner::state_over_ranks() const {
+  RunState s = state_;
+  if (run_.world == 1) return s;
+  std::vector<double> sums{s.position.loss_sum, static_cast<double>(s.position.correct),
+                           static_cast<double>(s.position.seen)};
+  engine::dist::allreduce_sum_f64(sums);
+  s.position.loss_sum = sums[0];
+  s.position.correct = static_cast<int64_t>(sums[1]);
+  s.position.seen = static_cast<int64_t>(sums[2]);
+  return s;
+}
+
 void StageRunner::save(const std::string& name, const engine::SGD* opt, const RunState& state) const {
   if (!run_.lead() && !every_rank_saves()) return;
   engine::Checkpoint ck;
   layers::add_model(ck, *run_.model, run_.meta);
   if (opt) ck.add_tensors(opt->export_state(), "optim.");
-  RunState s = state;
-  s.capture_rng(*run_.model);
+  const RunState& s = state;
   ck.add_json("run_state", nlohmann::json(s).dump());
   ck.add_text("config", run_.config_toml);
   const std::string file = run_.lead() ? name : str_cat(name, ".rank", run_.rank);

@@ -78,6 +78,7 @@ class StageRunner {
   void on_nonfinite(const std::string& nonfinite, float loss, const Stage& st, int64_t batch);
   bool save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done);
   void save(const std::string& name, const engine::SGD* opt, const RunState& state) const;
+  RunState state_over_ranks() const;  // every rank must call it
 
   TrainingRun& run_;
   const TrainConfig& cfg_;

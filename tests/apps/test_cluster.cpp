@@ -5,7 +5,11 @@
 // ends with the same model and a resumed run equals an uninterrupted one; sharded evaluation gives one
 // process's figures exactly;
 // a rank that throws, is killed or hangs ends the job within seconds, named, with the last checkpoint intact;
-// the divergence guard names the parameter that differs. Faults come from the test-only QIL_TEST_FAULT
+// the divergence guard names the parameter that differs; a run resumes on another number of ranks with its
+// global batch (2 ranks -> 1 process -> 2 ranks ends bit for bit as the uninterrupted run) or is refused naming
+// the flag; each rank draws its own dropout units; and on two hosts (network namespaces joined by veth, TCP,
+// launched from a hostfile through a remote agent, tests/apps/netns_hosts.h; SKIPPED where they cannot be made)
+// the run equals one process and a killed rank ends the job. Faults come from the test-only QIL_TEST_FAULT
 // variables (apps/training/fault_injection.h).
 #include <unistd.h>
 
@@ -19,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/serialize.h"
+#include "netns_hosts.h"
 #include "run_qil.h"
 
 using qiltest::run_qil;
@@ -50,14 +55,9 @@ struct MpiResult {
   double after_marker = -1;  // seconds from the marker's first appearance in the output to the job's end
 };
 
-// `qil args` under mpirun, 2 ranks of one thread; env: "NAME=value NAME=value" for every rank. The output is
-// read as it comes, so the time from `marker` to the end of the job is measured.
-MpiResult mpi_qil(const std::string& args, const std::string& env = "", const std::string& marker = "") {
-  std::string xs = " -x OMP_NUM_THREADS=1";
-  std::istringstream es(env);
-  for (std::string kv; es >> kv;) xs += " -x " + kv;
-  const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2" + xs + " '" +
-                          qiltest::qil_binary() + "' " + args + " 2>&1";
+// Runs a shell command, reading its output as it comes, so the time from `marker`'s first appearance to the end
+// of the command is measured.
+MpiResult run_timed(const std::string& cmd, const std::string& marker) {
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p);
   MpiResult r;
@@ -74,6 +74,27 @@ MpiResult mpi_qil(const std::string& args, const std::string& env = "", const st
   if (r.after_marker >= 0) r.after_marker = std::chrono::duration<double>(std::chrono::steady_clock::now() - seen).count();
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   return r;
+}
+
+// mpirun's -x options: OMP_NUM_THREADS=1 and env ("NAME=value NAME=value") for every rank.
+std::string exported(const std::string& env) {
+  std::string xs = " -x OMP_NUM_THREADS=1";
+  std::istringstream es(env);
+  for (std::string kv; es >> kv;) xs += " -x " + kv;
+  return xs;
+}
+
+// `qil args` under mpirun, 2 ranks of one thread on this host (shared memory).
+MpiResult mpi_qil(const std::string& args, const std::string& env = "", const std::string& marker = "") {
+  return run_timed("timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2" + exported(env) + " '" +
+                       qiltest::qil_binary() + "' " + args + " 2>&1",
+                   marker);
+}
+
+// `qil args` on two hosts, one rank of one thread each, over TCP (tests/apps/netns_hosts.h).
+MpiResult hosts_qil(const qiltest::NetnsHosts& hosts, const std::string& args, const std::string& env = "",
+                    const std::string& marker = "") {
+  return run_timed(hosts.mpirun(exported(env) + " '" + qiltest::qil_binary() + "' " + args) + " 2>&1", marker);
 }
 
 engine::NamedTensors model_of(const std::string& ckpt) { return engine::read_checkpoint(ckpt).tensors("model."); }
@@ -266,9 +287,14 @@ TEST_CASE("--accumulate: a run resumed at a step boundary ends where an uninterr
   REQUIRE_MESSAGE(cut.code == 0, cut.out);
   CHECK(run_state_of(tmp / "cut/last.ckpt")["position"]["batch"] == 6);
   // A checkpoint is at a step boundary of the --accumulate it was written with, not of any other.
+  // A step keeps its 32 images within a stage: another --accumulate is refused, naming the one that keeps them.
   auto other = run_qil("train --resume " + tmp / "cut" + " --accumulate 4");
   CHECK(other.code != 0);
-  CHECK_MESSAGE(other.out.find("not a step boundary of --accumulate 4") != std::string::npos, other.out);
+  CHECK_MESSAGE(other.out.find("was written with a global batch of 32 (16 x 2 micro-batches x 1 ranks); --batch 16 x "
+                               "--accumulate 4 x 1 ranks = 64 would change it in the middle of a stage") !=
+                    std::string::npos,
+                other.out);
+  CHECK_MESSAGE(other.out.find("resume with --accumulate 2") != std::string::npos, other.out);
   auto rest = run_qil("train --resume " + tmp / "cut");
   REQUIRE_MESSAGE(rest.code == 0, rest.out);
   CHECK(rest.out.find("resuming at epoch 1 batch 6") != std::string::npos);
@@ -399,4 +425,155 @@ TEST_CASE("divergence guard: a parameter that differs on one rank stops the run,
   CHECK(e.out.find("ranks diverged: fc1.bias on rank 1 differs from rank 0's at the end of stage fp32 epoch 1") !=
         std::string::npos);
   CHECK_FALSE(fs::exists(tmp / "e/last.ckpt"));
+}
+
+// Data-parallel runs resume on another number of ranks: the checkpoint records its step layout (16 x 1
+// micro-batches x 2 ranks), one process resumes it with --accumulate 2 (chosen for it: the same 32 images per
+// step, cut into the same micro-batches, each with the same dropout draws, layers::Stochastic), and 2 ranks
+// take it back. With 2 micro-batches the mean gradient is one addition a + b scaled by 1/2, whether MPI or the
+// accumulation adds it: the end is the uninterrupted 2-rank run's, bit for bit.
+TEST_CASE("elastic resume: 2 ranks -> 1 process -> 2 ranks ends bit for bit as the uninterrupted 2-rank run") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  // lenet-dropout, 8 steps of 2 x 16 per epoch, 2 epochs.
+  const std::string run = "train --model lenet-dropout --train-subset 320 --val-size 64 --test-subset 64 --progress none "
+                          "--lr 0.05 --threads 1 --batch 16 --epochs 2 --out ";
+  auto full = mpi_qil(run + tmp / "full");
+  REQUIRE_MESSAGE(full.code == 0, full.out);
+  auto cut = mpi_qil(run + tmp / "cut" + " --stop-after-steps 3");  // epoch 1, after step 3
+  REQUIRE_MESSAGE(cut.code == 0, cut.out);
+  auto pos = run_state_of(tmp / "cut/last.ckpt")["position"];
+  CHECK(pos["ranks"] == 2);
+  CHECK(pos["accumulate"] == 1);
+  CHECK(pos["seen"] == 96);  // the epoch's images so far, over both ranks
+
+  // Another global batch is refused, naming what keeps it; nothing is written.
+  for (const char* bad : {" --accumulate 4", " --batch 10"}) {
+    auto r = run_qil("train --resume " + tmp / "cut" + bad);
+    CHECK(r.code != 0);
+    CHECK_MESSAGE(r.out.find("was written with a global batch of 32 (16 x 1 micro-batches x 2 ranks)") != std::string::npos,
+                  r.out);
+    CHECK_MESSAGE(r.out.find(std::string(bad) == " --batch 10" ? "whose product is 32" : "resume with --accumulate 2") !=
+                      std::string::npos,
+                  r.out);
+  }
+  CHECK(run_state_of(tmp / "cut/last.ckpt")["position"] == pos);
+
+  // One process: steps 4-11, across the epoch's end (evaluated, logged) into epoch 2.
+  auto one = run_qil("train --resume " + tmp / "cut" + " --stop-after-steps 8");
+  REQUIRE_MESSAGE(one.code == 0, one.out);
+  CHECK_MESSAGE(one.out.find("resuming a global batch of 32 (16 x 1 micro-batches x 2 ranks) on 1 rank(s) as 16 x 2 "
+                             "micro-batches") != std::string::npos,
+                one.out);
+  CHECK(one.out.find("batch 32 (16 x 2 micro-batches x 1 ranks)") != std::string::npos);
+  pos = run_state_of(tmp / "cut/last.ckpt")["position"];
+  CHECK(pos["epoch"] == 1);
+  CHECK(pos["batch"] == 6);  // 3 steps of 2 micro-batches
+  CHECK(pos["ranks"] == 1);
+  auto rest = mpi_qil("train --resume " + tmp / "cut");
+  REQUIRE_MESSAGE(rest.code == 0, rest.out);
+  CHECK(rest.out.find("on 2 rank(s) as 16 x 1 micro-batches") != std::string::npos);
+  CHECK(rest.out.find("resuming at epoch 2 batch 3") != std::string::npos);
+
+  CHECK(first_difference(model_of(tmp / "cut/last.ckpt"), model_of(tmp / "full/last.ckpt")) == "");
+  // The logged epochs too: evaluation is one process's either way, and the training accuracy counts every
+  // rank's images (epoch 1 was run by 2 ranks, then 1 process).
+  for (const char* col : {"train_top1", "val_top1", "test_top1", "lr"})
+    for (size_t row : {0, 1}) CHECK_MESSAGE(csv_cell(tmp / "cut/metrics.csv", col, row) == csv_cell(tmp / "full/metrics.csv", col, row), col << " row " << row);
+}
+
+// Dropout draws from (epoch, the micro-batch's number among all ranks'), not from a generator every rank seeds
+// alike: 2 ranks x 16 equal one process x 16 x --accumulate 2 only if rank 1 drops the units of the process's
+// second micro-batch (with the same seed on every rank, as before, it dropped rank 0's and the runs differed).
+TEST_CASE("Dropout under mpirun: every rank draws its own units, as one process's micro-batches do") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  const std::string run = "train --model lenet-dropout --train-subset 320 --val-size 64 --test-subset 64 --progress none "
+                          "--lr 0.05 --threads 1 --batch 16 --epochs 2 --stop-after-steps 10 --out ";
+  auto ranks = mpi_qil(run + tmp / "ranks", "QIL_TEST_RANK_CHECKPOINTS=1");
+  REQUIRE_MESSAGE(ranks.code == 0, ranks.out);
+  auto one = run_qil(run + tmp / "one" + " --accumulate 2");
+  REQUIRE_MESSAGE(one.code == 0, one.out);
+  CHECK(first_difference(model_of(tmp / "ranks/last.ckpt"), model_of(tmp / "one/last.ckpt")) == "");
+  CHECK(first_difference(model_of(tmp / "ranks/last.ckpt.rank1"), model_of(tmp / "ranks/last.ckpt")) == "");
+  auto nodrop = run_qil("train --model lenet-nobn --train-subset 320 --val-size 64 --test-subset 64 --progress none "
+                        "--lr 0.05 --threads 1 --batch 16 --epochs 2 --stop-after-steps 10 --accumulate 2 --out " +
+                        tmp / "nodrop");
+  REQUIRE_MESSAGE(nodrop.code == 0, nodrop.out);
+  CHECK(max_rel_diff(model_of(tmp / "nodrop/last.ckpt"), model_of(tmp / "one/last.ckpt")) > 1e-3);  // dropout acts
+}
+
+// Two hosts stood in for by network namespaces (tests/apps/netns_hosts.h): mpirun reads a hostfile and starts the
+// second host's daemon through a remote agent, and the ranks exchange gradients over TCP on a veth link. The
+// result must be the one of 2 ranks on one host over shared memory, and of one process with 2 micro-batches.
+TEST_CASE("two hosts over TCP (network namespaces, hostfile, remote agent): 2 x 1 rank equal 1 process x 2 micro-batches") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  qiltest::NetnsHosts hosts(tmp.path.string());
+  if (!hosts.ok()) {
+    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    return;
+  }
+  const auto where = run_timed(hosts.mpirun("hostname", 60) + " 2>&1", "");
+  REQUIRE_MESSAGE(where.code == 0, where.out);
+  CHECK_MESSAGE(where.out.find("qilhost-a") != std::string::npos, where.out);  // one rank on each host
+  CHECK_MESSAGE(where.out.find("qilhost-b") != std::string::npos, where.out);
+  const std::string run = "train" + kTiny + " --epochs 2 --stop-after-steps 10 --batch 16 --out ";
+  auto two = hosts_qil(hosts, run + tmp / "twohosts");
+  REQUIRE_MESSAGE(two.code == 0, two.out);
+  CHECK(two.out.find("batch 32 (16 x 1 micro-batches x 2 ranks)") != std::string::npos);
+  auto one = run_qil(run + tmp / "one" + " --accumulate 2");
+  REQUIRE_MESSAGE(one.code == 0, one.out);
+  auto shm = mpi_qil(run + tmp / "shm");
+  REQUIRE_MESSAGE(shm.code == 0, shm.out);
+  CHECK(first_difference(model_of(tmp / "twohosts/last.ckpt"), model_of(tmp / "one/last.ckpt")) == "");
+  CHECK(first_difference(model_of(tmp / "twohosts/last.ckpt"), model_of(tmp / "shm/last.ckpt")) == "");
+}
+
+TEST_CASE("two hosts over TCP: a rank killed on the second host ends the job within seconds, the checkpoint intact") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  qiltest::NetnsHosts hosts(tmp.path.string());
+  if (!hosts.ok()) {
+    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    return;
+  }
+  auto r = hosts_qil(hosts, "train" + kTiny + " --batch 16 --epochs 2 --out " + tmp / "run",
+                     "QIL_TEST_FAULT=kill QIL_TEST_FAULT_RANK=1 QIL_TEST_FAULT_STEP=10", "QIL_TEST_FAULT=kill");
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("rank 1") != std::string::npos);
+  CHECK(r.out.find("signal 9") != std::string::npos);
+  CHECK(r.after_marker >= 0);
+  CHECK(r.after_marker < 30);
+  MESSAGE("two hosts: job ended " << r.after_marker << " s after the kill");
+  const auto pos = run_state_of(tmp / "run/last.ckpt")["position"];
+  CHECK(pos["epoch"] == 1);
+  CHECK(pos["batch"] == 0);
+}
+
+// A measurement, printed: the median all-reduce of ResNet-20's gradient (1.1 MB) between the two hosts over the
+// veth link (TCP through the kernel) and between 2 ranks on one host (shared memory). docs/cluster.md gives
+// ResNet-18's and AlexNet's.
+TEST_CASE("two hosts over TCP: qil bench --allreduce-only across the veth link and in shared memory") {
+  if (!can_run()) return;
+  ScratchDir tmp;
+  qiltest::NetnsHosts hosts(tmp.path.string());
+  if (!hosts.ok()) {
+    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    return;
+  }
+  const std::string bench = "bench --model resnet20 --allreduce-only --steps 5 --repeat 1 --threads 1 --json";
+  auto tcp = hosts_qil(hosts, bench);
+  REQUIRE_MESSAGE(tcp.code == 0, tcp.out);
+  auto shm = mpi_qil(bench);
+  REQUIRE_MESSAGE(shm.code == 0, shm.out);
+  const auto jt = nlohmann::json::parse(tcp.out.substr(tcp.out.find('{')));
+  const auto js = nlohmann::json::parse(shm.out.substr(shm.out.find('{')));
+  CHECK(jt.at("ranks") == 2);
+  CHECK(jt.at("bytes") == js.at("bytes"));
+  CHECK(jt.at("median_ms").get<double>() > 0);
+  MESSAGE("all-reduce of " << jt.at("bytes") << " bytes, 2 ranks: veth/TCP " << jt.at("median_ms") << " ms (8 bytes: "
+                           << jt.at("small_ms") << " ms), shared memory " << js.at("median_ms") << " ms (8 bytes: "
+                           << js.at("small_ms") << " ms)");
 }

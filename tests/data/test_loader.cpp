@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "data/loader.h"
@@ -144,8 +145,9 @@ TEST_CASE("loader: rank shards are disjoint, equal, covering and rank-independen
     for (size_t k = 0; k < s.index.size(); ++k) {
       all.insert(s.index[k]);
       CHECK(s.aug[k] == aug1[s.index[k]]);  // same augmentation as on one rank
-      // Strided shard of the one epoch permutation.
-      CHECK(s.index[k] == single.index[r + 3 * k]);
+      // The rank's 8 consecutive samples of every step of 24, then its one sample of the 3 left after them.
+      const size_t at = k < 32 ? 24 * (k / 8) + 8 * static_cast<size_t>(r) + k % 8 : 96 + static_cast<size_t>(r);
+      CHECK(s.index[k] == single.index[at]);
     }
   }
   CHECK(all.size() == 99);
@@ -164,6 +166,46 @@ TEST_CASE("loader: rank shards are disjoint, equal, covering and rank-independen
     for (int64_t i : l.shard(0)) CHECK(u.insert(i).second);
   }
   CHECK(u.size() == 99);
+}
+
+// What makes a resume on another number of ranks exact: a step's samples, and its micro-batches' samples and
+// numbers, depend on the batch size and the step's size G only, not on how G splits into ranks x accumulate.
+TEST_CASE("loader: a step's micro-batches are the same on 3 ranks and on 1 rank x accumulate 3, its samples as batch 24's") {
+  auto ds = std::make_shared<CountingDataset>(203);  // steps of G = 24: 8 whole steps, 11 samples after them
+  struct Layout {
+    int64_t world, accumulate;
+  };
+  std::map<int64_t, std::vector<int64_t>> want;  // micro-batch number -> samples, from 1 rank x --accumulate 3
+  for (const Layout& lay : {Layout{1, 3}, Layout{3, 1}}) {
+    std::map<int64_t, std::vector<int64_t>> got;
+    for (int64_t r = 0; r < lay.world; ++r) {
+      data::LoaderOptions o = opts(8, true, 2);
+      o.rank = r;
+      o.world_size = lay.world;
+      o.accumulate = lay.accumulate;
+      data::Loader l(ds, o);
+      l.start_epoch(5);
+      data::Batch b;
+      for (int64_t k = 0; k < 8 * lay.accumulate && l.next(b); ++k) {  // the 8 whole steps
+        auto& v = got[b.micro];
+        for (int64_t j = 0; j < b.images.size(0); ++j) v.push_back(static_cast<int64_t>(b.images.data<float>()[2 * j]));
+        CHECK(b.index == k);
+        CHECK(b.micro / 3 == k / lay.accumulate);  // micro-batch number / micro-batches per step = the step
+      }
+    }
+    CHECK(got.size() == 24);
+    if (want.empty())
+      want = got;
+    else
+      CHECK(got == want);
+  }
+  // And one process with batch 24: its step k holds micro-batches 3k, 3k+1, 3k+2, in that order.
+  const Seen big = epoch(ds, opts(24, true, 1), 5);
+  for (int64_t k = 0; k < 8; ++k) {
+    std::vector<int64_t> step;
+    for (int64_t m = 3 * k; m < 3 * k + 3; ++m) step.insert(step.end(), want[m].begin(), want[m].end());
+    CHECK(step == std::vector<int64_t>(big.index.begin() + 24 * k, big.index.begin() + 24 * k + 24));
+  }
 }
 
 TEST_CASE("loader: shard_batches gives each rank whole one-process batches in turn, every sample once") {

@@ -48,13 +48,42 @@ TEST_CASE("parameter and buffer names follow torchvision's state_dict") {
 
 TEST_CASE("models run on 1-channel 28x28 input and produce (N, classes)") {
   engine::NoGradGuard ng;
-  for (const char* name : {"lenet", "lenet-nobn", "resnet20", "resnet18"}) {
+  for (const char* name : {"lenet", "lenet-nobn", "lenet-dropout", "resnet20", "resnet18"}) {
     ModelSpec spec{1, 10, 28, 1};
     auto m = build_model(name, spec);
     m->eval();
     Tensor y = m->forward(Tensor::zeros({2, 1, 28, 28}));
     CHECK_MESSAGE((y.shape() == Shape{2, 10}), name);
   }
+}
+
+// Training reseeds every stochastic layer per micro-batch from (epoch, the micro-batch's number among all
+// ranks'): the draws must follow those two numbers only — another micro-batch (another rank) other units.
+TEST_CASE("Dropout: the units dropped follow (layer seed, a, b) alone, and AlexNet's and lenet-dropout's are found") {
+  ModelSpec spec{1, 10, 28, 1};
+  auto m = build_model("lenet-dropout", spec);
+  CHECK(names_of(*m) == names_of(*build_model("lenet-nobn", spec)));  // Dropout adds no parameters
+  const auto drops = stochastic_layers(*m);
+  REQUIRE(drops.size() == 1);
+  CHECK(stochastic_layers(*build_model("alexnet", ModelSpec{})).size() == 2);
+  CHECK(stochastic_layers(*build_model("lenet-nobn", spec)).empty());
+  engine::NoGradGuard ng;
+  m->train();
+  engine::Generator g(5);
+  Tensor x = Tensor::empty({4, 1, 28, 28});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = g.normal();
+  auto out = [&](uint64_t a, uint64_t b) {
+    drops[0]->reseed(a, b);
+    return m->forward(x).to_vector();
+  };
+  const auto first = out(3, 0);
+  m->forward(x);                // draws move the generator on ...
+  CHECK(out(3, 0) == first);    // ... and the reseed puts it back: the same units dropped
+  CHECK(out(3, 1) != first);    // the next micro-batch (rank 1's with --accumulate 1)
+  CHECK(out(4, 0) != first);    // the next epoch
+  m->eval();
+  const auto a = m->forward(x).to_vector();
+  CHECK(m->forward(x).to_vector() == a);  // no dropout in eval
 }
 
 TEST_CASE("lenet-nobn: lenet's layers without BatchNorm, biases on the convs instead, no buffers") {
