@@ -20,6 +20,7 @@
 
 #include "engine/serialize.h"
 #include "run_qil.h"
+#include "skip.h"
 
 using qiltest::run_qil;
 using qiltest::ScratchDir;
@@ -34,11 +35,11 @@ const std::string kTiny =
 
 bool can_run() {
   if (!fs::exists(std::string(kFashion) + "/train-images-idx3-ubyte.gz")) {
-    MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+    qiltest::skip("dataset", "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
     return false;
   }
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
-    MESSAGE("mpirun not installed: skipped");
+    qiltest::skip("tool", "mpirun not installed (Debian package openmpi-bin)");
     return false;
   }
   return true;
