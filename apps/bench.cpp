@@ -84,7 +84,7 @@ void print_profile(double total_s, int64_t steps) {
 
 // Convolution and linear FLOPs of one image's step, in GFLOP: forward 2 FLOPs per multiply-accumulate, a
 // training step three times that (backward-data and backward-weights each cost a forward), inference once.
-// The usual convention (DESIGN §7: ResNet-18 @224 is 10.9); it counts the first convolution's backward-data,
+// The usual convention (ResNet-18 at 224x224: 1.82 GMAC forward, 10.9 GFLOP a step); it counts the first convolution's backward-data,
 // which autograd skips, and nothing of batch norm, pooling or elementwise ops.
 double step_gflop(layers::Module& model, const BenchOptions& o) {
   const layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};

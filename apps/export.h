@@ -1,8 +1,8 @@
 // `qil export` and `qil predict`: a trained network out of qil. export writes safetensors, either float
 // tensors under torchvision's names (quantized layers as the effective weight w̄·s they compute with) or
-// integer weight codes with their scales and the activation quantizers' parameters; predict runs a NumPy
-// `.npy` batch through a checkpoint (or torchvision-named safetensors, apps/model_file.h) and writes the logits
-// as `.npy`. Not an ONNX or TorchScript exporter.
+// integer weight codes with their scales and the activation quantizers' parameters, or the whole network as
+// an ONNX graph (apps/export_onnx.h); predict runs a NumPy `.npy` batch through a checkpoint (or
+// torchvision-named safetensors, apps/model_file.h) and writes the logits as `.npy`. No TorchScript.
 #pragma once
 #include <cstdint>
 #include <map>

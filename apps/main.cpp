@@ -77,7 +77,7 @@ struct Commands {
   // The engine's process-wide switches for the chosen subcommand.
   void configure_engine() const {
     engine::ops::tune_malloc_for_training();
-    // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance.md) where
+    // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance-history.md) where
     // the network trains or is measured; the other commands keep the plain layout their outputs are read in.
     engine::ops::set_keep_blocked(*train || *eval || (*bench && !bench_opt.plain));
     engine::ops::set_op_profiling(*bench && bench_opt.profile);

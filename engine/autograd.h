@@ -1,6 +1,6 @@
 // Reverse-mode autograd: the graph node, how an op records itself, the backward walk (with optional hooks that
 // observe it) and the no-grad guard.
-// Contract (DESIGN §2): backward closures ACCUMULATE into every gradient buffer they are handed, inputs and
+// Contract (every op in engine/ and quant/ keeps it): backward closures ACCUMULATE into every gradient buffer they are handed, inputs and
 // parameters alike, except into a buffer autograd marks fresh for an op recorded with record_fresh, which
 // they overwrite; closures capture data (detached tensors), never the output's own handle.
 #pragma once

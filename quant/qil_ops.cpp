@@ -75,7 +75,7 @@ inline float pow_unit(float u, float g) { return fast_exp(g * log_unit(u)) * sta
 
 // The kernels run on each thread's share of the elements [b, e) (split_range) and are compiled twice, for AVX2
 // and for the baseline (kernel_util.h: use_avx2). The AVX2 version is 8 floats wide instead of 4; it was measured
-// to cut qil_activation's forward by about 40% (docs/performance.md). tests/quant/test_qil_ops.cpp compares the
+// to cut qil_activation's forward by about 40% (docs/performance-history.md). tests/quant/test_qil_ops.cpp compares the
 // two builds.
 
 // Symmetric forward: ŵ = sign(w)·u(|w|)^γ inside, 0 below, sign(w) above; kDiscretize rounds to q levels.

@@ -280,7 +280,7 @@ std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, in
 // kind is an error naming it.
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 
-// Effective thresholds after discretization (DESIGN §3), on |v|:
+// Effective thresholds after discretization (docs/qil.md §3), on |v|:
 // weights (any γ): pruning c − d + 2d·(2q)^(−1/γ), clipping c − d + 2d·(1 − 1/(2q))^(1/γ);
 // activations (γ = 1): c − d + d/q and c + d − d/q.
 double qil_prune_threshold(double c, double d, double gamma, int q);

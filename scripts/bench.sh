@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training-step throughput of qil against PyTorch on this machine: for each configuration, runs `qil bench`
-# and the PyTorch reference (torch_ref.py, Debian's python3-torch; a comparison tool, never a dependency)
+# and the PyTorch reference (scripts/torch_ref.py, Debian's python3-torch; a comparison tool, never a dependency)
 # INTERLEAVED — ours, torch, ours, torch, ... — on the same thread count, and prints a Markdown table of the
 # median images/s and the ratio ours/PyTorch. Interleaving spreads load from other processes over both sides.
 #
@@ -17,7 +17,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 qil="$here/build/qil"
 python="${PYTHON:-/usr/bin/python3}"  # Debian's interpreter, where python3-torch lives
-torch_ref="${TORCH_REF:-$here/../shared/bench/torch_ref.py}"
+torch_ref="${TORCH_REF:-$here/scripts/torch_ref.py}"
 runs=3
 threads=2
 heavy=0

@@ -2,7 +2,7 @@
 """Regenerates the measured part of docs/performance.md: qil's training step against PyTorch's, side by side.
 
 For each configuration (ResNet-18 @224 b32, ResNet-20 @32 b128, AlexNet @224 b64; full precision and QIL W4A4)
-it runs `qil bench --json` and ../shared/bench/torch_ref.py INTERLEAVED (qil, PyTorch, qil, PyTorch, ...; one
+it runs `qil bench --json` and scripts/torch_ref.py INTERLEAVED (qil, PyTorch, qil, PyTorch, ...; one
 process per run, the same thread count) and reports, per configuration:
   - the median images/s of each side and the median of the per-pair ratios qil / PyTorch;
   - the share of the machine's FMA peak qil's convolutions and linear layers reach (scripts/fma_peak.sh, run
@@ -221,7 +221,7 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="print the section, write no file")
     ap.add_argument("--qil", default=os.path.join(ROOT, "build", "qil"))
     ap.add_argument("--python", default="/usr/bin/python3", help="the interpreter that has python3-torch")
-    ap.add_argument("--torch-ref", default=os.path.join(ROOT, "..", "shared", "bench", "torch_ref.py"))
+    ap.add_argument("--torch-ref", default=os.path.join(ROOT, "scripts", "torch_ref.py"))
     a = ap.parse_args()
     if a.pairs < 1 or a.threads < 1:
         raise SystemExit(f"perf_report: --pairs and --threads must be ≥ 1 (got {a.pairs}, {a.threads})")

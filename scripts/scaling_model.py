@@ -3,7 +3,7 @@
 10, 25 and 100 Gb/s links, from the inputs scripts/bench_cluster.sh measured on this machine (its JSON file).
 
 Model (docs/cluster.md, "Scaling"):
-  per-node batch   b = global batch / N (256 by default, the usual ImageNet recipe; DESIGN §7 names none)
+  per-node batch   b = global batch / N (256 by default, the usual ImageNet recipe)
   compute          T_c(b), T_bwd(b): one process's step and backward time at batch b (qil bench on this
                    machine: a node is taken to compute like it, or --node-speedup times faster); a batch that
                    was not measured is scaled linearly from the nearest measured one

@@ -20,7 +20,7 @@ namespace apps::training {
 
 struct StepOptions {
   // How each quantized layer's quantizer gradients are balanced before the step (sqrt: 1/sqrt(N * levels),
-  // DESIGN §3; relative: steps in log-space); a no-op on layers without quantizers.
+  // docs/qil.md §4; relative: steps in log-space); a no-op on layers without quantizers.
   layers::GradBalance balance = layers::GradBalance::none;
   float label_smoothing = 0;
   // A teacher network (run without gradients, in the mode its owner left it; not owned). With distill_t = 0

@@ -8,7 +8,7 @@
 // the divergence guard names the parameter that differs; a run resumes on another number of ranks with its
 // global batch (2 ranks -> 1 process -> 2 ranks ends bit for bit as the uninterrupted run) or is refused naming
 // the flag; each rank draws its own dropout units; and on two hosts (network namespaces joined by veth, TCP,
-// launched from a hostfile through a remote agent, tests/apps/netns_hosts.h; SKIPPED where they cannot be made)
+// launched from a hostfile through a remote agent, tests/apps/netns_hosts.h; skipped, tests/skip.h, where they cannot be made)
 // the run equals one process and a killed rank ends the job. Faults come from the test-only QIL_TEST_FAULT
 // variables (apps/training/fault_injection.h).
 #include <unistd.h>
@@ -25,6 +25,7 @@
 #include "engine/serialize.h"
 #include "netns_hosts.h"
 #include "run_qil.h"
+#include "skip.h"
 
 using qiltest::run_qil;
 using qiltest::ScratchDir;
@@ -39,11 +40,11 @@ const std::string kTiny =
 
 bool can_run() {
   if (!fs::exists(std::string(kFashion) + "/train-images-idx3-ubyte.gz")) {
-    MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+    qiltest::skip("dataset", "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
     return false;
   }
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
-    MESSAGE("mpirun not installed: skipped");
+    qiltest::skip("tool", "mpirun not installed (Debian package openmpi-bin)");
     return false;
   }
   return true;
@@ -511,7 +512,7 @@ TEST_CASE("two hosts over TCP (network namespaces, hostfile, remote agent): 2 x 
   ScratchDir tmp;
   qiltest::NetnsHosts hosts(tmp.path.string());
   if (!hosts.ok()) {
-    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    qiltest::skip("tool", "two-host test: " + hosts.why_not());
     return;
   }
   const auto where = run_timed(hosts.mpirun("hostname", 60) + " 2>&1", "");
@@ -535,7 +536,7 @@ TEST_CASE("two hosts over TCP: a rank killed on the second host ends the job wit
   ScratchDir tmp;
   qiltest::NetnsHosts hosts(tmp.path.string());
   if (!hosts.ok()) {
-    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    qiltest::skip("tool", "two-host test: " + hosts.why_not());
     return;
   }
   auto r = hosts_qil(hosts, "train" + kTiny + " --batch 16 --epochs 2 --out " + tmp / "run",
@@ -560,7 +561,7 @@ TEST_CASE("two hosts over TCP: qil bench --allreduce-only across the veth link a
   ScratchDir tmp;
   qiltest::NetnsHosts hosts(tmp.path.string());
   if (!hosts.ok()) {
-    MESSAGE("SKIPPED: two-host test: " << hosts.why_not());
+    qiltest::skip("tool", "two-host test: " + hosts.why_not());
     return;
   }
   const std::string bench = "bench --model resnet20 --allreduce-only --steps 5 --repeat 1 --threads 1 --json";

@@ -22,6 +22,7 @@
 
 #include "engine/serialize.h"
 #include "run_qil.h"
+#include "skip.h"
 
 using qiltest::run_qil;
 using qiltest::ScratchDir;
@@ -137,7 +138,7 @@ std::map<std::string, std::string> last_metrics_row(const std::string& path) {
 
 bool have_mpirun() {
   if (std::system("command -v mpirun >/dev/null 2>&1") == 0) return true;
-  MESSAGE("mpirun not installed: the two-rank cases are skipped");
+  qiltest::skip("tool", "mpirun not installed (Debian package openmpi-bin): the two-rank part is not exercised");
   return false;
 }
 

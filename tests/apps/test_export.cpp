@@ -55,7 +55,7 @@ bool bit_equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.data<float>(), b.data<float>(), a.nbytes()) == 0;
 }
 
-// The QIL weight rule (DESIGN §3) in double, independent of quant/: the integer code round(ŵ·q) of w, with
+// The QIL weight rule (docs/qil.md §1) in double, independent of quant/: the integer code round(ŵ·q) of w, with
 // u = (|w| − c)/(2d) + 0.5; ŵ = 0 below c − d, sign(w) above c + d, sign(w)·u^γ in between.
 // near_tie: ŵ·q lies within 1e-4 of a rounding boundary, where float rounding in the fast kernels may fall
 // either way, so the comparison skips it.

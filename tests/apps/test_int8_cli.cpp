@@ -58,7 +58,6 @@ TEST_CASE("predict --int8: the logits of each quantizer kind's LeNet equal predi
 }
 
 TEST_CASE("predict --precision bf16: quantized and full-precision logits close to fp32's, and it says how it ran") {
-  if (qiltest::qil_binary().empty()) return;  // run outside ctest
   for (bool quantized : {true, false}) {
     CAPTURE(quantized);
     TempDir dir;
@@ -85,7 +84,6 @@ TEST_CASE("predict --precision bf16: quantized and full-precision logits close t
 }
 
 TEST_CASE("eval and predict --int8 from the command line") {
-  if (qiltest::qil_binary().empty()) return;  // run outside ctest
   TempDir dir;
   write_tiny_checkpoint(dir.file("q.ckpt"), true);
   write_tiny_checkpoint(dir.file("fp.ckpt"), false);

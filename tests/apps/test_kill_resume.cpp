@@ -24,6 +24,7 @@
 
 #include "engine/serialize.h"
 #include "run_qil.h"
+#include "skip.h"
 
 extern char** environ;
 
@@ -265,7 +266,7 @@ bool run_and_kill(const SoakOptions& o, const std::string& dir, const std::strin
 TEST_CASE("kill anywhere: SIGKILLed at seeded-random instants and resumed, a run ends bit-exactly as an "
           "uninterrupted one") {
   if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
-    MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+    qiltest::skip("dataset", "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
     return;
   }
   const SoakOptions o = SoakOptions::from_env();

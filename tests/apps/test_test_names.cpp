@@ -4,6 +4,7 @@
 // Not a check of what the tests test.
 #include <doctest/doctest.h>
 
+#include "skip.h"
 #include "test_paths.h"
 
 #include <cstdlib>
@@ -15,7 +16,7 @@
 TEST_CASE("test names: no semicolon and balanced square brackets, so that ctest runs every TEST_CASE") {
   const std::filesystem::path tests = std::filesystem::path(testpaths::source_dir()) / "tests";
   if (!std::filesystem::is_directory(tests)) {
-    MESSAGE("skipped: " << tests << " is absent (run under ctest, or set QIL_SOURCE_DIR)");
+    qiltest::skip("source", tests.string() + " is absent (run under ctest, or set QIL_SOURCE_DIR)");
     return;
   }
   const std::regex test_case(R"re(TEST_CASE\("((?:[^"\\]|\\.)*)"\))re");

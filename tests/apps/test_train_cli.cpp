@@ -13,6 +13,7 @@
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "run_qil.h"
+#include "skip.h"
 
 using qiltest::run_qil;
 using qiltest::ScratchDir;
@@ -27,7 +28,7 @@ const std::string kSmall =
 
 bool have_fashion() {
   if (fs::exists(std::string(kFashion) + "/train-images-idx3-ubyte.gz")) return true;
-  MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+  qiltest::skip("dataset", "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
   return false;
 }
 
@@ -438,7 +439,7 @@ TEST_CASE("imagenet-style folders: a network trains on generated JPEGs and skips
 TEST_CASE("data-parallel: two MPI ranks train together and rank 0 writes the run") {
   if (!have_fashion()) return;
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
-    MESSAGE("mpirun not installed: skipped");
+    qiltest::skip("tool", "mpirun not installed (Debian package openmpi-bin)");
     return;
   }
   ScratchDir tmp;

@@ -12,6 +12,7 @@
 
 #include "engine/serialize.h"
 #include "run_qil.h"
+#include "skip.h"
 
 using qiltest::run_qil;
 using qiltest::ScratchDir;
@@ -26,7 +27,7 @@ const std::string kSmall =
 
 bool have_fashion() {
   if (fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) return true;
-  MESSAGE("Fashion-MNIST not installed (Debian package dataset-fashion-mnist): skipped");
+  qiltest::skip("dataset", "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
   return false;
 }
 

@@ -1,8 +1,6 @@
 // IDX readers: generated raw and gzipped files, every malformed-file error, and a real Fashion-MNIST read.
 #include <doctest/doctest.h>
 
-#include "test_paths.h"
-
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -11,6 +9,7 @@
 
 #include "data/idx.h"
 #include "fixtures.h"
+#include "skip.h"
 
 using namespace qiltest;
 using data::ImageSet;
@@ -125,7 +124,7 @@ TEST_CASE("idx: Fashion-MNIST t10k from Debian's dataset-fashion-mnist") {
   const std::string im = data::find_maybe_gzipped(dir, "t10k-images-idx3-ubyte");
   const std::string lb = data::find_maybe_gzipped(dir, "t10k-labels-idx1-ubyte");
   if (im.empty() || lb.empty()) {
-    MESSAGE("skipped: " << dir << " is absent (install dataset-fashion-mnist)");
+    qiltest::skip("dataset", dir + " is absent (install dataset-fashion-mnist)");
     return;
   }
   ImageSet s = data::load_idx_pair(im, lb);
@@ -147,19 +146,6 @@ TEST_CASE("idx: Fashion-MNIST t10k from Debian's dataset-fashion-mnist") {
   }
   CHECK(dark_corners > 9900);
   CHECK(max_px == 255);
-}
-
-TEST_CASE("idx folder: the MNIST-digits train-only folder") {
-  // shared/ sits beside the source tree (the checkout's parent folder).
-  const std::string dir = testpaths::source_dir() + "/../shared/data/mnist-digits";
-  if (!std::filesystem::is_directory(dir)) {
-    MESSAGE("skipped: " << dir << " is absent");
-    return;
-  }
-  data::IdxFolder f = data::load_idx_folder(dir);
-  CHECK(f.train.images.shape() == engine::Shape{10000, 1, 28, 28});
-  CHECK(f.train.num_classes == 10);
-  CHECK_FALSE(f.test.has_value());
 }
 
 TEST_CASE("a gzip bomb is refused from its header, before its payload is inflated") {

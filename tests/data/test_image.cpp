@@ -8,6 +8,7 @@
 
 #include "data/image.h"
 #include "fixtures.h"
+#include "skip.h"
 
 using namespace qiltest;
 using engine::Error;
@@ -79,7 +80,7 @@ TEST_CASE("decode: progressive and CMYK JPEGs (made with ImageMagick) come out a
   // stb_image_write makes only baseline JPEGs. The test command installs ImageMagick for these two.
   const char* convert = "/usr/bin/convert";
   if (!std::ifstream(convert).good()) {
-    MESSAGE("ImageMagick not installed (scripts/test.sh installs it): skipped");
+    qiltest::skip("tool", "ImageMagick not installed (scripts/test.sh installs it)");
     return;
   }
   TempDir d;
