@@ -13,9 +13,11 @@ Model (docs/cluster.md, "Scaling"):
   efficiency       one node's time for the whole global batch, at its best measured time per image, divided by
                    N x the step time (1.0 = perfect strong scaling)
   bound            network-bound when T_ar > T_c, compute-bound otherwise
+  hours per epoch  floor(images / global batch) steps x the step time (with --epoch-images: the training set's
+                   size, e.g. 1281167 for ImageNet-1k's train split)
 Not a simulator: no congestion, no stragglers, no data loading, links at their nominal rate.
 Python 3 standard library only. Usage: scripts/scaling_model.py [--input FILE] [--global-batch B]
-[--latency-us A] [--node-speedup S] [--nodes LIST] [--links LIST]
+[--latency-us A] [--node-speedup S] [--nodes LIST] [--links LIST] [--epoch-images N]
 """
 import argparse
 import json
@@ -37,7 +39,11 @@ def parse_args(argv):
                    help="how many times faster a node computes than this machine (1 = a node like this one)")
     p.add_argument("--nodes", default="8,16,64", help="comma-separated node counts")
     p.add_argument("--links", default="10,25,100", help="comma-separated link speeds, Gb/s")
+    p.add_argument("--epoch-images", type=int, default=0,
+                   help="images of one training epoch: adds hours per epoch (end / overlap) to every row")
     a = p.parse_args(argv)
+    if a.epoch_images < 0:
+        p.error(f"--epoch-images must be >= 0 (0 = no hours), got {a.epoch_images}")
     for name, v in (("--global-batch", a.global_batch), ("--latency-us", a.latency_us),
                     ("--node-speedup", a.node_speedup)):
         if v <= 0:
@@ -107,9 +113,11 @@ def table(doc, model, a, nodes, links):
     per_image = best_ms_per_image(doc, model) / a.node_speedup
     lines = [f"### {model}: {nbytes / 1e6:.1f} MB of gradients, global batch {a.global_batch}", ""]
     lines += measured_lines(doc, model) + [""]
+    steps = a.epoch_images // a.global_batch
+    hours = a.epoch_images > 0
     lines += ["| nodes | link Gb/s | batch/node | compute ms (backward) | all-reduce ms | step ms: end | "
-              "overlap | efficiency: end | overlap | bound |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "overlap | efficiency: end | overlap | bound |" + (" hours/epoch: end | overlap |" if hours else ""),
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if hours else "")]
     for n in nodes:
         b = a.global_batch / n
         tc, tb, how = compute_at(doc, model, b)
@@ -121,7 +129,27 @@ def table(doc, model, a, nodes, links):
             bound = "network" if t_ar > tc else "compute"
             mark = "" if how == "measured" else "*"
             lines.append(f"| {n:g} | {g:g} | {b:g}{mark} | {tc:.0f} ({tb:.0f}) | {t_ar:.1f} | {end:.0f} | {over:.0f} | "
-                         f"{ideal / end:.2f} | {ideal / over:.2f} | {bound} ({t_ar / tc:.2f}) |")
+                         f"{ideal / end:.2f} | {ideal / over:.2f} | {bound} ({t_ar / tc:.2f}) |"
+                         + (f" {steps * end / 3.6e6:.2f} | {steps * over / 3.6e6:.2f} |" if hours else ""))
+    return lines
+
+
+def hours_summary(doc, a, models, nodes, links):
+    """With --epoch-images: hours per epoch of every model, one row per node count, "end / overlap" per link."""
+    steps = a.epoch_images // a.global_batch
+    head = "| nodes | batch/node |" + "".join(f" {m} {g:g} Gb/s |" for m in models for g in links)
+    lines = [f"### Hours per epoch ({a.epoch_images} images, {steps} steps of {a.global_batch}): end / overlap", "",
+             head, "|---:|---:|" + "---:|" * (len(models) * len(links))]
+    for n in nodes:
+        row = f"| {n:g} | {a.global_batch / n:g} |"
+        for m in models:
+            nbytes = next(x["bytes"] for x in doc["allreduce"] if x["model"] == m)
+            tc, tb, _ = compute_at(doc, m, a.global_batch / n)
+            tc, tb = tc / a.node_speedup, tb / a.node_speedup
+            for g in links:
+                t_ar = ring_ms(nbytes, n, g, a.latency_us)
+                row += f" {steps * (tc + t_ar) / 3.6e6:.2f} / {steps * (tc + max(0.0, t_ar - tb)) / 3.6e6:.2f} |"
+        lines.append(row)
     return lines
 
 
@@ -137,10 +165,15 @@ def main(argv):
     print(f"alpha = {a.latency_us:g} us per message step (assumed; shared memory here: {alpha_here:.1f} us); "
           f"a node computes {a.node_speedup:g}x as fast as this machine. * = compute scaled linearly from the "
           f"nearest measured batch. bound: (all-reduce / compute) in brackets.")
-    for model in ("resnet18", "alexnet"):
-        if any(x["model"] == model for x in doc["allreduce"]):
-            print()
-            print("\n".join(table(doc, model, a, nodes, links)))
+    if a.epoch_images:
+        print(f"An epoch: {a.epoch_images} images = {a.epoch_images // a.global_batch} steps of {a.global_batch}.")
+    models = [m for m in ("resnet18", "alexnet") if any(x["model"] == m for x in doc["allreduce"])]
+    for model in models:
+        print()
+        print("\n".join(table(doc, model, a, nodes, links)))
+    if a.epoch_images:
+        print()
+        print("\n".join(hours_summary(doc, a, models, nodes, links)))
 
 
 if __name__ == "__main__":
