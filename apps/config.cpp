@@ -33,27 +33,6 @@ struct Field {
   std::optional<CLI::Validator> check = std::nullopt;  // applied to each value (each list element)
 };
 
-// A check on one number. CLI11 would report a failed check as "--flag: message"; ours throw the message whole
-// so that it reads like every other error of qil ("--batch must be at least 1, got 0"). A value that is not a
-// number passes here and fails CLI11's conversion, which names it.
-// `help` is the short form --help shows after the type (INT:POSITIVE).
-CLI::Validator number_check(std::string flag, std::function<bool(double)> ok, std::string requirement,
-                            std::string help) {
-  return CLI::Validator(
-      [flag, ok, requirement](std::string& s) {
-        double v = 0;
-        try {
-          size_t used = 0;
-          v = std::stod(s, &used);
-          if (used != s.size()) return std::string();
-        } catch (const std::exception&) {
-          return std::string();
-        }
-        if (!ok(v)) throw Error(str_cat(flag, " ", requirement, ", got ", s));
-        return std::string();
-      },
-      std::move(help));
-}
 CLI::Validator at_least(const char* flag, double min) {
   return number_check(std::string("--") + flag, [min](double v) { return v >= min; },
                       str_cat("must be at least ", min), str_cat(">=", min));

@@ -7,12 +7,10 @@
 
 namespace apps {
 
-namespace {
-// Throws the message whole, as train's field checks do (apps/config.cpp): "--threads must be in 0..1024, got
-// 100000". A value that is not an integer passes here and fails CLI11's conversion, which names it.
-CLI::Validator count_range(const std::string& flag, int64_t lo, int64_t hi) {
+CLI::Validator number_check(std::string flag, std::function<bool(double)> ok, std::string requirement,
+                            std::string help) {
   return CLI::Validator(
-      [flag, lo, hi](std::string& s) {
+      [flag, ok, requirement](std::string& s) {
         double v = 0;
         try {
           size_t used = 0;
@@ -21,11 +19,18 @@ CLI::Validator count_range(const std::string& flag, int64_t lo, int64_t hi) {
         } catch (const std::exception&) {
           return std::string();
         }
-        QIL_CHECK(v >= static_cast<double>(lo) && v <= static_cast<double>(hi), flag, " must be in ", lo, "..", hi,
-                  ", got ", s);
+        if (!ok(v)) throw engine::Error(engine::str_cat(flag, " ", requirement, ", got ", s));
         return std::string();
       },
-      engine::str_cat("[", lo, "..", hi, "]"));
+      std::move(help));
+}
+
+namespace {
+// "--threads must be in 0..1024, got 100000".
+CLI::Validator count_range(const std::string& flag, int64_t lo, int64_t hi) {
+  return number_check(
+      flag, [lo, hi](double v) { return v >= static_cast<double>(lo) && v <= static_cast<double>(hi); },
+      engine::str_cat("must be in ", lo, "..", hi), engine::str_cat("[", lo, "..", hi, "]"));
 }
 }  // namespace
 

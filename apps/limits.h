@@ -4,10 +4,12 @@
 // (apps/config.cpp, which uses these same bounds).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace CLI {
 class App;
+class Validator;
 }
 
 namespace apps {
@@ -21,6 +23,13 @@ constexpr int64_t kMaxWorkers = 256;
 // of 256 MiB, up to 1 TiB.
 constexpr int64_t kDefaultMaxIdxMb = 256;
 constexpr int64_t kMaxIdxMb = int64_t(1) << 20;
+
+// A check on one number of an option. CLI11 would report a failed check as "--flag: message"; this throws
+// engine::Error with the message whole, "<flag> <requirement>, got <value>" ("--batch must be at least 1, got
+// 0"), as every other error of qil reads. A value that is not a number passes here and fails CLI11's
+// conversion, which names it. `help` is the short form --help shows after the type (INT:POSITIVE).
+CLI::Validator number_check(std::string flag, std::function<bool(double)> ok, std::string requirement,
+                            std::string help);
 
 // `--threads N` (0..kMaxThreads), `--workers N` (1..kMaxWorkers) and `--max-idx-mb N` (1..kMaxIdxMb) on a
 // subcommand. A value out of range is an error naming the flag, the range and the value

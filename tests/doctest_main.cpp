@@ -18,11 +18,11 @@ namespace {
 
 unsigned g_selected = 0;  // test cases that passed the filters in the last run
 
-struct SelectionCounter : doctest::IReporter {
-  explicit SelectionCounter(const doctest::ContextOptions&) {}
+// A listener that ignores every event; the two below override what they read.
+struct QuietListener : doctest::IReporter {
   void report_query(const doctest::QueryData&) override {}
   void test_run_start() override {}
-  void test_run_end(const doctest::TestRunStats& s) override { g_selected = s.numTestCasesPassingFilters; }
+  void test_run_end(const doctest::TestRunStats&) override {}
   void test_case_start(const doctest::TestCaseData&) override {}
   void test_case_reenter(const doctest::TestCaseData&) override {}
   void test_case_end(const doctest::CurrentTestCaseStats&) override {}
@@ -33,21 +33,22 @@ struct SelectionCounter : doctest::IReporter {
   void log_message(const doctest::MessageData&) override {}
   void test_case_skipped(const doctest::TestCaseData&) override {}
 };
+
+struct SelectionCounter : QuietListener {
+  explicit SelectionCounter(const doctest::ContextOptions&) {}
+  void test_run_end(const doctest::TestRunStats& s) override { g_selected = s.numTestCasesPassingFilters; }
+};
 REGISTER_LISTENER("selection_counter", 1, SelectionCounter);
 
 std::string g_suite;  // the ctest prefix: "apps" for test_apps
 
-struct SkipReporter : doctest::IReporter {
+struct SkipReporter : QuietListener {
   std::string name;
   explicit SkipReporter(const doctest::ContextOptions&) {}
-  void report_query(const doctest::QueryData&) override {}
-  void test_run_start() override {}
-  void test_run_end(const doctest::TestRunStats&) override {}
   void test_case_start(const doctest::TestCaseData& t) override {
     name = t.m_name;
     qiltest::pending_skip() = {};
   }
-  void test_case_reenter(const doctest::TestCaseData&) override {}
   void test_case_end(const doctest::CurrentTestCaseStats& s) override {
     const qiltest::SkipRequest skip = qiltest::pending_skip();
     qiltest::pending_skip() = {};
@@ -65,12 +66,6 @@ struct SkipReporter : doctest::IReporter {
       }
     }
   }
-  void test_case_exception(const doctest::TestCaseException&) override {}
-  void subcase_start(const doctest::SubcaseSignature&) override {}
-  void subcase_end() override {}
-  void log_assert(const doctest::AssertData&) override {}
-  void log_message(const doctest::MessageData&) override {}
-  void test_case_skipped(const doctest::TestCaseData&) override {}
 };
 REGISTER_LISTENER("skip_reporter", 2, SkipReporter);
 
