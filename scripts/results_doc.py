@@ -235,7 +235,10 @@ def summary():
     for title, prefixes in questions:
         r = compare(prefixes)
         L.append(f"**{title}.**")
-        L += verdicts(r[2], name_label) if r else [f"- not run yet ({', '.join(p + '-s*' for p in prefixes)})."]
+        L += verdicts(r[2], name_label) if r else []
+        missing = [p + "-s*" for p in prefixes if not runs_of(p)]
+        if missing:
+            L.append(f"- not run yet: {', '.join(missing)}.")
         L.append("")
     L += ["A variant *lower* than QIL's default is a mechanism that earns its keep; *not distinguishable* is a "
           "negative result for that mechanism in this setting.", END]
