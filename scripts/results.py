@@ -94,19 +94,20 @@ def plan(seeds):
             b = f"{setting}-w{bits}-{kind}-{base}-s{s}" if base else None
             runs.append(dict(name=name, seed=s, args=args, base=b, delta=list(delta)))
 
-    # 1. Does learning the intervals earn anything? W2A2 in both settings, learned against frozen.
-    for setting in ("edge", "std"):
-        q(setting, 2)
-        q(setting, 2, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
-    # 2. QIL's peers at W2A2 where 2 bits bite.
+    # 1. Does learning the intervals earn anything? W2A2 where 2 bits bite, learned against frozen.
+    q("edge", 2)
+    q("edge", 2, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
+    # 2. QIL's peers at W2A2 where 2 bits bite, and LSQ on QIL's ternary weight grid (the same level count).
     for kind in ("lsq", "pact", "dorefa"):
         q("edge", 2, kind)
-    # 2b. The same number of weight levels at 2 bits: LSQ on QIL's ternary grid.
-    for setting in ("edge", "std"):
-        q(setting, 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
+    q("edge", 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
     # 3. QIL's mechanisms, each alone, where 2 bits bite.
     for v in ("gamma1", "actfrozen", "wfrozen", "noprune", "paper"):
         q("edge", 2, variant=v, extra=ABLATIONS[v], base="learned", delta=ABLATIONS[v])
+    # 3b. Learned against frozen, and equal levels, with the edges at full precision.
+    q("std", 2)
+    q("std", 2, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
+    q("std", 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
     # 4. Distillation from the FP network, every quantizer, W2A2, both settings.
     for setting in ("edge", "std"):
         for kind in START:
