@@ -98,9 +98,11 @@ def plan(seeds):
     q("edge", 2)
     q("edge", 2, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
     # 2. QIL's peers at W2A2 where 2 bits bite, and LSQ on QIL's ternary weight grid (the same level count).
-    for kind in ("lsq", "pact", "dorefa"):
-        q("edge", 2, kind)
+    # LSQ on QIL's level count comes right after LSQ: without it LSQ against QIL is not like for like.
+    q("edge", 2, "lsq")
     q("edge", 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
+    for kind in ("pact", "dorefa"):
+        q("edge", 2, kind)
     # 3. QIL's mechanisms, each alone, where 2 bits bite.
     for v in ("gamma1", "actfrozen", "wfrozen", "noprune", "paper"):
         q("edge", 2, variant=v, extra=ABLATIONS[v], base="learned", delta=ABLATIONS[v])
