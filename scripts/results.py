@@ -88,14 +88,14 @@ def plan(seeds):
     for s in seeds:
         runs.append(dict(name=fp_name(s), seed=s, args=MODEL + FP + ["--seed", str(s)], base=None, delta=[]))
 
-    def q(setting, bits, kind="qil", variant="learned", extra=(), base=None, delta=()):
+    def q(setting, bits, kind="qil", variant="learned", extra=(), base=None, delta=(), commit=None):
         st = SETTINGS[setting]
         for s in seeds:
             name = f"{setting}-w{bits}-{kind}-{variant}-s{s}"
             args = (MODEL + ["--init", fp_ckpt(s), "--lr", Q_LR, "--seed", str(s), "--stages", str(bits),
                              "--epochs", str(st["epochs"][bits])] + st["flags"] + START[kind] + list(extra))
             b = f"{setting}-w{bits}-{kind}-{base}-s{s}" if base else None
-            runs.append(dict(name=name, seed=s, args=args, base=b, delta=list(delta)))
+            runs.append(dict(name=name, seed=s, args=args, base=b, delta=list(delta), commit=commit))
 
     # 1. Does learning the intervals earn anything? W2A2 where 2 bits bite, learned against frozen.
     q("edge", 2)
@@ -264,7 +264,8 @@ def execute(run, binary, threads):
         for p in run["args"]:
             if p.endswith(".ckpt") and not os.path.exists(p):
                 raise SystemExit(f"results: {run['name']} starts from {p}, which does not exist (run its FP network first)")
-        commit, exe = binary()
+        # A run that needs a flag younger than --commit names the commit it runs on (its provenance says so).
+        commit, exe = build(run["commit"]) if run.get("commit") else binary()
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         prov = provenance(run, commit, exe, threads)
