@@ -24,8 +24,8 @@
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
 #include "layers/model_io.h"
-#include "apps/report.h"
-#include "apps/stages.h"
+#include "apps/training/report.h"
+#include "apps/training/stages.h"
 #include "apps/training/evaluate.h"
 #include "data/imagenet.h"
 #include "engine/check.h"
@@ -238,7 +238,7 @@ InputGeometry eval_geometry(const EvalOptions& o, const layers::LoadedModel& lm,
 // the evaluation images are (`in`).
 void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o, const std::string& kind,
                        const InputGeometry& in) {
-  const Stage st = parse_stage_entry(o.quant);
+  const training::Stage st = training::parse_stage_entry(o.quant);
   QIL_CHECK(st.quantized(), "--quant ", o.quant, ": a width below 32 is needed");
   for (auto& [name, l] : layers::quantizable_layers(*lm.model))
     QIL_CHECK(!l->weight_quantizer() && !l->act_quantizer(), "--quant: ", o.checkpoint,
@@ -382,17 +382,17 @@ int run_inspect(const InspectOptions& o) {
   if (o.json) {
     json arr = json::array();
     for (const auto& r : in.reports) {
-      json j = layer_report_json(r);
+      json j = training::layer_report_json(r);
       if (const ActivationStats* s = stats_of(r.name)) j["input_stats"] = activation_stats_json(*s);
       arr.push_back(j);
     }
     std::cout << arr.dump(2) << "\n";
   } else if (o.csv) {
-    std::cout << interval_csv(in.reports);
+    std::cout << training::interval_csv(in.reports);
   } else if (o.html.empty() || !o.data.empty()) {
     std::cout << in.checkpoint << ": " << in.meta.model << ", " << in.reports.size() << " quantized layers\n"
               << input_description(network_input(in.meta)) << "\n";
-    if (!in.reports.empty()) std::cout << interval_table(in.reports);
+    if (!in.reports.empty()) std::cout << training::interval_table(in.reports);
     if (!in.activations.empty()) {
       std::printf("\ninputs of the activation quantizers on %s:\n%-24s %10s %10s %10s %10s %12s\n",
                   in.data_name.c_str(), "layer", "%zeroed", "%saturated", "mean", "max", "values");

@@ -53,7 +53,7 @@ CLI::Validator unit_interval(const char* flag) {  // [0, 1)
                       "[0,1)");
 }
 CLI::Validator stage_entry() {
-  return CLI::Validator([](std::string& s) { return parse_stage_entry(s), std::string(); },
+  return CLI::Validator([](std::string& s) { return training::parse_stage_entry(s), std::string(); },
                         "32, 2..8 or wNaM");
 }
 // One of a few names. CLI::IsMember would say "--progress: x not in {auto,bar,lines,none}"; these keep the
@@ -244,8 +244,8 @@ std::string join(const std::vector<T>& items, char sep) {
 
 }  // namespace
 
-std::vector<Stage> TrainConfig::stage_list() const {
-  return parse_stages(stages, stage_epochs.empty() ? std::vector<int64_t>{epochs} : stage_epochs, stage_lr);
+std::vector<training::Stage> TrainConfig::stage_list() const {
+  return training::parse_stages(stages, stage_epochs.empty() ? std::vector<int64_t>{epochs} : stage_epochs, stage_lr);
 }
 
 std::string TrainConfig::stages_text(char sep) const { return join(stages, sep); }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "apps/limits.h"
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 #include "layers/quantize.h"
 
 namespace CLI {
@@ -99,7 +99,7 @@ struct TrainConfig {
   double bucket_mb = 25;            // overlap: the largest bucket, MiB
 
   // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
-  std::vector<Stage> stage_list() const;
+  std::vector<training::Stage> stage_list() const;
   // The stage entries as written on the command line, joined by `sep` ("32,4"; "32-4" for directory names).
   std::string stages_text(char sep = ',') const;
 };

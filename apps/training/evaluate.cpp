@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "apps/progress.h"
+#include "apps/training/progress.h"
 #include "engine/autograd.h"
 #include "engine/dist.h"
 #include "engine/ops.h"

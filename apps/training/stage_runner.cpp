@@ -9,7 +9,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "apps/progress.h"
+#include "apps/training/progress.h"
 #include "apps/training/fault_injection.h"
 #include "apps/training/trainer.h"
 #include "data/imagenet.h"

@@ -17,7 +17,7 @@
 #include "apps/config.h"
 #include "apps/data_setup.h"
 #include "layers/model_io.h"
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 #include "apps/training/run_log.h"
 #include "apps/training/run_state.h"
 #include "data/loader.h"
