@@ -20,6 +20,7 @@
 
 #include "apps/data_setup.h"
 #include "apps/export.h"
+#include "apps/quant_flags.h"
 #include "apps/inspect/activations.h"
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
@@ -243,19 +244,16 @@ void quantize_for_eval(layers::LoadedModel& lm, const EvalOptions& o, const std:
   for (auto& [name, l] : layers::quantizable_layers(*lm.model))
     QIL_CHECK(!l->weight_quantizer() && !l->act_quantizer(), "--quant: ", o.checkpoint,
               " is already quantized (layer ", name, "); --quant takes a full-precision checkpoint");
-  layers::QuantPlan plan;
+  layers::QuantPlan plan = quant_plan(o.quantizer, o.first_last, o.weight_calib, o.act_calib);
   plan.wbits = st.wbits;
   plan.abits = st.abits;
-  plan.first_last_bits = first_last_bits(o.first_last);
-  plan.quantizer = o.quantizer;
-  plan.weight_calib = quant::parse_weight_calib(o.weight_calib);
-  plan.act_calib = quant::parse_act_calib(o.act_calib);
   layers::apply_quant_plan(*lm.model, plan);
-  TrainConfig cfg;
-  cfg.data = kind;
-  cfg.data_dir = o.data_dir;
-  cfg.max_idx_mb = o.max_idx_mb;
-  RunData rd = load_run_data(cfg, &in);
+  // The training images as `qil train` holds them out by default (its data flags' defaults), made as `in` says.
+  DataOptions data;
+  data.data = kind;
+  data.data_dir = o.data_dir;
+  data.max_idx_mb = o.max_idx_mb;
+  const RunData rd = load_run_data(data, &in);
   training::calibrate_on(*lm.model, rd.calib, o.batch, o.calib_batches, o.workers);
 }
 }  // namespace
@@ -278,7 +276,8 @@ int run_eval(const EvalOptions& o) {
   // Under mpirun the ranks share the images out (training::evaluate) and rank 0 reports.
   const bool lead = engine::dist::rank() == 0;
   training::EvalResult r =
-      training::evaluate(*lm.model, ds, o.batch, o.workers, lead ? o.progress : "none", "eval");
+      training::evaluate(*lm.model, ds, o.batch, o.workers,
+                         lead ? training::progress_mode(o.progress) : training::ProgressMode::none, "eval");
   if (!lead) return 0;
   if (o.json) {
     json j{{"checkpoint", o.checkpoint}, {"data", name}, {"images", r.count}, {"loss", r.loss},

@@ -485,13 +485,6 @@ void validate(const TrainConfig& c) {
   c.stage_list();
 }
 
-int first_last_bits(const std::string& first_last) {
-  if (first_last == "fp") return 32;
-  if (first_last == "8") return 8;
-  if (first_last == "same") return 0;
-  throw Error(str_cat("--first-last must be fp, 8 or same, got '", first_last, "'"));
-}
-
 std::string to_toml(const TrainConfig& cfg) {
   TrainConfig c = cfg;  // fields() needs non-const pointers
   toml::table tbl;

@@ -115,10 +115,6 @@ void apply_config_file(CLI::App& app, TrainConfig& cfg);
 // Unknown keys, bad values and TOML syntax errors throw engine::Error naming the key, the value and the file.
 void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg);
 
-// `--first-last`: fp -> 32 (full precision), 8 -> 8, same -> 0 (the stage's widths; layers::QuantPlan's
-// first_last_bits); anything else is an error naming it.
-int first_last_bits(const std::string& first_last);
-
 // Checks across fields (stage lists against each other, options that need another); throws engine::Error.
 void validate(const TrainConfig& cfg);
 
