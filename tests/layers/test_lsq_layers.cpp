@@ -9,7 +9,6 @@
 
 #include "gradcheck.h"
 
-#include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/serialize.h"
