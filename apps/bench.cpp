@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "apps/limits.h"
 #include "apps/training/stages.h"
 #include "apps/training/trainer.h"

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <variant>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "apps/limits.h"
 #include "engine/check.h"
 

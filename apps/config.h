@@ -1,7 +1,7 @@
 // The training configuration: every `qil train` flag as a typed field, the CLI11 options bound to those fields
 // (with their validators), the TOML config file that can set any of them (flags on the command line win),
 // per-layer quantization overrides, and the resolved config written into a run directory.
-// Not the training loop (apps/training/) and not the other subcommands' options (commands.h).
+// Not the training loop (apps/training/) and not the other subcommands' options (each has its own apps/ file).
 #pragma once
 #include <cstdint>
 #include <map>

@@ -9,7 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "apps/quant_flags.h"
 #include "apps/training/stage_runner.h"
 #include "engine/check.h"
