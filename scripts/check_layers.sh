@@ -37,6 +37,7 @@ layer_of() {
 
 bad=0
 say() { echo "$1"; bad=1; }
+include='^[[:space:]]*#[[:space:]]*include[[:space:]]*'
 
 while IFS= read -r f; do
   lf=$(layer_of "$f")
@@ -50,12 +51,12 @@ while IFS= read -r f; do
     elif ((li == lf)) && [[ ${layers[$lf]} != */ && ${inc%.h} != "${f%.*}" ]]; then
       say "$f:$line: includes $inc, a file of its own layer (only its own header may be)"
     fi
-  done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"apps/' "$f" | sed -E 's/^([0-9]+):.*"(apps\/[^"]*)".*/\1:\2/')
+  done < <(grep -n "$include\"apps/" "$f" | sed -E 's/^([0-9]+):.*"(apps\/[^"]*)".*/\1:\2/')
 done < <(find apps -name '*.h' -o -name '*.cpp' | sort)
 
 while IFS= read -r hit; do say "$hit: a library below apps/ includes apps/"; done \
-  < <(grep -rn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"apps/' engine quant layers data || true)
+  < <(grep -rn "$include\"apps/" engine quant layers data || true)
 while IFS= read -r hit; do say "$hit: the training library includes the command line's parsers"; done \
-  < <(grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](CLI/|toml\+\+/)' apps/training || true)
+  < <(grep -rnE "$include[<\"](CLI/|toml\\+\\+/)" apps/training || true)
 
 exit $bad

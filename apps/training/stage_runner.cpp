@@ -102,7 +102,7 @@ void install_stop_signals() {
 }
 
 StageRunner::StageRunner(TrainingRun& run, RunOptions options, RunState state, const RunLog& log)
-    : run_(run), opt_(std::move(options)), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
+    : run_(run), options_(std::move(options)), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
   // Test-only (docs/reliability.md): QIL_TEST_NAN_STEPS=5,9 puts a NaN into the first pixel of the batches of
   // steps 5 and 9 (1-based, within a stage), as a corrupt input would, to test --on-nan.
   if (const char* env = std::getenv("QIL_TEST_NAN_STEPS")) {
@@ -125,16 +125,16 @@ int StageRunner::run() {
 // The stage's quantization plan, what is frozen (weights and BN for quantizer-only training, intervals, output
 // scales for the paper's recipe) and calibration of new intervals, logged as the stage's epoch 0.
 std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, bool resumed_mid_stage) {
-  layers::QuantPlan plan = opt_.quant;
+  layers::QuantPlan plan = options_.quant;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);
   QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
-  layers::freeze_weights(*run_.model, opt_.freeze_weights && st.quantized());
-  layers::freeze_intervals(*run_.model, opt_.freeze_weight_intervals, opt_.freeze_act_intervals);
-  layers::freeze_output_scales(*run_.model, opt_.freeze_output_scales);
+  layers::freeze_weights(*run_.model, options_.freeze_weights && st.quantized());
+  layers::freeze_intervals(*run_.model, options_.freeze_weight_intervals, options_.freeze_act_intervals);
+  layers::freeze_output_scales(*run_.model, options_.freeze_output_scales);
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
-    calibrate_on(*run_.model, run_.data.calib, opt_.batch, opt_.calib_batches, opt_.workers);
+    calibrate_on(*run_.model, run_.data.calib, options_.batch, options_.calib_batches, options_.workers);
     // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
     if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
   }
@@ -147,9 +147,9 @@ bool StageRunner::run_stage(int si) {
   const bool resuming = run_.resume.has_value() && si == pos.stage;
   const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
   const auto qnames = prepare_stage(si, st, mid_stage);
-  engine::SGD opt(param_groups(*run_.model, opt_.weight_decay, opt_.quant_lr_scale, opt_.act_quant_lr_scale,
-                               opt_.pact_alpha_decay),
-                  static_cast<float>(opt_.momentum), opt_.nesterov);
+  engine::SGD opt(param_groups(*run_.model, options_.weight_decay, options_.quant_lr_scale, options_.act_quant_lr_scale,
+                               options_.pact_alpha_decay),
+                  static_cast<float>(options_.momentum), options_.nesterov);
   if (resuming) {
     // The momentum buffers are checked like the model's tensors (layers/model_io.h): they must fit the
     // optimizer and be finite; errors name the file.
@@ -170,18 +170,18 @@ bool StageRunner::run_stage(int si) {
   } else {
     state_.begin_stage(si);
   }
-  const engine::LrSchedule sched = make_schedule(opt_, st);
-  data::Loader loader(run_.data.train, loader_options(LoaderUse::train, opt_.batch, opt_.workers, opt_.seed,
-                                                      run_.rank, run_.world, opt_.accumulate));
-  QIL_CHECK(loader.batches_per_epoch() >= opt_.accumulate, "--batch ", opt_.batch, " x --accumulate ",
-            opt_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
+  const engine::LrSchedule sched = make_schedule(options_, st);
+  data::Loader loader(run_.data.train, loader_options(LoaderUse::train, options_.batch, options_.workers, options_.seed,
+                                                      run_.rank, run_.world, options_.accumulate));
+  QIL_CHECK(loader.batches_per_epoch() >= options_.accumulate, "--batch ", options_.batch, " x --accumulate ",
+            options_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
             run_.world, " process(es)");
   StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
   log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
                     qnames.size(), " quantized layers",
-                    opt_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
+                    options_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
                     mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
-  StepOptions so = opt_.step;
+  StepOptions so = options_.step;
   if (!st.quantized()) so.balance = layers::GradBalance::none;
   so.teacher = run_.teacher.get();
   so.allreduce = run_.world > 1;
@@ -203,13 +203,13 @@ bool StageRunner::run_stage(int si) {
 bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched,
                             const Stage& st, EpochTotals& totals) {
   RunPosition& pos = state_.position;
-  const int64_t k = opt_.accumulate;
+  const int64_t k = options_.accumulate;
   const int64_t steps_per_epoch = loader.batches_per_epoch() / k;  // optimizer steps: what the LR schedule counts
   const int64_t end = steps_per_epoch * k;
   run_.model->train();
   loader.start_epoch(pos.global_epoch, pos.batch);
-  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * opt_.batch,
-               run_.lead() ? opt_.progress : ProgressMode::none);
+  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * options_.batch,
+               run_.lead() ? options_.progress : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
   int64_t images = 0;  // of this process, for the progress bar
@@ -249,7 +249,7 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
                                 : std::string());
     ++steps_this_process_;
     inject_test_fault(run_.rank, steps_this_process_, *run_.model);
-    if (run_.world > 1 && opt_.rank_check_every > 0 && pos.step % opt_.rank_check_every == 0)
+    if (run_.world > 1 && options_.rank_check_every > 0 && pos.step % options_.rank_check_every == 0)
       require_same_on_all_ranks(*run_.model, false, str_cat("after step ", pos.step, " of stage ", st.name()));
     if (save_or_stop(trainer.optimizer(), st, pos.batch == end)) {
       bar.finish();
@@ -269,7 +269,7 @@ void StageRunner::on_nonfinite(const std::string& nonfinite, float loss, const S
                                                                                         " is not finite");
   const std::string where = str_cat("step ", pos.step + 1, " of stage ", st.name(), " (epoch ", pos.epoch + 1,
                                     ", batch ", batch + 1, ")");
-  QIL_CHECK(opt_.skip_nonfinite, "training diverged: ", what, " at ", where,
+  QIL_CHECK(options_.skip_nonfinite, "training diverged: ", what, " at ", where,
             "; the checkpoints hold the state before it (try a lower --lr, or --on-nan skip)");
   ++pos.nan_skips;
   log_.line(str_cat("skipped ", where, ": ", what, " (", pos.nan_skips, " step(s) skipped in this run)"));
@@ -281,13 +281,13 @@ void StageRunner::on_nonfinite(const std::string& nonfinite, float loss, const S
 // statistics across ranks, and a rank that stopped alone would leave the others waiting in the next step).
 bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done) {
   const RunPosition& pos = state_.position;
-  const bool stop_requested = opt_.stop_after_steps > 0 && steps_this_process_ >= opt_.stop_after_steps;
+  const bool stop_requested = options_.stop_after_steps > 0 && steps_this_process_ >= options_.stop_after_steps;
   std::vector<int64_t> due{g_stop_signal.load(),
                            std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10) ? 1 : 0};
   if (run_.world > 1) engine::dist::allreduce_max_i64(due);
   const int signal = static_cast<int>(due[0]);
   const bool stop = signal != 0 || stop_requested;
-  const bool every_n = opt_.checkpoint_every_steps > 0 && pos.step % opt_.checkpoint_every_steps == 0;
+  const bool every_n = options_.checkpoint_every_steps > 0 && pos.step % options_.checkpoint_every_steps == 0;
   double save_s = 0;
   if (stop || (!epoch_done && (every_n || due[1]))) {
     const auto t = std::chrono::steady_clock::now();
@@ -330,9 +330,9 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   QIL_CHECK(totals.steps == 0 || totals.skipped < totals.steps, "training diverged: every step of stage ",
             st.name(), " epoch ", pos.epoch + 1, " had a non-finite loss or gradient and was skipped (--on-nan ",
             "skip); try a lower --lr");
-  const ProgressMode progress = run_.lead() ? opt_.progress : ProgressMode::none;
-  if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, opt_.batch, opt_.workers, progress, "val");
-  if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, opt_.batch, opt_.workers, progress, "test");
+  const ProgressMode progress = run_.lead() ? options_.progress : ProgressMode::none;
+  if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, options_.batch, options_.workers, progress, "val");
+  if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, options_.batch, options_.workers, progress, "test");
   e.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   summary.val = e.val;
   summary.test = e.test;
@@ -346,7 +346,7 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   log_.epoch(e, *run_.model);
   if (auto* f = dynamic_cast<const data::ImageFolderDataset*>(run_.data.train.get()); f && f->bad_files() > 0)
     log_.line(str_cat("  ", f->bad_files(), " undecodable training file(s) skipped so far (named above); ",
-                      "the run stops past --max-bad-files ", opt_.max_bad_files));
+                      "the run stops past --max-bad-files ", options_.max_bad_files));
   // `best` before `last`: `last` records that this epoch was the best, so a kill between the two writes must
   // find the best files already current (the other order left best-*.ckpt an epoch behind for good).
   if (is_best) {

@@ -33,8 +33,8 @@ namespace apps::training {
 // The LR's course within a stage (engine::LrSchedule), from the stage's base LR.
 enum class LrShape { cosine, multistep, constant };
 
-// How a run trains: what the loop reads of `qil train`'s flags, typed. The defaults are `qil train`'s, but for
-// `quant` (layers::QuantPlan's own).
+// How a run trains: what the loop reads of `qil train`'s flags, typed. The numbers default to the flags'
+// defaults; `quant` and `step` keep their own types' (layers::QuantPlan, StepOptions), and `progress` is none.
 struct RunOptions {
   // Every stage's quantization plan but its widths, which the runner sets per stage.
   layers::QuantPlan quant;
@@ -122,7 +122,7 @@ class StageRunner {
   RunState state_over_ranks() const;  // every rank must call it
 
   TrainingRun& run_;
-  const RunOptions opt_;
+  const RunOptions options_;
   RunState state_;
   const RunLog& log_;
   std::vector<StageSummary> summaries_;

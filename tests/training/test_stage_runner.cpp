@@ -62,7 +62,8 @@ apps::training::RunData in_memory_data() {
   for (int64_t i = 0; i < 80; ++i) (i < 64 ? train : val).push_back(i);
   const std::vector<float> mean{0.2f}, std{0.3f};
   apps::training::RunData d;
-  d.train = std::make_shared<data::InMemoryDataset>(images, train, data::SmallImageTransform::train(mean, std, 0, false));
+  const auto no_augment = data::SmallImageTransform::train(mean, std, 0, false);
+  d.train = std::make_shared<data::InMemoryDataset>(images, train, no_augment);
   d.calib = std::make_shared<data::InMemoryDataset>(images, train, data::SmallImageTransform::eval(mean, std));
   d.val = std::make_shared<data::InMemoryDataset>(images, val, data::SmallImageTransform::eval(mean, std));
   d.train_name = "striped";
