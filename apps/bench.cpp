@@ -15,9 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "apps/limits.h"
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 #include "apps/training/trainer.h"
 #include "engine/autograd.h"
 #include "engine/dist.h"
@@ -104,7 +104,7 @@ SyntheticBatch synthetic_batch(const BenchOptions& o) {
   return b;
 }
 
-void quantize_for_bench(layers::Module& model, const Stage& st, const std::string& quantizer, const Tensor& x) {
+void quantize_for_bench(layers::Module& model, const training::Stage& st, const std::string& quantizer, const Tensor& x) {
   layers::QuantPlan plan;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
@@ -136,7 +136,7 @@ std::string quantizer_kernel_isa(layers::Module& model) {
   return "";
 }
 
-StepBench time_steps(const BenchOptions& o, layers::Module& model, const Stage& st, const SyntheticBatch& b) {
+StepBench time_steps(const BenchOptions& o, layers::Module& model, const training::Stage& st, const SyntheticBatch& b) {
   std::vector<Tensor> params;
   for (auto& p : model.named_parameters()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
@@ -196,7 +196,7 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
-void print_steps(const BenchOptions& o, const Stage& st, const StepBench& r) {
+void print_steps(const BenchOptions& o, const training::Stage& st, const StepBench& r) {
   const int world = engine::dist::world_size();
   const std::string mode = world > 1 ? o.allreduce : "none";
   const double n = static_cast<double>(std::max<int64_t>(r.times.steps, 1));
@@ -323,7 +323,7 @@ int run_bench(const BenchOptions& o) {
   layers::ModelSpec spec{o.in_channels, o.num_classes, o.image_size, 0};
   auto model = layers::build_model(o.model, spec);
   if (o.allreduce_only) return run_allreduce_only(o, *model);
-  const Stage st = parse_stage_entry(o.quant);
+  const training::Stage st = training::parse_stage_entry(o.quant);
   QIL_CHECK(!o.int8 || (o.infer && st.quantized()), "bench: --int8 needs --infer and a quantized --quant (got --quant ",
             o.quant, o.infer ? "" : ", no --infer", ")");
   const SyntheticBatch b = synthetic_batch(o);

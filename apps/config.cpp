@@ -13,7 +13,7 @@
 #include <sstream>
 #include <variant>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "apps/limits.h"
 #include "engine/check.h"
 
@@ -53,7 +53,7 @@ CLI::Validator unit_interval(const char* flag) {  // [0, 1)
                       "[0,1)");
 }
 CLI::Validator stage_entry() {
-  return CLI::Validator([](std::string& s) { return parse_stage_entry(s), std::string(); },
+  return CLI::Validator([](std::string& s) { return training::parse_stage_entry(s), std::string(); },
                         "32, 2..8 or wNaM");
 }
 // One of a few names. CLI::IsMember would say "--progress: x not in {auto,bar,lines,none}"; these keep the
@@ -244,8 +244,8 @@ std::string join(const std::vector<T>& items, char sep) {
 
 }  // namespace
 
-std::vector<Stage> TrainConfig::stage_list() const {
-  return parse_stages(stages, stage_epochs.empty() ? std::vector<int64_t>{epochs} : stage_epochs, stage_lr);
+std::vector<training::Stage> TrainConfig::stage_list() const {
+  return training::parse_stages(stages, stage_epochs.empty() ? std::vector<int64_t>{epochs} : stage_epochs, stage_lr);
 }
 
 std::string TrainConfig::stages_text(char sep) const { return join(stages, sep); }
@@ -483,13 +483,6 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(c.pact_alpha_decay == 0 || pact, "--pact-alpha-decay applies to PACT's alpha: it needs --quantizer pact "
             "(or a layer with quantizer = \"pact\" in the config file), got --quantizer ", c.quantizer);
   c.stage_list();
-}
-
-int first_last_bits(const std::string& first_last) {
-  if (first_last == "fp") return 32;
-  if (first_last == "8") return 8;
-  if (first_last == "same") return 0;
-  throw Error(str_cat("--first-last must be fp, 8 or same, got '", first_last, "'"));
 }
 
 std::string to_toml(const TrainConfig& cfg) {

@@ -1,7 +1,7 @@
 // The training configuration: every `qil train` flag as a typed field, the CLI11 options bound to those fields
 // (with their validators), the TOML config file that can set any of them (flags on the command line win),
 // per-layer quantization overrides, and the resolved config written into a run directory.
-// Not the training loop (apps/training/) and not the other subcommands' options (commands.h).
+// Not the training loop (apps/training/) and not the other subcommands' options (each has its own apps/ file).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "apps/limits.h"
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 #include "layers/quantize.h"
 
 namespace CLI {
@@ -99,7 +99,7 @@ struct TrainConfig {
   double bucket_mb = 25;            // overlap: the largest bucket, MiB
 
   // The stage list with each stage's epochs and LR resolved (throws engine::Error naming the bad entry).
-  std::vector<Stage> stage_list() const;
+  std::vector<training::Stage> stage_list() const;
   // The stage entries as written on the command line, joined by `sep` ("32,4"; "32-4" for directory names).
   std::string stages_text(char sep = ',') const;
 };
@@ -114,10 +114,6 @@ void apply_config_file(CLI::App& app, TrainConfig& cfg);
 // Reads one TOML config file into the fields whose flags `app` did not receive, and the per-layer tables.
 // Unknown keys, bad values and TOML syntax errors throw engine::Error naming the key, the value and the file.
 void read_config_file(const std::string& path, CLI::App& app, TrainConfig& cfg);
-
-// `--first-last`: fp -> 32 (full precision), 8 -> 8, same -> 0 (the stage's widths; layers::QuantPlan's
-// first_last_bits); anything else is an error naming it.
-int first_last_bits(const std::string& first_last);
 
 // Checks across fields (stage lists against each other, options that need another); throws engine::Error.
 void validate(const TrainConfig& cfg);

@@ -39,16 +39,12 @@ Splits load_kind(const std::string& kind, const std::string& dir_in, int64_t max
   return s;
 }
 
-bool has_augment(const TrainConfig& cfg, const char* name) {
-  return std::find(cfg.augment.begin(), cfg.augment.end(), name) != cfg.augment.end();
-}
-
 // The seeded validation hold-out (--val-size) of the training pool.
-void hold_out(const std::vector<int64_t>& pool, const TrainConfig& cfg, std::vector<int64_t>& train_idx,
+void hold_out(const std::vector<int64_t>& pool, const DataOptions& o, std::vector<int64_t>& train_idx,
               std::vector<int64_t>& val_idx) {
-  QIL_CHECK(cfg.val_size < static_cast<int64_t>(pool.size()), "--val-size ", cfg.val_size,
+  QIL_CHECK(o.val_size < static_cast<int64_t>(pool.size()), "--val-size ", o.val_size,
             " leaves no training images out of ", pool.size());
-  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), cfg.val_size, cfg.seed);
+  data::Split split = data::split_holdout(static_cast<int64_t>(pool.size()), o.val_size, o.seed);
   for (int64_t i : split.train) train_idx.push_back(pool[i]);
   for (int64_t i : split.val) val_idx.push_back(pool[i]);
 }
@@ -77,31 +73,31 @@ void note(const std::string& text) {
 
 // The side a run on ImageNet-style folders trains at and its evaluation resize: --image-size, else the side
 // of the network it starts from, else 224.
-std::pair<int64_t, int64_t> imagenet_sides(const TrainConfig& cfg, const InputGeometry* net) {
+std::pair<int64_t, int64_t> imagenet_sides(const DataOptions& o, const InputGeometry* net) {
   const bool known = net && net->recorded && net->resize > 0;
-  if (cfg.image_size == 0) {
+  if (o.image_size == 0) {
     if (known) return {net->size, net->resize};
     return {224, data::ImageNetTransform::default_resize(224)};
   }
-  if (known && cfg.image_size != net->size)
-    note(str_cat("--image-size ", cfg.image_size, ": the network was trained at ", net->size,
-                 " pixels; this run feeds it ", cfg.image_size, "-pixel images (and records that)"));
-  if (known && cfg.image_size == net->size) return {net->size, net->resize};
-  return {cfg.image_size, data::ImageNetTransform::default_resize(cfg.image_size)};
+  if (known && o.image_size != net->size)
+    note(str_cat("--image-size ", o.image_size, ": the network was trained at ", net->size,
+                 " pixels; this run feeds it ", o.image_size, "-pixel images (and records that)"));
+  if (known && o.image_size == net->size) return {net->size, net->resize};
+  return {o.image_size, data::ImageNetTransform::default_resize(o.image_size)};
 }
 
-RunData load_imagenet(const TrainConfig& cfg, const InputGeometry* net) {
-  QIL_CHECK(!cfg.data_dir.empty(), "--data imagenet needs --data-dir (a folder with train/ and val/)");
-  data::ImageNetSplits sp = data::scan_imagenet(cfg.data_dir);
-  QIL_CHECK(!sp.train.samples.empty(), "--data-dir ", cfg.data_dir, ": no training images under train/");
-  const auto [size, resize] = imagenet_sides(cfg, net);
+RunData load_imagenet(const DataOptions& o, const InputGeometry* net) {
+  QIL_CHECK(!o.data_dir.empty(), "--data imagenet needs --data-dir (a folder with train/ and val/)");
+  data::ImageNetSplits sp = data::scan_imagenet(o.data_dir);
+  QIL_CHECK(!sp.train.samples.empty(), "--data-dir ", o.data_dir, ": no training images under train/");
+  const auto [size, resize] = imagenet_sides(o, net);
   data::ImageFolderOptions opt;
-  opt.max_bad_files = cfg.max_bad_files;
+  opt.max_bad_files = o.max_bad_files;
   RunData r;
-  r.train_name = "imagenet (" + cfg.data_dir + ")";
-  std::vector<int64_t> pool = strided(static_cast<int64_t>(sp.train.samples.size()), cfg.train_subset);
+  r.train_name = "imagenet (" + o.data_dir + ")";
+  std::vector<int64_t> pool = strided(static_cast<int64_t>(sp.train.samples.size()), o.train_subset);
   std::vector<int64_t> train_idx, val_idx;
-  hold_out(pool, cfg, train_idx, val_idx);
+  hold_out(pool, o, train_idx, val_idx);
   data::ImageNetTransform tr = data::ImageNetTransform::train_default(size);
   data::ImageNetTransform ev = data::ImageNetTransform::eval_default(size, resize);
   if (net) {
@@ -110,7 +106,7 @@ RunData load_imagenet(const TrainConfig& cfg, const InputGeometry* net) {
     tr.mean = ev.mean = net->mean;
     tr.std = ev.std = net->std;
   }
-  tr.flip = has_augment(cfg, "flip");
+  tr.flip = o.flip;
   r.mean = tr.mean;
   r.std = tr.std;
   r.train = std::make_shared<data::ImageFolderDataset>(select(sp.train, train_idx), tr, opt);
@@ -118,7 +114,7 @@ RunData load_imagenet(const TrainConfig& cfg, const InputGeometry* net) {
   if (!val_idx.empty()) r.val = std::make_shared<data::ImageFolderDataset>(select(sp.train, val_idx), ev, opt);
   if (!sp.val.samples.empty()) {
     r.test = std::make_shared<data::ImageFolderDataset>(
-        select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), cfg.test_subset)), ev, opt);
+        select(sp.val, strided(static_cast<int64_t>(sp.val.samples.size()), o.test_subset)), ev, opt);
     r.test_name = "imagenet val";
   }
   r.in_channels = 3;
@@ -126,6 +122,18 @@ RunData load_imagenet(const TrainConfig& cfg, const InputGeometry* net) {
   r.image_size = size;
   r.eval_resize = resize;
   return r;
+}
+
+// What a checkpoint of a run on `r` records about its inputs.
+InputGeometry geometry_of(const RunData& r) {
+  InputGeometry g;
+  g.channels = r.in_channels;
+  g.size = r.image_size;
+  g.resize = r.eval_resize;
+  g.mean = r.mean;
+  g.std = r.std;
+  g.recorded = true;
+  return g;
 }
 
 std::vector<int64_t> first_n(int64_t total, int64_t n) {
@@ -148,66 +156,55 @@ InputGeometry network_input(const layers::ModelMeta& meta) {
   return g;
 }
 
-InputGeometry RunData::geometry() const {
-  InputGeometry g;
-  g.channels = in_channels;
-  g.size = image_size;
-  g.resize = eval_resize;
-  g.mean = mean;
-  g.std = std;
-  g.recorded = true;
-  return g;
-}
-
 std::string default_data_dir(const std::string& kind) {
   if (kind == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
   return "";
 }
 
-RunData load_run_data(const TrainConfig& cfg, const InputGeometry* net) {
-  if (cfg.data == "imagenet") {
-    RunData r = load_imagenet(cfg, net);
-    if (!cfg.eval_data.empty())
-      r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name,
-                              cfg.max_idx_mb);
+RunData load_run_data(const DataOptions& o, const InputGeometry* net) {
+  if (o.data == "imagenet") {
+    RunData r = load_imagenet(o, net);
+    if (!o.eval_data.empty())
+      r.test = load_eval_data(o.eval_data, o.eval_data_dir, o.test_subset, geometry_of(r), &r.test_name,
+                              o.max_idx_mb);
     return r;
   }
-  Splits s = load_kind(cfg.data, cfg.data_dir, cfg.max_idx_mb);
+  Splits s = load_kind(o.data, o.data_dir, o.max_idx_mb);
   RunData r;
-  r.train_name = cfg.data + (cfg.data_dir.empty() ? "" : " (" + cfg.data_dir + ")");
-  std::vector<int64_t> pool = first_n(s.train->size(), cfg.train_subset);
+  r.train_name = o.data + (o.data_dir.empty() ? "" : " (" + o.data_dir + ")");
+  std::vector<int64_t> pool = first_n(s.train->size(), o.train_subset);
   std::vector<int64_t> train_idx, val_idx;
-  hold_out(pool, cfg, train_idx, val_idx);
+  hold_out(pool, o, train_idx, val_idx);
   if (!net) {
     data::ChannelStats st = data::channel_stats(*s.train, train_idx);
     r.mean = st.mean;
     r.std = st.std;
   } else {
     QIL_CHECK(static_cast<int64_t>(net->mean.size()) == s.train->channels(), "the network expects ",
-              net->mean.size(), "-channel images, but ", cfg.data, " has ", s.train->channels());
+              net->mean.size(), "-channel images, but ", o.data, " has ", s.train->channels());
     r.mean = net->mean;
     r.std = net->std;
   }
-  const bool crop = has_augment(cfg, "crop"), flip = has_augment(cfg, "flip");
+  const bool crop = o.crop, flip = o.flip;
   r.train = std::make_shared<data::InMemoryDataset>(
-      s.train, train_idx, data::SmallImageTransform::train(r.mean, r.std, crop ? cfg.crop_padding : 0, flip));
+      s.train, train_idx, data::SmallImageTransform::train(r.mean, r.std, crop ? o.crop_padding : 0, flip));
   r.calib = std::make_shared<data::InMemoryDataset>(s.train, train_idx, data::SmallImageTransform::eval(r.mean, r.std));
   if (!val_idx.empty())
     r.val = std::make_shared<data::InMemoryDataset>(s.train, val_idx, data::SmallImageTransform::eval(r.mean, r.std));
   r.in_channels = s.train->channels();
   r.image_size = s.train->height();
-  if (!cfg.eval_data.empty()) {
-    r.test = load_eval_data(cfg.eval_data, cfg.eval_data_dir, cfg.test_subset, r.geometry(), &r.test_name,
-                            cfg.max_idx_mb);
+  if (!o.eval_data.empty()) {
+    r.test = load_eval_data(o.eval_data, o.eval_data_dir, o.test_subset, geometry_of(r), &r.test_name,
+                            o.max_idx_mb);
   } else if (s.test) {
-    r.test = std::make_shared<data::InMemoryDataset>(s.test, first_n(s.test->size(), cfg.test_subset),
+    r.test = std::make_shared<data::InMemoryDataset>(s.test, first_n(s.test->size(), o.test_subset),
                                                      data::SmallImageTransform::eval(r.mean, r.std));
-    r.test_name = cfg.data + " test";
+    r.test_name = o.data + " test";
   }
   r.num_classes = s.train->num_classes;
   if (r.test) r.num_classes = std::max(r.num_classes, r.test->num_classes());
-  QIL_CHECK(cfg.image_size == 0 || cfg.image_size == r.image_size, "--image-size ", cfg.image_size, ": ",
-            cfg.data, " images are ", r.image_size, " pixels (resizing applies to imagenet data only)");
+  QIL_CHECK(o.image_size == 0 || o.image_size == r.image_size, "--image-size ", o.image_size, ": ",
+            o.data, " images are ", r.image_size, " pixels (resizing applies to imagenet data only)");
   return r;
 }
 

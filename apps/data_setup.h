@@ -1,13 +1,16 @@
-// Builds the datasets a run uses from its configuration: training set (augmented), validation hold-out and
-// test set, and optionally an evaluation set from different data. Normalization constants come from the
-// training images, or from the network when it was trained elsewhere (--init); the evaluation geometry of
-// `qil eval` and `qil inspect` comes from the network's checkpoint (InputGeometry).
+// Builds the datasets a run uses from its data flags (DataOptions): training set (augmented), validation
+// hold-out and test set, and optionally an evaluation set from different data. Normalization constants come
+// from the training images, or from the network when it was trained elsewhere (--init); the evaluation geometry
+// of `qil eval` and `qil inspect` comes from the network's checkpoint (InputGeometry). Not the training library's
+// use of them (apps/training/run_data.h holds what this makes) and not the readers (data/).
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "apps/config.h"
+#include "apps/limits.h"
+#include "apps/training/run_data.h"
 #include "data/dataset.h"
 #include "layers/model_io.h"
 
@@ -26,22 +29,30 @@ struct InputGeometry {
 // The one place a network's inputs are read from its meta (what a checkpoint records).
 InputGeometry network_input(const layers::ModelMeta& meta);
 
-struct RunData {
-  std::shared_ptr<const data::Dataset> train;  // augmented
-  std::shared_ptr<const data::Dataset> calib;  // training images, eval transform (calibration)
-  std::shared_ptr<const data::Dataset> val;    // may be null (--val-size 0)
-  std::shared_ptr<const data::Dataset> test;   // may be null (a dataset without a test split)
-  std::string train_name, test_name;
-  int64_t in_channels = 0, num_classes = 0, image_size = 0;
-  int64_t eval_resize = 0;  // ImageNet-style folders: the evaluation transform's resize side; 0 = none
-  std::vector<float> mean, std;
-  InputGeometry geometry() const;  // what a checkpoint of this run records
+using training::RunData;
+
+// The data flags of `qil train` (the same names, the same defaults): which data, where, what is held out and
+// how training images are augmented. `qil eval --quant` uses the defaults for its calibration images.
+struct DataOptions {
+  std::string data = "fashion-mnist";  // fashion-mnist | idx | mnist | cifar10 | cifar100 | imagenet
+  std::string data_dir;                // default for fashion-mnist: Debian's folder
+  std::string eval_data;               // default: the training data's own test split
+  std::string eval_data_dir;
+  int64_t val_size = 5000;      // hold-out from the training set (seeded by `seed`)
+  uint64_t seed = 0;
+  int64_t train_subset = 0;     // the first N training samples only (0 = all)
+  int64_t test_subset = 0;      // the first N test samples only (0 = all)
+  int64_t image_size = 0;       // 0 = the data's own size (IDX/CIFAR) or 224 (ImageNet)
+  bool crop = true, flip = true;  // training augmentation
+  int64_t crop_padding = 2;
+  int64_t max_bad_files = 100;  // imagenet: undecodable files tolerated before the run stops
+  int64_t max_idx_mb = kDefaultMaxIdxMb;  // the largest IDX file read, MiB (apps/limits.h)
 };
 
 // net: the network's inputs when it comes from a file (its normalization is used, and for ImageNet-style
 // folders its side unless --image-size says otherwise, which is said on stderr); null = a fresh network,
 // normalized with the training images' statistics.
-RunData load_run_data(const TrainConfig& cfg, const InputGeometry* net);
+RunData load_run_data(const DataOptions& o, const InputGeometry* net);
 
 // The evaluation geometry of ImageNet-style folders for a network: its own, or for a checkpoint that does not
 // record it, torchvision's 224 and 256 as before (said on stderr, with the --image-size that matches the

@@ -1,35 +1,18 @@
-// `qil export` and `qil predict`: a trained network out of qil. export writes safetensors, either float
-// tensors under torchvision's names (quantized layers as the effective weight w̄·s they compute with) or
-// integer weight codes with their scales and the activation quantizers' parameters, or the whole network as
-// an ONNX graph (apps/export_onnx.h); predict runs a NumPy `.npy` batch through a checkpoint (or
-// torchvision-named safetensors, apps/model_file.h) and writes the logits as `.npy`. No TorchScript.
+// A trained network's tensors as qil exports them in safetensors files: float tensors under torchvision's names
+// (quantized layers as the effective weight w̄·s they compute with), or integer weight codes with their scales
+// and the activation quantizers' parameters, with the metadata that says how to read them; the effective weight
+// and weight codes are also what the ONNX graph (apps/export_onnx.h) is made of. Not the `qil export` command
+// (export_cmd.h) and not reading such files back (model_file.h, which names their format strings).
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 
 #include "apps/model_file.h"
-#include "layers/model_io.h"
 #include "engine/serialize.h"
-
-namespace CLI {
-class App;
-}
+#include "layers/model_io.h"
 
 namespace apps {
-
-// The value of "format" in the metadata of each kind of file.
-constexpr const char* kExportFormatFloat = "qil-export-v1";
-constexpr const char* kExportFormatInt = "qil-export-int-v1";
-
-struct ExportOptions {
-  std::string checkpoint;
-  std::string out;
-  std::string format = "safetensors";  // safetensors | int
-  bool with_quant_params = false;      // safetensors: also <layer>.weight_quant.c ... and <layer>.out_scale
-};
-void add_export_flags(CLI::App& app, ExportOptions& o);
-int run_export(const ExportOptions& o);
 
 // Tensors and "__metadata__" of an export, before they are written.
 struct ExportedModel {
@@ -65,29 +48,5 @@ ExportedModel export_float(layers::Module& model, const layers::ModelMeta& meta,
 // (f32 scalars). Everything else (full-precision weights, scaled by s where only the input is quantized,
 // biases, BatchNorm) as f32 under its own name. The metadata says how to dequantize.
 ExportedModel export_int(layers::Module& model, const layers::ModelMeta& meta);
-
-struct PredictOptions {
-  std::string checkpoint;  // or a .safetensors file (file describes it)
-  std::string input;
-  std::string output;
-  int64_t batch = 64;
-  int64_t threads = 0;  // 0 = OpenMP's default
-  bool int8 = false;    // integer inference for the layers whose weights and input are quantized
-  std::string precision = "fp32";  // fp32 | bf16 (convolutions and linear layers)
-  ModelFileOptions file;  // for a safetensors file: what it does not say itself
-};
-
-// `--int8` of eval and predict: its help text, and switching integer inference on for every layer whose weights
-// and input are both quantized (layers::set_int8_inference), with a line on stderr saying which layers run it.
-// A network with no such layer is an error naming the checkpoint.
-extern const char* const kInt8FlagHelp;
-void enable_int8_inference(layers::Module& model, const std::string& checkpoint);
-void add_predict_flags(CLI::App& app, PredictOptions& o);
-int run_predict(const PredictOptions& o);
-
-// Logits (N, K) of x (N, C, H, W), in eval mode without gradients, `batch` images at a time. x must have the
-// network's C, H, W (spec); `where` names the input in errors.
-engine::Tensor predict_logits(layers::Module& model, const layers::ModelSpec& spec, const engine::Tensor& x,
-                              int64_t batch, const std::string& where);
 
 }  // namespace apps

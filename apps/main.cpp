@@ -1,18 +1,26 @@
-// The `qil` command: subcommands train, eval, models, inspect, bench, bench-data, export, predict, compare. Every error
-// is reported on one line naming the bad value or file, with a non-zero exit code; under mpirun the line names
-// the rank and the error ends every rank of the job at once. The process-wide settings of the engine
-// (allocator, activation layout, op profiler, collective watchdog) are set here, once, and nowhere else.
+// The `qil` command: one table of subcommands (train, eval, models, inspect, bench, bench-data, export, predict,
+// compare), each a name, a help line, its flags, its run function and what it asks of the engine's process-wide
+// settings. Every error is reported on one line naming the bad value or file, with a non-zero exit code; under
+// mpirun the line names the rank and the error ends every rank of the job at once. The process-wide settings of
+// the engine (allocator, activation layout, op profiler, precision, collective watchdog) are set here, once, and
+// nowhere else. Not any subcommand's work: each lives in its own apps/ file.
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "apps/bench.h"
 #include "apps/bench_data.h"
-#include "apps/commands.h"
 #include "apps/compare.h"
 #include "apps/config.h"
-#include "apps/export.h"
+#include "apps/eval.h"
+#include "apps/export_cmd.h"
+#include "apps/inspect_cmd.h"
+#include "apps/machine.h"
+#include "apps/models_cmd.h"
+#include "apps/predict.h"
 #include "apps/train.h"
 #include "engine/check.h"
 #include "engine/dist.h"
@@ -39,69 +47,76 @@ int fail(const std::string& kind, const std::string& message, int code) {
   return code;
 }
 
-// Every subcommand's options, bound to its flags.
-struct Commands {
-  apps::TrainConfig train_cfg;
-  apps::EvalOptions eval_opt;
-  apps::ModelsOptions models_opt;
-  apps::InspectOptions inspect_opt;
-  apps::BenchOptions bench_opt;
-  apps::BenchDataOptions bench_data_opt;
-  apps::ExportOptions export_opt;
-  apps::PredictOptions predict_opt;
-  apps::CompareOptions compare_opt;
-  CLI::App *train = nullptr, *eval = nullptr, *models = nullptr, *inspect = nullptr, *bench = nullptr,
-           *bench_data = nullptr, *export_cmd = nullptr, *predict = nullptr, *compare = nullptr;
-
-  explicit Commands(CLI::App& app) {
-    train = app.add_subcommand("train", "train a network (full precision and/or quantized stages)");
-    apps::add_train_flags(*train, train_cfg);
-    eval = app.add_subcommand("eval", "top-1/top-5 accuracy of a checkpoint on a dataset");
-    apps::add_eval_flags(*eval, eval_opt);
-    models = app.add_subcommand("models", "list the model zoo: parameters and FLOPs");
-    apps::add_models_flags(*models, models_opt);
-    inspect = app.add_subcommand("inspect", "what each quantized layer learned (intervals, thresholds)");
-    apps::add_inspect_flags(*inspect, inspect_opt);
-    bench = app.add_subcommand("bench", "training-step throughput (img/s) on synthetic data");
-    apps::add_bench_flags(*bench, bench_opt);
-    bench_data = app.add_subcommand("bench-data", "input-pipeline throughput (img/s) on an ImageNet-style folder");
-    apps::add_bench_data_flags(*bench_data, bench_data_opt);
-    export_cmd = app.add_subcommand("export", "write a checkpoint as safetensors (float or integer weights)");
-    apps::add_export_flags(*export_cmd, export_opt);
-    predict = app.add_subcommand("predict", "logits of a .npy batch (float32 N,C,H,W) as .npy");
-    apps::add_predict_flags(*predict, predict_opt);
-    compare = app.add_subcommand("compare", "compare finished runs: groups by settings, mean ± sd, paired 95% intervals");
-    apps::add_compare_flags(*compare, compare_opt);
-  }
-
-  // The engine's process-wide switches for the chosen subcommand.
-  void configure_engine() const {
-    engine::ops::tune_malloc_for_training();
-    // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance-history.md) where
-    // the network trains or is measured; the other commands keep the plain layout their outputs are read in.
-    engine::ops::set_keep_blocked(*train || *eval || (*bench && !bench_opt.plain));
-    engine::ops::set_op_profiling(*bench && bench_opt.profile);
-    apps::apply_precision(*train ? train_cfg.precision
-                          : *eval ? eval_opt.precision
-                          : *bench ? bench_opt.precision
-                          : *predict ? predict_opt.precision
-                                     : "fp32");
-    engine::dist::set_collective_timeout(*train ? train_cfg.collective_timeout : 600);
-  }
-
-  int run() const {
-    if (*train) return apps::run_train(train_cfg);
-    if (*eval) return apps::run_eval(eval_opt);
-    if (*models) return apps::run_models(models_opt);
-    if (*inspect) return apps::run_inspect(inspect_opt);
-    if (*bench) return apps::run_bench(bench_opt);
-    if (*bench_data) return apps::run_bench_data(bench_data_opt);
-    if (*export_cmd) return apps::run_export(export_opt);
-    if (*predict) return apps::run_predict(predict_opt);
-    if (*compare) return apps::run_compare(compare_opt);
-    return 0;
-  }
+// What a subcommand asks of the engine's process-wide settings.
+struct EngineSettings {
+  // Activations stay in oneDNN's blocked layout between the ops that support it (docs/performance-history.md)
+  // where the network trains or is measured; the other commands keep the plain layout their outputs are read in.
+  bool keep_blocked = false;
+  bool profile_ops = false;
+  std::string precision = "fp32";
+  double collective_timeout = 600;  // seconds (train's --collective-timeout); a no-op without MPI
 };
+
+// Every subcommand's options, bound to its flags.
+struct Options {
+  apps::TrainConfig train;
+  apps::EvalOptions eval;
+  apps::ModelsOptions models;
+  apps::InspectOptions inspect;
+  apps::BenchOptions bench;
+  apps::BenchDataOptions bench_data;
+  apps::ExportOptions export_;
+  apps::PredictOptions predict;
+  apps::CompareOptions compare;
+};
+
+struct Subcommand {
+  const char* name;
+  const char* help;
+  std::function<void(CLI::App&)> add_flags;
+  std::function<int()> run;
+  std::function<EngineSettings()> engine = [] { return EngineSettings{}; };
+  // After parsing, before anything runs: train's config file fills what the command line left unset.
+  std::function<void(CLI::App&)> after_parse = [](CLI::App&) {};
+};
+
+// The subcommands, in the order `qil --help` lists them.
+std::vector<Subcommand> subcommands(Options& o) {
+  return {
+      {"train", "train a network (full precision and/or quantized stages)",
+       [&](CLI::App& a) { apps::add_train_flags(a, o.train); }, [&] { return apps::run_train(o.train); },
+       [&] { return EngineSettings{true, false, o.train.precision, o.train.collective_timeout}; },
+       [&](CLI::App& a) { apps::apply_config_file(a, o.train); }},
+      {"eval", "top-1/top-5 accuracy of a checkpoint on a dataset",
+       [&](CLI::App& a) { apps::add_eval_flags(a, o.eval); }, [&] { return apps::run_eval(o.eval); },
+       [&] { return EngineSettings{true, false, o.eval.precision}; }},
+      {"models", "list the model zoo: parameters and FLOPs",
+       [&](CLI::App& a) { apps::add_models_flags(a, o.models); }, [&] { return apps::run_models(o.models); }},
+      {"inspect", "what each quantized layer learned (intervals, thresholds)",
+       [&](CLI::App& a) { apps::add_inspect_flags(a, o.inspect); }, [&] { return apps::run_inspect(o.inspect); }},
+      {"bench", "training-step throughput (img/s) on synthetic data",
+       [&](CLI::App& a) { apps::add_bench_flags(a, o.bench); }, [&] { return apps::run_bench(o.bench); },
+       [&] { return EngineSettings{!o.bench.plain, o.bench.profile, o.bench.precision}; }},
+      {"bench-data", "input-pipeline throughput (img/s) on an ImageNet-style folder",
+       [&](CLI::App& a) { apps::add_bench_data_flags(a, o.bench_data); },
+       [&] { return apps::run_bench_data(o.bench_data); }},
+      {"export", "write a checkpoint as safetensors (float or integer weights)",
+       [&](CLI::App& a) { apps::add_export_flags(a, o.export_); }, [&] { return apps::run_export(o.export_); }},
+      {"predict", "logits of a .npy batch (float32 N,C,H,W) as .npy",
+       [&](CLI::App& a) { apps::add_predict_flags(a, o.predict); }, [&] { return apps::run_predict(o.predict); },
+       [&] { return EngineSettings{false, false, o.predict.precision}; }},
+      {"compare", "compare finished runs: groups by settings, mean ± sd, paired 95% intervals",
+       [&](CLI::App& a) { apps::add_compare_flags(a, o.compare); }, [&] { return apps::run_compare(o.compare); }},
+  };
+}
+
+void configure_engine(const EngineSettings& s) {
+  engine::ops::tune_malloc_for_training();
+  engine::ops::set_keep_blocked(s.keep_blocked);
+  engine::ops::set_op_profiling(s.profile_ops);
+  apps::apply_precision(s.precision);
+  engine::dist::set_collective_timeout(s.collective_timeout);
+}
 
 }  // namespace
 
@@ -112,19 +127,30 @@ int main(int argc, char** argv) {
   app.name("qil");
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  Commands cmd(app);
+  Options options;
+  const std::vector<Subcommand> table = subcommands(options);
+  std::vector<CLI::App*> parsers;
+  for (const Subcommand& s : table) {
+    parsers.push_back(app.add_subcommand(s.name, s.help));
+    s.add_flags(*parsers.back());
+  }
+  const Subcommand* chosen = nullptr;
   try {
     app.parse(argc, argv);
-    // A config file (--config, or a resumed run's own config.toml) fills what the command line left unset.
-    if (*cmd.train) apps::apply_config_file(*cmd.train, cmd.train_cfg);
+    for (size_t i = 0; i < table.size(); ++i)
+      if (*parsers[i]) {
+        chosen = &table[i];
+        chosen->after_parse(*parsers[i]);
+      }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const engine::Error& e) {
     return fail("error", e.what(), 2);
   }
+  if (!chosen) return 0;  // not reached: CLI11 requires one subcommand
   try {
-    cmd.configure_engine();
-    return cmd.run();
+    configure_engine(chosen->engine());
+    return chosen->run();
   } catch (const engine::Error& e) {
     return fail("error", e.what(), 1);
   } catch (const std::exception& e) {

@@ -1,4 +1,4 @@
-// eval's and predict's network: a checkpoint, or safetensors weights under torchvision's names.
+// eval's and predict's network: a checkpoint, or safetensors weights under torchvision's names; --int8.
 #include "apps/model_file.h"
 
 #include <CLI/CLI.hpp>
@@ -8,10 +8,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "apps/export.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "layers/models.h"
+#include "layers/quantize.h"
 
 namespace apps {
 
@@ -198,6 +198,21 @@ layers::LoadedModel load_model_file(const std::string& path, const ModelFileOpti
   layers::LoadedModel lm = layers::load_model_checkpoint(path);
   check_agrees(lm, o, path);
   return lm;
+}
+
+const char* const kInt8FlagHelp =
+    "integer inference: every layer whose weights and input are both quantized runs on oneDNN's int8 primitives "
+    "(input levels u8, or s8 for a signed first-layer input, x weight codes s8, exact s32 sums, one f32 scale per "
+    "layer); full-precision layers and layers with only one side quantized run in f32 as before (docs/int8.md)";
+
+void enable_int8_inference(layers::Module& model, const std::string& checkpoint) {
+  const layers::Int8Layers l = layers::set_int8_inference(model, true);
+  QIL_CHECK(!l.integer.empty(), "--int8: ", checkpoint,
+            " has no layer whose weights and input are both quantized (nothing would run in int8)");
+  std::string names;
+  for (const std::string& n : l.floating) names += (names.empty() ? "" : ", ") + n;
+  std::fprintf(stderr, "int8: %zu layers in integers, %zu in f32%s%s\n", l.integer.size(), l.floating.size(),
+               names.empty() ? "" : ": ", names.c_str());
 }
 
 }  // namespace apps

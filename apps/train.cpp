@@ -3,12 +3,14 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
+#include "apps/quant_flags.h"
 #include "apps/training/stage_runner.h"
 #include "engine/check.h"
 #include "engine/dist.h"
@@ -161,6 +163,75 @@ std::string run_header(const TrainConfig& cfg, const TrainingRun& run) {
 
 }  // namespace
 
+DataOptions data_options(const TrainConfig& cfg) {
+  DataOptions d;
+  d.data = cfg.data;
+  d.data_dir = cfg.data_dir;
+  d.eval_data = cfg.eval_data;
+  d.eval_data_dir = cfg.eval_data_dir;
+  d.val_size = cfg.val_size;
+  d.seed = cfg.seed;
+  d.train_subset = cfg.train_subset;
+  d.test_subset = cfg.test_subset;
+  d.image_size = cfg.image_size;
+  const auto has = [&](const char* name) {
+    return std::find(cfg.augment.begin(), cfg.augment.end(), name) != cfg.augment.end();
+  };
+  d.crop = has("crop");
+  d.flip = has("flip");
+  d.crop_padding = cfg.crop_padding;
+  d.max_bad_files = cfg.max_bad_files;
+  d.max_idx_mb = cfg.max_idx_mb;
+  return d;
+}
+
+training::RunOptions run_options(const TrainConfig& cfg) {
+  training::RunOptions o;
+  o.quant = quant_plan(cfg.quantizer, cfg.first_last, cfg.weight_calib, cfg.act_calib);
+  o.quant.no_pruning = cfg.no_pruning;
+  o.quant.lsq_symmetric = cfg.lsq_symmetric;
+  o.quant.fix_gamma = cfg.fix_gamma;
+  o.quant.recalibrate_weights = cfg.recalibrate_weights;
+  o.quant.recalibrate_activations = cfg.recalibrate_activations;
+  o.quant.overrides = cfg.layers;
+  o.freeze_weights = cfg.freeze_weights;
+  o.freeze_weight_intervals = cfg.freeze_intervals || cfg.freeze_weight_intervals;
+  o.freeze_act_intervals = cfg.freeze_intervals || cfg.freeze_act_intervals;
+  const bool paper = cfg.quant_recipe == "paper";  // the paper's rule alone: raw interval gradients, fixed scales
+  o.freeze_output_scales = paper;
+  o.calib_batches = cfg.calib_batches;
+  o.step.balance = paper ? layers::GradBalance::none : layers::parse_grad_balance(cfg.quant_grad_scale);
+  o.step.label_smoothing = static_cast<float>(cfg.label_smoothing);
+  o.step.distill_t = static_cast<float>(cfg.distill);
+  o.step.distill_weight = static_cast<float>(cfg.distill_weight);
+  o.step.overlap = cfg.allreduce == "overlap";
+  o.step.bucket_bytes = training::bucket_bytes(cfg.bucket_mb);
+  o.momentum = cfg.momentum;
+  o.nesterov = cfg.nesterov;
+  o.weight_decay = cfg.weight_decay;
+  o.quant_lr_scale = cfg.quant_lr_scale;
+  o.act_quant_lr_scale = cfg.act_quant_lr_scale;
+  o.pact_alpha_decay = cfg.pact_alpha_decay;
+  o.lr = cfg.lr;
+  o.schedule = cfg.schedule == "multistep" ? training::LrShape::multistep
+               : cfg.schedule == "cosine"  ? training::LrShape::cosine
+                                           : training::LrShape::constant;
+  o.milestones = cfg.milestones;
+  o.lr_gamma = cfg.lr_gamma;
+  o.warmup_epochs = cfg.warmup_epochs;
+  o.batch = cfg.batch;
+  o.accumulate = cfg.accumulate;
+  o.workers = cfg.workers;
+  o.seed = cfg.seed;
+  o.checkpoint_every_steps = cfg.checkpoint_every_steps;
+  o.stop_after_steps = cfg.stop_after_steps;
+  o.rank_check_every = cfg.rank_check_every;
+  o.skip_nonfinite = cfg.on_nan == "skip";
+  o.progress = training::progress_mode(cfg.progress);
+  o.max_bad_files = cfg.max_bad_files;
+  return o;
+}
+
 int run_train(TrainConfig cfg) {
   validate(cfg);
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
@@ -189,7 +260,7 @@ int run_train(TrainConfig cfg) {
   const bool from_file = run.resume || src.init;  // a qil checkpoint, which records the network's inputs
   const InputGeometry net = network_input(run.meta);
   if (from_file) note_other_data(cfg, net, run.resume ? run.dir + "/last.ckpt" : cfg.init);
-  run.data = load_run_data(cfg, from_file ? &net : nullptr);
+  run.data = load_run_data(data_options(cfg), from_file ? &net : nullptr);
   fit_meta_to_data(cfg, run, from_file);
   RunState state = build_model(cfg, run, src);
   broadcast_from_rank0(*run.model);
@@ -223,7 +294,7 @@ int run_train(TrainConfig cfg) {
   if (!layout_note.empty()) log.line(layout_note);
   if (const std::string hint = wait_policy_hint(load); !hint.empty()) log.line(hint);
   training::install_stop_signals();
-  return training::StageRunner(run, cfg, std::move(state), log).run();
+  return training::StageRunner(run, run_options(cfg), std::move(state), log).run();
 }
 
 }  // namespace apps

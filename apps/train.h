@@ -3,8 +3,15 @@
 // (apps/training/stage_runner.h). Not the loop itself and not the flags (apps/config.h).
 #pragma once
 #include "apps/config.h"
+#include "apps/data_setup.h"
+#include "apps/training/stage_runner.h"
 
 namespace apps {
+
+// The one place the command line's TrainConfig becomes the options of the data set-up and of the training
+// library (after validate(): every name in it is known).
+DataOptions data_options(const TrainConfig& cfg);
+training::RunOptions run_options(const TrainConfig& cfg);
 
 // Runs a whole training job; returns the process exit code. Throws engine::Error on bad input.
 int run_train(TrainConfig cfg);

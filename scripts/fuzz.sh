@@ -51,7 +51,7 @@ declare -A srcs=(
   [idx]="data/idx.cpp data/image_set.cpp $tensor_srcs"
   [cifar]="data/cifar.cpp data/idx.cpp data/image_set.cpp $tensor_srcs"
   [image]="data/image.cpp"
-  [config]="apps/config.cpp apps/limits.cpp apps/stages.cpp"
+  [config]="apps/config.cpp apps/limits.cpp apps/training/stages.cpp"
 )
 declare -A libs=(
   [checkpoint]="-lz" [safetensors]="-lz" [npy]="" [idx]="-lz" [cifar]="-lz" [image]="$(pkg-config --libs stb)"

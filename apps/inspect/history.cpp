@@ -9,7 +9,7 @@
 #include <string_view>
 #include <utility>
 
-#include "apps/report.h"
+#include "apps/training/report.h"
 #include "engine/check.h"
 
 namespace apps {
@@ -107,37 +107,22 @@ std::vector<MetricsRow> read_metrics_csv(const std::string& path) {
 }
 
 std::vector<IntervalRecord> read_intervals_jsonl(const std::string& path, const std::vector<MetricsRow>& metrics) {
-  std::ifstream in(path);
-  QIL_CHECK(in.good(), "intervals: cannot open '", path, "'");
   std::map<std::pair<int, int>, int64_t> global;
   for (const auto& m : metrics) global[{m.stage, m.epoch}] = m.global_epoch;
   std::map<std::pair<int, int>, int64_t> seen;  // fallback numbering without metrics
-  std::vector<IntervalRecord> out;
-  std::string line;
-  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      const json j = json::parse(line);
-      IntervalRecord r;
-      r.stage = j.value("stage", 0);
-      r.stage_name = j.value("stage_name", "");
-      r.epoch = j.value("epoch", 0);
-      r.report = layer_report_from_json(j);
-      const std::pair<int, int> key{r.stage, r.epoch};
-      // Epoch 0 is the start of a stage (its calibration): where the previous epoch ended.
-      const auto first = global.find({r.stage, 1});
-      if (r.epoch == 0 && first != global.end()) {
-        r.global_epoch = first->second - 1;
-      } else if (auto it = global.find(key); it != global.end()) {
-        r.global_epoch = it->second;
-      } else {
-        auto s = seen.find(key);
-        if (s == seen.end()) s = seen.emplace(key, static_cast<int64_t>(seen.size()) + 1).first;
-        r.global_epoch = s->second;
-      }
-      out.push_back(std::move(r));
-    } catch (const json::exception& e) {
-      throw engine::Error(engine::str_cat(path, ": line ", line_no, " is not a layer record (", e.what(), ")"));
+  std::vector<IntervalRecord> out = training::read_interval_records(path);
+  for (IntervalRecord& r : out) {
+    const std::pair<int, int> key{r.stage, r.epoch};
+    // Epoch 0 is the start of a stage (its calibration): where the previous epoch ended.
+    const auto first = global.find({r.stage, 1});
+    if (r.epoch == 0 && first != global.end()) {
+      r.global_epoch = first->second - 1;
+    } else if (auto it = global.find(key); it != global.end()) {
+      r.global_epoch = it->second;
+    } else {
+      auto s = seen.find(key);
+      if (s == seen.end()) s = seen.emplace(key, static_cast<int64_t>(seen.size()) + 1).first;
+      r.global_epoch = s->second;
     }
   }
   return out;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/training/report.h"
 #include "layers/quantize.h"
 
 namespace apps {
@@ -24,15 +25,10 @@ struct MetricsRow {
 // names the file, the line and the column.
 std::vector<MetricsRow> read_metrics_csv(const std::string& path);
 
-// One line of intervals.jsonl: a layer's report at the end of an epoch.
-struct IntervalRecord {
-  int stage = 0;
-  std::string stage_name;
-  int epoch = 0;
-  int64_t global_epoch = 0;  // from metrics (stage, epoch); else the order of (stage, epoch) in the file
-  layers::LayerReport report;
-};
-// Blank lines are skipped; a line that is not a layer record is an error naming the file and the line.
+// One line of intervals.jsonl (apps/training/report.h), with global_epoch from metrics (stage, epoch), else the
+// order of (stage, epoch) in the file. Blank lines are skipped; a line that is not a layer record is an error
+// naming the file and the line.
+using training::IntervalRecord;
 std::vector<IntervalRecord> read_intervals_jsonl(const std::string& path, const std::vector<MetricsRow>& metrics);
 
 }  // namespace apps

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "apps/progress.h"
+#include "apps/training/progress.h"
 #include "engine/autograd.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
@@ -52,9 +52,9 @@ void for_each_eval_batch(layers::Module& model, const std::shared_ptr<const data
 }
 
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
-                    int64_t workers, const std::string& progress, const std::string& label) {
+                    int64_t workers, ProgressMode progress, const std::string& label) {
   const int rank = engine::dist::rank(), world = engine::dist::world_size();
-  Progress bar(label, ds->size(), progress_mode(progress));
+  Progress bar(label, ds->size(), progress);
   // Loss sums per batch of the one-process order (zero for other ranks' batches), top-1 and top-5 hits, images.
   std::vector<double> batch_loss(static_cast<size_t>((ds->size() + batch - 1) / batch), 0.0);
   std::vector<int64_t> counts{0, 0, 0};

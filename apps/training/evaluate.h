@@ -2,13 +2,14 @@
 // loss) behind `qil train`'s per-epoch evaluation and `qil eval`, calibration on a dataset (train and
 // `qil eval --quant`), and the one place that says how a loader is set up for training, evaluation and
 // calibration.
-// Not the training step (trainer.h) and not dataset construction (apps/data_setup.h).
+// Not the training step (trainer.h) and not dataset construction (data/, and apps/data_setup.h for `qil`).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "apps/training/progress.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "layers/module.h"
@@ -37,12 +38,12 @@ struct EvalResult {
   int64_t count = 0;
 };
 
-// Accuracy and mean cross-entropy of `model` over all of `ds`. progress: auto | bar | lines | none.
+// Accuracy and mean cross-entropy of `model` over all of `ds`, with a progress display in `progress`.
 // Under MPI every rank must call it: each evaluates its share of the batches (LoaderUse::eval) and the counts
 // and per-batch loss sums are reduced, the loss summed in batch order, so the figures equal a one-process
 // evaluation's exactly (with the same batch size and threads per process, which fix the arithmetic).
 EvalResult evaluate(layers::Module& model, const std::shared_ptr<const data::Dataset>& ds, int64_t batch,
-                    int64_t workers, const std::string& progress, const std::string& label);
+                    int64_t workers, ProgressMode progress, const std::string& label);
 
 // Calibrates the model's new quantizers (and unfitted output scales) on up to `batches` batches of `ds`, in
 // order (the calibration loader); does nothing when every quantizer already has its interval.

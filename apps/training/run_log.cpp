@@ -14,8 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "apps/progress.h"
-#include "apps/report.h"
+#include "apps/training/progress.h"
+#include "apps/training/report.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "layers/quantize.h"

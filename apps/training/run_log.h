@@ -1,7 +1,7 @@
 // What a training run reports, and where: metrics.csv (one row per epoch), intervals.jsonl (one JSON record
 // per quantized layer per epoch) and the console lines (run header, stage header, epoch line, stop notice,
 // summary). Only the lead process (rank 0) writes; on the other ranks every call does nothing.
-// Not the progress bar (apps/progress.h) and not checkpoints (stage_runner.h).
+// Not the progress bar (progress.h) and not checkpoints (stage_runner.h).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -9,9 +9,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "apps/progress.h"
 #include "apps/training/fault_injection.h"
-#include "apps/training/trainer.h"
 #include "data/imagenet.h"
 #include "engine/check.h"
 #include "engine/dist.h"
@@ -29,15 +27,15 @@ namespace {
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-engine::LrSchedule make_schedule(const TrainConfig& cfg, const Stage& st) {
-  const float base = static_cast<float>(st.lr > 0 ? st.lr : cfg.lr);
+engine::LrSchedule make_schedule(const RunOptions& o, const Stage& st) {
+  const float base = static_cast<float>(st.lr > 0 ? st.lr : o.lr);
   engine::LrSchedule s = engine::LrSchedule::constant(base);
-  if (cfg.schedule == "cosine") {
+  if (o.schedule == LrShape::cosine) {
     s = engine::LrSchedule::cosine(base, st.epochs);
-  } else if (cfg.schedule == "multistep") {
-    s = engine::LrSchedule::multistep(base, cfg.milestones, static_cast<float>(cfg.lr_gamma));
+  } else if (o.schedule == LrShape::multistep) {
+    s = engine::LrSchedule::multistep(base, o.milestones, static_cast<float>(o.lr_gamma));
   }
-  if (cfg.warmup_epochs > 0) s.with_warmup(cfg.warmup_epochs);
+  if (o.warmup_epochs > 0) s.with_warmup(o.warmup_epochs);
   return s;
 }
 
@@ -103,8 +101,8 @@ void install_stop_signals() {
   std::signal(SIGTERM, on_stop_signal);
 }
 
-StageRunner::StageRunner(TrainingRun& run, const TrainConfig& cfg, RunState state, const RunLog& log)
-    : run_(run), cfg_(cfg), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
+StageRunner::StageRunner(TrainingRun& run, RunOptions options, RunState state, const RunLog& log)
+    : run_(run), options_(std::move(options)), state_(std::move(state)), log_(log), t0_(std::chrono::steady_clock::now()) {
   // Test-only (docs/reliability.md): QIL_TEST_NAN_STEPS=5,9 puts a NaN into the first pixel of the batches of
   // steps 5 and 9 (1-based, within a stage), as a corrupt input would, to test --on-nan.
   if (const char* env = std::getenv("QIL_TEST_NAN_STEPS")) {
@@ -127,27 +125,16 @@ int StageRunner::run() {
 // The stage's quantization plan, what is frozen (weights and BN for quantizer-only training, intervals, output
 // scales for the paper's recipe) and calibration of new intervals, logged as the stage's epoch 0.
 std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, bool resumed_mid_stage) {
-  layers::QuantPlan plan;
+  layers::QuantPlan plan = options_.quant;
   plan.wbits = st.wbits;
   plan.abits = st.abits;
-  plan.first_last_bits = first_last_bits(cfg_.first_last);
-  plan.no_pruning = cfg_.no_pruning;
-  plan.lsq_symmetric = cfg_.lsq_symmetric;
-  plan.fix_gamma = cfg_.fix_gamma;
-  plan.weight_calib = quant::parse_weight_calib(cfg_.weight_calib);
-  plan.act_calib = quant::parse_act_calib(cfg_.act_calib);
-  plan.recalibrate_weights = cfg_.recalibrate_weights;
-  plan.recalibrate_activations = cfg_.recalibrate_activations;
-  plan.quantizer = cfg_.quantizer;
-  plan.overrides = cfg_.layers;
   const auto qnames = layers::apply_quant_plan(*run_.model, plan);
   QIL_CHECK(!st.quantized() || !qnames.empty(), "stage ", st.name(), ": the model has no layer to quantize");
-  layers::freeze_weights(*run_.model, cfg_.freeze_weights && st.quantized());
-  layers::freeze_intervals(*run_.model, cfg_.freeze_intervals || cfg_.freeze_weight_intervals,
-                           cfg_.freeze_intervals || cfg_.freeze_act_intervals);
-  layers::freeze_output_scales(*run_.model, cfg_.quant_recipe == "paper");
+  layers::freeze_weights(*run_.model, options_.freeze_weights && st.quantized());
+  layers::freeze_intervals(*run_.model, options_.freeze_weight_intervals, options_.freeze_act_intervals);
+  layers::freeze_output_scales(*run_.model, options_.freeze_output_scales);
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
-    calibrate_on(*run_.model, run_.data.calib, cfg_.batch, cfg_.calib_batches, cfg_.workers);
+    calibrate_on(*run_.model, run_.data.calib, options_.batch, options_.calib_batches, options_.workers);
     // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
     if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
   }
@@ -160,9 +147,9 @@ bool StageRunner::run_stage(int si) {
   const bool resuming = run_.resume.has_value() && si == pos.stage;
   const bool mid_stage = resuming && (pos.epoch > 0 || pos.batch > 0);
   const auto qnames = prepare_stage(si, st, mid_stage);
-  engine::SGD opt(param_groups(*run_.model, cfg_.weight_decay, cfg_.quant_lr_scale, cfg_.act_quant_lr_scale,
-                               cfg_.pact_alpha_decay),
-                  static_cast<float>(cfg_.momentum), cfg_.nesterov);
+  engine::SGD opt(param_groups(*run_.model, options_.weight_decay, options_.quant_lr_scale, options_.act_quant_lr_scale,
+                               options_.pact_alpha_decay),
+                  static_cast<float>(options_.momentum), options_.nesterov);
   if (resuming) {
     // The momentum buffers are checked like the model's tensors (layers/model_io.h): they must fit the
     // optimizer and be finite; errors name the file.
@@ -183,27 +170,21 @@ bool StageRunner::run_stage(int si) {
   } else {
     state_.begin_stage(si);
   }
-  const engine::LrSchedule sched = make_schedule(cfg_, st);
-  data::Loader loader(run_.data.train, loader_options(LoaderUse::train, cfg_.batch, cfg_.workers, cfg_.seed,
-                                                      run_.rank, run_.world, cfg_.accumulate));
-  QIL_CHECK(loader.batches_per_epoch() >= cfg_.accumulate, "--batch ", cfg_.batch, " x --accumulate ",
-            cfg_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
+  const engine::LrSchedule sched = make_schedule(options_, st);
+  data::Loader loader(run_.data.train, loader_options(LoaderUse::train, options_.batch, options_.workers, options_.seed,
+                                                      run_.rank, run_.world, options_.accumulate));
+  QIL_CHECK(loader.batches_per_epoch() >= options_.accumulate, "--batch ", options_.batch, " x --accumulate ",
+            options_.accumulate, " is more than the ", loader.samples_per_rank(), " training images of each of the ",
             run_.world, " process(es)");
   StageSummary summary{st.name(), st.epochs, {}, {}, pos.best_val[static_cast<size_t>(si)], -1};
   log_.line(str_cat("== stage ", si + 1, "/", run_.stages.size(), ": ", st.name(), ", ", st.epochs, " epochs, ",
                     qnames.size(), " quantized layers",
-                    cfg_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
+                    options_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
                     mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
-  StepOptions so;
-  // The paper's recipe takes the raw interval gradients.
-  if (st.quantized() && cfg_.quant_recipe != "paper") so.balance = layers::parse_grad_balance(cfg_.quant_grad_scale);
-  so.label_smoothing = static_cast<float>(cfg_.label_smoothing);
+  StepOptions so = options_.step;
+  if (!st.quantized()) so.balance = layers::GradBalance::none;
   so.teacher = run_.teacher.get();
-  so.distill_t = static_cast<float>(cfg_.distill);
-  so.distill_weight = static_cast<float>(cfg_.distill_weight);
   so.allreduce = run_.world > 1;
-  so.overlap = cfg_.allreduce == "overlap";
-  so.bucket_bytes = bucket_bytes(cfg_.bucket_mb);
   Trainer trainer(*run_.model, opt, so);
   while (pos.epoch < st.epochs) {
     EpochTotals totals;
@@ -222,13 +203,13 @@ bool StageRunner::run_stage(int si) {
 bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine::LrSchedule& sched,
                             const Stage& st, EpochTotals& totals) {
   RunPosition& pos = state_.position;
-  const int64_t k = cfg_.accumulate;
+  const int64_t k = options_.accumulate;
   const int64_t steps_per_epoch = loader.batches_per_epoch() / k;  // optimizer steps: what the LR schedule counts
   const int64_t end = steps_per_epoch * k;
   run_.model->train();
   loader.start_epoch(pos.global_epoch, pos.batch);
-  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * cfg_.batch,
-               run_.lead() ? progress_mode(cfg_.progress) : ProgressMode::none);
+  Progress bar(str_cat(st.name(), " ", pos.epoch + 1, "/", st.epochs), (end - pos.batch) * options_.batch,
+               run_.lead() ? options_.progress : ProgressMode::none);
   totals.seen_before = pos.seen;
   last_save_ = std::chrono::steady_clock::now();
   int64_t images = 0;  // of this process, for the progress bar
@@ -268,7 +249,7 @@ bool StageRunner::run_epoch(Trainer& trainer, data::Loader& loader, const engine
                                 : std::string());
     ++steps_this_process_;
     inject_test_fault(run_.rank, steps_this_process_, *run_.model);
-    if (run_.world > 1 && cfg_.rank_check_every > 0 && pos.step % cfg_.rank_check_every == 0)
+    if (run_.world > 1 && options_.rank_check_every > 0 && pos.step % options_.rank_check_every == 0)
       require_same_on_all_ranks(*run_.model, false, str_cat("after step ", pos.step, " of stage ", st.name()));
     if (save_or_stop(trainer.optimizer(), st, pos.batch == end)) {
       bar.finish();
@@ -288,7 +269,7 @@ void StageRunner::on_nonfinite(const std::string& nonfinite, float loss, const S
                                                                                         " is not finite");
   const std::string where = str_cat("step ", pos.step + 1, " of stage ", st.name(), " (epoch ", pos.epoch + 1,
                                     ", batch ", batch + 1, ")");
-  QIL_CHECK(cfg_.on_nan == "skip", "training diverged: ", what, " at ", where,
+  QIL_CHECK(options_.skip_nonfinite, "training diverged: ", what, " at ", where,
             "; the checkpoints hold the state before it (try a lower --lr, or --on-nan skip)");
   ++pos.nan_skips;
   log_.line(str_cat("skipped ", where, ": ", what, " (", pos.nan_skips, " step(s) skipped in this run)"));
@@ -300,13 +281,13 @@ void StageRunner::on_nonfinite(const std::string& nonfinite, float loss, const S
 // statistics across ranks, and a rank that stopped alone would leave the others waiting in the next step).
 bool StageRunner::save_or_stop(engine::SGD& opt, const Stage& st, bool epoch_done) {
   const RunPosition& pos = state_.position;
-  const bool stop_requested = cfg_.stop_after_steps > 0 && steps_this_process_ >= cfg_.stop_after_steps;
+  const bool stop_requested = options_.stop_after_steps > 0 && steps_this_process_ >= options_.stop_after_steps;
   std::vector<int64_t> due{g_stop_signal.load(),
                            std::chrono::steady_clock::now() - last_save_ > std::chrono::minutes(10) ? 1 : 0};
   if (run_.world > 1) engine::dist::allreduce_max_i64(due);
   const int signal = static_cast<int>(due[0]);
   const bool stop = signal != 0 || stop_requested;
-  const bool every_n = cfg_.checkpoint_every_steps > 0 && pos.step % cfg_.checkpoint_every_steps == 0;
+  const bool every_n = options_.checkpoint_every_steps > 0 && pos.step % options_.checkpoint_every_steps == 0;
   double save_s = 0;
   if (stop || (!epoch_done && (every_n || due[1]))) {
     const auto t = std::chrono::steady_clock::now();
@@ -349,9 +330,9 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   QIL_CHECK(totals.steps == 0 || totals.skipped < totals.steps, "training diverged: every step of stage ",
             st.name(), " epoch ", pos.epoch + 1, " had a non-finite loss or gradient and was skipped (--on-nan ",
             "skip); try a lower --lr");
-  const std::string progress = run_.lead() ? cfg_.progress : "none";
-  if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, cfg_.batch, cfg_.workers, progress, "val");
-  if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, cfg_.batch, cfg_.workers, progress, "test");
+  const ProgressMode progress = run_.lead() ? options_.progress : ProgressMode::none;
+  if (run_.data.val) e.val = evaluate(*run_.model, run_.data.val, options_.batch, options_.workers, progress, "val");
+  if (run_.data.test) e.test = evaluate(*run_.model, run_.data.test, options_.batch, options_.workers, progress, "test");
   e.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   summary.val = e.val;
   summary.test = e.test;
@@ -365,7 +346,7 @@ void StageRunner::finish_epoch(const Stage& st, const EpochTotals& totals, Stage
   log_.epoch(e, *run_.model);
   if (auto* f = dynamic_cast<const data::ImageFolderDataset*>(run_.data.train.get()); f && f->bad_files() > 0)
     log_.line(str_cat("  ", f->bad_files(), " undecodable training file(s) skipped so far (named above); ",
-                      "the run stops past --max-bad-files ", cfg_.max_bad_files));
+                      "the run stops past --max-bad-files ", options_.max_bad_files));
   // `best` before `last`: `last` records that this epoch was the best, so a kill between the two writes must
   // find the best files already current (the other order left best-*.ckpt an epoch behind for good).
   if (is_best) {

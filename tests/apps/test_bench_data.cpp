@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/commands.h"
+#include "apps/machine.h"
 #include "run_qil.h"
 
 using qiltest::run_qil;

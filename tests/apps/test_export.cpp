@@ -12,6 +12,7 @@
 #include <set>
 
 #include "apps/export.h"
+#include "apps/predict.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "export_fixtures.h"

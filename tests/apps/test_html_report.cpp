@@ -19,7 +19,7 @@
 #include "apps/inspect/page.h"
 #include "apps/inspect/target.h"
 #include "layers/model_io.h"
-#include "apps/report.h"
+#include "apps/training/report.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "layers/models.h"
@@ -27,6 +27,8 @@
 #include "markup_check.h"
 
 using namespace apps;
+using apps::training::layer_report_from_json;
+using apps::training::layer_report_json;
 namespace fs = std::filesystem;
 using engine::Tensor;
 

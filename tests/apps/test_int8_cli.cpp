@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/export.h"
+#include "apps/predict.h"
 #include "apps/npy.h"
 #include "data/fixtures.h"
 #include "export_fixtures.h"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "apps/export.h"
+#include "apps/predict.h"
 #include "apps/npy.h"
 #include "engine/autograd.h"
 #include "engine/serialize.h"

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 #include "engine/check.h"
 #include "engine/serialize.h"
 #include "run_qil.h"
@@ -61,7 +61,7 @@ void expect_error(const std::string& args, const std::string& message) {
 }  // namespace
 
 TEST_CASE("stage lists: widths, epochs and what is rejected") {
-  auto s = apps::parse_stages({"32", "w8a8", "5", "w4a5", "4", "2"}, {10, 3, 3, 3, 3, 6});
+  auto s = apps::training::parse_stages({"32", "w8a8", "5", "w4a5", "4", "2"}, {10, 3, 3, 3, 3, 6});
   REQUIRE(s.size() == 6);
   CHECK(s[0].name() == "fp32");
   CHECK(!s[0].quantized());
@@ -69,11 +69,11 @@ TEST_CASE("stage lists: widths, epochs and what is rejected") {
   CHECK((s[3].wbits == 4 && s[3].abits == 5));
   CHECK(s[3].name() == "w4a5");
   CHECK((s[5].wbits == 2 && s[5].epochs == 6));
-  CHECK(apps::parse_stages({"4", "3"}, {7})[1].epochs == 7);  // one number serves every stage
+  CHECK(apps::training::parse_stages({"4", "3"}, {7})[1].epochs == 7);  // one number serves every stage
   using Entries = std::vector<std::string>;
   using Epochs = std::vector<int64_t>;
   auto bad = [](const Entries& st, const Epochs& ep, const char* msg) {
-    CHECK_THROWS_WITH_AS(apps::parse_stages(st, ep), doctest::Contains(msg), engine::Error);
+    CHECK_THROWS_WITH_AS(apps::training::parse_stages(st, ep), doctest::Contains(msg), engine::Error);
   };
   bad({"32", "9"}, {1}, "bit width 9");
   bad({"1"}, {1}, "bit width 1");
@@ -84,13 +84,13 @@ TEST_CASE("stage lists: widths, epochs and what is rejected") {
   bad({"32", "4"}, {1, 0}, "'0' is not a positive epoch count");
   bad({"32", "x"}, {1}, "cannot read 'x'");
   bad({"w4"}, {1}, "no 'a' activation width");
-  auto l = apps::parse_stages({"32", "4", "2"}, {1}, {0.1, 0.01, 0.005});
+  auto l = apps::training::parse_stages({"32", "4", "2"}, {1}, {0.1, 0.01, 0.005});
   CHECK((l[0].lr == 0.1 && l[1].lr == 0.01 && l[2].lr == 0.005));
-  CHECK(apps::parse_stages({"32", "4"}, {1}, {0.02})[1].lr == 0.02);
-  CHECK(apps::parse_stages({"32", "4"}, {1})[1].lr == 0);  // --lr applies
-  CHECK_THROWS_WITH_AS(apps::parse_stages({"32", "4"}, {1}, {0.1, 0.1, 0.1}), doctest::Contains("--stage-lr"),
+  CHECK(apps::training::parse_stages({"32", "4"}, {1}, {0.02})[1].lr == 0.02);
+  CHECK(apps::training::parse_stages({"32", "4"}, {1})[1].lr == 0);  // --lr applies
+  CHECK_THROWS_WITH_AS(apps::training::parse_stages({"32", "4"}, {1}, {0.1, 0.1, 0.1}), doctest::Contains("--stage-lr"),
                        engine::Error);
-  CHECK_THROWS_WITH_AS(apps::parse_stages({"32", "4"}, {1}, {0.1, -1}), doctest::Contains("'-1' is not a positive"),
+  CHECK_THROWS_WITH_AS(apps::training::parse_stages({"32", "4"}, {1}, {0.1, -1}), doctest::Contains("'-1' is not a positive"),
                        engine::Error);
 }
 

@@ -1,5 +1,5 @@
 // LSQ inside a network: a LeNet quantized with kind "lsq" calibrates s, fits output scales near 1 (LSQ's output
-// is in value units, unlike QIL's normalized levels), lowers its loss on one batch through the Trainer, and
+// is in value units, unlike QIL's normalized levels), lowers its loss on one batch with plain SGD steps, and
 // survives a checkpoint round trip with its steps, kinds and output scales. Not the op (tests/quant/test_lsq.cpp).
 #include <unistd.h>
 
@@ -9,7 +9,6 @@
 
 #include "gradcheck.h"
 
-#include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/serialize.h"

@@ -2,7 +2,6 @@
 // right layers; calibration sets intervals and output scales; freezing leaves weights and BN untouched.
 #include "gradcheck.h"
 
-#include "apps/training/trainer.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "layers/basic.h"

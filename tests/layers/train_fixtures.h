@@ -1,7 +1,9 @@
-// Shared by the layers suite: a random (N, 1, 28, 28) batch with cyclic labels, and a few SGD steps through
-// apps' Trainer (with per-layer quantizer-gradient balancing, a no-op on layers without quantizers).
+// Shared by the layers suite: a random (N, 1, 28, 28) batch with cyclic labels, and a few plain SGD steps
+// (cross-entropy, per-layer quantizer-gradient balancing — a no-op on layers without quantizers —, the step,
+// the quantizers' constraints). The training library's Trainer, which adds accumulation, non-finite checks and
+// MPI, has its own suite (tests/training/); the layers suite links no apps/ code.
 #pragma once
-#include "apps/training/trainer.h"
+#include "engine/ops.h"
 #include "engine/optim.h"
 #include "gradcheck.h"
 #include "layers/module.h"
@@ -34,11 +36,16 @@ inline float train_steps(layers::Module& m, const Batch& b, int steps, float lr)
   for (auto& p : m.named_parameters())
     if (p.tensor.requires_grad()) params.push_back(p.tensor);
   engine::SGD opt({engine::ParamGroup("all", params, 1.f, 0.f)}, 0.9f);
-  apps::training::StepOptions so;
-  so.balance = layers::GradBalance::sqrt;
-  apps::training::Trainer trainer(m, opt, so);
   float loss = 0;
-  for (int s = 0; s < steps; ++s) loss = trainer.step(b.x, b.y, lr).loss;
+  for (int s = 0; s < steps; ++s) {
+    opt.zero_grad();
+    engine::Tensor l = engine::ops::softmax_cross_entropy(m.forward(b.x), b.y);
+    loss = l.item();
+    l.backward();
+    layers::scale_quantizer_gradients(m, layers::GradBalance::sqrt);
+    opt.step(lr);
+    layers::project_quantizers(m);
+  }
   return loss;
 }
 

@@ -1,5 +1,5 @@
 // Progress bar and log lines.
-#include "apps/progress.h"
+#include "apps/training/progress.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 
 #include "engine/check.h"
 
-namespace apps {
+namespace apps::training {
 
 ProgressMode progress_mode(const std::string& s) {
   if (s == "bar") return ProgressMode::bar;
@@ -76,4 +76,4 @@ void Progress::finish() {
   }
 }
 
-}  // namespace apps
+}  // namespace apps::training

@@ -1,11 +1,11 @@
 // Stage-list parsing and validation.
-#include "apps/stages.h"
+#include "apps/training/stages.h"
 
 #include <sstream>
 
 #include "engine/check.h"
 
-namespace apps {
+namespace apps::training {
 
 using engine::Error;
 using engine::str_cat;
@@ -92,4 +92,4 @@ std::vector<Stage> parse_stages(const std::vector<std::string>& stages, const st
   return out;
 }
 
-}  // namespace apps
+}  // namespace apps::training

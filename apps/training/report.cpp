@@ -1,15 +1,16 @@
 // Interval reports.
-#include "apps/report.h"
+#include "apps/training/report.h"
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 
-#include "apps/inspect/history.h"
+#include "engine/check.h"
 
-namespace apps {
+namespace apps::training {
 
 using nlohmann::json;
 
@@ -180,11 +181,33 @@ std::string interval_csv(const std::vector<layers::LayerReport>& reports) {
   return os.str();
 }
 
+std::vector<IntervalRecord> read_interval_records(const std::string& path) {
+  std::ifstream in(path);
+  QIL_CHECK(in.good(), "intervals: cannot open '", path, "'");
+  std::vector<IntervalRecord> out;
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      const json j = json::parse(line);
+      IntervalRecord r;
+      r.stage = j.value("stage", 0);
+      r.stage_name = j.value("stage_name", "");
+      r.epoch = j.value("epoch", 0);
+      r.report = layer_report_from_json(j);
+      out.push_back(std::move(r));
+    } catch (const json::exception& e) {
+      throw engine::Error(engine::str_cat(path, ": line ", line_no, " is not a layer record (", e.what(), ")"));
+    }
+  }
+  return out;
+}
+
 std::vector<layers::LayerReport> first_interval_rows(const std::string& intervals_jsonl) {
   std::vector<layers::LayerReport> out;
   if (!std::filesystem::exists(intervals_jsonl)) return out;
   std::map<std::string, size_t> index;
-  for (const auto& rec : read_intervals_jsonl(intervals_jsonl, {})) {
+  for (const auto& rec : read_interval_records(intervals_jsonl)) {
     const auto& r = rec.report;
     auto [it, added] = index.emplace(r.name, out.size());
     if (added) out.push_back(r);
@@ -241,4 +264,4 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
   return os.str();
 }
 
-}  // namespace apps
+}  // namespace apps::training

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace apps {
+namespace apps::training {
 
 struct Stage {
   int wbits = 32;  // 32 = full precision
@@ -24,4 +24,4 @@ std::vector<Stage> parse_stages(const std::vector<std::string>& stages, const st
 // "w4a8", "4" (= w4a4), "32" -> widths; throws on anything else.
 Stage parse_stage_entry(const std::string& entry);
 
-}  // namespace apps
+}  // namespace apps::training

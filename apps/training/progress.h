@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-namespace apps {
+namespace apps::training {
 
 enum class ProgressMode { bar, lines, none };
 // "auto" -> bar on a terminal (stderr), lines otherwise.
@@ -32,4 +32,4 @@ class Progress {
 
 std::string format_duration(double seconds);  // "1:02:03" or "02:03"
 
-}  // namespace apps
+}  // namespace apps::training
