@@ -49,7 +49,7 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
       ->check(CLI::IsMember({"qil", "lsq", "pact", "dorefa"}))
       ->capture_default_str();
   app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8 | same (the --quant width)")
-      ->check(CLI::IsMember({"fp", "8"}))
+      ->check(CLI::IsMember({"fp", "8", "same"}))
       ->capture_default_str();
   app.add_option("--weight-calib", o.weight_calib, "with --quant: QIL weight intervals from mse | max (docs/qil.md)")
       ->check(CLI::IsMember({"max", "mse"}))
@@ -181,6 +181,7 @@ int run_eval(const EvalOptions& o) {
       j["quantizer"] = o.quantizer;
       j["weight_calib"] = o.weight_calib;
       j["act_calib"] = o.act_calib;
+      j["first_last"] = o.first_last;
     }
     if (o.int8) j["int8"] = true;
     std::cout << j.dump() << "\n";

@@ -195,6 +195,15 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
     REQUIRE_MESSAGE(cm.code == 0, cm.out);
     CHECK(last_json(cm.out).at("loss") != last_json(cq.out).at("loss"));
   }
+  // The first conv and the last linear at the --quant width too (a signed 2-bit input quantizer), as train's
+  // --first-last same: another network than the default's full-precision edges, and the JSON says which.
+  CHECK(last_json(cq.out).at("first_last") == "fp");
+  auto cs = run_qil("eval " + tmp / "run/best-fp32.ckpt" +
+                    " --subset 256 --progress none --json --quant 2 --calib-batches 2 --first-last same");
+  REQUIRE_MESSAGE(cs.code == 0, cs.out);
+  CHECK(last_json(cs.out).at("first_last") == "same");
+  CHECK(last_json(cs.out).at("loss") != last_json(cq.out).at("loss"));
+  expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 2 --first-last 4", "first-last");
   expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 2 --weight-calib median", "median");
   expect_error("eval " + tmp / "run/best.ckpt" + " --quant 4", "already quantized");
   expect_error("eval " + tmp / "run/best-fp32.ckpt" + " --quant 9", "bit width 9");
