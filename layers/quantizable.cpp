@@ -4,6 +4,7 @@
 #include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/ops.h"
+#include "quant/qil.h"
 
 #include <algorithm>
 #include <cmath>

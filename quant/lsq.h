@@ -1,7 +1,7 @@
 // LSQ, Learned Step Size Quantization (Esser et al., ICLR 2020), beside QIL behind quant::Quantizer: the fused
 // op v̄ = round(clip(v/s, −Q_N, Q_P))·s with one learned step s, its un-rounded surrogate, and the weight and
 // activation quantizers that own s (calibration, the floor on s, gradient scale, statistics).
-// Not QIL (quantizer.h, qil_ops.h), not the factory (quantizer.cpp), not the layer's output scale: LSQ's output
+// Not QIL (qil.h, qil_ops.h), not the factory (quantizer.cpp), not the layer's output scale: LSQ's output
 // is in value units, so the least-squares fit in layers/ settles near 1 by itself.
 #pragma once
 #include <cstdint>

@@ -17,6 +17,7 @@
 #include "layers/basic.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
+#include "quant/qil.h"
 
 using namespace layers;
 using engine::Generator;
