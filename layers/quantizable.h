@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "layers/module.h"
-#include "quant/quantizer.h"
+#include "quant/registry.h"
 
 namespace layers {
 

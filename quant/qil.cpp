@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "quant/kernel_util.h"
 #include "quant/qil_ops.h"
+#include "quant/registry.h"
 
 namespace quant {
 
@@ -320,6 +321,52 @@ QuantStats QilActQuantizer::stats(const Tensor& x) const {
   const int q = is_signed_ ? qil_weight_levels(bits_) : qil_activation_levels(bits_);
   level_stats((*this)(x), q, is_signed_, st);
   return st;
+}
+
+// ---- the family -------------------------------------------------------------------------------------------
+
+namespace {
+std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& o) {
+  auto w = std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma, o.weight_calib);
+  w->set_no_pruning(o.no_pruning);
+  return w;
+}
+
+std::unique_ptr<Quantizer> make_activation(int bits, const QuantizerOptions& o) {
+  return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile, o.act_calib);
+}
+
+std::unique_ptr<Quantizer> from_stats(const QuantStats& s) {
+  std::unique_ptr<QilQuantizerBase> q;
+  if (s.kind == "qil_weight") {
+    auto w = std::make_unique<QilWeightQuantizer>(s.bits);
+    w->gamma().data()[0] = static_cast<float>(s.gamma);
+    q = std::move(w);
+  } else {
+    q = std::make_unique<QilActQuantizer>(s.bits, s.kind == "qil_activation_signed");
+  }
+  q->c().data()[0] = static_cast<float>(s.c);
+  q->d().data()[0] = static_cast<float>(s.d);
+  q->set_calibrated(true);
+  return q;
+}
+}  // namespace
+
+QuantizerFamily qil_family() {
+  QuantizerFamily f;
+  f.name = "qil";
+  f.summary = "learned interval, c, d, gamma";
+  f.options = {Option::fix_gamma, Option::weight_calib, Option::act_calib, Option::no_pruning};
+  f.make_weight = make_weight;
+  f.make_activation = make_activation;
+  for (const char* kind : {"qil_weight", "qil_activation", "qil_activation_signed"})
+    f.stats_kinds.push_back({kind, ReportColumns::interval, "", ""});
+  f.from_stats = from_stats;
+  f.input_rule =
+      "x_bar = round(clamp((x - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers "
+      "x_bar = sign(x) * round(clamp((|x| - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^(bits-1) - 1; "
+      "round is half away from zero";
+  return f;
 }
 
 }  // namespace quant

@@ -8,10 +8,6 @@
 
 #include "engine/autograd.h"
 #include "quant/kernel_util.h"
-#include "quant/dorefa.h"
-#include "quant/lsq.h"
-#include "quant/pact.h"
-#include "quant/qil.h"
 
 namespace quant {
 
@@ -124,68 +120,6 @@ void Quantizer::set_frozen(bool frozen) {
 
 void Quantizer::parameters_loaded(const std::vector<std::string>& names) {
   if (!names.empty()) set_calibrated(true);
-}
-
-std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
-  if (kind == "qil") return std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma, o.weight_calib);
-  if (kind == "lsq")
-    return std::make_unique<LsqQuantizer>(o.symmetric ? LsqQuantizer::Role::weight_symmetric : LsqQuantizer::Role::weight,
-                                          bits);
-  // PACT's paper quantizes the weights with DoReFa's rule.
-  if (kind == "pact" || kind == "dorefa") return std::make_unique<DorefaWeightQuantizer>(bits);
-  throw engine::Error(engine::str_cat("unknown weight quantizer '", kind, "' (known: qil, lsq, pact, dorefa)"));
-}
-
-std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits, const QuantizerOptions& o) {
-  if (kind == "qil") return std::make_unique<QilActQuantizer>(bits, o.is_signed, o.percentile, o.act_calib);
-  if (kind == "lsq")
-    return std::make_unique<LsqQuantizer>(
-        o.is_signed ? LsqQuantizer::Role::activation_signed : LsqQuantizer::Role::activation, bits);
-  if (kind == "pact") return std::make_unique<PactQuantizer>(bits, o.is_signed, o.percentile);
-  if (kind == "dorefa") return std::make_unique<DorefaActQuantizer>(bits, o.is_signed);
-  throw engine::Error(
-      engine::str_cat("unknown activation quantizer '", kind, "' (known: qil, lsq, pact, dorefa)"));
-}
-
-std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s) {
-  if (s.kind == "pact_activation" || s.kind == "pact_activation_signed") {
-    auto p = std::make_unique<PactQuantizer>(s.bits, s.kind == "pact_activation_signed");
-    p->alpha().data()[0] = static_cast<float>(s.alpha);
-    p->set_calibrated(true);
-    return p;
-  }
-  if (s.kind == "dorefa_weight") {
-    auto w = std::make_unique<DorefaWeightQuantizer>(s.bits);
-    w->set_fixed_normalizer(static_cast<float>(s.tanh_max));  // 0 (not reported): the input's own M
-    return w;
-  }
-  if (s.kind == "dorefa_activation" || s.kind == "dorefa_activation_signed")
-    return std::make_unique<DorefaActQuantizer>(s.bits, s.kind == "dorefa_activation_signed");
-  if (s.kind == "lsq_weight" || s.kind == "lsq_weight_symmetric" || s.kind == "lsq_activation" ||
-      s.kind == "lsq_activation_signed") {
-    const auto role = s.kind == "lsq_weight"             ? LsqQuantizer::Role::weight
-                      : s.kind == "lsq_weight_symmetric" ? LsqQuantizer::Role::weight_symmetric
-                      : s.kind == "lsq_activation"       ? LsqQuantizer::Role::activation
-                                                         : LsqQuantizer::Role::activation_signed;
-    auto l = std::make_unique<LsqQuantizer>(role, s.bits);
-    l->step().data()[0] = static_cast<float>(s.step);
-    l->set_calibrated(true);
-    return l;
-  }
-  std::unique_ptr<QilQuantizerBase> q;
-  if (s.kind == "qil_weight") {
-    auto w = std::make_unique<QilWeightQuantizer>(s.bits);
-    w->gamma().data()[0] = static_cast<float>(s.gamma);
-    q = std::move(w);
-  } else if (s.kind == "qil_activation" || s.kind == "qil_activation_signed") {
-    q = std::make_unique<QilActQuantizer>(s.bits, s.kind == "qil_activation_signed");
-  } else {
-    throw engine::Error(engine::str_cat("quantizer_from_stats: unknown quantizer kind '", s.kind, "'"));
-  }
-  q->c().data()[0] = static_cast<float>(s.c);
-  q->d().data()[0] = static_cast<float>(s.d);
-  q->set_calibrated(true);
-  return q;
 }
 
 WeightCalib parse_weight_calib(const std::string& name) {

@@ -127,28 +127,16 @@ WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anyt
 enum class ActCalib { percentile, mse };
 ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
 
-// Options a factory passes on; a quantizer ignores those it has no use for.
+// Options a factory passes on (quant/registry.h); a quantizer ignores those it has no use for.
 struct QuantizerOptions {
   bool fix_gamma = false;     // weights: pin QIL's γ to 1
+  bool no_pruning = false;    // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
   bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
   bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
   double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
   WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
   ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
 };
-
-// The quantizers a layer holds, by kind: "qil", "lsq", "pact" (PACT activations, DoReFa weights, as the paper
-// pairs them) or "dorefa". An unknown kind is an error naming it and the known ones.
-// A new quantizer is one more line in each (quant/quantizer.cpp) beside its own file.
-std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits,
-                                                 const QuantizerOptions& options = {});
-std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits,
-                                                     const QuantizerOptions& options = {});
-
-// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, LSQ's step, PACT's α, DoReFa's M): a
-// reader of intervals.jsonl or a checkpoint's report can run the very rule that produced the numbers. An unknown
-// kind is an error naming it.
-std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
 
 // Calibration statistics of observed inputs, shared by the activation quantizers: max(0, max v) (max |v| when
 // absolute), and the pct-th percentile of v (of |v|; linear interpolation between order statistics, as numpy's

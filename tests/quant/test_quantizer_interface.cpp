@@ -10,6 +10,7 @@
 
 #include "engine/ops.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

@@ -1,0 +1,91 @@
+// The quantizer families behind `--quantizer`, in one table: each brings its name and help, the options it reads,
+// its factories (weights; inputs, signed for a first conv), the statistics kinds its quantizers report (how a
+// report shows each, how to rebuild a quantizer from them) and the input rule export files state. apps/ and layers/
+// name no family and no kind: they ask here, and a quantizer describes its own integer rule
+// (Quantizer::level_rule) for exporters.
+// Not the quantizers (qil.h, lsq.h, pact.h, dorefa.h), not ONNX, not the command line (apps/ words the flags).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "quant/quantizer.h"
+
+namespace quant {
+
+// The family of a layer that names none: `--quantizer`'s default, and what checkpoints written before there was a
+// choice hold.
+constexpr const char* kDefaultQuantizer = "qil";
+
+// The options a family may read beyond the widths and the input's sign. apps/ refuse a flag that no family of the
+// run reads (`--lsq-symmetric` with `--quantizer qil`).
+enum class Option {
+  fix_gamma,          // QuantizerOptions::fix_gamma (`--fix-gamma`)
+  weight_calib,       // QuantizerOptions::weight_calib (`--weight-calib`)
+  act_calib,          // QuantizerOptions::act_calib (`--act-calib`)
+  no_pruning,         // QuantizerOptions::no_pruning (`--no-pruning`)
+  symmetric_weights,  // QuantizerOptions::symmetric (`--lsq-symmetric`)
+  l2_penalty,         // an L2 penalty on the parameters Quantizer::l2_penalized names (`--pact-alpha-decay`)
+};
+
+// What a report's c, d and γ columns show for one statistics kind: the interval (c, d, γ); one learned scalar in
+// the c column (QuantStats::step, else alpha) and "-" in d and γ; "-" in all three (nothing learned).
+enum class ReportColumns { interval, scalar, none };
+
+// One kind of statistics (QuantStats::kind, as Quantizer::kind() names it) and how a report shows it.
+struct StatsKind {
+  std::string kind;
+  ReportColumns columns = ReportColumns::interval;
+  std::string note;            // the line under a table where the kind appears, "" for none
+  std::string threshold_note;  // the same under a table with thresholds
+};
+
+using QuantizerFactory = std::unique_ptr<Quantizer> (*)(int bits, const QuantizerOptions& options);
+
+struct QuantizerFamily {
+  std::string name;     // the `--quantizer` value, LayerQuantSpec::quantizer, a checkpoint layout's "quantizer"
+  std::string summary;  // what it learns, in a few words, for `--quantizer`'s help
+  std::vector<Option> options;  // what it reads of QuantizerOptions and of the training options
+  QuantizerFactory make_weight;      // options.symmetric: LSQ's symmetric grid
+  QuantizerFactory make_activation;  // options.is_signed: a first conv's input, which can be negative
+  std::vector<StatsKind> stats_kinds;  // the kinds its own quantizers report (PACT's weights are DoReFa's)
+  // A calibrated quantizer rebuilt from what it reported, for s.kind one of stats_kinds.
+  std::unique_ptr<Quantizer> (*from_stats)(const QuantStats& s) = nullptr;
+  // The input rule `qil export` states in its files' metadata (activation_rule), in words, with the variant of a
+  // signed input.
+  std::string input_rule;
+
+  bool reads(Option o) const;
+};
+
+// Every family, in the order `--quantizer` lists them: qil, lsq, pact, dorefa.
+const std::vector<QuantizerFamily>& quantizer_families();
+std::vector<std::string> quantizer_names();
+// The family called `name`; anything else is an error naming it and the known ones.
+const QuantizerFamily& quantizer_family(const std::string& name);
+// Whether the family called `name` reads o (false for an unknown name: the name's own check reports it).
+bool family_reads(const std::string& name, Option o);
+// The names of the families that read o, "a or b".
+std::string families_reading(Option o);
+// The family's entry for a statistics kind, or null when no family reports it (an empty kind: not quantized).
+const StatsKind* find_stats_kind(const std::string& kind);
+
+// The quantizers a layer holds, by family name. An unknown name is an error naming it and the known ones.
+std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& family, int bits,
+                                                 const QuantizerOptions& options = {});
+std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& family, int bits,
+                                                     const QuantizerOptions& options = {});
+
+// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, LSQ's step, PACT's α, DoReFa's M): a
+// reader of intervals.jsonl or a checkpoint's report can run the very rule that produced the numbers. An unknown
+// kind is an error naming it.
+std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
+
+// Each family's entry, defined beside its quantizers (qil.cpp, lsq.cpp, pact.cpp, dorefa.cpp) and listed once,
+// in quantizer_families() (registry.cpp).
+QuantizerFamily qil_family();
+QuantizerFamily lsq_family();
+QuantizerFamily pact_family();
+QuantizerFamily dorefa_family();
+
+}  // namespace quant
