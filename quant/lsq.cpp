@@ -299,6 +299,7 @@ QuantizerFamily lsq_family() {
   f.name = "lsq";
   f.summary = "learned step size s";
   f.options = {Option::symmetric_weights};
+  f.recorded = {{"lsq_symmetric", &QuantizerOptions::symmetric}};
   f.make_weight = make_weight;
   f.make_activation = make_activation;
   const std::string note = "LSQ layers: the c columns hold the step s";

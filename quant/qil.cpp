@@ -154,6 +154,11 @@ QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma, WeightCalib cal
   set_fix_gamma(fix_gamma);
 }
 
+void QilWeightQuantizer::set_options(const QuantizerOptions& o) {
+  calib_ = o.weight_calib;
+  no_pruning_ = o.no_pruning;
+}
+
 void QilWeightQuantizer::set_fix_gamma(bool fix) {
   fix_gamma_ = fix;
   gamma_.set_requires_grad(!fix);
@@ -328,7 +333,7 @@ QuantStats QilActQuantizer::stats(const Tensor& x) const {
 namespace {
 std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& o) {
   auto w = std::make_unique<QilWeightQuantizer>(bits, o.fix_gamma, o.weight_calib);
-  w->set_no_pruning(o.no_pruning);
+  w->set_options(o);
   return w;
 }
 
@@ -357,6 +362,7 @@ QuantizerFamily qil_family() {
   f.name = "qil";
   f.summary = "learned interval, c, d, gamma";
   f.options = {Option::fix_gamma, Option::weight_calib, Option::act_calib, Option::no_pruning};
+  f.recorded = {{"fix_gamma", &QuantizerOptions::fix_gamma, true}, {"no_pruning", &QuantizerOptions::no_pruning}};
   f.make_weight = make_weight;
   f.make_activation = make_activation;
   for (const char* kind : {"qil_weight", "qil_activation", "qil_activation_signed"})

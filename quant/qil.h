@@ -77,6 +77,7 @@ class QilWeightQuantizer : public QilQuantizerBase {
   QuantStats stats() const override;
   QuantStats stats(const Tensor& w) const override;
 
+  void set_options(const QuantizerOptions& o) override;  // weight_calib, no_pruning
   bool fix_gamma() const override { return fix_gamma_; }
   // Pinning sets γ = 1 and stops its training; unpinning makes it trainable from its current value.
   void set_fix_gamma(bool fix) override;
@@ -127,6 +128,7 @@ class QilActQuantizer : public QilQuantizerBase {
   QuantStats stats(const Tensor& x) const override;
 
   bool is_signed() const override { return is_signed_; }
+  void set_options(const QuantizerOptions& o) override { calib_ = o.act_calib; }
   static constexpr int64_t kCalibSample = kObservedSample;  // observed_percentile's sample
   static constexpr int64_t kMseSample = int64_t{1} << 15;  // per observed batch, ActCalib::mse
   ActCalib calibration() const { return calib_; }

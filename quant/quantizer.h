@@ -41,6 +41,31 @@ enum class GradBalance { none, sqrt, relative };
 GradBalance parse_grad_balance(const std::string& name);  // "none" | "sqrt" | "relative"; throws naming it
 const char* grad_balance_name(GradBalance mode);
 
+// How a weight quantizer's first interval [0, p] (c = d = p/2, γ = 1) is chosen (`--weight-calib`):
+//   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
+//        a few percent of a layer's weights;
+//   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
+//        its output anyway (mse_clip_point).
+enum class WeightCalib { max, mse };
+WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
+
+// How an activation quantizer's first interval [0, p] is chosen (`--act-calib`): percentile — p the
+// `percentile`-th percentile of the inputs; mse — mse_clip_point over a sample of the observed inputs (the error
+// left after a least-squares scale, which the layer's output scale provides).
+enum class ActCalib { percentile, mse };
+ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
+
+// Options a factory passes on (quant/registry.h); a quantizer ignores those it has no use for.
+struct QuantizerOptions {
+  bool fix_gamma = false;     // weights: pin QIL's γ to 1
+  bool no_pruning = false;    // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
+  bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
+  bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
+  double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
+  WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
+  ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
+};
+
 class Quantizer {
  public:
   virtual ~Quantizer() = default;
@@ -95,6 +120,10 @@ class Quantizer {
   virtual void finish_calibration() = 0;
   virtual bool calibrated() const = 0;
   virtual void set_calibrated(bool calibrated) = 0;
+  // The options that may change from stage to stage, applied to a quantizer made earlier (from a checkpoint or by
+  // the previous stage; the factory applies them to a new one): QIL's calibration rules and no_pruning. A kind
+  // ignores the options it does not read; fix_gamma has set_fix_gamma.
+  virtual void set_options(const QuantizerOptions& /*options*/) {}
   // After a checkpoint load: `names` are this quantizer's (unprefixed) parameters that the file held. A
   // quantizer whose parameters came from a file counts as calibrated; one that received none keeps its state.
   virtual void parameters_loaded(const std::vector<std::string>& names);
@@ -111,31 +140,6 @@ class Quantizer {
   // The instruction set the kind's own kernels picked at run time ("avx2", "baseline (sse2)"), or null for a kind
   // whose kernels are built for one (qil_ops.h: qil_kernel_isa).
   virtual const char* kernel_isa() const { return nullptr; }
-};
-
-// How a weight quantizer's first interval [0, p] (c = d = p/2, γ = 1) is chosen (`--weight-calib`):
-//   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
-//        a few percent of a layer's weights;
-//   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
-//        its output anyway (mse_clip_point).
-enum class WeightCalib { max, mse };
-WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
-
-// How an activation quantizer's first interval [0, p] is chosen (`--act-calib`): percentile — p the
-// `percentile`-th percentile of the inputs; mse — mse_clip_point over a sample of the observed inputs (the error
-// left after a least-squares scale, which the layer's output scale provides).
-enum class ActCalib { percentile, mse };
-ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
-
-// Options a factory passes on (quant/registry.h); a quantizer ignores those it has no use for.
-struct QuantizerOptions {
-  bool fix_gamma = false;     // weights: pin QIL's γ to 1
-  bool no_pruning = false;    // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
-  bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
-  bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
-  double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
-  WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
-  ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
 };
 
 // Calibration statistics of observed inputs, shared by the activation quantizers: max(0, max v) (max |v| when

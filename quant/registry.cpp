@@ -67,6 +67,12 @@ const StatsKind* find_stats_kind(const std::string& kind) {
   return nullptr;
 }
 
+std::vector<RecordedSwitch> recorded_switches() {
+  std::vector<RecordedSwitch> all;
+  for (const QuantizerFamily& f : quantizer_families()) all.insert(all.end(), f.recorded.begin(), f.recorded.end());
+  return all;
+}
+
 std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& family, int bits, const QuantizerOptions& o) {
   return family_or_throw(family, "weight quantizer").make_weight(bits, o);
 }

@@ -40,12 +40,22 @@ struct StatsKind {
   std::string threshold_note;  // the same under a table with thresholds
 };
 
+// A switch of QuantizerOptions that a checkpoint's quantization layout records per layer, under its key: the
+// options a quantizer cannot be rebuilt without. written_when_false: the key is always written (fix_gamma, which
+// every layout has had); else only when set, so that layouts without it stay as they were.
+struct RecordedSwitch {
+  const char* key;
+  bool QuantizerOptions::*option;
+  bool written_when_false = false;
+};
+
 using QuantizerFactory = std::unique_ptr<Quantizer> (*)(int bits, const QuantizerOptions& options);
 
 struct QuantizerFamily {
   std::string name;     // the `--quantizer` value, LayerQuantSpec::quantizer, a checkpoint layout's "quantizer"
   std::string summary;  // what it learns, in a few words, for `--quantizer`'s help
   std::vector<Option> options;  // what it reads of QuantizerOptions and of the training options
+  std::vector<RecordedSwitch> recorded;  // the switches among them that checkpoints record
   QuantizerFactory make_weight;      // options.symmetric: LSQ's symmetric grid
   QuantizerFactory make_activation;  // options.is_signed: a first conv's input, which can be negative
   std::vector<StatsKind> stats_kinds;  // the kinds its own quantizers report (PACT's weights are DoReFa's)
@@ -80,6 +90,10 @@ std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& family, 
 // reader of intervals.jsonl or a checkpoint's report can run the very rule that produced the numbers. An unknown
 // kind is an error naming it.
 std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
+
+// Every family's recorded switches (QuantizerFamily::recorded), in family order: a checkpoint's quantization layout
+// (layers/model_io.cpp) holds them for every quantized layer, whatever its family.
+std::vector<RecordedSwitch> recorded_switches();
 
 // Each family's entry, defined beside its quantizers (qil.cpp, lsq.cpp, pact.cpp, dorefa.cpp) and listed once,
 // in quantizer_families() (registry.cpp).
