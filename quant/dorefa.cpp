@@ -264,6 +264,8 @@ QuantStats DorefaActQuantizer::stats(const Tensor& x) const {
   return st;
 }
 
+LevelRule DorefaActQuantizer::level_rule() const { return pact_level_rule(1.f, positive_levels(), is_signed_); }
+
 // ---- the family -------------------------------------------------------------------------------------------
 
 namespace {

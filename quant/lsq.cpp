@@ -269,6 +269,18 @@ QuantStats LsqQuantizer::stats(const Tensor& v) const {
   return st;
 }
 
+LevelRule LsqQuantizer::level_rule() const {
+  require_calibrated("LsqQuantizer::level_rule");
+  using Op = LevelRule::Op;
+  const LsqRange r = range();
+  LevelRule rule;
+  rule.is_signed = is_signed();
+  rule.steps = {{Op::multiply, "scaled", {{"inv_s", 1.f / s_.item()}}},
+                {Op::clip, "clipped", {{"lo", static_cast<float>(-r.qn)}, {"hi", static_cast<float>(r.qp)}}}};
+  rule.rounding = LevelRule::Rounding::half_away;
+  return rule;
+}
+
 // ---- the family -------------------------------------------------------------------------------------------
 
 namespace {

@@ -50,6 +50,8 @@ class LsqQuantizer : public Quantizer {
   const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   double level_step() const override { return s_.item(); }
   int min_level() const override { return -range().qn; }
+  // k = round half away (clip(v·(1/s), −Q_N, Q_P)), in f32.
+  LevelRule level_rule() const override;
   NamedTensors named_parameters() const override { return {{"s", s_}}; }
   void observe(const Tensor& v) override;
   void finish_calibration() override;

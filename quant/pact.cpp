@@ -242,6 +242,22 @@ QuantStats PactQuantizer::stats(const Tensor& x) const {
   return st;
 }
 
+LevelRule pact_level_rule(float alpha, int q, bool is_signed) {
+  using Op = LevelRule::Op;
+  LevelRule r;
+  r.is_signed = is_signed;
+  r.sign_magnitude = true;
+  r.steps = {{Op::clip, "clipped", {{"lo", 0.f}, {"hi", alpha}}},
+             {Op::multiply, "times_q_over_alpha", {{"q_over_alpha", static_cast<float>(q) / alpha}}}};
+  r.rounding = LevelRule::Rounding::half_up;
+  return r;
+}
+
+LevelRule PactQuantizer::level_rule() const {
+  QIL_CHECK(calibrated_, kind(), "::level_rule: quantizer used before calibration");
+  return pact_level_rule(alpha_.item(), positive_levels(), is_signed_);
+}
+
 // ---- the family -------------------------------------------------------------------------------------------
 
 namespace {

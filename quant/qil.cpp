@@ -274,6 +274,22 @@ Tensor QilActQuantizer::levels(const Tensor& x) const {
   return qil_activation_codes(x, c_, d_, bits_, is_signed_);
 }
 
+LevelRule QilActQuantizer::level_rule() const {
+  require_calibrated("QilActQuantizer::level_rule");
+  using Op = LevelRule::Op;
+  const float c = c_.item(), d = d_.item(), q = static_cast<float>(positive_levels());
+  LevelRule r;
+  r.is_signed = is_signed_;
+  r.sign_magnitude = true;
+  r.steps = {{Op::subtract, "centered", {{"c", c}}},
+             {Op::multiply, "scaled", {{"inv2d", 0.5f / d}}},
+             {Op::add, "u", {{"half", 0.5f}}},
+             {Op::clip, "u_clipped", {{"lo", 0.f}, {"hi", 1.f}}},
+             {Op::multiply, "times_q", {{"q", q}}}};
+  r.rounding = LevelRule::Rounding::half_up;
+  return r;
+}
+
 NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d", d_}}; }
 
 void QilActQuantizer::observe(const Tensor& x) {

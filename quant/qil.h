@@ -120,6 +120,8 @@ class QilActQuantizer : public QilQuantizerBase {
   int positive_levels() const override;
   double level_step() const override { return 1.0 / positive_levels(); }
   Tensor levels(const Tensor& x) const override;  // one pass (qil_activation_codes)
+  // k = round_nonneg(clip((m − c)·(0.5/d) + 0.5, 0, 1)·q), m = |x| or x; a signed input's sign after rounding.
+  LevelRule level_rule() const override;
   NamedTensors named_parameters() const override;
   void observe(const Tensor& x) override;
   void finish_calibration() override;

@@ -111,6 +111,10 @@ Tensor Quantizer::levels(const Tensor& v) const {
   return k;
 }
 
+LevelRule Quantizer::level_rule() const {
+  throw engine::Error(engine::str_cat(kind(), ": no integer level rule to export"));
+}
+
 void Quantizer::set_frozen(bool frozen) {
   for (auto& [n, t] : named_parameters()) {
     Tensor h = t;  // a handle: requires_grad is shared state

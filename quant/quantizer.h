@@ -66,6 +66,33 @@ struct QuantizerOptions {
   ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
 };
 
+// How an input quantizer turns x into its integer level k, as the f32 arithmetic of its kernel, for an exporter that
+// must give the same levels in another runtime (apps/export_onnx.cpp turns each step into graph nodes; no ONNX here).
+// With m = |x| when sign_magnitude and is_signed, else m = x:
+//   v = the steps applied to m in order, each one f32 operation with named constants;
+//   k = round(v): half_up — trunc(double(v) + 0.5), for v >= 0 (the kernels' round_nonneg);
+//                 half_away — floor(|v| + 0.5), times sign(v) when is_signed (sign(0) = +1);
+//   k = sign(x)·k when sign_magnitude and is_signed;
+// and the layer computes with k·level_step(). Names (of steps and constants) are unique within a rule; the exporter
+// names its own rounding and sign nodes (export_onnx.cpp), which a rule's names must not repeat.
+struct LevelRule {
+  enum class Op { subtract, multiply, add, clip };  // v − a, v·a, v + a, min(max(v, lo), hi)
+  struct Constant {
+    std::string name;
+    float value;
+  };
+  struct Step {
+    Op op;
+    std::string name;                 // of the step's result
+    std::vector<Constant> constants;  // one; clip: lo, hi
+  };
+  enum class Rounding { half_up, half_away };
+  bool is_signed = false;       // k may be negative (s8 rather than u8)
+  bool sign_magnitude = false;  // a signed input is quantized as |x|, its sign put back after rounding
+  std::vector<Step> steps;
+  Rounding rounding = Rounding::half_up;
+};
+
 class Quantizer {
  public:
   virtual ~Quantizer() = default;
@@ -93,6 +120,9 @@ class Quantizer {
   // k of every element of v, in v's shape and layout: s8 when min_level() < 0, else u8 (no autograd).
   // This default rounds operator()(v)/level_step(), so k is by construction the level the float path uses.
   virtual Tensor levels(const Tensor& v) const;
+  // levels() spelled out step by step for exporters (LevelRule). Input quantizers give one; the default throws,
+  // naming the kind. Throws until calibrated().
+  virtual LevelRule level_rule() const;
   // Throws, naming the kind, bits and range, when the levels do not fit that 8-bit type (8-bit DoReFa weights
   // reach ±255); levels() checks it first.
   void check_levels_fit() const;
