@@ -26,9 +26,9 @@ std::vector<std::string> quantizer_names() {
 }
 
 namespace {
-std::string joined(const std::vector<std::string>& names, const char* last) {
+std::string joined(const std::vector<std::string>& names, const std::string& separator, const std::string& last) {
   std::string o;
-  for (size_t i = 0; i < names.size(); ++i) o += (i == 0 ? "" : i + 1 == names.size() ? last : ", ") + names[i];
+  for (size_t i = 0; i < names.size(); ++i) o += (i == 0 ? "" : i + 1 == names.size() ? last : separator) + names[i];
   return o;
 }
 
@@ -41,10 +41,16 @@ const QuantizerFamily* find_family(const std::string& name) {
 // what: "quantizer", "weight quantizer", ...
 const QuantizerFamily& family_or_throw(const std::string& name, const char* what) {
   const QuantizerFamily* f = find_family(name);
-  if (!f) throw Error(str_cat("unknown ", what, " '", name, "' (known: ", joined(quantizer_names(), ", "), ")"));
+  if (!f) throw Error(str_cat("unknown ", what, " '", name, "' (known: ", quantizer_list(", "), ")"));
   return *f;
 }
 }  // namespace
+
+std::string quantizer_list(const std::string& separator, const std::string& last_separator) {
+  return joined(quantizer_names(), separator, last_separator);
+}
+
+std::string quantizer_list(const std::string& separator) { return quantizer_list(separator, separator); }
 
 const QuantizerFamily& quantizer_family(const std::string& name) { return family_or_throw(name, "quantizer"); }
 
@@ -57,7 +63,7 @@ std::string families_reading(Option o) {
   std::vector<std::string> names;
   for (const QuantizerFamily& f : quantizer_families())
     if (f.reads(o)) names.push_back(f.name);
-  return joined(names, " or ");
+  return joined(names, ", ", " or ");
 }
 
 const StatsKind* find_stats_kind(const std::string& kind) {

@@ -71,6 +71,9 @@ struct QuantizerFamily {
 // Every family, in the order `--quantizer` lists them: qil, lsq, pact, dorefa.
 const std::vector<QuantizerFamily>& quantizer_families();
 std::vector<std::string> quantizer_names();
+// The names for help texts and errors: ("|") "qil|lsq|pact|dorefa"; (", ", " or ") "qil, lsq, pact or dorefa".
+std::string quantizer_list(const std::string& separator, const std::string& last_separator);
+std::string quantizer_list(const std::string& separator);
 // The family called `name`; anything else is an error naming it and the known ones.
 const QuantizerFamily& quantizer_family(const std::string& name);
 // Whether the family called `name` reads o (false for an unknown name: the name's own check reports it).
