@@ -1,6 +1,7 @@
 // The Quantizer interface a layer holds: forward, calibration, the constraint step project(), gradient balancing,
-// freezing, the per-layer statistics QuantStats; the options a factory passes on, the observation helpers the
-// activation quantizers share, and the least-squares output-scale fit.
+// freezing, the per-layer statistics QuantStats, integer levels and the rule an input quantizer spells out for
+// exporters (LevelRule); the options a factory passes on, the observation helpers the activation quantizers share,
+// and the least-squares output-scale fit.
 // Not a quantizer: QIL's are in qil.h, LSQ's in lsq.h, PACT's in pact.h, DoReFa's in dorefa.h. Not the layer that
 // applies out_scale, not the optimizer.
 #pragma once
@@ -45,7 +46,7 @@ const char* grad_balance_name(GradBalance mode);
 //   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
 //        a few percent of a layer's weights;
 //   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
-//        its output anyway (mse_clip_point).
+//        its output anyway (mse_clip_point, qil.h).
 enum class WeightCalib { max, mse };
 WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
 

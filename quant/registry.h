@@ -17,8 +17,8 @@ namespace quant {
 // choice hold.
 constexpr const char* kDefaultQuantizer = "qil";
 
-// The options a family may read beyond the widths and the input's sign. apps/ refuse a flag that no family of the
-// run reads (`--lsq-symmetric` with `--quantizer qil`).
+// The options a family may read beyond the widths and the input's sign. apps/ refuse the flags of some
+// (`--no-pruning`, `--lsq-symmetric`, `--pact-alpha-decay`) for a run whose families do not read them.
 enum class Option {
   fix_gamma,          // QuantizerOptions::fix_gamma (`--fix-gamma`)
   weight_calib,       // QuantizerOptions::weight_calib (`--weight-calib`)
@@ -56,8 +56,8 @@ struct QuantizerFamily {
   std::string summary;  // what it learns, in a few words, for `--quantizer`'s help
   std::vector<Option> options;  // what it reads of QuantizerOptions and of the training options
   std::vector<RecordedSwitch> recorded;  // the switches among them that checkpoints record
-  QuantizerFactory make_weight;      // options.symmetric: LSQ's symmetric grid
-  QuantizerFactory make_activation;  // options.is_signed: a first conv's input, which can be negative
+  QuantizerFactory make_weight = nullptr;      // options.symmetric: LSQ's symmetric grid
+  QuantizerFactory make_activation = nullptr;  // options.is_signed: a first conv's input, which can be negative
   std::vector<StatsKind> stats_kinds;  // the kinds its own quantizers report (PACT's weights are DoReFa's)
   // A calibrated quantizer rebuilt from what it reported, for s.kind one of stats_kinds.
   std::unique_ptr<Quantizer> (*from_stats)(const QuantStats& s) = nullptr;
