@@ -84,10 +84,10 @@ CLI::Validator schedule_name() {
 // `--quantizer`'s help: each family of the registry and what it learns.
 const char* quantizer_help() {
   static const std::string help = [] {
-    std::string h = "quantizer of every quantized layer (docs/quantizers.md): ";
+    std::string families;
     for (const quant::QuantizerFamily& f : quant::quantizer_families())
-      h += (f.name == quant::quantizer_families().front().name ? "" : " | ") + f.name + " (" + f.summary + ")";
-    return h;
+      families += (families.empty() ? "" : " | ") + f.name + " (" + f.summary + ")";
+    return "quantizer of every quantized layer (docs/quantizers.md): " + families;
   }();
   return help.c_str();
 }

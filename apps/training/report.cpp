@@ -242,7 +242,7 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
     const Shown wk = w.bits && w0.bits ? shown(w) : Shown::none, ak = a.bits && a0.bits ? shown(a) : Shown::none;
     auto c_col = [](Shown k, const quant::QuantStats& s0, const quant::QuantStats& s) {
       return k == Shown::interval ? moved(s0.c, s.c, "%.4f")
-             : k == Shown::scalar    ? moved(one_param(s0), one_param(s), "%.4f")
+             : k == Shown::scalar ? moved(one_param(s0), one_param(s), "%.4f")
                                   : std::string("-");
     };
     const std::string wc = c_col(wk, w0, w), ac = c_col(ak, a0, a);
