@@ -41,7 +41,7 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_option("--repeat", o.repeat, "repeats (the median is reported)")->capture_default_str();
   add_threads_flag(app, o.threads);
   app.add_option("--quant", o.quant, "widths: 32 (full precision), 4, w4a8, ...")->capture_default_str();
-  app.add_option("--quantizer", o.quantizer, "quantizer of the quantized layers: qil | lsq | pact | dorefa")
+  app.add_option("--quantizer", o.quantizer, "quantizer of the quantized layers: " + quant::quantizer_list(" | "))
       ->capture_default_str();
   add_precision_flag(app, o.precision);
   app.add_flag("--json", o.json, "print JSON");

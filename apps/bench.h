@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "layers/quantizable.h"
+
 namespace CLI {
 class App;
 }
@@ -24,7 +26,7 @@ struct BenchOptions {
   int64_t repeat = 3;   // the median of the repeats is reported
   int64_t threads = 0;  // 0 = OpenMP's default
   std::string quant = "32";  // a stage entry: 32, 4, w4a8 ...
-  std::string quantizer = "qil";  // qil | lsq | pact | dorefa, for a quantized --quant
+  std::string quantizer = quant::kDefaultQuantizer;  // a family of quant/registry.h, for a quantized --quant
   std::string precision = "fp32";  // fp32 | bf16 (convolutions and linear layers)
   bool json = false;
   bool plain = false;    // plain NCHW activations between ops instead of oneDNN's blocked layout

@@ -81,7 +81,16 @@ CLI::Validator schedule_name() {
       "cosine | multistep | constant");
 }
 
-const std::vector<std::string> kQuantizers = {"qil", "lsq", "pact", "dorefa"};
+// `--quantizer`'s help: each family of the registry and what it learns.
+const char* quantizer_help() {
+  static const std::string help = [] {
+    std::string families;
+    for (const quant::QuantizerFamily& f : quant::quantizer_families())
+      families += (families.empty() ? "" : " | ") + f.name + " (" + f.summary + ")";
+    return "quantizer of every quantized layer (docs/quantizers.md): " + families;
+  }();
+  return help.c_str();
+}
 
 // Model, data and optimization.
 std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
@@ -162,10 +171,7 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
        "qil (default: per-layer gradient balancing, learned output scales) | paper (the paper's rule alone: raw "
        "interval gradients, output scales fixed at their least-squares fit)",
        one_of("quant-recipe", {"qil", "paper"})},
-      {"quantizer", &c.quantizer,
-       "quantizer of every quantized layer (docs/quantizers.md): qil (learned interval, c, d, gamma) | lsq "
-       "(learned step size s) | pact (learned clipping level alpha; DoReFa weights) | dorefa (nothing learned)",
-       one_of("quantizer", kQuantizers)},
+      {"quantizer", &c.quantizer, quantizer_help(), one_of("quantizer", quant::quantizer_names())},
       {"lsq-symmetric", &c.lsq_symmetric,
        "LSQ weights on a symmetric grid, Q_N = Q_P = 2^(b-1) - 1: the level count of QIL's weights (ternary at 2 "
        "bits, where LSQ's own grid has 4 levels), for comparisons at equal levels"},
@@ -381,8 +387,9 @@ LayerOverride read_layer_table(const toml::table& lt, const std::string& lname, 
       o.exclude = *fv.value<bool>();
     } else if (f == "quantizer") {
       const auto k = fv.value<std::string>();
-      QIL_CHECK(k && std::find(kQuantizers.begin(), kQuantizers.end(), *k) != kQuantizers.end(), "config ", path,
-                ": layers.", lname, ".quantizer must be qil, lsq, pact or dorefa");
+      const std::vector<std::string> names = quant::quantizer_names();
+      QIL_CHECK(k && std::find(names.begin(), names.end(), *k) != names.end(), "config ", path, ": layers.", lname,
+                ".quantizer must be ", quant::quantizer_list(", ", " or "));
       o.quantizer = *k;
     } else {
       config_error(path,
@@ -471,17 +478,23 @@ void validate(const TrainConfig& c) {
             "--distill needs --init: the teacher is the network it names");
   QIL_CHECK(c.distill == 0 || c.targets == "labels",
             "--distill mixes the labels with the teacher's softmax; --targets teacher replaces the labels: give one");
-  QIL_CHECK(!c.lsq_symmetric || c.quantizer == "lsq",
-            "--lsq-symmetric sets LSQ's weight grid: it needs --quantizer lsq, got --quantizer ", c.quantizer);
-  QIL_CHECK(!c.no_pruning || c.quantizer == "qil",
-            "--no-pruning ties QIL's weight interval (c = d): it needs --quantizer qil, got --quantizer ", c.quantizer);
+  // A family's own options need a family that reads them (quant/registry.h).
+  using quant::Option;
+  QIL_CHECK(!c.lsq_symmetric || quant::family_reads(c.quantizer, Option::symmetric_weights),
+            "--lsq-symmetric sets LSQ's weight grid: it needs --quantizer ",
+            quant::families_reading(Option::symmetric_weights), ", got --quantizer ", c.quantizer);
+  QIL_CHECK(!c.no_pruning || quant::family_reads(c.quantizer, Option::no_pruning),
+            "--no-pruning ties QIL's weight interval (c = d): it needs --quantizer ",
+            quant::families_reading(Option::no_pruning), ", got --quantizer ", c.quantizer);
   QIL_CHECK(c.schedule != "multistep" || !c.milestones.empty(), "--schedule multistep needs --milestones (e.g. 30,60)");
   QIL_CHECK(c.augment.size() == 1 || std::find(c.augment.begin(), c.augment.end(), "none") == c.augment.end(),
             "--augment: 'none' cannot be combined with other augmentations, got '", join(c.augment, ','), "'");
-  bool pact = c.quantizer == "pact";
-  for (const auto& [name, o] : c.layers) pact = pact || o.quantizer == "pact";
-  QIL_CHECK(c.pact_alpha_decay == 0 || pact, "--pact-alpha-decay applies to PACT's alpha: it needs --quantizer pact "
-            "(or a layer with quantizer = \"pact\" in the config file), got --quantizer ", c.quantizer);
+  bool penalized = quant::family_reads(c.quantizer, Option::l2_penalty);
+  for (const auto& [name, o] : c.layers) penalized = penalized || quant::family_reads(o.quantizer, Option::l2_penalty);
+  const std::string penalty_readers = quant::families_reading(Option::l2_penalty);
+  QIL_CHECK(c.pact_alpha_decay == 0 || penalized, "--pact-alpha-decay applies to PACT's alpha: it needs --quantizer ",
+            penalty_readers, " (or a layer with quantizer = \"", penalty_readers, "\" in the config file), got "
+            "--quantizer ", c.quantizer);
   c.stage_list();
 }
 

@@ -19,7 +19,7 @@ class App;
 namespace apps {
 
 // A per-layer table in the config file: [layers."layer1.0.conv1"] wbits = 3, abits = 4, exclude = false,
-// quantizer = "pact".
+// quantizer = <a family of quant/registry.h>.
 using layers::LayerOverride;
 
 struct TrainConfig {
@@ -69,7 +69,7 @@ struct TrainConfig {
   bool no_pruning = false;               // QIL weights: c tied to d (pruning point 0)
   bool lsq_symmetric = false;            // LSQ weights: Q_N = Q_P (ternary at 2 bits)
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
-  std::string quantizer = "qil";     // qil | lsq | pact | dorefa: every quantized layer's kind (quant's factory)
+  std::string quantizer = quant::kDefaultQuantizer;  // every quantized layer's family (quant/registry.h)
   double pact_alpha_decay = 0;       // PACT: L2 penalty λ on each α, as weight decay of α's optimizer group
   std::string first_last = "fp";  // fp | 8 | same: the first conv and the last linear
   int64_t calib_batches = 8;

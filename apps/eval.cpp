@@ -45,8 +45,8 @@ void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("--quant", o.quant,
                  "quantize at these widths first (4, w4a8, ...), with intervals from calibration alone: the "
                  "baseline that training the intervals must beat");
-  app.add_option("--quantizer", o.quantizer, "with --quant: qil | lsq | pact | dorefa")
-      ->check(CLI::IsMember({"qil", "lsq", "pact", "dorefa"}))
+  app.add_option("--quantizer", o.quantizer, "with --quant: " + quant::quantizer_list(" | "))
+      ->check(CLI::IsMember(quant::quantizer_names()))
       ->capture_default_str();
   app.add_option("--first-last", o.first_last, "with --quant: first conv and last linear fp | 8 | same (the --quant width)")
       ->check(CLI::IsMember({"fp", "8", "same"}))

@@ -28,7 +28,7 @@ struct EvalOptions {
   // Calibration-only quantization: quantize a full-precision checkpoint at these widths, calibrate on the
   // data's training images, evaluate. "" = evaluate the network as saved.
   std::string quant;
-  std::string quantizer = "qil";  // with quant: qil | lsq | pact | dorefa
+  std::string quantizer = quant::kDefaultQuantizer;  // with quant: a family of quant/registry.h
   std::string first_last = "fp";
   std::string weight_calib = "mse";  // with quant: max | mse (QIL weight intervals), as qil train
   std::string act_calib = "mse";  // with quant: percentile | mse (QIL activation intervals)

@@ -78,32 +78,17 @@ std::map<std::string, std::string> common_metadata(layers::Module& model, const 
   return md;
 }
 
-// Each quantizer family's input rule, as the files state it (the layer's quant_layers entry names its family).
-const char* activation_rule(const std::string& family) {
-  if (family == "lsq")
-    return "x_bar = round(clamp(x/s, 0, 2^bits - 1)) * s; for signed_input layers x_bar = round(clamp(x/s, "
-           "-2^(bits-1), 2^(bits-1) - 1)) * s; round is half away from zero";
-  if (family == "pact")
-    return "x_bar = round(clamp(x, 0, alpha) * q/alpha) * alpha/q with q = 2^bits - 1; for signed_input layers "
-           "x_bar = sign(x) * round(min(|x|, alpha) * q/alpha) * alpha/q with q = 2^(bits-1) - 1; round is half "
-           "away from zero";
-  if (family == "dorefa")
-    return "x_bar = round(clamp(x, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers x_bar = sign(x) * "
-           "round(min(|x|, 1) * q)/q with q = 2^(bits-1) - 1; round is half away from zero";
-  return "x_bar = round(clamp((x - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers "
-         "x_bar = sign(x) * round(clamp((|x| - c)/(2d) + 0.5, 0, 1) * q)/q with q = 2^(bits-1) - 1; "
-         "round is half away from zero";
-}
-
-// The rule of every family whose input quantizers the model uses: the rule alone when there is one family (QIL's
-// text as files have always had it), else "<family> layers: <rule>" joined by " | ".
+// The rule of every family whose input quantizers the model uses: the rule alone when there is one family (or none:
+// the default family's, as files have always had it), else "<family> layers: <rule>" joined by " | ".
 std::string activation_rules(layers::Module& model) {
   std::set<std::string> families;
   for (auto& [name, l] : layers::quantizable_layers(model))
     if (input_quantized(*l)) families.insert(l->quant_spec().quantizer);
-  if (families.size() <= 1) return activation_rule(families.empty() ? "qil" : *families.begin());
+  // Each family states its rule (quant/registry.h: QuantizerFamily::input_rule).
+  const auto rule = [](const std::string& f) { return quant::quantizer_family(f).input_rule; };
+  if (families.size() <= 1) return rule(families.empty() ? quant::kDefaultQuantizer : *families.begin());
   std::string o;
-  for (const std::string& f : families) o += (o.empty() ? "" : " | ") + f + " layers: " + activation_rule(f);
+  for (const std::string& f : families) o += (o.empty() ? "" : " | ") + f + " layers: " + rule(f);
   return o;
 }
 

@@ -118,49 +118,46 @@ struct QuantizedInput {
   float scale;         // the value the layer computes with is k·scale
 };
 
-// A quantized layer's input as integer levels, each step the arithmetic of the quantizer's own kernel (qil_ops,
-// lsq, pact/dorefa), so that the levels equal qil's exactly; the pair is u8, or s8 for a signed input.
+const char* onnx_op(quant::LevelRule::Op op) {
+  switch (op) {
+    case quant::LevelRule::Op::subtract: return "Sub";
+    case quant::LevelRule::Op::multiply: return "Mul";
+    case quant::LevelRule::Op::add: return "Add";
+    default: return "Clip";
+  }
+}
+
+// A quantized layer's input as integer levels: the quantizer's own rule (Quantizer::level_rule), each step the
+// arithmetic of its kernel, so that the levels equal qil's exactly; the pair is u8, or s8 for a signed input.
 QuantizedInput quantize_input(GraphBuilder& b, const layers::QuantizableModule& l, const std::string& path,
                               const std::string& x) {
   const quant::Quantizer& q = *l.active_act_quantizer();
-  const std::string fam = l.quant_spec().quantizer, p = path + ".act_quant.";
-  const int bits = l.quant_spec().abits;
-  const bool sgn = q.is_signed();
-  const float levels = static_cast<float>(sgn ? (1 << (bits - 1)) - 1 : (1 << bits) - 1);
-  auto param = [&](const char* n) {
-    for (const auto& [name, t] : q.named_parameters())
-      if (name == n) return t.item();
-    throw engine::Error(str_cat("export onnx: layer '", path, "' has no quantizer parameter ", n));
-  };
+  const quant::LevelRule rule = q.level_rule();
+  const std::string p = path + ".act_quant.";
+  const bool sgn = rule.is_signed;
+  // |x| of every signed input, also where the rule does not use it (it then stays unconnected): files have always
+  // had this node.
   const std::string mag = sgn ? b.node("Abs", p + "abs", {x}) : x;
-  std::string k;
-  float scale;
-  if (fam == "qil") {  // k = round_nonneg(clip((|x| − c)·(0.5/d) + 0.5, 0, 1)·q), value k/q
-    const float c = param("c"), d = param("d");
-    std::string u = b.node("Sub", p + "centered", {mag, b.f32(p + "c", c)});
-    u = b.node("Add", p + "u", {b.node("Mul", p + "scaled", {u, b.f32(p + "inv2d", 0.5f / d)}), b.f32(p + "half", 0.5f)});
-    u = b.node("Clip", p + "u_clipped", {u, b.f32(p + "lo", 0.f), b.f32(p + "hi", 1.f)});
-    k = round_nonneg(b, p, b.node("Mul", p + "times_q", {u, b.f32(p + "q", levels)}));
-    scale = 1.f / levels;
-  } else if (fam == "lsq") {  // k = round half away (clip(x·(1/s), −Q_N, Q_P)), in float; value k·s
-    const float s = param("s");
-    const float lo = sgn ? -static_cast<float>(1 << (bits - 1)) : 0.f;
-    std::string r = b.node("Mul", p + "scaled", {x, b.f32(p + "inv_s", 1.f / s)});
-    r = b.node("Clip", p + "clipped", {r, b.f32(p + "lo", lo), b.f32(p + "hi", levels)});
-    const std::string a = b.node("Floor", p + "rounded", {b.node("Add", p + "plus_half", {
-        b.node("Abs", p + "magnitude", {r}), b.f32(p + "half", 0.5f)})});
-    k = sgn ? b.node("Mul", p + "signed", {a, sign_of(b, p, r)}) : a;
-    scale = s;
-  } else {  // PACT (alpha) and DoReFa (alpha = 1): k = round_nonneg(clip(|x|, 0, α)·(q/α)), value k·α/q
-    const float alpha = fam == "pact" ? param("alpha") : 1.f;
-    const std::string m = b.node("Clip", p + "clipped", {mag, b.f32(p + "lo", 0.f), b.f32(p + "hi", alpha)});
-    k = round_nonneg(b, p, b.node("Mul", p + "times_q_over_alpha", {m, b.f32(p + "q_over_alpha", levels / alpha)}));
-    scale = alpha / levels;
+  std::string v = rule.sign_magnitude ? mag : x;
+  for (const quant::LevelRule::Step& step : rule.steps) {
+    std::vector<std::string> in = {v};
+    for (const quant::LevelRule::Constant& c : step.constants) in.push_back(b.f32(p + c.name, c.value));
+    v = b.node(onnx_op(step.op), p + step.name, in);
   }
-  if (sgn && fam != "lsq") k = b.node("Mul", p + "signed", {k, sign_of(b, p, x)});
+  std::string k;
+  if (rule.rounding == quant::LevelRule::Rounding::half_up) {
+    k = round_nonneg(b, p, v);
+  } else {  // floor(|v| + 0.5) in float, then v's sign
+    const std::string a = b.node("Floor", p + "rounded", {b.node("Add", p + "plus_half", {
+        b.node("Abs", p + "magnitude", {v}), b.f32(p + "half", 0.5f)})});
+    k = sgn ? b.node("Mul", p + "signed", {a, sign_of(b, p, v)}) : a;
+  }
+  if (sgn && rule.sign_magnitude) k = b.node("Mul", p + "signed", {k, sign_of(b, p, x)});
   const std::string one = b.f32(p + "unit_scale", 1.f), zp = b.zero_point(p + "zero_point", sgn);
   const std::string level = b.node("QuantizeLinear", p + "level", {k, one, zp});
-  return {b.node("DequantizeLinear", p + "levels", {level, one, zp}), scale};
+  // The value of one level in f32: level_step() is LSQ's f32 s, or 1/q or α/q divided in double, which rounds to
+  // the f32 quotient itself (a double carries more than twice a float's digits).
+  return {b.node("DequantizeLinear", p + "levels", {level, one, zp}), static_cast<float>(q.level_step())};
 }
 
 // The weight a layer computes with, times `in_scale` (the value of one input level; 1 when the input is not

@@ -107,11 +107,10 @@ json quant_layout(Module& model) {
                  {"wbits", s.wbits},
                  {"abits", s.abits},
                  {"signed", s.signed_input},
-                 {"fix_gamma", s.fix_gamma},
                  {"has_wq", l->weight_quantizer() != nullptr},
                  {"has_aq", l->act_quantizer() != nullptr}};
-    if (s.no_pruning) out[name]["no_pruning"] = true;  // written only when set: other layouts stay as they were
-    if (s.lsq_symmetric) out[name]["lsq_symmetric"] = true;
+    for (const quant::RecordedSwitch& r : quant::recorded_switches())
+      if (r.written_when_false || s.options.*r.option) out[name][r.key] = s.options.*r.option;
   }
   return out;
 }
@@ -129,11 +128,9 @@ void apply_quant_layout(Module& model, const json& layout, const std::string& fi
     int wbits = 32, abits = 32;
     bool has_wq = false, has_aq = false;
     try {
-      s.quantizer = v.value("quantizer", std::string("qil"));
+      s.quantizer = v.value("quantizer", std::string(quant::kDefaultQuantizer));
       s.signed_input = v.value("signed", false);
-      s.fix_gamma = v.value("fix_gamma", false);
-      s.no_pruning = v.value("no_pruning", false);
-      s.lsq_symmetric = v.value("lsq_symmetric", false);
+      for (const quant::RecordedSwitch& r : quant::recorded_switches()) s.options.*r.option = v.value(r.key, false);
       // A width is what the levels and the integer export are sized by: 2..8 bits, or 32 = not quantized.
       for (auto [key, bits] : {std::pair<const char*, int*>{"wbits", &wbits}, {"abits", &abits}}) {
         if (!v.contains(key)) continue;

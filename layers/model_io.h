@@ -45,9 +45,10 @@ void check_meta(const ModelMeta& m, const std::string& file);
 // The network sizes alone (channels, classes, image size in the bounds above), for specs read from elsewhere
 // (a safetensors file's metadata or tensor shapes): errors name the file and the size.
 void check_spec(const ModelSpec& spec, const std::string& file);
-// Per-layer quantization of a network: {"layer1.0.conv1": {"quantizer":"qil","wbits":4,"abits":4,"signed":false,
-// "fix_gamma":false,"has_wq":true,"has_aq":true}}. Keys a file lacks take the defaults files had before them
-// ("quantizer": "qil"; has_wq/has_aq: the width is below 32).
+// Per-layer quantization of a network: {"layer1.0.conv1": {"quantizer":<family>,"wbits":4,"abits":4,"signed":false,
+// "has_wq":true,"has_aq":true, and the families' recorded switches, e.g. "fix_gamma":false}} (quant/registry.h:
+// recorded_switches). Keys a file lacks take the defaults files had before them (quantizer: quant::kDefaultQuantizer;
+// has_wq/has_aq: the width is below 32; a switch: false).
 nlohmann::json quant_layout(Module& model);
 // Checks every entry before using it: the layer exists, the widths are 2..8 or 32, the quantizer kind is known,
 // the flags are booleans; errors name the file and the layer.

@@ -13,35 +13,27 @@ namespace layers {
 void QuantizableModule::set_quant(const LayerQuantSpec& spec) {
   if (spec.wbits < 32) {
     if (!w_q_) {
-      quant::QuantizerOptions o;
-      o.fix_gamma = spec.fix_gamma;
-      o.symmetric = spec.lsq_symmetric;
-      o.weight_calib = spec.weight_calib;
-      w_q_ = quant::make_weight_quantizer(spec.quantizer, spec.wbits, o);
+      w_q_ = quant::make_weight_quantizer(spec.quantizer, spec.wbits, spec.options);
       for (auto& [n, t] : w_q_->named_parameters()) register_parameter("weight_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
     } else {
       w_q_->set_bits(spec.wbits);
     }
     // The plan's setting wins over the one a checkpoint was saved with (`--init` then `--fix-gamma`).
-    if (w_q_->fix_gamma() != spec.fix_gamma) w_q_->set_fix_gamma(spec.fix_gamma);
-    if (auto* q = dynamic_cast<quant::QilWeightQuantizer*>(w_q_.get())) {
-      q->set_calibration(spec.weight_calib);
-      q->set_no_pruning(spec.no_pruning);
-    }
+    if (w_q_->fix_gamma() != spec.options.fix_gamma) w_q_->set_fix_gamma(spec.options.fix_gamma);
+    w_q_->set_options(spec.options);
   }
   if (spec.abits < 32) {
+    quant::QuantizerOptions o = spec.options;
+    o.is_signed = spec.signed_input;
     if (!a_q_) {
-      quant::QuantizerOptions o;
-      o.is_signed = spec.signed_input;
-      o.act_calib = spec.act_calib;
       a_q_ = quant::make_activation_quantizer(spec.quantizer, spec.abits, o);
       for (auto& [n, t] : a_q_->named_parameters()) register_parameter("act_quant." + n, t, ParamKind::quant);
       scale_fitted_ = false;
     } else {
       a_q_->set_bits(spec.abits);
     }
-    if (auto* q = dynamic_cast<quant::QilActQuantizer*>(a_q_.get())) q->set_calibration(spec.act_calib);
+    a_q_->set_options(o);
   }
   if (spec.quantized() && !scale_.defined())
     scale_ = register_parameter("out_scale", Tensor::scalar(1.f), ParamKind::quant);

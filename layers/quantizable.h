@@ -3,7 +3,7 @@
 // conv(x̄, s·w̄) = s·conv(x̄, w̄) and the weight is the smaller tensor. Parameters are registered as
 // `weight_quant.<name>` and `act_quant.<name>` for each of the quantizers' named_parameters() (QIL:
 // `weight_quant.{c,d,gamma}`, `act_quant.{c,d}`) and `out_scale`. The layer reaches its quantizers only through
-// quant::Quantizer; which kind it holds is LayerQuantSpec::quantizer, made by quant's factory.
+// quant::Quantizer; which family it holds is LayerQuantSpec::quantizer, made by quant's registry.
 // Calibration is a mode of forward: observe inputs and weights, then fit the output scale by least squares
 // against the full-precision output; it is driven by quantize.h, never by the layer itself.
 #pragma once
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "layers/module.h"
-#include "quant/quantizer.h"
+#include "quant/registry.h"
 
 namespace layers {
 
@@ -22,12 +22,10 @@ struct LayerQuantSpec {
   int wbits = 32;  // 32 = full precision
   int abits = 32;
   bool signed_input = false;  // the first conv's input can be negative: symmetric rule
-  bool fix_gamma = false;
-  bool no_pruning = false;  // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
-  bool lsq_symmetric = false;  // LSQ weights on the symmetric grid Q_N = Q_P (quant::lsq_symmetric_range)
-  quant::WeightCalib weight_calib = quant::WeightCalib::max;  // QIL weights: how calibration picks the interval
-  quant::ActCalib act_calib = quant::ActCalib::percentile;    // QIL activations: the same
-  std::string quantizer = "qil";  // the kind quant::make_weight_quantizer / make_activation_quantizer make
+  // What the family reads beyond the widths (fix_gamma, no_pruning, symmetric, the calibration rules), passed to
+  // its factories and, at every stage, to Quantizer::set_options. The input quantizer's is_signed is signed_input.
+  quant::QuantizerOptions options{};
+  std::string quantizer = quant::kDefaultQuantizer;  // the family (quant/registry.h) whose quantizers it holds
   bool quantized() const { return wbits < 32 || abits < 32; }
 };
 

@@ -33,11 +33,11 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
   std::vector<std::string> quantized;
   for (auto& [n, l] : layers) {
     LayerQuantSpec s;
-    s.fix_gamma = plan.fix_gamma;
-    s.no_pruning = plan.no_pruning;
-    s.lsq_symmetric = plan.lsq_symmetric;
-    s.weight_calib = plan.weight_calib;
-    s.act_calib = plan.act_calib;
+    s.options.fix_gamma = plan.fix_gamma;
+    s.options.no_pruning = plan.no_pruning;
+    s.options.symmetric = plan.lsq_symmetric;
+    s.options.weight_calib = plan.weight_calib;
+    s.options.act_calib = plan.act_calib;
     s.quantizer = plan.quantizer;
     const bool edge = n == first_conv || n == last_linear;
     if (!edge) {

@@ -17,7 +17,7 @@ struct LayerOverride {
   int wbits = 0;  // 0 = the stage's width
   int abits = 0;
   bool exclude = false;  // keep this layer full precision
-  std::string quantizer;  // "" = the plan's kind; else qil, lsq, pact or dorefa for this layer
+  std::string quantizer;  // "" = the plan's family; else a family of quant/registry.h for this layer
 };
 
 struct QuantPlan {
@@ -26,7 +26,7 @@ struct QuantPlan {
   // widths. Quantized, the first conv's input quantizer is signed (normalized images are negative too).
   int first_last_bits = 32;
   bool fix_gamma = false;
-  bool no_pruning = false;  // QIL weights: the pruning point c − d held at 0 (QilWeightQuantizer::set_no_pruning)
+  bool no_pruning = false;  // QIL weights: the pruning point c − d held at 0 (quant::QuantizerOptions::no_pruning)
   bool lsq_symmetric = false;  // LSQ weights: Q_N = Q_P (quant::lsq_symmetric_range), for layers whose kind is lsq
   quant::WeightCalib weight_calib = quant::WeightCalib::max;  // how calibration picks a QIL weight interval
   quant::ActCalib act_calib = quant::ActCalib::percentile;    // and a QIL activation interval
@@ -35,7 +35,7 @@ struct QuantPlan {
   bool recalibrate_weights = false;
   bool recalibrate_activations = false;  // the same for a change of activation width (`--recalibrate-activations`)
   std::map<std::string, LayerOverride> overrides;
-  std::string quantizer = "qil";  // the quantizer kind every quantized layer gets (quant's factory)
+  std::string quantizer = quant::kDefaultQuantizer;  // the family every quantized layer gets (quant/registry.h)
 };
 
 // Every Conv2d and Linear in forward-definition order, with its dotted name.

@@ -18,6 +18,7 @@
 #include "quant/fast_math.h"
 #include "quant/pact.h"
 #include "quant/qil_ops.h"
+#include "quant/registry.h"
 
 namespace quant {
 
@@ -261,6 +262,49 @@ QuantStats DorefaActQuantizer::stats(const Tensor& x) const {
   engine::NoGradGuard ng;
   clip_level_stats((*this)(x), 1.0, positive_levels(), is_signed_, st);
   return st;
+}
+
+LevelRule DorefaActQuantizer::level_rule() const { return pact_level_rule(1.f, positive_levels(), is_signed_); }
+
+// ---- the family -------------------------------------------------------------------------------------------
+
+namespace {
+std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& /*o*/) {
+  return std::make_unique<DorefaWeightQuantizer>(bits);
+}
+
+std::unique_ptr<Quantizer> make_activation(int bits, const QuantizerOptions& o) {
+  return std::make_unique<DorefaActQuantizer>(bits, o.is_signed);
+}
+
+std::unique_ptr<Quantizer> from_stats(const QuantStats& s) {
+  if (s.kind == "dorefa_weight") {
+    auto w = std::make_unique<DorefaWeightQuantizer>(s.bits);
+    w->set_fixed_normalizer(static_cast<float>(s.tanh_max));  // 0 (not reported): the input's own M
+    return w;
+  }
+  return std::make_unique<DorefaActQuantizer>(s.bits, s.kind == "dorefa_activation_signed");
+}
+}  // namespace
+
+QuantizerFamily dorefa_family() {
+  QuantizerFamily f;
+  f.name = "dorefa";
+  f.summary = "nothing learned";
+  f.make_weight = make_weight;
+  f.make_activation = make_activation;
+  f.stats_kinds = {
+      {"dorefa_weight", ReportColumns::none, "",
+       "DoReFa weights (also PACT's) learn nothing (-): w_bar = 2*q_k(tanh(w)/(2M) + 1/2) - 1, M = max|tanh w|, "
+       "has no 0 level (prune 0); clip = atanh(M*(1 - 1/q))"}};
+  for (const char* kind : {"dorefa_activation", "dorefa_activation_signed"})
+    f.stats_kinds.push_back({kind, ReportColumns::none, "",
+                             "DoReFa inputs learn nothing (-): x_bar = q_k(clip(x, 0, 1)); prune 1/(2q), clip 1 - 1/(2q)"});
+  f.from_stats = from_stats;
+  f.input_rule =
+      "x_bar = round(clamp(x, 0, 1) * q)/q with q = 2^bits - 1; for signed_input layers x_bar = sign(x) * "
+      "round(min(|x|, 1) * q)/q with q = 2^(bits-1) - 1; round is half away from zero";
+  return f;
 }
 
 }  // namespace quant

@@ -70,6 +70,7 @@ class DorefaActQuantizer : public Quantizer {
   int positive_levels() const override;
   bool is_signed() const override { return is_signed_; }
   double level_step() const override { return 1.0 / positive_levels(); }
+  LevelRule level_rule() const override;  // PACT's with α = 1 (pact_level_rule)
   NamedTensors named_parameters() const override { return {}; }
   void observe(const Tensor& /*x*/) override {}
   void finish_calibration() override {}

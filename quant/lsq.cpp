@@ -17,6 +17,7 @@
 #include "quant/fast_math.h"
 #include "quant/kernel_util.h"
 #include "quant/qil_ops.h"
+#include "quant/registry.h"
 
 namespace quant {
 
@@ -266,6 +267,61 @@ QuantStats LsqQuantizer::stats(const Tensor& v) const {
   st.clipped_fraction = static_cast<double>(clipped) / nn;
   st.levels_used = static_cast<int>(std::count_if(hist.begin(), hist.end(), [](int64_t h) { return h > 0; }));
   return st;
+}
+
+LevelRule LsqQuantizer::level_rule() const {
+  require_calibrated("LsqQuantizer::level_rule");
+  using Op = LevelRule::Op;
+  const LsqRange r = range();
+  LevelRule rule;
+  rule.is_signed = is_signed();
+  rule.steps = {{Op::multiply, "scaled", {{"inv_s", 1.f / s_.item()}}},
+                {Op::clip, "clipped", {{"lo", static_cast<float>(-r.qn)}, {"hi", static_cast<float>(r.qp)}}}};
+  rule.rounding = LevelRule::Rounding::half_away;
+  return rule;
+}
+
+// ---- the family -------------------------------------------------------------------------------------------
+
+namespace {
+std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& o) {
+  return std::make_unique<LsqQuantizer>(o.symmetric ? LsqQuantizer::Role::weight_symmetric : LsqQuantizer::Role::weight,
+                                        bits);
+}
+
+std::unique_ptr<Quantizer> make_activation(int bits, const QuantizerOptions& o) {
+  return std::make_unique<LsqQuantizer>(
+      o.is_signed ? LsqQuantizer::Role::activation_signed : LsqQuantizer::Role::activation, bits);
+}
+
+std::unique_ptr<Quantizer> from_stats(const QuantStats& s) {
+  const auto role = s.kind == "lsq_weight"             ? LsqQuantizer::Role::weight
+                    : s.kind == "lsq_weight_symmetric" ? LsqQuantizer::Role::weight_symmetric
+                    : s.kind == "lsq_activation"       ? LsqQuantizer::Role::activation
+                                                       : LsqQuantizer::Role::activation_signed;
+  auto l = std::make_unique<LsqQuantizer>(role, s.bits);
+  l->step().data()[0] = static_cast<float>(s.step);
+  l->set_calibrated(true);
+  return l;
+}
+}  // namespace
+
+QuantizerFamily lsq_family() {
+  QuantizerFamily f;
+  f.name = "lsq";
+  f.summary = "learned step size s";
+  f.options = {Option::symmetric_weights};
+  f.recorded = {{"lsq_symmetric", &QuantizerOptions::symmetric}};
+  f.make_weight = make_weight;
+  f.make_activation = make_activation;
+  const std::string note = "LSQ layers: the c columns hold the step s";
+  for (const char* kind : {"lsq_weight", "lsq_weight_symmetric", "lsq_activation", "lsq_activation_signed"})
+    f.stats_kinds.push_back({kind, ReportColumns::scalar, note, note + "; prune = s/2, clip = (Q_P - 1/2)*s"});
+  f.from_stats = from_stats;
+  f.input_rule =
+      "x_bar = round(clamp(x/s, 0, 2^bits - 1)) * s; for signed_input layers x_bar = round(clamp(x/s, "
+      "-2^(bits-1), 2^(bits-1) - 1)) * s; round is half away from zero";
+  return f;
 }
 
 }  // namespace quant

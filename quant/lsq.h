@@ -1,7 +1,7 @@
 // LSQ, Learned Step Size Quantization (Esser et al., ICLR 2020), beside QIL behind quant::Quantizer: the fused
 // op v̄ = round(clip(v/s, −Q_N, Q_P))·s with one learned step s, its un-rounded surrogate, and the weight and
 // activation quantizers that own s (calibration, the floor on s, gradient scale, statistics).
-// Not QIL (quantizer.h, qil_ops.h), not the factory (quantizer.cpp), not the layer's output scale: LSQ's output
+// Not QIL (qil.h, qil_ops.h), not the factory (quantizer.cpp), not the layer's output scale: LSQ's output
 // is in value units, so the least-squares fit in layers/ settles near 1 by itself.
 #pragma once
 #include <cstdint>
@@ -50,6 +50,8 @@ class LsqQuantizer : public Quantizer {
   const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   double level_step() const override { return s_.item(); }
   int min_level() const override { return -range().qn; }
+  // k = round half away (clip(v·(1/s), −Q_N, Q_P)), in f32.
+  LevelRule level_rule() const override;
   NamedTensors named_parameters() const override { return {{"s", s_}}; }
   void observe(const Tensor& v) override;
   void finish_calibration() override;

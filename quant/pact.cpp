@@ -14,9 +14,11 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "quant/dorefa.h"
 #include "quant/kernel_util.h"
 #include "quant/fast_math.h"
 #include "quant/qil_ops.h"
+#include "quant/registry.h"
 
 namespace quant {
 
@@ -238,6 +240,61 @@ QuantStats PactQuantizer::stats(const Tensor& x) const {
   engine::NoGradGuard ng;
   clip_level_stats((*this)(x), st.alpha, positive_levels(), is_signed_, st);
   return st;
+}
+
+LevelRule pact_level_rule(float alpha, int q, bool is_signed) {
+  using Op = LevelRule::Op;
+  LevelRule r;
+  r.is_signed = is_signed;
+  r.sign_magnitude = true;
+  r.steps = {{Op::clip, "clipped", {{"lo", 0.f}, {"hi", alpha}}},
+             {Op::multiply, "times_q_over_alpha", {{"q_over_alpha", static_cast<float>(q) / alpha}}}};
+  r.rounding = LevelRule::Rounding::half_up;
+  return r;
+}
+
+LevelRule PactQuantizer::level_rule() const {
+  QIL_CHECK(calibrated_, kind(), "::level_rule: quantizer used before calibration");
+  return pact_level_rule(alpha_.item(), positive_levels(), is_signed_);
+}
+
+// ---- the family -------------------------------------------------------------------------------------------
+
+namespace {
+// PACT's paper quantizes the weights with DoReFa's rule.
+std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& /*o*/) {
+  return std::make_unique<DorefaWeightQuantizer>(bits);
+}
+
+std::unique_ptr<Quantizer> make_activation(int bits, const QuantizerOptions& o) {
+  return std::make_unique<PactQuantizer>(bits, o.is_signed, o.percentile);
+}
+
+std::unique_ptr<Quantizer> from_stats(const QuantStats& s) {
+  auto p = std::make_unique<PactQuantizer>(s.bits, s.kind == "pact_activation_signed");
+  p->alpha().data()[0] = static_cast<float>(s.alpha);
+  p->set_calibrated(true);
+  return p;
+}
+}  // namespace
+
+QuantizerFamily pact_family() {
+  QuantizerFamily f;
+  f.name = "pact";
+  f.summary = "learned clipping level alpha; DoReFa weights";
+  f.options = {Option::l2_penalty};
+  f.make_weight = make_weight;
+  f.make_activation = make_activation;
+  const std::string note = "PACT layers: the c_X column holds the clipping level alpha";
+  for (const char* kind : {"pact_activation", "pact_activation_signed"})
+    f.stats_kinds.push_back({kind, ReportColumns::scalar, note,
+                             note + "; prune_X = alpha/(2q), clip_X = alpha*(1 - 1/(2q)), q = 2^bits - 1"});
+  f.from_stats = from_stats;
+  f.input_rule =
+      "x_bar = round(clamp(x, 0, alpha) * q/alpha) * alpha/q with q = 2^bits - 1; for signed_input layers "
+      "x_bar = sign(x) * round(min(|x|, alpha) * q/alpha) * alpha/q with q = 2^(bits-1) - 1; round is half "
+      "away from zero";
+  return f;
 }
 
 }  // namespace quant

@@ -45,6 +45,7 @@ class PactQuantizer : public Quantizer {
   bool is_signed() const override { return is_signed_; }
   const char* kernel_isa() const override;  // its op's kernels: quant::qil_kernel_isa()
   double level_step() const override { return static_cast<double>(alpha_.item()) / positive_levels(); }
+  LevelRule level_rule() const override;  // pact_level_rule(α, q, is_signed)
   NamedTensors named_parameters() const override { return {{"alpha", alpha_}}; }
   bool l2_penalized(const std::string& name) const override { return name == "alpha"; }
   void observe(const Tensor& x) override;
@@ -71,6 +72,10 @@ class PactQuantizer : public Quantizer {
   double max_value_ = 0.0;
   int64_t observed_ = 0;
 };
+
+// The integer rule of a clipping quantizer (PACT's, DoReFa's inputs with α = 1): k = round_nonneg(clip(m, 0, α)·(q/α)),
+// m = |x| or x, a signed input's sign after rounding.
+LevelRule pact_level_rule(float alpha, int q, bool is_signed);
 
 // Statistics of a clipping quantizer's output y = k·α/q (k integer in [−q, q] or [0, q]) over one tensor: the
 // share at 0, at the clipping level(s), and the levels present. Shared by PACT and DoReFa's activations.

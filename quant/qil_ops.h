@@ -1,7 +1,7 @@
 // QIL's two fused autograd ops (docs/qil.md §1-§2, after Jung et al., CVPR 2019): the weight quantizer (transformer with learnable exponent γ, then
 // the discretizer) and the activation quantizer (linear transformer, then the discretizer). Each is one
 // OpenMP pass forward and one backward; the discretizer passes gradients straight through (STE).
-// Not the parameter-owning quantizer objects (quantizer.h), not calibration, not constraints.
+// Not the parameter-owning quantizer objects (qil.h), not calibration, not constraints.
 #pragma once
 #include "engine/tensor.h"
 

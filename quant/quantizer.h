@@ -1,8 +1,9 @@
-// Parameter-owning quantizers: the Quantizer interface a layer holds (LSQ, PACT and DoReFa sit beside QIL), the
-// factory that makes one by kind, the two QIL quantizers (weights: c, d, γ; activations: c, d), their
-// calibration and the observation helpers the other activation quantizers share, the constraint step project(),
-// gradient balancing, the per-layer statistics QuantStats, and the least-squares output-scale fit.
-// Not the ops themselves (qil_ops.h), not the layer that applies out_scale, not the optimizer.
+// The Quantizer interface a layer holds: forward, calibration, the constraint step project(), gradient balancing,
+// freezing, the per-layer statistics QuantStats, integer levels and the rule an input quantizer spells out for
+// exporters (LevelRule); the options a factory passes on, the observation helpers the activation quantizers share,
+// and the least-squares output-scale fit.
+// Not a quantizer: QIL's are in qil.h, LSQ's in lsq.h, PACT's in pact.h, DoReFa's in dorefa.h. Not the layer that
+// applies out_scale, not the optimizer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,58 @@ enum class GradBalance { none, sqrt, relative };
 GradBalance parse_grad_balance(const std::string& name);  // "none" | "sqrt" | "relative"; throws naming it
 const char* grad_balance_name(GradBalance mode);
 
+// How a weight quantizer's first interval [0, p] (c = d = p/2, γ = 1) is chosen (`--weight-calib`):
+//   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
+//        a few percent of a layer's weights;
+//   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
+//        its output anyway (mse_clip_point, qil.h).
+enum class WeightCalib { max, mse };
+WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
+
+// How an activation quantizer's first interval [0, p] is chosen (`--act-calib`): percentile — p the
+// `percentile`-th percentile of the inputs; mse — mse_clip_point over a sample of the observed inputs (the error
+// left after a least-squares scale, which the layer's output scale provides).
+enum class ActCalib { percentile, mse };
+ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
+
+// Options a factory passes on (quant/registry.h); a quantizer ignores those it has no use for.
+struct QuantizerOptions {
+  bool fix_gamma = false;     // weights: pin QIL's γ to 1
+  bool no_pruning = false;    // QIL weights: c tied to d, the pruning point held at 0 (an ablation)
+  bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
+  bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
+  double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
+  WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
+  ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
+};
+
+// How an input quantizer turns x into its integer level k, as the f32 arithmetic of its kernel, for an exporter that
+// must give the same levels in another runtime (apps/export_onnx.cpp turns each step into graph nodes; no ONNX here).
+// With m = |x| when sign_magnitude and is_signed, else m = x:
+//   v = the steps applied to m in order, each one f32 operation with named constants;
+//   k = round(v): half_up — trunc(double(v) + 0.5), for v >= 0 (the kernels' round_nonneg);
+//                 half_away — floor(|v| + 0.5), times sign(v) when is_signed (sign(0) = +1);
+//   k = sign(x)·k when sign_magnitude and is_signed;
+// and the layer computes with k·level_step(). Names (of steps and constants) are unique within a rule; the exporter
+// names its own rounding and sign nodes (export_onnx.cpp), which a rule's names must not repeat.
+struct LevelRule {
+  enum class Op { subtract, multiply, add, clip };  // v − a, v·a, v + a, min(max(v, lo), hi)
+  struct Constant {
+    std::string name;
+    float value;
+  };
+  struct Step {
+    Op op;
+    std::string name;                 // of the step's result
+    std::vector<Constant> constants;  // one; clip: lo, hi
+  };
+  enum class Rounding { half_up, half_away };
+  bool is_signed = false;       // k may be negative (s8 rather than u8)
+  bool sign_magnitude = false;  // a signed input is quantized as |x|, its sign put back after rounding
+  std::vector<Step> steps;
+  Rounding rounding = Rounding::half_up;
+};
+
 class Quantizer {
  public:
   virtual ~Quantizer() = default;
@@ -68,6 +121,9 @@ class Quantizer {
   // k of every element of v, in v's shape and layout: s8 when min_level() < 0, else u8 (no autograd).
   // This default rounds operator()(v)/level_step(), so k is by construction the level the float path uses.
   virtual Tensor levels(const Tensor& v) const;
+  // levels() spelled out step by step for exporters (LevelRule). Input quantizers give one; the default throws,
+  // naming the kind. Throws until calibrated().
+  virtual LevelRule level_rule() const;
   // Throws, naming the kind, bits and range, when the levels do not fit that 8-bit type (8-bit DoReFa weights
   // reach ±255); levels() checks it first.
   void check_levels_fit() const;
@@ -95,6 +151,10 @@ class Quantizer {
   virtual void finish_calibration() = 0;
   virtual bool calibrated() const = 0;
   virtual void set_calibrated(bool calibrated) = 0;
+  // The options that may change from stage to stage, applied to a quantizer made earlier (from a checkpoint or by
+  // the previous stage; the factory applies them to a new one): QIL's calibration rules and no_pruning. A kind
+  // ignores the options it does not read; fix_gamma has set_fix_gamma.
+  virtual void set_options(const QuantizerOptions& /*options*/) {}
   // After a checkpoint load: `names` are this quantizer's (unprefixed) parameters that the file held. A
   // quantizer whose parameters came from a file counts as calibrated; one that received none keeps its state.
   virtual void parameters_loaded(const std::vector<std::string>& names);
@@ -113,182 +173,10 @@ class Quantizer {
   virtual const char* kernel_isa() const { return nullptr; }
 };
 
-// Shared state of the QIL quantizers: bits, c, d, calibration bookkeeping.
-class QilQuantizerBase : public Quantizer {
- public:
-  int bits() const override { return bits_; }
-  bool calibrated() const override { return calibrated_; }
-  // QIL balancing: sqrt scales every parameter by 1/sqrt(N·q) (a parameter's gradient is a sum over N elements,
-  // so one LR cannot suit a 2k-weight conv and an 800k-weight linear alike, as LSQ argues); relative scales c
-  // and d by d², the interval's half-width squared, so that Δc/d = −lr·(d·∂L/∂c) — the loss's sensitivity to
-  // moving the interval by a fraction of its own width, independent of the scale of the values, the layer's
-  // size and the batch. (Scaling c by c² instead was measured to run away: c/d grows, and with it the step.)
-  // Parameters beyond c and d (γ) get 1/sqrt(N·q) under relative too. elements <= 0 (not seen yet) under sqrt:
-  // left alone.
-  void scale_gradients(GradBalance mode, int64_t elements) override;
-  // true: keep the current c, d; d_min is taken from the current width 2d unless already known.
-  // false: forget the interval; the next observe()/finish_calibration() recalibrate.
-  void set_calibrated(bool calibrated) override;
-  const char* kernel_isa() const override;
-
-  // Lower bound on d enforced by project(): kDMinFraction × the interval width 2d at calibration (0 before).
-  double d_min() const { return kDMinFraction * reference_width_; }
-  static constexpr double kDMinFraction = 1e-4;
-
-  Tensor& c() { return c_; }
-  Tensor& d() { return d_; }
-  const Tensor& c() const { return c_; }
-  const Tensor& d() const { return d_; }
-
- protected:
-  explicit QilQuantizerBase(int bits);
-  void require_calibrated(const char* op) const;
-  void set_interval(double c, double d);  // writes c, d; marks calibrated; records the reference width
-  void project_interval();                // d >= d_min, then c >= d
-
-  int bits_;
-  Tensor c_, d_;  // one-element, requires_grad
-  bool calibrated_ = false;
-  double reference_width_ = 0.0;
-};
-
-// How a weight quantizer's first interval [0, p] (c = d = p/2, γ = 1) is chosen (`--weight-calib`):
-//   max: p = max|w|, the whole range. At 2 bits (levels −1, 0, 1) only |w| > max|w|/2 leave zero, typically
-//        a few percent of a layer's weights;
-//   mse: p minimizes min_s ||w − s·Q_p(w)||², the error left after the least-squares scale the layer fits to
-//        its output anyway (mse_clip_point).
-enum class WeightCalib { max, mse };
-WeightCalib parse_weight_calib(const std::string& name);  // "max" | "mse"; anything else is an error naming it
-
-// The clip point p in (0, max v] that minimizes min_s Σ (v_i − s·k_i/q)² over v ≥ 0 (magnitudes), k_i =
-// min(round(q·v_i/p), q): QIL's γ = 1 rule with c = d = p/2 at q positive levels. Maximizes (Σ v·k)² / Σ k²
-// over a grid of 256 candidates in (0, max v], then 64 finer ones around the best. An empty v or max v = 0 is
-// an error.
-double mse_clip_point(const std::vector<float>& v, int q);
-
-// Weights: c, d, γ. Calibration c = d = p / 2 (interval [0, p]) with p from WeightCalib (max|w| by default).
-// γ in [0.25, 4]; fix_gamma pins it to 1 and keeps it out of training.
-class QilWeightQuantizer : public QilQuantizerBase {
- public:
-  explicit QilWeightQuantizer(int bits, bool fix_gamma = false, WeightCalib calib = WeightCalib::max);
-  const char* kind() const override { return "qil_weight"; }
-  Tensor operator()(const Tensor& w) const override;
-  Tensor transform(const Tensor& w) const override;
-  void set_bits(int bits) override;
-  int positive_levels() const override;
-  bool is_signed() const override { return true; }
-  double level_step() const override { return 1.0 / positive_levels(); }
-  NamedTensors named_parameters() const override;
-  bool pinned(const std::string& name) const override { return fix_gamma_ && name == "gamma"; }
-  void observe(const Tensor& w) override;
-  void finish_calibration() override;
-  void project() override;
-  QuantStats stats() const override;
-  QuantStats stats(const Tensor& w) const override;
-
-  bool fix_gamma() const override { return fix_gamma_; }
-  // Pinning sets γ = 1 and stops its training; unpinning makes it trainable from its current value.
-  void set_fix_gamma(bool fix) override;
-  Tensor& gamma() { return gamma_; }
-  const Tensor& gamma() const { return gamma_; }
-  static constexpr double kGammaMin = 0.25, kGammaMax = 4.0;
-  // The rule the next calibration uses (a calibrated interval is left alone).
-  WeightCalib calibration() const { return calib_; }
-  void set_calibration(WeightCalib calib) { calib_ = calib; }
-  // No pruning interval (`--no-pruning`, an ablation): project() ties c = d after every step (the Euclidean
-  // projection onto c = d, both to their mean), so the pruning point c − d stays at 0 and only the clipping
-  // point c + d learns.
-  bool no_pruning() const { return no_pruning_; }
-  void set_no_pruning(bool on) { no_pruning_ = on; }
-  static constexpr int64_t kCalibSample = int64_t{1} << 18;  // |w| values kept for the mse search
-
- private:
-  Tensor gamma_;
-  bool fix_gamma_;
-  bool no_pruning_ = false;
-  WeightCalib calib_;
-  double max_abs_ = 0.0;
-  std::vector<float> sample_;  // mse: a strided sample of the last observed |w|
-  int64_t observed_ = 0;
-};
-
-// How an activation quantizer's first interval [0, p] is chosen (`--act-calib`): percentile — p the
-// `percentile`-th percentile of the inputs; mse — mse_clip_point over a sample of the observed inputs (the error
-// left after a least-squares scale, which the layer's output scale provides).
-enum class ActCalib { percentile, mse };
-ActCalib parse_act_calib(const std::string& name);  // "percentile" | "mse"; anything else is an error naming it
-
-// Activations: c, d. Calibration c = d = p/2, p the `percentile`-th percentile of the observed inputs (of |x|
-// when signed), computed per observed batch on a strided subsample of at most kCalibSample values and
-// averaged over the batches; or (ActCalib::mse) the least-squares clip point of up to kMseSample values per
-// batch, pooled over the batches. is_signed: a first conv's input (can be negative), quantized by the
-// weights' symmetric rule with γ = 1.
-class QilActQuantizer : public QilQuantizerBase {
- public:
-  explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9,
-                           ActCalib calib = ActCalib::percentile);
-  const char* kind() const override { return is_signed_ ? "qil_activation_signed" : "qil_activation"; }
-  Tensor operator()(const Tensor& x) const override;
-  Tensor transform(const Tensor& x) const override;
-  void set_bits(int bits) override;
-  int positive_levels() const override;
-  double level_step() const override { return 1.0 / positive_levels(); }
-  Tensor levels(const Tensor& x) const override;  // one pass (qil_activation_codes)
-  NamedTensors named_parameters() const override;
-  void observe(const Tensor& x) override;
-  void finish_calibration() override;
-  void project() override;
-  QuantStats stats() const override;
-  QuantStats stats(const Tensor& x) const override;
-
-  bool is_signed() const override { return is_signed_; }
-  static constexpr int64_t kCalibSample = int64_t{1} << 20;
-  static constexpr int64_t kMseSample = int64_t{1} << 15;  // per observed batch, ActCalib::mse
-  ActCalib calibration() const { return calib_; }
-  void set_calibration(ActCalib calib) { calib_ = calib; }
-
- private:
-  bool is_signed_;
-  double percentile_;
-  ActCalib calib_;
-  std::vector<float> sample_;  // mse: magnitudes (inputs clamped at 0 when unsigned) pooled over the batches
-  double percentile_sum_ = 0.0;
-  double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
-  int64_t observed_ = 0;
-};
-
-// Options a factory passes on; a quantizer ignores those it has no use for.
-struct QuantizerOptions {
-  bool fix_gamma = false;     // weights: pin QIL's γ to 1
-  bool symmetric = false;     // LSQ weights: Q_N = Q_P (lsq_symmetric_range), the level count of QIL's weights
-  bool is_signed = false;     // activations: the input can be negative (a first conv's), symmetric rule
-  double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
-  WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
-  ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
-};
-
-// The quantizers a layer holds, by kind: "qil", "lsq", "pact" (PACT activations, DoReFa weights, as the paper
-// pairs them) or "dorefa". An unknown kind is an error naming it and the known ones.
-// A new quantizer is one more line in each (quant/quantizer.cpp) beside its own file.
-std::unique_ptr<Quantizer> make_weight_quantizer(const std::string& kind, int bits,
-                                                 const QuantizerOptions& options = {});
-std::unique_ptr<Quantizer> make_activation_quantizer(const std::string& kind, int bits,
-                                                     const QuantizerOptions& options = {});
-
-// A calibrated quantizer rebuilt from what it reported (kind, bits, c, d, γ, LSQ's step, PACT's α, DoReFa's M): a
-// reader of intervals.jsonl or a checkpoint's report can run the very rule that produced the numbers. An unknown
-// kind is an error naming it.
-std::unique_ptr<Quantizer> quantizer_from_stats(const QuantStats& s);
-
-// Effective thresholds after discretization (docs/qil.md §3), on |v|:
-// weights (any γ): pruning c − d + 2d·(2q)^(−1/γ), clipping c − d + 2d·(1 − 1/(2q))^(1/γ);
-// activations (γ = 1): c − d + d/q and c + d − d/q.
-double qil_prune_threshold(double c, double d, double gamma, int q);
-double qil_clip_threshold(double c, double d, double gamma, int q);
-
 // Calibration statistics of observed inputs, shared by the activation quantizers: max(0, max v) (max |v| when
 // absolute), and the pct-th percentile of v (of |v|; linear interpolation between order statistics, as numpy's
-// default) over every stride-th element, so that a large input costs at most QilActQuantizer::kCalibSample values.
+// default) over every stride-th element, so that a large input costs at most kObservedSample values.
+constexpr int64_t kObservedSample = int64_t{1} << 20;
 double observed_max(const Tensor& v, bool absolute);
 double observed_percentile(const Tensor& v, double pct, bool absolute);
 

@@ -7,7 +7,8 @@
 # through the product's own readers (tests/apps/test_corrupt_files.cpp).
 # The targets compile only the readers they test (no oneDNN, no OpenMP), so clang's runtime never meets
 # Debian's libgomp-based oneDNN; tests/fuzz/fuzz_stubs.cpp stands in for the few oneDNN-backed functions the
-# readers' files name. The test suite builds and runs every target for a few seconds (ctest
+# readers' files name, and tests/fuzz/fuzz_quant_families.cpp for the quantizer families (names and options) the
+# config reader asks the registry about. The test suite builds and runs every target for a few seconds (ctest
 # "fuzz/every target builds and runs"), so a target that stops compiling or linking fails CI.
 # Usage: scripts/fuzz.sh [--replay | --check-seeds] [TARGET ...]   (default: every target)
 #   --replay: run each committed corpus once; --check-seeds: the same, and every input must read without error
@@ -51,7 +52,7 @@ declare -A srcs=(
   [idx]="data/idx.cpp data/image_set.cpp $tensor_srcs"
   [cifar]="data/cifar.cpp data/idx.cpp data/image_set.cpp $tensor_srcs"
   [image]="data/image.cpp"
-  [config]="apps/config.cpp apps/limits.cpp apps/training/stages.cpp"
+  [config]="apps/config.cpp apps/limits.cpp apps/training/stages.cpp quant/registry.cpp tests/fuzz/fuzz_quant_families.cpp"
 )
 declare -A libs=(
   [checkpoint]="-lz" [safetensors]="-lz" [npy]="" [idx]="-lz" [cifar]="-lz" [image]="$(pkg-config --libs stb)"
@@ -70,7 +71,7 @@ compile() {
   local src=$1 obj="$out/obj/${1%.cpp}.o"
   mkdir -p "$(dirname "$obj")"
   if [[ ! -f "$obj" || "$src" -nt "$obj" ]] ||
-     [[ -n "$(find tests/fuzz engine data apps -newer "$obj" -name '*.h' -print -quit)" ]]; then
+     [[ -n "$(find tests/fuzz engine quant layers data apps -newer "$obj" -name '*.h' -print -quit)" ]]; then
     "${cxx[@]}" "${flags[@]}" -c "$src" -o "$obj"
   fi
   echo "$obj"

@@ -1,11 +1,13 @@
 // Interval reports.
 #include "apps/training/report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "engine/check.h"
@@ -54,37 +56,31 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-// What a side's c, d and γ columns show: QIL's interval; one learned scalar in the c column ("-" in d and γ):
-// LSQ's step s, PACT's clipping level α; nothing ("-" in all three): DoReFa learns no parameter.
-enum class Shown { interval, one, none };
+// What a side's c, d and γ columns show, as the kind's family says (quant/registry.h): QIL's interval; one learned
+// scalar in the c column ("-" in d and γ): LSQ's step s, PACT's clipping level α; nothing ("-" in all three):
+// DoReFa learns no parameter. A kind no family reports (none: not quantized) shows the interval columns.
+using Shown = quant::ReportColumns;
 Shown shown(const quant::QuantStats& s) {
-  const std::string k = s.kind;
-  if (k.rfind("lsq_", 0) == 0 || k.rfind("pact_", 0) == 0) return Shown::one;
-  if (k.rfind("dorefa_", 0) == 0) return Shown::none;
-  return Shown::interval;
+  const quant::StatsKind* k = quant::find_stats_kind(s.kind);
+  return k ? k->columns : Shown::interval;
 }
 double one_param(const quant::QuantStats& s) { return s.step > 0 ? s.step : s.alpha; }
 
-// The notes under a table: one per quantizer family whose columns differ from QIL's.
+// The notes under a table: each note of the kinds present (those whose columns differ from QIL's have one), once, in
+// the registry's order.
 std::string table_notes(const std::vector<layers::LayerReport>& reports, bool thresholds) {
-  bool lsq = false, pact = false, dw = false, da = false;
+  std::set<std::string> present;
   for (const auto& r : reports)
-    for (const quant::QuantStats* s : {&r.weight, &r.activation}) {
-      lsq = lsq || s->kind.rfind("lsq_", 0) == 0;
-      pact = pact || s->kind.rfind("pact_", 0) == 0;
-      dw = dw || s->kind == "dorefa_weight";
-      da = da || s->kind.rfind("dorefa_activation", 0) == 0;
+    for (const quant::QuantStats* s : {&r.weight, &r.activation}) present.insert(s->kind);
+  std::vector<std::string> notes;
+  for (const quant::QuantizerFamily& f : quant::quantizer_families())
+    for (const quant::StatsKind& k : f.stats_kinds) {
+      const std::string& note = thresholds ? k.threshold_note : k.note;
+      if (present.count(k.kind) && !note.empty() && std::find(notes.begin(), notes.end(), note) == notes.end())
+        notes.push_back(note);
     }
   std::string o;
-  if (lsq) o += thresholds ? "LSQ layers: the c columns hold the step s; prune = s/2, clip = (Q_P - 1/2)*s\n"
-                           : "LSQ layers: the c columns hold the step s\n";
-  if (pact) o += thresholds ? "PACT layers: the c_X column holds the clipping level alpha; prune_X = alpha/(2q), "
-                              "clip_X = alpha*(1 - 1/(2q)), q = 2^bits - 1\n"
-                            : "PACT layers: the c_X column holds the clipping level alpha\n";
-  if (dw && thresholds)
-    o += "DoReFa weights (also PACT's) learn nothing (-): w_bar = 2*q_k(tanh(w)/(2M) + 1/2) - 1, M = max|tanh w|, "
-         "has no 0 level (prune 0); clip = atanh(M*(1 - 1/q))\n";
-  if (da && thresholds) o += "DoReFa inputs learn nothing (-): x_bar = q_k(clip(x, 0, 1)); prune 1/(2q), clip 1 - 1/(2q)\n";
+  for (const std::string& n : notes) o += n + "\n";
   return o;
 }
 
@@ -93,7 +89,7 @@ std::string param_cols(const quant::QuantStats& s, bool with_gamma) {
   const std::string dash8 = std::string(7, ' ') + "-", dash5 = std::string(4, ' ') + "-";
   const Shown k = shown(s);
   std::string o = k == Shown::interval ? fmt("%8.4f", s.c) + " " + fmt("%8.4f", s.d)
-                  : k == Shown::one    ? fmt("%8.4f", one_param(s)) + " " + dash8
+                  : k == Shown::scalar ? fmt("%8.4f", one_param(s)) + " " + dash8
                                        : dash8 + " " + dash8;
   if (with_gamma) o += " " + (k == Shown::interval ? fmt("%5.2f", s.gamma) : dash5);
   return o;
@@ -246,7 +242,7 @@ std::string movement_table(const std::vector<layers::LayerReport>& now, const st
     const Shown wk = w.bits && w0.bits ? shown(w) : Shown::none, ak = a.bits && a0.bits ? shown(a) : Shown::none;
     auto c_col = [](Shown k, const quant::QuantStats& s0, const quant::QuantStats& s) {
       return k == Shown::interval ? moved(s0.c, s.c, "%.4f")
-             : k == Shown::one    ? moved(one_param(s0), one_param(s), "%.4f")
+             : k == Shown::scalar ? moved(one_param(s0), one_param(s), "%.4f")
                                   : std::string("-");
     };
     const std::string wc = c_col(wk, w0, w), ac = c_col(ak, a0, a);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/machine.h"
+#include "quant/registry.h"
 #include "run_qil.h"
 
 using qiltest::run_qil;
@@ -129,7 +130,7 @@ TEST_CASE("bench prints the step's GFLOP per image and its share of a given peak
 }
 
 TEST_CASE("bench names the instruction set of the quantizer kernels it ran (every kind)") {
-  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quant::quantizer_names()) {
     CAPTURE(kind);
     auto r = run_qil(std::string("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 "
                                  "--steps 1 --warmup 0 --repeat 1 --threads 1 --quant 4 --quantizer ") +

@@ -39,7 +39,7 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
 }  // namespace
 
 TEST_CASE("predict --int8: the logits of each quantizer kind's LeNet equal predict's within f32 rounding") {
-  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quant::quantizer_names()) {
     CAPTURE(kind);
     TempDir dir;
     write_tiny_checkpoint(dir.file("m.ckpt"), true, kind);

@@ -104,7 +104,7 @@ TEST_CASE("onnx export: the checker accepts the zoo's graphs, full precision, wi
 }
 
 TEST_CASE("onnx export: quantized layers as QDQ pairs, weights as int8 codes, checker accepts") {
-  for (const std::string kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quant::quantizer_names()) {
     CAPTURE(kind);
     layers::LoadedModel lm = quantized_resnet20(kind, 2, 900);
     const onnx::ModelProto m = parse(apps::export_onnx(*lm.model, lm.meta));
@@ -138,7 +138,7 @@ TEST_CASE("onnx export: ONNX Runtime computes qil's logits, full precision and q
     const Tensor x = random_tensor({2, 3, 64, 64}, 5);
     check_same_logits(qil_logits(*model, x), run_onnxruntime(dir, apps::export_onnx(*model, meta), x));
   }
-  for (const std::string kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quant::quantizer_names()) {
     CAPTURE(kind);
     layers::LoadedModel lm = quantized_resnet20(kind, 2, 900);
     const Tensor x = random_tensor({16, 1, 8, 8}, 6);

@@ -92,7 +92,7 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("bf16 quantized layers: the f32 op of the integer levels, bit for bit, every kind, 2 to 5 bits") {
   Generator g(41);
-  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quant::quantizer_names()) {
     for (int bits = 2; bits <= 5; ++bits) {
       const std::string what = std::string(kind) + " " + std::to_string(bits) + "-bit";
       CAPTURE(what);

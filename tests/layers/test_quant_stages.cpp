@@ -17,6 +17,7 @@
 #include "layers/basic.h"
 #include "layers/models.h"
 #include "layers/quantize.h"
+#include "quant/qil.h"
 
 using namespace layers;
 using engine::Generator;
@@ -103,16 +104,21 @@ TEST_CASE("a stage that adds a quantizer to a layer refits its output scale") {
 
 TEST_CASE("the plan's gamma setting wins over the one a quantizer was created or loaded with") {
   auto lin = grid_linear(0.f);
-  lin->set_quant(LayerQuantSpec{4, 4, false, /*fix_gamma=*/false});
+  auto spec = [](int bits, bool fix_gamma) {
+    LayerQuantSpec s{bits, bits};
+    s.options.fix_gamma = fix_gamma;
+    return s;
+  };
+  lin->set_quant(spec(4, false));
   auto* wq = lin->weight_quantizer();
   wq->parameter("gamma").data()[0] = 1.7f;  // as learned (or loaded from a checkpoint saved without --fix-gamma)
   CHECK(wq->parameter("gamma").requires_grad());
-  lin->set_quant(LayerQuantSpec{4, 4, false, /*fix_gamma=*/true});  // then --fix-gamma
+  lin->set_quant(spec(4, true));  // then --fix-gamma
   CHECK(wq->fix_gamma());
-  CHECK(lin->quant_spec().fix_gamma);
+  CHECK(lin->quant_spec().options.fix_gamma);
   CHECK(wq->parameter("gamma").item() == 1.f);
   CHECK_FALSE(wq->parameter("gamma").requires_grad());
-  lin->set_quant(LayerQuantSpec{3, 3, false, /*fix_gamma=*/false});  // and back: trainable from 1
+  lin->set_quant(spec(3, false));  // and back: trainable from 1
   CHECK_FALSE(wq->fix_gamma());
   CHECK(wq->parameter("gamma").requires_grad());
 }

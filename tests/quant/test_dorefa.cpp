@@ -14,6 +14,7 @@
 #include "quant/dorefa.h"
 #include "quant/fast_math.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

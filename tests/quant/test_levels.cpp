@@ -11,6 +11,7 @@
 #include "engine/ops.h"
 #include "quant/dorefa.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

@@ -12,6 +12,7 @@
 #include "engine/ops.h"
 #include "quant/lsq.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

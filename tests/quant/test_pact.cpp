@@ -13,6 +13,7 @@
 #include "engine/ops.h"
 #include "quant/pact.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

@@ -10,8 +10,8 @@
 #include "kernel_builds.h"
 
 #include "engine/ops.h"
+#include "quant/qil.h"
 #include "quant/qil_ops.h"
-#include "quant/quantizer.h"
 
 using namespace engine;
 using namespace qiltest;

@@ -8,8 +8,9 @@
 #include "gradcheck.h"
 
 #include "engine/ops.h"
+#include "quant/qil.h"
 #include "quant/qil_ops.h"
-#include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;

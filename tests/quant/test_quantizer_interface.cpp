@@ -10,6 +10,7 @@
 
 #include "engine/ops.h"
 #include "quant/quantizer.h"
+#include "quant/registry.h"
 
 using namespace engine;
 using namespace qiltest;
@@ -169,7 +170,7 @@ TEST_CASE("factory: every kind through Quantizer*: calibration, levels, gradient
   const Tensor w = randn({6, 4, 3, 3}, g, 0.3f);
   Tensor x = randn({2, 4, 5, 5}, g);
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);  // post-ReLU
-  for (const char* kind : {"qil", "lsq", "pact", "dorefa"}) {
+  for (const std::string& kind : quantizer_names()) {  // every family of the registry
     for (bool weights : {true, false}) {
       CAPTURE(kind);
       CAPTURE(weights);
