@@ -5,7 +5,8 @@ What it does, and only this:
 - builds the `qil` binary of one commit (`--commit`, default HEAD) from a clean `git archive` of it, so that a
   run's binary is exactly that commit whatever the work tree holds;
 - runs the plan below in order, resumably: a finished run (a `done` file) is never repeated, an unfinished one
-  continues from its last checkpoint (`qil train --resume`);
+  continues from its last checkpoint (`qil train --resume`); the plan is read again after every run, so an edit
+  to it takes effect at the next run;
 - before each run writes `provenance.json` into its folder: the commit, the binary's SHA-256, the command, the
   starting checkpoint and its SHA-256, the CPU (model and SIMD flags), the thread count; `qil train` itself
   writes the resolved configuration (`config.toml`);

@@ -222,7 +222,7 @@ def document():
           "step, PACT: α). Under QIL's default step rule the activation intervals barely move (median a few hundredths "
           "of a percent), and PACT's α, whose gradient is scaled the same way (1/sqrt(N·q)), stays within a tenth "
           "of a percent of its start at the 99.9th percentile of the calibration inputs. At 2 bits that start "
-          "puts the first level at a third of that percentile, so most post-ReLU inputs round to 0. DoReFa, whose "
+          "puts the first level at a third of that percentile, and every input below a sixth of it rounds to 0. DoReFa, whose "
           "weights are PACT's and whose activations clip at a fixed 1, lands far above PACT in the next table: "
           "PACT's deficit here comes from its activations' start and step rule, not from its weights. A PACT row "
           "started from the least-squares clip point is planned.", ""]
