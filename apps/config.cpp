@@ -175,6 +175,10 @@ std::vector<Field> quantization_and_run_fields(TrainConfig& c) {
       {"lsq-symmetric", &c.lsq_symmetric,
        "LSQ weights on a symmetric grid, Q_N = Q_P = 2^(b-1) - 1: the level count of QIL's weights (ternary at 2 "
        "bits, where LSQ's own grid has 4 levels), for comparisons at equal levels"},
+      {"pact-calib", &c.pact_calib,
+       "PACT: how calibration sets the first clipping level alpha: percentile (default: the 99.9th percentile of "
+       "the inputs) | mse (the least-squares clip point, as QIL's --act-calib mse)",
+       one_of("pact-calib", {"percentile", "mse"})},
       {"pact-alpha-decay", &c.pact_alpha_decay,
        "PACT: L2 penalty lambda on each clipping level alpha (adds lambda*alpha to its gradient; 0 = none)",
        non_negative("pact-alpha-decay")},
@@ -483,6 +487,9 @@ void validate(const TrainConfig& c) {
   QIL_CHECK(!c.lsq_symmetric || quant::family_reads(c.quantizer, Option::symmetric_weights),
             "--lsq-symmetric sets LSQ's weight grid: it needs --quantizer ",
             quant::families_reading(Option::symmetric_weights), ", got --quantizer ", c.quantizer);
+  QIL_CHECK(c.pact_calib == "percentile" || quant::family_reads(c.quantizer, Option::pact_calib),
+            "--pact-calib ", c.pact_calib, " sets PACT's first clipping level: it needs --quantizer ",
+            quant::families_reading(Option::pact_calib), ", got --quantizer ", c.quantizer);
   QIL_CHECK(!c.no_pruning || quant::family_reads(c.quantizer, Option::no_pruning),
             "--no-pruning ties QIL's weight interval (c = d): it needs --quantizer ",
             quant::families_reading(Option::no_pruning), ", got --quantizer ", c.quantizer);

@@ -68,6 +68,7 @@ struct TrainConfig {
   bool freeze_act_intervals = false;     // the same for the activation quantizers only
   bool no_pruning = false;               // QIL weights: c tied to d (pruning point 0)
   bool lsq_symmetric = false;            // LSQ weights: Q_N = Q_P (ternary at 2 bits)
+  std::string pact_calib = "percentile";  // PACT: the first alpha from percentile | mse
   std::string quant_recipe = "qil";  // qil | paper: raw gradients and fixed output scales
   std::string quantizer = quant::kDefaultQuantizer;  // every quantized layer's family (quant/registry.h)
   double pact_alpha_decay = 0;       // PACT: L2 penalty λ on each α, as weight decay of α's optimizer group

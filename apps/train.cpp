@@ -190,6 +190,7 @@ training::RunOptions run_options(const TrainConfig& cfg) {
   o.quant = quant_plan(cfg.quantizer, cfg.first_last, cfg.weight_calib, cfg.act_calib);
   o.quant.no_pruning = cfg.no_pruning;
   o.quant.lsq_symmetric = cfg.lsq_symmetric;
+  o.quant.pact_calib = quant::parse_act_calib(cfg.pact_calib);
   o.quant.fix_gamma = cfg.fix_gamma;
   o.quant.recalibrate_weights = cfg.recalibrate_weights;
   o.quant.recalibrate_activations = cfg.recalibrate_activations;

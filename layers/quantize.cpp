@@ -36,6 +36,7 @@ std::vector<std::string> apply_quant_plan(Module& m, const QuantPlan& plan) {
     s.options.fix_gamma = plan.fix_gamma;
     s.options.no_pruning = plan.no_pruning;
     s.options.symmetric = plan.lsq_symmetric;
+    s.options.pact_calib = plan.pact_calib;
     s.options.weight_calib = plan.weight_calib;
     s.options.act_calib = plan.act_calib;
     s.quantizer = plan.quantizer;

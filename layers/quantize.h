@@ -27,6 +27,7 @@ struct QuantPlan {
   int first_last_bits = 32;
   bool fix_gamma = false;
   bool no_pruning = false;  // QIL weights: the pruning point c − d held at 0 (quant::QuantizerOptions::no_pruning)
+  quant::ActCalib pact_calib = quant::ActCalib::percentile;  // PACT activations: the first alpha
   bool lsq_symmetric = false;  // LSQ weights: Q_N = Q_P (quant::lsq_symmetric_range), for layers whose kind is lsq
   quant::WeightCalib weight_calib = quant::WeightCalib::max;  // how calibration picks a QIL weight interval
   quant::ActCalib act_calib = quant::ActCalib::percentile;    // and a QIL activation interval

@@ -17,6 +17,7 @@
 #include "quant/dorefa.h"
 #include "quant/kernel_util.h"
 #include "quant/fast_math.h"
+#include "quant/qil.h"
 #include "quant/qil_ops.h"
 #include "quant/registry.h"
 
@@ -159,8 +160,8 @@ void clip_level_stats(const Tensor& y, double alpha, int q, bool is_signed, Quan
 
 // ---- the quantizer ----------------------------------------------------------------------------------------
 
-PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile)
-    : bits_(bits), is_signed_(is_signed), percentile_(percentile), alpha_(Tensor::scalar(1.f)) {
+PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
+    : bits_(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), alpha_(Tensor::scalar(1.f)) {
   alpha_.set_requires_grad(true);
   pact_levels(bits, is_signed, "PactQuantizer");
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "PactQuantizer: percentile must be in (0, 100], got ",
@@ -191,6 +192,7 @@ void PactQuantizer::observe(const Tensor& x) {
   if (x.numel() == 0) return;
   percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
   max_value_ = std::max(max_value_, observed_max(x, is_signed_));
+  if (calib_ == ActCalib::mse) append_magnitudes(x, QilActQuantizer::kMseSample, is_signed_, sample_);
   ++observed_;
 }
 
@@ -201,6 +203,11 @@ void PactQuantizer::finish_calibration() {
   if (!(p > 0.0)) p = max_value_;
   QIL_CHECK(p > 0.0, "PactQuantizer::finish_calibration: all ", observed_,
             " observed inputs are zero (or negative for an unsigned quantizer)");
+  // mse: from the pooled sample; where the stride missed every nonzero input of a sparse layer, p stays.
+  if (calib_ == ActCalib::mse && std::any_of(sample_.begin(), sample_.end(), [](float v) { return v > 0.f; }))
+    p = mse_clip_point(sample_, positive_levels());
+  sample_.clear();
+  sample_.shrink_to_fit();
   alpha_.data()[0] = static_cast<float>(p);
   calibrated_ = true;
   percentile_sum_ = 0.0;
@@ -267,7 +274,7 @@ std::unique_ptr<Quantizer> make_weight(int bits, const QuantizerOptions& /*o*/) 
 }
 
 std::unique_ptr<Quantizer> make_activation(int bits, const QuantizerOptions& o) {
-  return std::make_unique<PactQuantizer>(bits, o.is_signed, o.percentile);
+  return std::make_unique<PactQuantizer>(bits, o.is_signed, o.percentile, o.pact_calib);
 }
 
 std::unique_ptr<Quantizer> from_stats(const QuantStats& s) {
@@ -282,7 +289,7 @@ QuantizerFamily pact_family() {
   QuantizerFamily f;
   f.name = "pact";
   f.summary = "learned clipping level alpha; DoReFa weights";
-  f.options = {Option::l2_penalty};
+  f.options = {Option::l2_penalty, Option::pact_calib};
   f.make_weight = make_weight;
   f.make_activation = make_activation;
   const std::string note = "PACT layers: the c_X column holds the clipping level alpha";

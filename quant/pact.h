@@ -6,6 +6,7 @@
 // output scale (α keeps the input in its own units; the least-squares fit in layers/ absorbs the weights').
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "quant/quantizer.h"
 
@@ -34,7 +35,9 @@ int pact_levels(int bits, bool is_signed, const char* op = "pact");
 // above rounds to α); QIL's c, d, γ stay 0, 0, 1.
 class PactQuantizer : public Quantizer {
  public:
-  PactQuantizer(int bits, bool is_signed = false, double percentile = 99.9);
+  // calib: percentile (α = the percentile above) | mse (α = mse_clip_point of a sample of the inputs, the
+  // least-squares clip point QIL's --act-calib mse uses; PACT's grid on [0, α] is QIL's on [0, p]).
+  PactQuantizer(int bits, bool is_signed = false, double percentile = 99.9, ActCalib calib = ActCalib::percentile);
 
   const char* kind() const override { return is_signed_ ? "pact_activation_signed" : "pact_activation"; }
   Tensor operator()(const Tensor& x) const override;
@@ -48,6 +51,8 @@ class PactQuantizer : public Quantizer {
   LevelRule level_rule() const override;  // pact_level_rule(α, q, is_signed)
   NamedTensors named_parameters() const override { return {{"alpha", alpha_}}; }
   bool l2_penalized(const std::string& name) const override { return name == "alpha"; }
+  void set_options(const QuantizerOptions& o) override { calib_ = o.pact_calib; }
+  ActCalib calibration() const { return calib_; }
   void observe(const Tensor& x) override;
   void finish_calibration() override;
   bool calibrated() const override { return calibrated_; }
@@ -66,6 +71,8 @@ class PactQuantizer : public Quantizer {
   int bits_;
   bool is_signed_;
   double percentile_;
+  ActCalib calib_;
+  std::vector<float> sample_;  // mse: magnitudes pooled over the observed batches
   Tensor alpha_;  // one element, requires_grad
   bool calibrated_ = false;
   double percentile_sum_ = 0.0;

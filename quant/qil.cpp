@@ -120,6 +120,8 @@ double kept_energy(const std::vector<float>& v, int q, double p) {
   return kk > 0.0 ? vk * vk / kk : 0.0;
 }
 
+}  // namespace
+
 // Every stride-th element of t, at most `cap` of them, appended as the magnitude a quantizer sees: |v| when
 // symmetric, max(v, 0) when unsigned.
 void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out) {
@@ -127,7 +129,6 @@ void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector
   const int64_t n = t.numel(), stride = (n + cap - 1) / cap;
   for (int64_t i = 0; i < n; i += stride) out.push_back(symmetric ? std::fabs(p[i]) : std::max(p[i], 0.f));
 }
-}  // namespace
 
 double mse_clip_point(const std::vector<float>& v, int q) {
   QIL_CHECK(!v.empty(), "mse_clip_point: no values");

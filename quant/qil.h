@@ -56,6 +56,9 @@ class QilQuantizerBase : public Quantizer {
 // over a grid of 256 candidates in (0, max v], then 64 finer ones around the best. An empty v or max v = 0 is
 // an error.
 double mse_clip_point(const std::vector<float>& v, int q);
+// Every stride-th element of t, at most `cap` of them, appended to out as the magnitude a quantizer sees: |v| when
+// symmetric, max(v, 0) when unsigned (the sample mse_clip_point searches).
+void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out);
 
 // Weights: c, d, γ. Calibration c = d = p / 2 (interval [0, p]) with p from WeightCalib (max|w| by default).
 // γ in [0.25, 4]; fix_gamma pins it to 1 and keeps it out of training.

@@ -65,6 +65,7 @@ struct QuantizerOptions {
   double percentile = 99.9;   // activations: calibration percentile (QIL's c + d, PACT's α)
   WeightCalib weight_calib = WeightCalib::max;  // QIL weights: how the first interval is chosen
   ActCalib act_calib = ActCalib::percentile;    // QIL activations: how the first interval is chosen
+  ActCalib pact_calib = ActCalib::percentile;   // PACT activations: how the first alpha is chosen
 };
 
 // How an input quantizer turns x into its integer level k, as the f32 arithmetic of its kernel, for an exporter that

@@ -25,6 +25,7 @@ enum class Option {
   act_calib,          // QuantizerOptions::act_calib (`--act-calib`)
   no_pruning,         // QuantizerOptions::no_pruning (`--no-pruning`)
   symmetric_weights,  // QuantizerOptions::symmetric (`--lsq-symmetric`)
+  pact_calib,         // QuantizerOptions::pact_calib (`--pact-calib`)
   l2_penalty,         // an L2 penalty on the parameters Quantizer::l2_penalized names (`--pact-alpha-decay`)
 };
 

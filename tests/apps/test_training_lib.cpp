@@ -125,6 +125,16 @@ TEST_CASE("--distill and --no-pruning: checked against the options they need") {
   CHECK(err({"--distill-weight", "1.5"}).find("--distill-weight") != std::string::npos);
   CHECK(err({"--first-last", "4"}).find("--first-last must be fp, 8 or same") != std::string::npos);
   CHECK(err({"--distill", "4", "--init", "x.ckpt", "--no-pruning", "--first-last", "same", "--stages", "2"}).empty());
+  // --pact-calib mse needs PACT, names itself and the family; percentile (the default) goes with any quantizer.
+  const std::string pc = err({"--pact-calib", "mse", "--quantizer", "qil", "--stages", "2"});
+  CHECK(pc.find("--pact-calib mse") != std::string::npos);
+  CHECK(pc.find("--quantizer pact") != std::string::npos);
+  CHECK(err({"--pact-calib", "mse", "--quantizer", "pact", "--stages", "2"}).empty());
+  CHECK(err({"--pact-calib", "percentile", "--quantizer", "lsq", "--stages", "2"}).empty());
+  // It reaches the plan the stage runner calibrates with.
+  CHECK(apps::run_options(TrainCli({"--pact-calib", "mse", "--quantizer", "pact"}).cfg).quant.pact_calib ==
+        quant::ActCalib::mse);
+  CHECK(apps::run_options(TrainCli({"--quantizer", "pact"}).cfg).quant.pact_calib == quant::ActCalib::percentile);
 }
 
 TEST_CASE("train's options: the data flags' defaults are DataOptions', run_options types what the loop reads") {

@@ -3,8 +3,10 @@
 // finite differences of the clip in x and α and of the staircase in α (which also sees the grid's k/q), the
 // quantizer's calibration, floor, gradient scale, L2 flag and statistics, the factory, and the AVX2 build against
 // the baseline. Not PACT inside a network or its α penalty in the optimizer (tests/layers/test_pact_layers.cpp).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "fresh_check.h"
 #include "gradcheck.h"
@@ -12,6 +14,7 @@
 
 #include "engine/ops.h"
 #include "quant/pact.h"
+#include "quant/qil.h"
 #include "quant/quantizer.h"
 #include "quant/registry.h"
 
@@ -208,6 +211,40 @@ TEST_CASE("PactQuantizer: calibration at the percentile (max for sparse inputs),
   CHECK_FALSE(q.alpha().requires_grad());
   q.set_frozen(false);
   CHECK(q.alpha().requires_grad());
+}
+
+TEST_CASE("PactQuantizer: --pact-calib mse starts alpha at the least-squares clip point of the pooled inputs") {
+  // Two batches: most inputs in [0, 1), a few far out, some negative (an unsigned quantizer sees max(x, 0)).
+  Tensor a = Tensor::empty({1000}), b = Tensor::empty({1000});
+  std::vector<float> pooled;
+  for (int64_t i = 0; i < 1000; ++i) {
+    a.data()[i] = i % 500 == 0 ? 5.f : static_cast<float>(i % 97) / 97.f - (i % 13 == 0 ? 0.5f : 0.f);
+    b.data()[i] = i % 500 == 0 ? 6.f : static_cast<float>(i % 89) / 89.f;
+  }
+  for (const Tensor* t : {&a, &b})
+    for (int64_t i = 0; i < 1000; ++i) pooled.push_back(std::max(t->data()[i], 0.f));
+  PactQuantizer pct(2), mse(2, false, 99.9, ActCalib::mse);
+  for (PactQuantizer* q : {&pct, &mse}) {
+    q->observe(a);
+    q->observe(b);
+    q->finish_calibration();
+  }
+  CHECK(mse.calibration() == ActCalib::mse);
+  CHECK(mse.alpha().item() == doctest::Approx(mse_clip_point(pooled, 3)).epsilon(1e-6));
+  // The percentile sits among the outliers; the least-squares point near the bulk.
+  CHECK(pct.alpha().item() > 4.f);
+  CHECK(mse.alpha().item() < 0.5f * pct.alpha().item());
+  // The factory and set_options carry the rule; the default stays the percentile.
+  QuantizerOptions o;
+  CHECK(dynamic_cast<PactQuantizer&>(*make_activation_quantizer("pact", 2, o)).calibration() == ActCalib::percentile);
+  o.pact_calib = ActCalib::mse;
+  auto made = make_activation_quantizer("pact", 2, o);
+  CHECK(dynamic_cast<PactQuantizer&>(*made).calibration() == ActCalib::mse);
+  PactQuantizer later(2);
+  later.set_options(o);
+  CHECK(later.calibration() == ActCalib::mse);
+  CHECK(family_reads("pact", Option::pact_calib));
+  CHECK_FALSE(family_reads("qil", Option::pact_calib));
 }
 
 TEST_CASE("PactQuantizer: stats and thresholds, set_bits keeps alpha, the factory and quantizer_from_stats") {

@@ -165,11 +165,12 @@ TEST_CASE("registry: the options each family reads, and the switches checkpoints
   CHECK(quantizer_family("qil").options ==
         std::vector<Option>{Option::fix_gamma, Option::weight_calib, Option::act_calib, Option::no_pruning});
   CHECK(quantizer_family("lsq").options == std::vector<Option>{Option::symmetric_weights});
-  CHECK(quantizer_family("pact").options == std::vector<Option>{Option::l2_penalty});
+  CHECK(quantizer_family("pact").options == std::vector<Option>{Option::l2_penalty, Option::pact_calib});
   CHECK(quantizer_family("dorefa").options.empty());
   CHECK(families_reading(Option::no_pruning) == "qil");
   CHECK(families_reading(Option::symmetric_weights) == "lsq");
   CHECK(families_reading(Option::l2_penalty) == "pact");
+  CHECK(families_reading(Option::pact_calib) == "pact");
   CHECK(family_reads("qil", Option::fix_gamma));
   CHECK_FALSE(family_reads("lsq", Option::fix_gamma));
 
