@@ -194,7 +194,9 @@ def document():
          "Schedule: FP 8 epochs from scratch at LR 0.1; quantized runs fine-tune directly from `fp-s<s>` at LR 0.01,",
          "cosine, SGD momentum 0.9, batch 128, crop + flip. Each quantizer from its own documented start: QIL's",
          "intervals from least-squares clip points (`--weight-calib mse --act-calib mse`, docs/qil.md), LSQ's step",
-         "sizes from its own rule, PACT's α from the 99.9th percentile, DoReFa with nothing to learn.", "",
+         "sizes from its own rule, PACT's α from the 99.9th percentile (and, in the `pact-mse` rows, from the",
+         "least-squares clip point, `--pact-calib mse`, run by a later commit that adds only that flag), DoReFa",
+         "with nothing to learn.", "",
          "Two settings:",
          "- **std**: the first conv and the last linear stay full precision (the paper's rule), 2 epochs.",
          "- **edge**: they are quantized at the stage's width too (`--first-last same`: the image itself goes",
@@ -230,8 +232,8 @@ def document():
                          "edge-w2-lsq-sym", "edge-w2-pact-learned"]) + [""]
     L += section("QIL and its peers at W2A2 (edge)",
                  "`--quantizer lsq|pact|dorefa`, each from its own start, same schedule and seeds as QIL's row.",
-                 ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned", "edge-w2-dorefa-learned"],
-                 kind_label)
+                 ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned", "edge-w2-pact-mse",
+                  "edge-w2-dorefa-learned"], name_label)
     for setting in ("edge", "std"):
         L += section(f"Equal levels at 2 bits: LSQ on QIL's ternary weight grid ({setting})",
                      "`--lsq-symmetric`: LSQ's weights on Q_N = Q_P = 1 (levels −s, 0, s), the 3 levels of QIL's 2-bit "
@@ -290,7 +292,7 @@ def summary():
          ["edge-w2-qil-learned", "edge-w2-qil-gamma1", "edge-w2-qil-actfrozen", "edge-w2-qil-wfrozen",
           "edge-w2-qil-noprune", "edge-w2-qil-paper", "edge-w2-qil-relative"]),
         ("QIL against its peers (edge W2A2)", ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned",
-                                                "edge-w2-dorefa-learned", "edge-w2-lsq-sym"]),
+                                                "edge-w2-dorefa-learned", "edge-w2-lsq-sym", "edge-w2-pact-mse"]),
     ]
     for title, prefixes in questions:
         r = compare(prefixes)
