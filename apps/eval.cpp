@@ -27,8 +27,7 @@ using nlohmann::json;
 
 void add_eval_flags(CLI::App& app, EvalOptions& o) {
   app.add_option("checkpoint", o.checkpoint,
-                 "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
-                 "or BF16; the --model ... flags below fill in what it does not say)")
+                 kCheckpointArgHelp)
       ->required();
   app.add_option("--data", o.data,
                  "data kind: fashion-mnist | idx | cifar10 | cifar100 | imagenet (default: the kind the checkpoint "

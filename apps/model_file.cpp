@@ -200,6 +200,10 @@ layers::LoadedModel load_model_file(const std::string& path, const ModelFileOpti
   return lm;
 }
 
+const char* const kCheckpointArgHelp =
+    "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 or BF16; the "
+    "--model ... flags below fill in what it does not say)";
+
 const char* const kInt8FlagHelp =
     "integer inference: every layer whose weights and input are both quantized runs on oneDNN's int8 primitives "
     "(input levels u8, or s8 for a signed first-layer input, x weight codes s8, exact s32 sums, one f32 scale per "

@@ -41,6 +41,8 @@ layers::LoadedModel load_model_file(const std::string& path, const ModelFileOpti
 // `--int8` of eval and predict: its help text, and switching integer inference on for every layer whose weights
 // and input are both quantized (layers::set_int8_inference), with a line on stderr saying which layers run it.
 // A network with no such layer is an error naming the checkpoint.
+// The help of the checkpoint positional of the commands that load one through load_model_file (eval, predict).
+extern const char* const kCheckpointArgHelp;
 extern const char* const kInt8FlagHelp;
 void enable_int8_inference(layers::Module& model, const std::string& checkpoint);
 

@@ -23,8 +23,7 @@ using engine::Tensor;
 
 void add_predict_flags(CLI::App& app, PredictOptions& o) {
   app.add_option("checkpoint", o.checkpoint,
-                 "checkpoint (e.g. runs/NAME/best.ckpt), or a .safetensors file with torchvision's names (F32, F16 "
-                 "or BF16; the --model ... flags below fill in what it does not say)")
+                 kCheckpointArgHelp)
       ->required();
   app.add_option("--input", o.input,
                  ".npy float32 (N, C, H, W), already normalized: images made as the checkpoint records (side, "
