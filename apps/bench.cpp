@@ -52,6 +52,9 @@ void add_bench_flags(CLI::App& app, BenchOptions& o) {
   app.add_flag("--int8", o.int8,
                "with --infer and a quantized --quant: integer inference for the layers whose weights and input are "
                "quantized (docs/int8.md)");
+  app.add_flag("--int8-forward", o.int8_forward,
+               "training steps (no --infer) with a quantized --quant: the quantized layers' forward in integers, "
+               "as `qil train --int8-forward` (docs/int8.md)");
   app.add_option("--allreduce", o.allreduce,
                  "under mpirun: gradients averaged after backward (end) or in buckets started during it (overlap)")
       ->capture_default_str();
@@ -221,7 +224,8 @@ void print_steps(const BenchOptions& o, const training::Stage& st, const StepBen
                                         {"update_ms", ms(r.times.update / n)},
                                         {"buckets", r.buckets},
                                         {"buckets_in_backward", r.buckets_in_backward},
-                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer") : "train"},
+                                        {"mode", o.infer ? (o.int8 ? "infer-int8" : "infer")
+                                                         : (o.int8_forward ? "train-int8-forward" : "train")},
                                         {"gflops", std::round(gflops * 10) / 10},
                                         {"peak_pct", std::round(1e3 * peak_share) / 10},
                                         {"peak_rss_mib", std::round(peak_rss_mib() * 10) / 10},
@@ -252,7 +256,8 @@ void print_steps(const BenchOptions& o, const training::Stage& st, const StepBen
   std::printf("%s batch %lld @%lld %s%s%s%s, %d threads: img/s=%.2f\n", o.model.c_str(),
               static_cast<long long>(o.batch), static_cast<long long>(o.image_size), st.name().c_str(),
               st.quantized() ? (" " + o.quantizer).c_str() : "", o.precision == "bf16" ? ", bf16 compute" : "",
-              o.infer ? (o.int8 ? " inference int8" : " inference") : "", omp_get_max_threads(), r.img_per_s);
+              o.infer ? (o.int8 ? " inference int8" : " inference") : (o.int8_forward ? " integer forward" : ""),
+              omp_get_max_threads(), r.img_per_s);
 }
 
 // Median of `n` timed calls of fn (ms), each after a barrier so that the ranks start it together.
@@ -328,7 +333,15 @@ int run_bench(const BenchOptions& o) {
             o.quant, o.infer ? "" : ", no --infer", ")");
   const SyntheticBatch b = synthetic_batch(o);
   if (st.quantized()) quantize_for_bench(*model, st, o.quantizer, b.x);
+  QIL_CHECK(!o.int8_forward || (!o.infer && st.quantized()),
+            "bench: --int8-forward times training steps of a quantized --quant (got --quant ", o.quant,
+            o.infer ? ", --infer" : "", "; for inference use --infer --int8)");
   if (o.int8) layers::set_int8_inference(*model, true);
+  if (o.int8_forward) {
+    const layers::Int8Layers ints = layers::set_int8_forward(*model, true);
+    QIL_CHECK(!ints.integer.empty(), "bench: --int8-forward: no layer of ", o.model, " at --quant ", o.quant,
+              " has both its weights and its input quantized with levels that fit 8 bits");
+  }
   const double gflop_per_img = step_gflop(*model, o);  // a batch-1 forward: before the timing and the profile
   StepBench r = time_steps(o, *model, st, b);
   r.gflop_per_img = gflop_per_img;

@@ -33,6 +33,7 @@ struct BenchOptions {
   bool profile = false;  // per-op time table after the result (costs a clock read pair per op call)
   bool infer = false;    // time eval-mode forward passes without gradients instead of training steps
   bool int8 = false;     // with infer and a quantized --quant: integer inference (layers::set_int8_inference)
+  bool int8_forward = false;  // training steps with a quantized --quant: integer forward (layers::set_int8_forward)
   // Under mpirun: how gradients are averaged (end | overlap, as `qil train --allreduce`) and the bucket size.
   std::string allreduce = "end";
   double bucket_mb = 25;

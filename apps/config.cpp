@@ -98,6 +98,9 @@ std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
   return {
       {"model", &c.model, "model name (see `qil models`)"},
       {"precision", &c.precision, kPrecisionHelp, one_of("precision", {"fp32", "bf16"})},
+      {"int8-forward", &c.int8_forward,
+       "quantized layers (weights and input quantized) compute their training forward in integers: levels in, exact "
+       "int32 sums, one scale out; backward stays float (docs/performance.md)"},
       {"data", &c.data, "training data: fashion-mnist | idx | cifar10 | cifar100 | imagenet"},
       {"data-dir", &c.data_dir, "folder of the training data (fashion-mnist default: /usr/share/datasets/fashion-mnist)"},
       {"eval-data", &c.eval_data, "evaluation data kind (default: the training data's own test split)"},

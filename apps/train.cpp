@@ -195,6 +195,7 @@ training::RunOptions run_options(const TrainConfig& cfg) {
   o.quant.recalibrate_weights = cfg.recalibrate_weights;
   o.quant.recalibrate_activations = cfg.recalibrate_activations;
   o.quant.overrides = cfg.layers;
+  o.int8_forward = cfg.int8_forward;
   o.freeze_weights = cfg.freeze_weights;
   o.freeze_weight_intervals = cfg.freeze_intervals || cfg.freeze_weight_intervals;
   o.freeze_act_intervals = cfg.freeze_intervals || cfg.freeze_act_intervals;

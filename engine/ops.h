@@ -38,6 +38,18 @@ Tensor conv2d_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float sc
 // xk (N, in) u8/s8, wk (out, in) s8, b (out) f32 or undefined -> (N, out) f32; the same arithmetic.
 Tensor linear_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale);
 
+// Integer forward in training (`qil train --int8-forward`): the forward of conv2d_int8(xk, wk, b, scale, g), the
+// gradients of conv2d(x, w, b, g) (x, w and b receive them; xk and wk none). The caller's contract: x and w hold
+// the values whose levels are xk and wk, x = xk·step_x and w = wk·step_w up to f32 rounding, with scale =
+// step_x·step_w, so the two forwards agree up to the rounding of conv2d's f32 sums (bit for bit with levels as the
+// operands, step 1, while the sums are exact). Backward reads x and w as conv2d's does, under bf16 too.
+// Without gradients (or with x or w undefined) it is conv2d_int8.
+Tensor conv2d_int_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk,
+                          float scale, const Conv2dGeom& g);
+// The same for linear and linear_int8.
+Tensor linear_int_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk,
+                          float scale);
+
 // x (N, C, H, W); gamma, beta (C); running_mean, running_var (C) are buffers updated in place in training
 // mode (running = (1 - momentum) * running + momentum * batch, the variance unbiased, as PyTorch does).
 // Training normalizes with the batch statistics (biased variance); eval with the running ones.

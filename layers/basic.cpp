@@ -52,8 +52,8 @@ Tensor Conv2d::forward(const Tensor& x) {  // x: (N, C_in, H, W)
   Tensor y = forward_quantized(
       x, b_,
       [this](const Tensor& xin, const Tensor& w, const Tensor& b) { return engine::ops::conv2d(xin, w, b, geom_); },
-      [this](const Tensor& xk, const Tensor& wk, const Tensor& b, float scale) {
-        return engine::ops::conv2d_int8(xk, wk, b, scale, geom_);
+      [this](const Tensor& xin, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk, float scale) {
+        return engine::ops::conv2d_int_forward(xin, w, b, xk, wk, scale, geom_);
       });
   last_macs_ = y.size(1) * y.size(2) * y.size(3) * (w_.numel() / w_.size(0));
   return y;
@@ -84,8 +84,8 @@ Tensor Linear::forward(const Tensor& x) {
   QIL_CHECK(x.dim() == 2 && x.size(1) == in_, "Linear: expected (N, ", in_, ") input, got ", x.shape());
   return forward_quantized(
       x, b_, [](const Tensor& xin, const Tensor& w, const Tensor& b) { return engine::ops::linear(xin, w, b); },
-      [](const Tensor& xk, const Tensor& wk, const Tensor& b, float scale) {
-        return engine::ops::linear_int8(xk, wk, b, scale);
+      [](const Tensor& xin, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk, float scale) {
+        return engine::ops::linear_int_forward(xin, w, b, xk, wk, scale);
       });
 }
 

@@ -62,7 +62,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
               "integer inference runs without gradients and outside calibration (switch it off to train)");
     // x̄·(s·w̄) summed = (s·step_x·step_w)·Σ k_x·k_w: one scale per layer.
     const double scale = static_cast<double>(scale_.item()) * a_q_->level_step() * int8_w_step_;
-    return int_op(a_q_->levels(x), int8_codes_, bias, static_cast<float>(scale));
+    return int_op(Tensor(), Tensor(), bias, a_q_->levels(x), int8_codes_, static_cast<float>(scale));
   }
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   if (phase_ == CalibPhase::observe) {
@@ -89,6 +89,7 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
   }
   Tensor xin = aq ? (*a_q_)(x) : x;
   Tensor wbar = wq ? (*w_q_)(w) : w;
+  if (runs_int8_forward(engine::grad_enabled())) return forward_int(xin, wbar, bias, int_op);
   if (engine::ops::precision() == engine::ops::Precision::bf16) return forward_levels(xin, wbar, bias, op);
   return op(xin, engine::ops::mul_scalar(wbar, scale_), bias);
 }
@@ -106,6 +107,34 @@ Tensor QuantizableModule::forward_levels(const Tensor& xbar, const Tensor& wbar,
   const Tensor c = mul_scalar(scale_, Tensor::scalar(static_cast<float>(sx * sw)));
   const Tensor y = mul_scalar(op(kx, kw, Tensor()), c);
   return bias.defined() ? engine::ops::add_bias(y, bias) : y;
+}
+
+bool QuantizableModule::runs_int8_forward(bool training) const {
+  return int8_forward_ && training && active_weight_quantizer() && active_act_quantizer() && w_q_->levels_fit() &&
+         a_q_->levels_fit();
+}
+
+Tensor QuantizableModule::forward_int(const Tensor& xbar, const Tensor& wbar, const Tensor& bias,
+                                      const IntLayerOp& int_op) const {
+  using engine::ops::mul_scalar;
+  const double sx = a_q_->level_step(), sw = w_q_->level_step();
+  Tensor kx, kw;
+  {
+    engine::NoGradGuard ng;
+    kx = a_q_->levels_of(xbar);
+    kw = w_q_->levels_of(wbar);
+  }
+  if (engine::ops::precision() == engine::ops::Precision::bf16) {
+    // forward_levels' operands and scaling: backward reads the levels (exact in bf16), the scale comes after.
+    const Tensor kxf = mul_scalar(xbar, Tensor::scalar(static_cast<float>(1.0 / sx)));
+    const Tensor kwf = mul_scalar(wbar, Tensor::scalar(static_cast<float>(1.0 / sw)));
+    const Tensor c = mul_scalar(scale_, Tensor::scalar(static_cast<float>(sx * sw)));
+    const Tensor y = mul_scalar(int_op(kxf, kwf, Tensor(), kx, kw, 1.f), c);
+    return bias.defined() ? engine::ops::add_bias(y, bias) : y;
+  }
+  // x̄·(s·w̄) summed = (s·step_x·step_w)·Σ k_x·k_w; backward reads x̄ and s·w̄ as the float path's conv does.
+  const float scale = static_cast<float>(static_cast<double>(scale_.item()) * sx * sw);
+  return int_op(xbar, mul_scalar(wbar, scale_), bias, kx, kw, scale);
 }
 
 int QuantizableModule::add_input_observer(std::function<void(const Tensor&)> fn) {

@@ -89,6 +89,20 @@ class QuantizableModule : public Module {
   // layer with one side or neither quantized runs as before); levels that do not fit 8 bits are an error.
   bool set_int8(bool on);
   bool int8() const { return int8_codes_.defined(); }
+  // Integer forward in training (`qil train --int8-forward`, layers::set_int8_forward). When on, a layer whose
+  // weights and input are both quantized, with levels that fit 8 bits, computes its quantized forward from the
+  // levels of x̄ and w̄ (Quantizer::levels_of) in integers — op_int(k_x, k_w)·(s·step_x·step_w) + b, exact s32
+  // sums — while its backward is the float op's, reading x̄ and s·w̄ (under bf16, the levels and the scale applied
+  // after, as forward_levels). The quantizers, their gradients and calibration are unchanged; outputs equal the
+  // float forward's up to the rounding of its f32 sums, bit for bit where the float path sums levels exactly
+  // (bf16, K·q_X·q_W < 2^24). Only forwards that record gradients (training steps) take it: evaluation, and
+  // every layer during calibration, run the float path as `qil eval` does, so a run's accuracies are the ones
+  // `qil eval` reports for its checkpoints.
+  void set_int8_forward(bool on) { int8_forward_ = on; }
+  bool int8_forward() const { return int8_forward_; }
+  // Whether a quantized forward runs in integers: int8_forward(), gradients on (or `training` given true), and
+  // both sides quantized with levels that fit 8 bits.
+  bool runs_int8_forward(bool training) const;
 
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
   // observer for you): each observer is called with the layer's input, before quantization, on every
@@ -100,8 +114,10 @@ class QuantizableModule : public Module {
   // The layer's compute: y = op(x, w, b) (b may be undefined). forward_quantized wraps it with quantization
   // and calibration; the output scale multiplies the weight, so it scales the pre-bias output only.
   using LayerOp = std::function<Tensor(const Tensor& x, const Tensor& w, const Tensor& b)>;
-  // The integer twin of op (engine::ops::conv2d_int8, linear_int8): y = scale·op(xk, wk) + b, exact sums.
-  using IntLayerOp = std::function<Tensor(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale)>;
+  // The integer twin of op (engine::ops::conv2d_int_forward, linear_int_forward): y = scale·op(xk, wk) + b, exact
+  // sums, with op(x, w, b)'s gradients; x and w undefined (inference) record none.
+  using IntLayerOp = std::function<Tensor(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xk,
+                                          const Tensor& wk, float scale)>;
   Tensor forward_quantized(const Tensor& x, const Tensor& bias, const LayerOp& op, const IntLayerOp& int_op);
 
  private:
@@ -111,6 +127,8 @@ class QuantizableModule : public Module {
   // K·q_X·q_W < 2^24), so the layer computes in bf16 what an f32 convolution of the levels computes. A side at
   // full precision is fed as is (step 1; op rounds it to bf16).
   Tensor forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const LayerOp& op) const;
+  // The quantized forward in integers (set_int8_forward): the same value and gradients as the float path's.
+  Tensor forward_int(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const IntLayerOp& int_op) const;
 
  private:
   LayerQuantSpec spec_;
@@ -125,6 +143,7 @@ class QuantizableModule : public Module {
   Tensor int8_codes_;         // s8 weight codes while integer inference is on (undefined otherwise)
   double int8_w_step_ = 0.0;  // their step: w̄ = code·step
   int next_observer_id_ = 0;
+  bool int8_forward_ = false;
 };
 
 }  // namespace layers

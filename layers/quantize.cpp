@@ -152,6 +152,15 @@ Int8Layers set_int8_inference(Module& m, bool on) {
   return out;
 }
 
+Int8Layers set_int8_forward(Module& m, bool on) {
+  Int8Layers out;
+  for (const auto& [name, l] : quantizable_layers(m)) {
+    l->set_int8_forward(on);
+    if (l->quantized()) (l->runs_int8_forward(true) ? out.integer : out.floating).push_back(name);
+  }
+  return out;
+}
+
 std::vector<LayerReport> quant_report(Module& m) {
   std::vector<LayerReport> out;
   for (auto& [n, l] : quantizable_layers(m)) {

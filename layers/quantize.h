@@ -80,6 +80,10 @@ struct Int8Layers {
   std::vector<std::string> floating;  // quantizable layers still running in f32 (one side or neither quantized)
 };
 Int8Layers set_int8_inference(Module& m, bool on);
+// Integer forward in training (QuantizableModule::set_int8_forward) for every quantizable layer; returns, of the
+// quantized layers, those whose training forward now runs in integers (weights and input quantized, levels that
+// fit 8 bits) and the others. Call it after the stage's apply_quant_plan: the answer depends on the widths.
+Int8Layers set_int8_forward(Module& m, bool on);
 
 struct LayerReport {
   std::string name;

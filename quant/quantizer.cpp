@@ -77,23 +77,31 @@ Tensor Quantizer::parameter(const std::string& name) const {
   throw engine::Error(engine::str_cat(kind(), ": no parameter '", name, "'"));
 }
 
+bool Quantizer::levels_fit() const {
+  const int lo = min_level(), hi = positive_levels();
+  return lo < 0 ? (lo >= -128 && hi <= 127) : hi <= 255;
+}
+
 void Quantizer::check_levels_fit() const {
   const int lo = min_level(), hi = positive_levels();
-  const bool sgn = lo < 0;
-  QIL_CHECK(sgn ? (lo >= -128 && hi <= 127) : hi <= 255, kind(), ": ", bits(), "-bit levels span [", lo, ", ", hi,
-            "] and do not fit ", sgn ? "int8 (s8)" : "uint8 (u8)");
+  QIL_CHECK(levels_fit(), kind(), ": ", bits(), "-bit levels span [", lo, ", ", hi, "] and do not fit ",
+            lo < 0 ? "int8 (s8)" : "uint8 (u8)");
 }
 
 Tensor Quantizer::levels(const Tensor& v) const {
   check_levels_fit();
+  engine::NoGradGuard ng;
+  return levels_of((*this)(v));
+}
+
+Tensor Quantizer::levels_of(const Tensor& vbar) const {
+  check_levels_fit();
   const int lo = min_level(), hi = positive_levels();
   const bool sgn = lo < 0;
-  engine::NoGradGuard ng;
-  const Tensor vbar = (*this)(v);
   const float inv_step = static_cast<float>(1.0 / level_step());
-  Tensor k = Tensor::empty(v.shape(), sgn ? DType::s8 : DType::u8, v.layout());
+  Tensor k = Tensor::empty(vbar.shape(), sgn ? DType::s8 : DType::u8, vbar.layout());
   const float* vp = vbar.data();
-  const int64_t n = v.numel();
+  const int64_t n = vbar.numel();
   int64_t outside = 0;  // levels outside [lo, hi]: a step that does not match the rule
   auto fill = [&](auto* kp) {
 #pragma omp parallel for simd reduction(+ : outside) if (n > 16384)

@@ -125,8 +125,14 @@ class Quantizer {
   // levels() spelled out step by step for exporters (LevelRule). Input quantizers give one; the default throws,
   // naming the kind. Throws until calibrated().
   virtual LevelRule level_rule() const;
-  // Throws, naming the kind, bits and range, when the levels do not fit that 8-bit type (8-bit DoReFa weights
-  // reach ±255); levels() checks it first.
+  // The levels of vbar, a tensor of this quantizer's outputs k·level_step() (operator()'s result, whose f32
+  // products are within rounding of k·step): k = vbar/level_step() rounded, in vbar's shape and layout, s8 or u8 as
+  // levels(). What an integer forward in training feeds its convolution, the float output being computed anyway.
+  // Throws when a value is not within rounding of a level in range (vbar is not this quantizer's output).
+  Tensor levels_of(const Tensor& vbar) const;
+  // Whether the levels fit that 8-bit type (8-bit DoReFa weights reach ±255 and do not).
+  bool levels_fit() const;
+  // Throws, naming the kind, bits and range, when they do not; levels() checks it first.
   void check_levels_fit() const;
 
   // Handles to the learnable scalars, unprefixed ("c", "d", "gamma"); the layer prefixes them

@@ -133,6 +133,14 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   layers::freeze_weights(*run_.model, options_.freeze_weights && st.quantized());
   layers::freeze_intervals(*run_.model, options_.freeze_weight_intervals, options_.freeze_act_intervals);
   layers::freeze_output_scales(*run_.model, options_.freeze_output_scales);
+  const layers::Int8Layers ints = layers::set_int8_forward(*run_.model, options_.int8_forward);
+  if (options_.int8_forward && st.quantized()) {
+    std::string floats;
+    for (const std::string& n : ints.floating) floats += (floats.empty() ? " (float: " : ", ") + n;
+    log_.line(str_cat("stage ", st.name(), ": integer forward in ", ints.integer.size(), " of ",
+                      ints.integer.size() + ints.floating.size(), " quantized layers", floats,
+                      floats.empty() ? "" : ")"));
+  }
   if (st.quantized()) {  // new quantizers get their intervals from a few training batches
     calibrate_on(*run_.model, run_.data.calib, options_.batch, options_.calib_batches, options_.workers);
     // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.

@@ -43,6 +43,7 @@ struct RunOptions {
   bool freeze_act_intervals = false;     // the activation quantizers' parameters kept at calibration
   bool freeze_output_scales = false;     // the paper's recipe: output scales fixed at their least-squares fit
   int64_t calib_batches = 8;             // batches that calibrate a quantized stage's new intervals
+  bool int8_forward = false;             // quantized layers' training forward in integers (layers::set_int8_forward)
   // The step. `balance` applies to quantized stages only; `teacher` and `allreduce` are the run's (TrainingRun)
   // and set by the runner.
   StepOptions step;

@@ -159,4 +159,32 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeo
                       });
 }
 
+// The forward of conv2d_int8, the backward of conv2d: the same ConvSaved conv2d keeps, from x and w as given.
+Tensor conv2d_int_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk,
+                          float scale, const Conv2dGeom& g) {
+  const bool training = grad_enabled() && x.defined() && w.defined() &&
+                        (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  Tensor y;
+  {
+    NoGradGuard ng;
+    y = conv2d_int8(xk, wk, b, scale, g);
+  }
+  if (!training) return y;
+  check_conv(x, w, b, g);
+  QIL_CHECK(x.shape() == xk.shape() && w.shape() == wk.shape(), "conv2d_int_forward: operands ", x.shape(), " and ",
+            w.shape(), " do not match their levels ", xk.shape(), " and ", wk.shape());
+  OpTimer timer("conv2d_int_forward.save");
+  const ConvDims d = conv_dims(x, w, g, y.size(2), y.size(3));
+  const bool emulate = bf16_emulated();
+  const dt op = precision() == Precision::bf16 && !emulate ? dt::bf16 : dt::f32;
+  const Tensor xv = emulate ? round_bf16(x) : x, wv = emulate ? round_bf16(w) : w;  // the operands backward reads
+  const memory::desc x_md = act_md(xv), y_md = act_md(y);
+  // Backward-weights reorders x_m into its own layout (converting to bf16 on the native path) when it needs to.
+  ConvSaved saved{xv.detach(), wv.detach(), wrap(xv, x_md), x_md, y_md, d, b.defined(), op, emulate};
+  return record_fresh("conv2d_int_forward", y, {x, w, b},
+                      [saved](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                        conv_backward(saved, gy, gx, fresh);
+                      });
+}
+
 }  // namespace engine::ops

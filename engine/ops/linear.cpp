@@ -106,4 +106,29 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                       });
 }
 
+// The forward of linear_int8, the backward of linear, from x and w as given.
+Tensor linear_int_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xk, const Tensor& wk,
+                          float scale) {
+  const bool training = grad_enabled() && x.defined() && w.defined() &&
+                        (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  Tensor y;
+  {
+    NoGradGuard ng;
+    y = linear_int8(xk, wk, b, scale);
+  }
+  if (!training) return y;
+  QIL_CHECK(x.dtype() == DType::f32 && w.dtype() == DType::f32 && x.shape() == xk.shape() && w.shape() == wk.shape(),
+            "linear_int_forward: operands ", x, " and ", w, " do not match their levels ", xk.shape(), " and ",
+            wk.shape());
+  const bool emulate = bf16_emulated();
+  const auto op = precision() == Precision::bf16 && !emulate ? memory::data_type::bf16 : memory::data_type::f32;
+  const LinearDims d = linear_dims(x.size(0), x.size(1), w.size(0), b.defined(), op);
+  const Tensor xv = emulate ? round_bf16(x) : x, wv = emulate ? round_bf16(w) : w;  // the operands backward reads
+  return record_fresh("linear_int_forward", y, {x, w, b},
+                      [xs = xv.detach(), ws = wv.detach(), d, emulate](const Tensor& gy, std::vector<Tensor>& gx,
+                                                                       const std::vector<bool>& fresh) {
+                        linear_backward(xs, ws, d, emulate, gy, gx, fresh);
+                      });
+}
+
 }  // namespace engine::ops

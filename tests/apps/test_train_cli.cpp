@@ -307,6 +307,42 @@ TEST_CASE("--precision bf16: train, eval and bench run it and say how, the run r
   expect_error("bench --model lenet --precision f16", "f16");
 }
 
+TEST_CASE("--int8-forward: a run trains with integer forwards, says where, records it, and eval agrees with it") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  // LeNet at w4a4, first and last layers quantized too: conv1 (signed input), conv2, fc1, fc2 all integer.
+  const std::string a = "train" + kSmall + " --stages 32,4 --stage-epochs 1 --calib-batches 2 --threads 2 --seed 5 "
+                        "--first-last same --out ";
+  auto f = run_qil(a + tmp / "f");
+  auto i = run_qil(a + tmp / "i" + " --int8-forward");
+  REQUIRE_MESSAGE(f.code == 0, f.out);
+  REQUIRE_MESSAGE(i.code == 0, i.out);
+  CHECK_MESSAGE(i.out.find("stage w4a4: integer forward in 4 of 4 quantized layers") != std::string::npos, i.out);
+  CHECK(f.out.find("integer forward") == std::string::npos);
+  {
+    std::ifstream cf(tmp / "i/config.toml");
+    const std::string text((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
+    CHECK_MESSAGE(text.find("int8_forward = true") != std::string::npos, text);
+  }
+  // The full-precision stage is the same run; the quantized stage's forward differs in the last bits of its sums.
+  const auto lf = csv_column(tmp / "f/metrics.csv", "train_loss"), li = csv_column(tmp / "i/metrics.csv", "train_loss");
+  REQUIRE(lf.size() == 2);
+  REQUIRE(li.size() == 2);
+  CHECK(lf[0] == li[0]);
+  CHECK(std::fabs(std::stod(lf[1]) - std::stod(li[1])) < 0.05);
+  // Evaluation in the run is the float path: `qil eval` of the last checkpoint gives the run's last test row.
+  auto e = run_qil("eval " + tmp / "i/last.ckpt" + " --subset 256 --progress none --json");
+  REQUIRE_MESSAGE(e.code == 0, e.out);
+  const double top1 = nlohmann::json::parse(e.out.substr(e.out.rfind('{'))).at("top1").get<double>();
+  CHECK(std::fabs(top1 - std::stod(csv_column(tmp / "i/metrics.csv", "test_top1").back())) < 1e-3);
+  // A resumed run reads it back.
+  REQUIRE(run_qil(a + tmp / "r" + " --int8-forward --stop-after-steps 15").code == 0);
+  auto r = run_qil("train --resume " + tmp / "r");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE(r.out.find("integer forward in 4 of 4") != std::string::npos, r.out);
+  CHECK(csv_column(tmp / "r/metrics.csv", "test_loss") == csv_column(tmp / "i/metrics.csv", "test_loss"));
+}
+
 TEST_CASE("an interrupted run resumed from last.ckpt ends where an uninterrupted one does") {
   if (!have_fashion()) return;
   ScratchDir tmp;

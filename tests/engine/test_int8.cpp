@@ -6,10 +6,12 @@
 // weights (any s8 source).
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "op_check.h"
 
+#include "engine/autograd.h"
 #include "engine/ops.h"
 
 using namespace engine;
@@ -203,4 +205,73 @@ TEST_CASE("conv2d_int8 and linear_int8: misuse is an error naming the operand") 
   const Tensor x2 = Tensor::zeros({2, 5}, DType::u8);
   check_error([&] { ops::linear_int8(x2, Tensor::zeros({3, 4}, DType::s8), Tensor(), 1.f); },
               {"linear_int8", "has 5 features"});
+}
+
+// conv2d_int_forward and linear_int_forward (integer forward in training): the output is the integer op's, bit for
+// bit, and the gradients of x, w and b are the float op's, bit for bit, for the same output gradient. Their
+// gradient is conv2d's and linear's by construction (those have their finite-difference checks in test_conv.cpp
+// and test_norm_pool_linear.cpp); what is tested here is that the recorded backward reads x and w, not the levels.
+namespace {
+
+// f32 values k·step of integer levels k.
+Tensor scaled(const Tensor& k, float step) {
+  Tensor out = Tensor::empty(k.shape());
+  for (int64_t i = 0; i < k.numel(); ++i) out.data()[i] = static_cast<float>(level_at(k, i)) * step;
+  return out;
+}
+
+template <class IntOp, class FloatOp>
+void check_int_forward(const Tensor& xk, const Tensor& wk, float sx, float sw, const Tensor& b0, IntOp int_op,
+                       FloatOp float_op, Generator& gen, const std::string& what) {
+  CAPTURE(what);
+  auto leaf = [](const Tensor& t) { return t.clone().set_requires_grad(true); };
+  Tensor x = leaf(scaled(xk, sx)), w = leaf(scaled(wk, sw)), b = leaf(b0);
+  const Tensor y = int_op(x, w, b, xk, wk, sx * sw);
+  Tensor ref;
+  {
+    NoGradGuard ng;
+    ref = int_op(Tensor(), Tensor(), b0, xk, wk, sx * sw);  // no operands: the integer op alone, nothing recorded
+  }
+  REQUIRE(y.to_vector() == ref.to_vector());
+  const Tensor r = randn(y.shape(), gen);
+  y.backward(r);
+  Tensor xf = leaf(scaled(xk, sx)), wf = leaf(scaled(wk, sw)), bf = leaf(b0);
+  float_op(xf, wf, bf).backward(r);
+  CHECK(x.grad().to_vector() == xf.grad().to_vector());
+  CHECK(w.grad().to_vector() == wf.grad().to_vector());
+  CHECK(b.grad().to_vector() == bf.grad().to_vector());
+  CHECK_FALSE(x.grad().to_vector() == std::vector<float>(static_cast<size_t>(x.numel()), 0.f));
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_int_forward and linear_int_forward: the integer op's output, the float op's gradients") {
+  Generator gen(14);
+  for (const Int8ConvCase& k : int8_conv_cases()) {
+    const Tensor xk = levels({k.n, k.c, k.h, k.w}, k.src, k.src_lo, k.src_hi, gen);
+    const Tensor wk = levels({k.o, k.c / k.g.groups, k.k, k.k}, DType::s8, k.w_lo, k.w_hi, gen);
+    check_int_forward(
+        xk, wk, 0.37f, 0.021f, randn({k.o}, gen),
+        [&](const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& a, const Tensor& c, float s) {
+          return ops::conv2d_int_forward(x, w, b, a, c, s, k.g);
+        },
+        [&](const Tensor& x, const Tensor& w, const Tensor& b) { return ops::conv2d(x, w, b, k.g); }, gen,
+        "conv " + std::to_string(k.c) + "->" + std::to_string(k.o) + " levels up to " + std::to_string(k.src_hi));
+  }
+  for (DType src : {DType::u8, DType::s8}) {
+    const Tensor xk = levels({3, 40}, src, src == DType::u8 ? 0 : -7, 7, gen);
+    const Tensor wk = levels({9, 40}, DType::s8, -3, 3, gen);
+    check_int_forward(
+        xk, wk, 0.5f, 0.13f, randn({9}, gen),
+        [](const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& a, const Tensor& c, float s) {
+          return ops::linear_int_forward(x, w, b, a, c, s);
+        },
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return ops::linear(x, w, b); }, gen,
+        src == DType::u8 ? "linear u8" : "linear s8");
+  }
+  // Operands that are not the levels' shape are an error naming both.
+  const Tensor xk = levels({1, 4, 5, 5}, DType::u8, 0, 3, gen), wk = levels({2, 4, 3, 3}, DType::s8, -1, 1, gen);
+  const Tensor w = Tensor::zeros({2, 4, 3, 3}).set_requires_grad(true);
+  check_error([&] { ops::conv2d_int_forward(Tensor::zeros({1, 4, 6, 6}), w, Tensor(), xk, wk, 1.f, geom(1, 1, 1, 1)); },
+              {"conv2d_int_forward", "do not match their levels"});
 }
