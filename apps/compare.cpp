@@ -1,5 +1,6 @@
 // `qil compare`: groups finished runs by their resolved settings and compares the groups with paired intervals.
 #include "apps/compare.h"
+#include "apps/config.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -117,6 +118,15 @@ RunRecord read_run(const std::string& dir, const std::string& metric, const std:
     throw Error(str_cat("compare: ", cfg.string(), ": ", e.description()));
   }
   flatten(t, "", r.settings);
+  // A setting the file lacks is one the binary that wrote it did not have yet: that binary behaved as the flag's
+  // default does (a new flag defaults to the old behaviour), so it counts as the default, and runs from before and
+  // after a flag was added group together while they ran alike.
+  static const std::map<std::string, std::string> kDefaults = [] {
+    std::map<std::string, std::string> d;
+    flatten(toml::parse(to_toml(TrainConfig{})), "", d);
+    return d;
+  }();
+  for (const auto& [key, v] : kDefaults) r.settings.emplace(key, v);
   if (auto it = r.settings.find("seed"); it != r.settings.end()) r.seed = std::strtoull(it->second.c_str(), nullptr, 10);
   r.start = r.settings.count("init") ? r.settings["init"] : "";
 

@@ -71,6 +71,7 @@ ABLATIONS = {
 }
 DISTILL = ["--distill", "4", "--distill-weight", "0.5"]
 PACT_MSE = ["--pact-calib", "mse"]  # PACT's α from the least-squares clip point, as QIL's activation intervals
+INT8_FWD = ["--int8-forward"]  # the quantized layers' training forward in integers (docs/int8.md)
 LSQ_SYM = ["--lsq-symmetric"]  # LSQ's weights on a symmetric grid: ternary at 2 bits, as QIL's
 
 
@@ -110,6 +111,9 @@ def plan(seeds):
     # PACT from the least-squares clip point: at the 99.9th percentile α did not move and PACT ended ~11 points
     # below QIL, so this is PACT's best start. --pact-calib is younger than --commit: it names its commit.
     q("edge", 2, "pact", variant="mse", extra=PACT_MSE, base="learned", delta=PACT_MSE, commit="a8b5f00a0d312ce8170ad8e16d7b1f1419f4bc82")
+    # The integer forward in training against the float one: the same run, only the forward's rounding differs.
+    q("edge", 2, variant="int8fwd", extra=INT8_FWD, base="learned", delta=INT8_FWD,
+      commit="f61a0e88124a1f6cf4891dc5694409dccabb566e")
     # 3. QIL's mechanisms, each alone, where 2 bits bite. First the two that let the intervals move further
     # than the default does (is "learned = frozen" only a too-small interval step?), then DoReFa, then the rest.
     for v in ("relative", "paper"):

@@ -227,10 +227,11 @@ def document():
           "of a percent of its start at the 99.9th percentile of the calibration inputs. At 2 bits that start "
           "puts the first level at a third of that percentile, and every input below a sixth of it rounds to 0. DoReFa, whose "
           "weights are PACT's and whose activations clip at a fixed 1, lands far above PACT in the next table: "
-          "PACT's deficit here comes from its activations' start and step rule, not from its weights. A PACT row "
-          "started from the least-squares clip point is planned.", ""]
+          "PACT's deficit here comes from its activations' start and step rule, not from its weights. Started "
+          "instead from the least-squares clip point QIL's activation intervals start from (`--pact-calib mse`, the "
+          "`pact-mse` rows), PACT lands with QIL in the next table: the deficit was the start.", ""]
     L += movement_table(["edge-w2-qil-learned", "edge-w2-qil-relative", "edge-w2-qil-paper", "edge-w2-lsq-learned",
-                         "edge-w2-lsq-sym", "edge-w2-pact-learned"]) + [""]
+                         "edge-w2-lsq-sym", "edge-w2-pact-learned", "edge-w2-pact-mse"]) + [""]
     L += section("QIL and its peers at W2A2 (edge)",
                  "`--quantizer lsq|pact|dorefa`, each from its own start, same schedule and seeds as QIL's row.",
                  ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned", "edge-w2-pact-mse",
@@ -258,6 +259,12 @@ def document():
                          "`--distill 4 --distill-weight 0.5`: half the loss is the cross-entropy to the FP network's "
                          "softmax at temperature 4 (times T²).",
                          [f"{setting}-w2-{kind}-learned", f"{setting}-w2-{kind}-distill"], name_label)
+    L += section("Integer forward against the float forward (edge, W2A2)",
+                 "`--int8-forward`: the quantized layers' training forward in integers (exact int32 sums of the "
+                 "levels, docs/int8.md), the backward as before; evaluation is the float path in both. The same "
+                 "run otherwise, so any difference is the rounding of the float forward's f32 sums carried through "
+                 "training. Its rows run on the commit that adds the flag.",
+                 ["edge-w2-qil-learned", "edge-w2-qil-int8fwd"], name_label)
     for bits in (4, 3):
         L += section(f"QIL and its peers at W{bits}A{bits} (std)", "",
                      [f"std-w{bits}-{k}-learned" for k in ("qil", "lsq", "pact", "dorefa")], kind_label)

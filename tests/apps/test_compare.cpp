@@ -91,6 +91,26 @@ TEST_CASE("compare: groups, mean ± sample sd, paired 95% intervals and verdicts
                        engine::Error);
 }
 
+TEST_CASE("compare: a setting a run's config lacks counts as the flag's default") {
+  // Runs written before --pact-calib existed have no pact_calib key; they ran as its default, percentile, does.
+  ScratchDir tmp;
+  std::vector<apps::RunRecord> runs;
+  for (int s = 0; s < 2; ++s)
+    runs.push_back(apps::read_run(make_run(tmp, "old" + std::to_string(s), "pact", 0.01, s, {{"w2a2", 80.0 + s}}),
+                                  "test_top1", ""));
+  for (const char* calib : {"percentile", "mse"}) {
+    const std::string dir = make_run(tmp, std::string("new-") + calib, "pact", 0.01, 2, {{"w2a2", 85.0}});
+    std::ofstream(dir + "/config.toml", std::ios::app) << "pact_calib = '" << calib << "'\n";
+    runs.push_back(apps::read_run(dir, "test_top1", ""));
+  }
+  CHECK(runs[0].settings.at("pact_calib") == "percentile");
+  const apps::Comparison c = apps::compare_runs(runs, "");
+  REQUIRE(c.groups.size() == 2);
+  CHECK(c.groups[0].runs.size() == 3);  // the old runs and the new percentile one
+  CHECK(c.differing == std::vector<std::string>{"pact_calib"});
+  CHECK(c.groups[1].name == "pact_calib=mse");
+}
+
 TEST_CASE("compare: the same settings and seed twice is an error naming both runs") {
   ScratchDir tmp;
   std::vector<apps::RunRecord> runs = {
