@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "quant/kernel_util.h"
 
 namespace quant {
@@ -94,28 +96,71 @@ Tensor Quantizer::levels(const Tensor& v) const {
   return levels_of((*this)(v));
 }
 
+namespace {
+
+// The smallest and largest level a pass wrote; combined across threads by +=.
+struct LevelRange {
+  int32_t lo = std::numeric_limits<int32_t>::max(), hi = std::numeric_limits<int32_t>::min();
+  LevelRange& operator+=(const LevelRange& o) {
+    lo = std::min(lo, o.lo), hi = std::max(hi, o.hi);
+    return *this;
+  }
+};
+
+// k = vbar·inv_step rounded half away from zero, on [b, e): vbar = k·step up to float rounding, so r is within 1e-5
+// of k and truncating r ± 0.5 rounds it. Branch-free with a min/max reduction, so it vectorizes; compiled twice
+// (kernel_util.h: AVX2 and the baseline, the same bits).
+template <class T>
+__attribute__((always_inline)) inline LevelRange levels_body(const float* vp, T* kp, int64_t b, int64_t e,
+                                                             float inv_step) {
+  int32_t lo = std::numeric_limits<int32_t>::max(), hi = std::numeric_limits<int32_t>::min();
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t i = b; i < e; ++i) {
+    const float r = vp[i] * inv_step;
+    const int32_t k = static_cast<int32_t>(r + (r < 0.f ? -0.5f : 0.5f));
+    lo = std::min(lo, k);
+    hi = std::max(hi, k);
+    kp[i] = static_cast<T>(k);
+  }
+  return {lo, hi};
+}
+template <class T>
+QIL_AVX2 LevelRange levels_avx2(const float* vp, T* kp, int64_t b, int64_t e, float inv_step) {
+  return levels_body(vp, kp, b, e, inv_step);
+}
+template <class T>
+LevelRange levels_base(const float* vp, T* kp, int64_t b, int64_t e, float inv_step) {
+  return levels_body(vp, kp, b, e, inv_step);
+}
+
+}  // namespace
+
 Tensor Quantizer::levels_of(const Tensor& vbar) const {
+  engine::ops::OpTimer timer("levels_of");
   check_levels_fit();
+  kernel::check_input("levels_of", vbar);
   const int lo = min_level(), hi = positive_levels();
   const bool sgn = lo < 0;
   const float inv_step = static_cast<float>(1.0 / level_step());
   Tensor k = Tensor::empty(vbar.shape(), sgn ? DType::s8 : DType::u8, vbar.layout());
   const float* vp = vbar.data();
   const int64_t n = vbar.numel();
-  int64_t outside = 0;  // levels outside [lo, hi]: a step that does not match the rule
   auto fill = [&](auto* kp) {
-#pragma omp parallel for simd reduction(+ : outside) if (n > 16384)
-    for (int64_t i = 0; i < n; ++i) {
-      // vbar = k·step up to float rounding, so r is within 1e-5 of k: round half away by truncation (vectorizes).
-      const float r = vp[i] * inv_step;
-      const int32_t ki = static_cast<int32_t>(r + (r < 0.f ? -0.5f : 0.5f));
-      outside += static_cast<int64_t>(ki < lo) + static_cast<int64_t>(ki > hi);
-      kp[i] = static_cast<std::remove_pointer_t<decltype(kp)>>(ki);
-    }
+    using T = std::remove_pointer_t<decltype(kp)>;
+    const auto body = kernel::use_avx2() ? levels_avx2<T> : levels_base<T>;
+    return kernel::thread_sum<LevelRange>(n, [&](int64_t b, int64_t e) { return body(vp, kp, b, e, inv_step); });
   };
-  if (sgn) fill(k.data<int8_t>());
-  else fill(k.data<uint8_t>());
-  QIL_CHECK(outside == 0, kind(), ": ", outside, " levels fell outside [", lo, ", ", hi, "] (step ", level_step(), ")");
+  const LevelRange got = sgn ? fill(k.data<int8_t>()) : fill(k.data<uint8_t>());
+  if (n > 0 && (got.lo < lo || got.hi > hi)) {  // a step that does not match the rule: count them for the message
+    int64_t outside = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float r = vp[i] * inv_step;
+      const int64_t ki = static_cast<int64_t>(r + (r < 0.f ? -0.5f : 0.5f));
+      outside += (ki < lo) + (ki > hi);
+    }
+    throw engine::Error(engine::str_cat(kind(), ": ", outside, " levels fell outside [", lo, ", ", hi, "] (step ",
+                                        level_step(), ")"));
+  }
   return k;
 }
 
