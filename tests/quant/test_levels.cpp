@@ -3,10 +3,12 @@
 // type, level 0 is exactly the value 0 (so zero padding is level 0), the layout is kept, and levels that do not
 // fit 8 bits are refused by name.
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 
 #include "gradcheck.h"
+#include "kernel_builds.h"
 
 #include "engine/ops.h"
 #include "quant/dorefa.h"
@@ -100,6 +102,38 @@ TEST_CASE("levels: k·level_step is the fake-quantized value, in range, level 0 
       for (int64_t i = 0; i < z.numel(); ++i) CHECK(level_at(z, i) == 0);
     }
   }
+}
+
+TEST_CASE("levels_of: the levels of the quantizer's own output are levels(), both kernel builds, off-range refused") {
+  Generator g(22);
+  for (const char* kind : {"qil", "lsq", "pact", "dorefa"})
+    for (int bits : {2, 3, 5, 8})
+      for (const LevelCase c : {LevelCase{kind, true, false, bits}, LevelCase{kind, false, false, bits},
+                                LevelCase{kind, false, true, bits}}) {
+        CAPTURE(c.kind);
+        CAPTURE(c.weight);
+        CAPTURE(c.is_signed);
+        CAPTURE(c.bits);
+        const Tensor v = inputs(c, g);
+        auto q = calibrated(c, v);
+        if (!q->levels_fit()) {
+          CHECK_THROWS_WITH_AS(q->levels_of((*q)(v)), doctest::Contains("do not fit"), engine::Error);
+          continue;
+        }
+        const Tensor want = q->levels(v);  // QIL's activations: their own one-pass kernel
+        for (bool baseline : {false, true}) {
+          qiltest::BaselineKernels scope(baseline);
+          const Tensor k = q->levels_of((*q)(v));
+          REQUIRE(k.dtype() == want.dtype());
+          CHECK_MESSAGE(std::memcmp(k.bytes(), want.bytes(), static_cast<size_t>(k.numel())) == 0,
+                        (baseline ? "baseline" : "cpu's pick") << " build");
+        }
+        // A value beyond the top level by three steps, and one below the bottom: not this quantizer's output.
+        Tensor off = (*q)(v).clone();
+        off.data()[3] = static_cast<float>((q->positive_levels() + 3) * q->level_step());
+        off.data()[7] = static_cast<float>((q->min_level() - 2) * q->level_step());
+        CHECK_THROWS_WITH_AS(q->levels_of(off), doctest::Contains("2 levels fell outside"), engine::Error);
+      }
 }
 
 TEST_CASE("levels: DoReFa weight codes are odd, and 8-bit ones do not fit int8") {
