@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the measured part of docs/performance.md: qil's training step against PyTorch's, side by side.
 
-For each configuration (ResNet-18 @224 b32, ResNet-20 @32 b128, AlexNet @224 b64; full precision and QIL W4A4)
+For each configuration (ResNet-18 @224 b32, ResNet-20 @32 b128, AlexNet @224 b64; full precision and QIL W4A4, and
+W4A4 with the integer forward `--int8-forward` on the two ResNets)
 it runs `qil bench --json` and scripts/torch_ref.py INTERLEAVED (qil, PyTorch, qil, PyTorch, ...; one
 process per run, the same thread count) and reports, per configuration:
   - the median images/s of each side and the median of the per-pair ratios qil / PyTorch;
@@ -78,11 +79,13 @@ def fma_probe(threads):
     return float(m[-1])
 
 
-def ours(a, net, bits, peak, bf16=False):
+def ours(a, net, bits, peak, bf16=False, int8_forward=False):
     _, model, batch, res, classes, steps = net
     cmd = [a.qil, "bench", "--model", model, "--batch", str(batch), "--image-size", str(res), "--num-classes",
            str(classes), "--steps", str(steps), "--warmup", "2", "--repeat", "1", "--threads", str(a.threads),
            "--quant", str(bits), "--peak-gflops", f"{peak:.1f}", "--json", "--precision", "bf16" if bf16 else "fp32"]
+    if int8_forward:
+        cmd.append("--int8-forward")
     out, rss = run(cmd)
     j = json.loads(out.strip().splitlines()[-1])
     return {"img_s": j["img_per_s"], "gflops": j["gflops"], "peak_pct": j["peak_pct"], "rss_mib": rss}
@@ -102,11 +105,16 @@ def med(xs):
 
 
 def configurations(a, simd):
-    """(name, net, bits, bf16) in the order they run: every net FP32 and W4A4, then ResNet-18 in bf16 where the
-    CPU has native bf16 (or --bf16 on)."""
-    out = [(f"{net[0]} {'FP32' if bits == 32 else 'QIL W4A4'}", net, bits, False) for net in NETS for bits in (32, 4)]
+    """(name, net, bits, bf16, int8_forward) in the order they run: every net FP32 and W4A4, ResNet-18 and ResNet-20
+    W4A4 with the integer forward (`--int8-forward`; PyTorch's side is its W4A4 step), then ResNet-18 in bf16 where
+    the CPU has native bf16 (or --bf16 on)."""
+    out = [(f"{net[0]} {'FP32' if bits == 32 else 'QIL W4A4'}", net, bits, False, False) for net in NETS
+           for bits in (32, 4)]
+    out += [(f"{net[0]} QIL W4A4 int8-forward", net, 4, False, True) for net in NETS[:2]]
     if a.bf16 == "on" or (a.bf16 == "auto" and native_bf16(simd)):
-        out += [(f"{NETS[0][0]} {'bf16' if bits == 32 else 'QIL W4A4 bf16'}", NETS[0], bits, True) for bits in (32, 4)]
+        out += [(f"{NETS[0][0]} {'bf16' if bits == 32 else 'QIL W4A4 bf16'}", NETS[0], bits, True, False)
+                for bits in (32, 4)]
+        out.append((f"{NETS[0][0]} QIL W4A4 bf16 int8-forward", NETS[0], 4, True, True))
     return [c for c in out if fnmatch.fnmatch(c[0], a.only)]
 
 
@@ -116,16 +124,17 @@ def native_bf16(simd):
 
 def measure(a, peak, simd):
     rows = []
-    for name, net, bits, bf16 in configurations(a, simd):
+    for name, net, bits, bf16, int8_forward in configurations(a, simd):
         pairs = []
         for i in range(a.pairs):
-            q = ours(a, net, bits, peak, bf16)
+            q = ours(a, net, bits, peak, bf16, int8_forward)
             t = theirs(a, net, bits, bf16)
             pairs.append({"qil": q, "torch": t})
             print(f"{name}: pair {i + 1}/{a.pairs}: qil {q['img_s']:.2f} img/s ({q['rss_mib']:.0f} MiB), "
                   f"PyTorch {t['img_s']:.2f} img/s ({t['rss_mib']:.0f} MiB); load {loadavg()}",
                   file=sys.stderr, flush=True)
-        rows.append({"name": name, "net": net[0], "bits": bits, "bf16": bf16, "pairs": pairs})
+        rows.append({"name": name, "net": net[0], "bits": bits, "bf16": bf16, "int8_forward": int8_forward,
+                     "pairs": pairs})
     return rows
 
 
