@@ -134,14 +134,16 @@ std::vector<std::string> StageRunner::prepare_stage(int si, const Stage& st, boo
   layers::freeze_intervals(*run_.model, options_.freeze_weight_intervals, options_.freeze_act_intervals);
   layers::freeze_output_scales(*run_.model, options_.freeze_output_scales);
   const layers::Int8Layers ints = layers::set_int8_forward(*run_.model, options_.int8_forward);
-  if (options_.int8_forward && st.quantized()) {
+  if (options_.int8_forward && !qnames.empty()) {
     std::string floats;
     for (const std::string& n : ints.floating) floats += (floats.empty() ? " (float: " : ", ") + n;
     log_.line(str_cat("stage ", st.name(), ": integer forward in ", ints.integer.size(), " of ",
                       ints.integer.size() + ints.floating.size(), " quantized layers", floats,
                       floats.empty() ? "" : ")"));
   }
-  if (st.quantized()) {  // new quantizers get their intervals from a few training batches
+  // New quantizers get their intervals from a few training batches: in a quantized stage, and in a full-precision
+  // one whose per-layer table (`[layers.NAME]`) quantizes some layer anyway.
+  if (!qnames.empty()) {
     calibrate_on(*run_.model, run_.data.calib, options_.batch, options_.calib_batches, options_.workers);
     // Where this stage's intervals start (calibration, or the previous stage's): epoch 0 of the stage.
     if (!resumed_mid_stage) log_.interval_rows(*run_.model, si + 1, st.name(), 0);
@@ -190,7 +192,7 @@ bool StageRunner::run_stage(int si) {
                     options_.freeze_weights && st.quantized() ? ", quantizer-only" : "",
                     mid_stage ? str_cat(", resuming at epoch ", pos.epoch + 1, " batch ", pos.batch) : ""));
   StepOptions so = options_.step;
-  if (!st.quantized()) so.balance = layers::GradBalance::none;
+  if (qnames.empty()) so.balance = layers::GradBalance::none;
   so.teacher = run_.teacher.get();
   so.allreduce = run_.world > 1;
   Trainer trainer(*run_.model, opt, so);

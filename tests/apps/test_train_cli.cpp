@@ -550,6 +550,30 @@ TEST_CASE("config file: values become flags that the command line overrides, per
   CHECK(again.layers["conv1"].quantizer == "dorefa");
 }
 
+TEST_CASE("a per-layer width in a full-precision stage quantizes that layer, calibrated, and inspect shows it") {
+  if (!have_fashion()) return;
+  ScratchDir tmp;
+  // Stage 1 is fp32, but the table quantizes conv2's weights to 4 bits from the start: its interval must be
+  // calibrated in that stage (it used to stop with "quantizer used before calibration").
+  std::ofstream(tmp / "ovr.toml") << "[layers.conv2]\nwbits = 4\n";
+  auto r = run_qil("train" + kSmall + " --stages 32,2 --stage-epochs 1 --calib-batches 2 --threads 2 --config " +
+                   tmp / "ovr.toml" + " --out " + tmp / "run");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK_MESSAGE(r.out.find("== stage 1/2: fp32, 1 epochs, 1 quantized layers") != std::string::npos, r.out);
+  // The interval records of stage 1 start at calibration (epoch 0) and name conv2 only.
+  std::ifstream f(tmp / "run/intervals.jsonl");
+  int stage1 = 0;
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.at("stage").get<int>() != 1) continue;
+    ++stage1;
+    CHECK(j.at("layer") == "conv2");
+  }
+  CHECK(stage1 >= 2);  // epoch 0 (calibration) and epoch 1
+  auto e = run_qil("eval " + tmp / "run/best-fp32.ckpt" + " --subset 256 --progress none --json");
+  REQUIRE_MESSAGE(e.code == 0, e.out);
+}
+
 TEST_CASE("train advises OMP_WAIT_POLICY=passive when other tasks run as it starts, unless a policy is set") {
   if (!have_fashion()) return;
   ScratchDir tmp;
