@@ -17,7 +17,6 @@
 #include "quant/dorefa.h"
 #include "quant/kernel_util.h"
 #include "quant/fast_math.h"
-#include "quant/qil.h"
 #include "quant/qil_ops.h"
 #include "quant/registry.h"
 
@@ -161,7 +160,8 @@ void clip_level_stats(const Tensor& y, double alpha, int q, bool is_signed, Quan
 // ---- the quantizer ----------------------------------------------------------------------------------------
 
 PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
-    : bits_(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), alpha_(Tensor::scalar(1.f)) {
+    : bits_(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), clip_(percentile, is_signed),
+      alpha_(Tensor::scalar(1.f)) {
   alpha_.set_requires_grad(true);
   pact_levels(bits, is_signed, "PactQuantizer");
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "PactQuantizer: percentile must be in (0, 100], got ",
@@ -189,30 +189,13 @@ Tensor PactQuantizer::transform(const Tensor& x) const {
 void PactQuantizer::observe(const Tensor& x) {
   if (calibrated_) return;
   check_input("PactQuantizer::observe", x);
-  if (x.numel() == 0) return;
-  percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
-  max_value_ = std::max(max_value_, observed_max(x, is_signed_));
-  if (calib_ == ActCalib::mse) append_magnitudes(x, QilActQuantizer::kMseSample, is_signed_, sample_);
-  ++observed_;
+  clip_.observe(x, calib_);
 }
 
 void PactQuantizer::finish_calibration() {
   if (calibrated_) return;
-  QIL_CHECK(observed_ > 0, "PactQuantizer::finish_calibration: nothing observed");
-  double p = percentile_sum_ / static_cast<double>(observed_);
-  if (!(p > 0.0)) p = max_value_;
-  QIL_CHECK(p > 0.0, "PactQuantizer::finish_calibration: all ", observed_,
-            " observed inputs are zero (or negative for an unsigned quantizer)");
-  // mse: from the pooled sample; where the stride missed every nonzero input of a sparse layer, p stays.
-  if (calib_ == ActCalib::mse && std::any_of(sample_.begin(), sample_.end(), [](float v) { return v > 0.f; }))
-    p = mse_clip_point(sample_, positive_levels());
-  sample_.clear();
-  sample_.shrink_to_fit();
-  alpha_.data()[0] = static_cast<float>(p);
+  alpha_.data()[0] = static_cast<float>(clip_.finish(calib_, positive_levels(), "PactQuantizer::finish_calibration"));
   calibrated_ = true;
-  percentile_sum_ = 0.0;
-  max_value_ = 0.0;
-  observed_ = 0;
 }
 
 void PactQuantizer::project() {

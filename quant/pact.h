@@ -72,12 +72,9 @@ class PactQuantizer : public Quantizer {
   bool is_signed_;
   double percentile_;
   ActCalib calib_;
-  std::vector<float> sample_;  // mse: magnitudes pooled over the observed batches
+  ActClipObserver clip_;  // what calibration has observed
   Tensor alpha_;  // one element, requires_grad
   bool calibrated_ = false;
-  double percentile_sum_ = 0.0;
-  double max_value_ = 0.0;
-  int64_t observed_ = 0;
 };
 
 // The integer rule of a clipping quantizer (PACT's, DoReFa's inputs with α = 1): k = round_nonneg(clip(m, 0, α)·(q/α)),

@@ -107,48 +107,6 @@ void QilQuantizerBase::project_interval() {
 
 // ---- weights ----------------------------------------------------------------------------------------------
 
-namespace {
-// (Σ v·k)² / Σ k² for k = min(round(q·v/p), q): the share of ||v||² a least-squares scale of the levels keeps.
-double kept_energy(const std::vector<float>& v, int q, double p) {
-  const double inv = q / p;
-  double vk = 0.0, kk = 0.0;
-  for (float x : v) {
-    const double k = std::min(std::floor(x * inv + 0.5), static_cast<double>(q));
-    vk += x * k;
-    kk += k * k;
-  }
-  return kk > 0.0 ? vk * vk / kk : 0.0;
-}
-
-}  // namespace
-
-// Every stride-th element of t, at most `cap` of them, appended as the magnitude a quantizer sees: |v| when
-// symmetric, max(v, 0) when unsigned.
-void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out) {
-  const float* p = t.data();
-  const int64_t n = t.numel(), stride = (n + cap - 1) / cap;
-  for (int64_t i = 0; i < n; i += stride) out.push_back(symmetric ? std::fabs(p[i]) : std::max(p[i], 0.f));
-}
-
-double mse_clip_point(const std::vector<float>& v, int q) {
-  QIL_CHECK(!v.empty(), "mse_clip_point: no values");
-  QIL_CHECK(q >= 1, "mse_clip_point: q must be >= 1, got ", q);
-  const double top = *std::max_element(v.begin(), v.end());
-  QIL_CHECK(top > 0.0, "mse_clip_point: all values are zero");
-  constexpr int kCoarse = 256, kFine = 64;
-  double best_p = top, best = -1.0;
-  for (int j = 1; j <= kCoarse; ++j) {
-    const double p = top * j / kCoarse, e = kept_energy(v, q, p);
-    if (e > best) best = e, best_p = p;
-  }
-  const double step = top / kCoarse, lo = std::max(step / kFine, best_p - step);
-  for (int j = 0; j <= 2 * kFine; ++j) {
-    const double p = std::min(top, lo + step * j / kFine), e = kept_energy(v, q, p);
-    if (e > best) best = e, best_p = p;
-  }
-  return best_p;
-}
-
 QilWeightQuantizer::QilWeightQuantizer(int bits, bool fix_gamma, WeightCalib calib)
     : QilQuantizerBase(bits), gamma_(learnable_scalar(1.f)), fix_gamma_(fix_gamma), calib_(calib) {
   qil_weight_levels(bits, "QilWeightQuantizer");
@@ -245,7 +203,7 @@ QuantStats QilWeightQuantizer::stats(const Tensor& w) const {
 // ---- activations ------------------------------------------------------------------------------------------
 
 QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
-    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib) {
+    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), clip_(percentile, is_signed) {
   qil_activation_levels(bits, "QilActQuantizer");
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "QilActQuantizer: percentile must be in (0, 100], got ",
             percentile);
@@ -296,29 +254,13 @@ NamedTensors QilActQuantizer::named_parameters() const { return {{"c", c_}, {"d"
 void QilActQuantizer::observe(const Tensor& x) {
   if (calibrated_) return;
   check_input("QilActQuantizer::observe", x);
-  if (x.numel() == 0) return;
-  percentile_sum_ += observed_percentile(x, percentile_, is_signed_);
-  max_value_ = std::max(max_value_, observed_max(x, is_signed_));
-  if (calib_ == ActCalib::mse) append_magnitudes(x, kMseSample, is_signed_, sample_);
-  ++observed_;
+  clip_.observe(x, calib_);
 }
 
 void QilActQuantizer::finish_calibration() {
   if (calibrated_) return;
-  QIL_CHECK(observed_ > 0, "QilActQuantizer::finish_calibration: nothing observed");
-  double p = percentile_sum_ / static_cast<double>(observed_);
-  if (!(p > 0.0)) p = max_value_;
-  QIL_CHECK(p > 0.0, "QilActQuantizer::finish_calibration: all ", observed_,
-            " observed inputs are zero (or negative for an unsigned quantizer)");
-  // mse: from the pooled sample; where the stride missed every nonzero input of a sparse layer, p stays.
-  if (calib_ == ActCalib::mse && std::any_of(sample_.begin(), sample_.end(), [](float v) { return v > 0.f; }))
-    p = mse_clip_point(sample_, positive_levels());
+  const double p = clip_.finish(calib_, positive_levels(), "QilActQuantizer::finish_calibration");
   set_interval(p / 2.0, p / 2.0);
-  percentile_sum_ = 0.0;
-  max_value_ = 0.0;
-  sample_.clear();
-  sample_.shrink_to_fit();
-  observed_ = 0;
 }
 
 void QilActQuantizer::project() { project_interval(); }

@@ -1,6 +1,6 @@
 // QIL's quantizers behind quant::Quantizer: the weight quantizer (c, d, γ) and the activation quantizer (c, d)
 // of Jung et al., CVPR 2019, their shared state (QilQuantizerBase), calibration (max, percentile and the
-// least-squares clip point mse_clip_point), the constraint step project(), gradient balancing and statistics
+// least-squares clip point, quantizer.h: mse_clip_point), the constraint step project(), gradient balancing and statistics
 // with the effective pruning and clipping thresholds.
 // Not the ops themselves (qil_ops.h), not the interface (quantizer.h), not the layer that applies out_scale.
 #pragma once
@@ -51,14 +51,6 @@ class QilQuantizerBase : public Quantizer {
   double reference_width_ = 0.0;
 };
 
-// The clip point p in (0, max v] that minimizes min_s Σ (v_i − s·k_i/q)² over v ≥ 0 (magnitudes), k_i =
-// min(round(q·v_i/p), q): QIL's γ = 1 rule with c = d = p/2 at q positive levels. Maximizes (Σ v·k)² / Σ k²
-// over a grid of 256 candidates in (0, max v], then 64 finer ones around the best. An empty v or max v = 0 is
-// an error.
-double mse_clip_point(const std::vector<float>& v, int q);
-// Every stride-th element of t, at most `cap` of them, appended to out as the magnitude a quantizer sees: |v| when
-// symmetric, max(v, 0) when unsigned (the sample mse_clip_point searches).
-void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out);
 
 // Weights: c, d, γ. Calibration c = d = p / 2 (interval [0, p]) with p from WeightCalib (max|w| by default).
 // γ in [0.25, 4]; fix_gamma pins it to 1 and keeps it out of training.
@@ -135,7 +127,7 @@ class QilActQuantizer : public QilQuantizerBase {
   bool is_signed() const override { return is_signed_; }
   void set_options(const QuantizerOptions& o) override { calib_ = o.act_calib; }
   static constexpr int64_t kCalibSample = kObservedSample;  // observed_percentile's sample
-  static constexpr int64_t kMseSample = int64_t{1} << 15;  // per observed batch, ActCalib::mse
+  static constexpr int64_t kMseSample = ActClipObserver::kMseSample;  // per observed batch, ActCalib::mse
   ActCalib calibration() const { return calib_; }
   void set_calibration(ActCalib calib) { calib_ = calib; }
 
@@ -143,10 +135,7 @@ class QilActQuantizer : public QilQuantizerBase {
   bool is_signed_;
   double percentile_;
   ActCalib calib_;
-  std::vector<float> sample_;  // mse: magnitudes (inputs clamped at 0 when unsigned) pooled over the batches
-  double percentile_sum_ = 0.0;
-  double max_value_ = 0.0;  // max x (|x| if signed): fallback when a layer's input is so sparse that its percentile is 0
-  int64_t observed_ = 0;
+  ActClipObserver clip_;  // what calibration has observed
 };
 
 // Effective thresholds after discretization (docs/qil.md §3), on |v|:

@@ -79,6 +79,70 @@ Tensor Quantizer::parameter(const std::string& name) const {
   throw engine::Error(engine::str_cat(kind(), ": no parameter '", name, "'"));
 }
 
+namespace {
+// (Σ v·k)² / Σ k² for k = min(round(q·v/p), q): the share of ||v||² a least-squares scale of the levels keeps.
+double kept_energy(const std::vector<float>& v, int q, double p) {
+  const double inv = q / p;
+  double vk = 0.0, kk = 0.0;
+  for (float x : v) {
+    const double k = std::min(std::floor(x * inv + 0.5), static_cast<double>(q));
+    vk += x * k;
+    kk += k * k;
+  }
+  return kk > 0.0 ? vk * vk / kk : 0.0;
+}
+
+}  // namespace
+
+// Every stride-th element of t, at most `cap` of them, appended as the magnitude a quantizer sees: |v| when
+// symmetric, max(v, 0) when unsigned.
+void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out) {
+  const float* p = t.data();
+  const int64_t n = t.numel(), stride = (n + cap - 1) / cap;
+  for (int64_t i = 0; i < n; i += stride) out.push_back(symmetric ? std::fabs(p[i]) : std::max(p[i], 0.f));
+}
+
+double mse_clip_point(const std::vector<float>& v, int q) {
+  QIL_CHECK(!v.empty(), "mse_clip_point: no values");
+  QIL_CHECK(q >= 1, "mse_clip_point: q must be >= 1, got ", q);
+  const double top = *std::max_element(v.begin(), v.end());
+  QIL_CHECK(top > 0.0, "mse_clip_point: all values are zero");
+  constexpr int kCoarse = 256, kFine = 64;
+  double best_p = top, best = -1.0;
+  for (int j = 1; j <= kCoarse; ++j) {
+    const double p = top * j / kCoarse, e = kept_energy(v, q, p);
+    if (e > best) best = e, best_p = p;
+  }
+  const double step = top / kCoarse, lo = std::max(step / kFine, best_p - step);
+  for (int j = 0; j <= 2 * kFine; ++j) {
+    const double p = std::min(top, lo + step * j / kFine), e = kept_energy(v, q, p);
+    if (e > best) best = e, best_p = p;
+  }
+  return best_p;
+}
+
+void ActClipObserver::observe(const Tensor& x, ActCalib rule) {
+  if (x.numel() == 0) return;
+  percentile_sum_ += observed_percentile(x, percentile_, absolute_);
+  max_value_ = std::max(max_value_, observed_max(x, absolute_));
+  if (rule == ActCalib::mse) append_magnitudes(x, kMseSample, absolute_, sample_);
+  ++observed_;
+}
+
+double ActClipObserver::finish(ActCalib rule, int q, const char* who) {
+  QIL_CHECK(observed_ > 0, who, ": nothing observed");
+  double p = percentile_sum_ / static_cast<double>(observed_);
+  if (!(p > 0.0)) p = max_value_;
+  QIL_CHECK(p > 0.0, who, ": all ", observed_, " observed inputs are zero (or negative for an unsigned quantizer)");
+  if (rule == ActCalib::mse && std::any_of(sample_.begin(), sample_.end(), [](float v) { return v > 0.f; }))
+    p = mse_clip_point(sample_, q);
+  sample_.clear();
+  sample_.shrink_to_fit();
+  percentile_sum_ = max_value_ = 0.0;
+  observed_ = 0;
+  return p;
+}
+
 bool Quantizer::levels_fit() const {
   const int lo = min_level(), hi = positive_levels();
   return lo < 0 ? (lo >= -128 && hi <= 127) : hi <= 255;

@@ -1,7 +1,8 @@
 // The Quantizer interface a layer holds: forward, calibration, the constraint step project(), gradient balancing,
 // freezing, the per-layer statistics QuantStats, integer levels and the rule an input quantizer spells out for
-// exporters (LevelRule); the options a factory passes on, the observation helpers the activation quantizers share,
-// and the least-squares output-scale fit.
+// exporters (LevelRule); the options a factory passes on, the calibration helpers the quantizers share (observed
+// statistics, the least-squares clip point mse_clip_point, the activation clip-point observer ActClipObserver), and
+// the least-squares output-scale fit.
 // Not a quantizer: QIL's are in qil.h, LSQ's in lsq.h, PACT's in pact.h, DoReFa's in dorefa.h. Not the layer that
 // applies out_scale, not the optimizer.
 #pragma once
@@ -186,6 +187,40 @@ class Quantizer {
 constexpr int64_t kObservedSample = int64_t{1} << 20;
 double observed_max(const Tensor& v, bool absolute);
 double observed_percentile(const Tensor& v, double pct, bool absolute);
+
+// The clip point p in (0, max v] that minimizes min_s Σ (v_i − s·k_i/q)² over v ≥ 0 (magnitudes), k_i =
+// min(round(q·v_i/p), q): QIL's γ = 1 rule with c = d = p/2 at q positive levels. Maximizes (Σ v·k)² / Σ k²
+// over a grid of 256 candidates in (0, max v], then 64 finer ones around the best. An empty v or max v = 0 is
+// an error.
+double mse_clip_point(const std::vector<float>& v, int q);
+// Every stride-th element of t, at most `cap` of them, appended to out as the magnitude a quantizer sees: |v| when
+// symmetric, max(v, 0) when unsigned (the sample mse_clip_point searches).
+void append_magnitudes(const Tensor& t, int64_t cap, bool symmetric, std::vector<float>& out);
+
+// What an activation quantizer's calibration gathers, and the clip point p it starts from (ActCalib), for QIL's
+// (c = d = p/2) and PACT's (α = p) activation quantizers. Per observed batch: the percentile-th percentile of the
+// inputs (of |x| when absolute) on observed_percentile's subsample, their max, and under mse up to kMseSample
+// magnitudes (append_magnitudes), pooled over the batches.
+class ActClipObserver {
+ public:
+  static constexpr int64_t kMseSample = int64_t{1} << 15;  // per observed batch, ActCalib::mse
+  ActClipObserver(double percentile, bool absolute) : percentile_(percentile), absolute_(absolute) {}
+  void observe(const Tensor& x, ActCalib rule);  // an empty x counts for nothing
+  // p under `rule`: percentile — the batches' percentiles averaged, or their max where that average is 0 (an input
+  // so sparse its percentile is 0); mse — mse_clip_point of the pooled sample at q positive levels (the percentile
+  // rule's p where the sample holds no positive value: the stride missed every nonzero input of a sparse layer).
+  // Forgets what it observed. Throws, naming `who`, when nothing was observed or every input was zero (or negative
+  // when not absolute).
+  double finish(ActCalib rule, int q, const char* who);
+
+ private:
+  double percentile_;
+  bool absolute_;
+  std::vector<float> sample_;
+  double percentile_sum_ = 0.0;
+  double max_value_ = 0.0;
+  int64_t observed_ = 0;
+};
 
 // The least-squares scale s minimizing ||y_fp − s·y_q||²: ⟨y_fp, y_q⟩ / ⟨y_q, y_q⟩, in double.
 // Returns 1 when y_q is all zeros (any scale fits equally; 1 leaves the output untouched).

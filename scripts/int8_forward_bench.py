@@ -14,7 +14,10 @@ one. Checks the targets of the integer forward and says met / not met.
 Usage: scripts/int8_forward_bench.py [--rounds N] [--threads T] [--bf16 auto|on|off] [--only GLOB] [--no-write]
 Benchmarks need a quiet machine: stop other work first (`uptime`). ~10 minutes on 2 cores with 5 rounds.
 """
-import argparse, fnmatch, json, os, re, statistics, subprocess, sys, time
+import argparse, fnmatch, json, os, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf_report import busy_processes, cpu_info, loadavg, med, native_bf16, replace_section, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "int8.md")
@@ -24,25 +27,6 @@ BEGIN, END = "<!-- int8_forward_bench:begin -->", "<!-- int8_forward_bench:end -
 # label, model, batch, image size, classes, timed steps
 NETS = [("ResNet-18 @224 b32", "resnet18", 32, 224, 1000, 3), ("ResNet-20 @32 b128", "resnet20", 128, 32, 10, 6)]
 MODES = [("FP32", 32, False), ("W4A4", 4, False), ("W4A4 int8-forward", 4, True)]
-
-
-def cpu_info():
-    model, flags = "?", set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-    return model, sorted(x for x in flags if re.fullmatch(r"avx2|fma|avx512\w*|amx\w*|avx_vnni", x))
-
-
-def loadavg():
-    return " ".join(open("/proc/loadavg").read().split()[:3])
-
-
-def native_bf16(simd):
-    return any(x.startswith("avx512_bf16") or x.startswith("amx_bf16") for x in simd)
 
 
 def has_vnni(simd):
@@ -71,10 +55,6 @@ def bench(a, net, bits, int8_forward, bf16):
     j = json.loads(out.strip().splitlines()[-1])
     return {"img_s": j["img_per_s"], "forward_ms": j["forward_ms"], "backward_ms": j["backward_ms"],
             "rss_mib": j["peak_rss_mib"]}
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def ratio(rows, num, den):
@@ -153,8 +133,7 @@ def main():
     if not os.path.exists(a.qil):
         raise SystemExit(f"int8_forward_bench: no qil binary at {a.qil} (scripts/setup.sh builds it)")
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    busy = subprocess.run(["ps", "-eo", "pcpu=,comm="], capture_output=True, text=True).stdout
-    busy = ", ".join(sorted({l.split(None, 1)[1] for l in busy.splitlines() if float(l.split()[0]) > 20}))
+    busy = busy_processes()
     model, simd = cpu_info()
     configs = configurations(a, simd)
     if not configs:
@@ -176,16 +155,8 @@ def main():
     print(text)
     if a.no_write:
         return
-    os.makedirs(os.path.dirname(RAW), exist_ok=True)
-    with open(RAW, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    doc = open(DOC).read()
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
-    else:
-        raise SystemExit(f"int8_forward_bench: {DOC} has no {BEGIN} ... {END} markers")
-    with open(DOC, "w") as f:
-        f.write(doc)
+    write_json(RAW, {"meta": meta, "rows": rows})
+    replace_section(DOC, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,34 @@ def cpu_info():
     return model, simd
 
 
+def busy_processes():
+    """The names of the processes above 20% CPU now, comma-separated (what a benchmark must not run beside)."""
+    ps = subprocess.run(["ps", "-eo", "pcpu=,comm="], capture_output=True, text=True).stdout
+    return ", ".join(sorted({l.split(None, 1)[1] for l in ps.splitlines() if float(l.split()[0]) > 20}))
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def replace_section(path, begin, end, text, fallback_heading=None):
+    """Puts text in place of path's begin ... end section (atomically: a .tmp, then a rename). Without the markers:
+    appended under fallback_heading, or an error when there is none."""
+    doc = open(path).read()
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + text + doc[doc.index(end) + len(end):]
+    elif fallback_heading:
+        doc = doc.rstrip("\n") + f"\n\n## {fallback_heading}\n\n" + text + "\n"
+    else:
+        raise SystemExit(f"{os.path.basename(sys.argv[0])}: {path} has no {begin} ... {end} markers")
+    with open(path + ".tmp", "w") as f:
+        f.write(doc)
+    os.replace(path + ".tmp", path)
+
+
 def loadavg():
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -241,8 +269,7 @@ def main():
         raise SystemExit(f"perf_report: {a.python} cannot import torch and torchvision "
                          "(apt-get install python3-torch python3-torchvision)")
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    busy = subprocess.run(["ps", "-eo", "pcpu=,comm="], capture_output=True, text=True).stdout
-    busy = ", ".join(sorted({l.split(None, 1)[1] for l in busy.splitlines() if float(l.split()[0]) > 20}))
+    busy = busy_processes()
     model, simd = cpu_info()
     t0, load_before = time.time(), loadavg()
     peak = fma_peak(a.threads)
@@ -258,17 +285,8 @@ def main():
     print(text)
     if a.no_write:
         return
-    os.makedirs(os.path.dirname(RAW), exist_ok=True)
-    with open(RAW, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    doc = open(DOC).read()
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Measured (generated)\n\n" + text + "\n"
-    with open(DOC + ".tmp", "w") as f:
-        f.write(doc)
-    os.replace(DOC + ".tmp", DOC)
+    write_json(RAW, {"meta": meta, "rows": rows})
+    replace_section(DOC, BEGIN, END, text, fallback_heading="Measured (generated)")
     print(f"perf_report: wrote {os.path.relpath(DOC, ROOT)} and {os.path.relpath(RAW, ROOT)}", file=sys.stderr)
 
 

@@ -108,7 +108,7 @@ TEST_CASE("levels_of: the levels of the quantizer's own output are levels(), bot
   Generator g(22);
   for (const char* kind : {"qil", "lsq", "pact", "dorefa"})
     for (int bits : {2, 3, 5, 8})
-      for (const LevelCase c : {LevelCase{kind, true, false, bits}, LevelCase{kind, false, false, bits},
+      for (const LevelCase& c : {LevelCase{kind, true, false, bits}, LevelCase{kind, false, false, bits},
                                 LevelCase{kind, false, true, bits}}) {
         CAPTURE(c.kind);
         CAPTURE(c.weight);
