@@ -21,7 +21,10 @@ namespace apps {
 using nlohmann::json;
 
 void add_inspect_flags(CLI::App& app, InspectOptions& o) {
-  app.add_option("target", o.target, "run directory or checkpoint file")->required();
+  app.add_option("target", o.target,
+                 "run directory, a run's records without its checkpoint (intervals.jsonl: each layer's last record), "
+                 "or checkpoint file")
+      ->required();
   app.add_flag("--json", o.json, "print JSON (one object per layer)");
   app.add_flag("--csv", o.csv, "print CSV");
   app.add_option("--html", o.html, "write a self-contained HTML report to this file");
@@ -56,7 +59,7 @@ int run_inspect(const InspectOptions& o) {
             "got ", o.batches, " and ", o.batch);
   QIL_CHECK(!o.data.empty() || o.data_dir.empty(), "inspect: --data-dir needs --data");
   std::unique_ptr<layers::Module> model;
-  InspectData in = load_inspect_data(o.target, &model);
+  InspectData in = load_inspect_data(o.target, o.data.empty() ? nullptr : &model);
   if (!o.data.empty()) {
     auto ds = load_eval_data(o.data, o.data_dir, o.batches * o.batch, network_input(in.meta), &in.data_name,
                              o.max_idx_mb);
@@ -87,8 +90,13 @@ int run_inspect(const InspectOptions& o) {
   } else if (o.csv) {
     std::cout << training::interval_csv(in.reports);
   } else if (o.html.empty() || !o.data.empty()) {
-    std::cout << in.checkpoint << ": " << in.meta.model << ", " << in.reports.size() << " quantized layers\n"
-              << input_description(network_input(in.meta)) << "\n";
+    if (in.records_only)
+      std::cout << in.checkpoint << ": " << (in.meta.model.empty() ? "model not recorded" : in.meta.model) << ", "
+                << in.reports.size() << " quantized layers, each at its last record (no last.ckpt here: no "
+                << "weights, no input description)\n";
+    else
+      std::cout << in.checkpoint << ": " << in.meta.model << ", " << in.reports.size() << " quantized layers\n"
+                << input_description(network_input(in.meta)) << "\n";
     if (!in.reports.empty()) std::cout << training::interval_table(in.reports);
     if (!in.activations.empty()) {
       std::printf("\ninputs of the activation quantizers on %s:\n%-24s %10s %10s %10s %10s %12s\n",

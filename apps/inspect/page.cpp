@@ -61,9 +61,13 @@ std::string stage_list(const std::vector<StageSpan>& spans) {
 
 std::string summary_table(const InspectData& in, const std::vector<StageSpan>& spans) {
   std::ostringstream o;
-  o << "<table class=\"kv\"><tr><td>model</td><td class=\"l\">" << esc(in.meta.model) << " (" << in.meta.spec.in_channels
-    << "&times;" << in.meta.spec.image_size << "&times;" << in.meta.spec.image_size << " input, "
-    << in.meta.spec.num_classes << " classes)</td></tr>";
+  if (in.records_only)
+    o << "<table class=\"kv\"><tr><td>model</td><td class=\"l\">" << esc(in.meta.model)
+      << " (the run's records only: no checkpoint, so no weights or input description)</td></tr>";
+  else
+    o << "<table class=\"kv\"><tr><td>model</td><td class=\"l\">" << esc(in.meta.model) << " ("
+      << in.meta.spec.in_channels << "&times;" << in.meta.spec.image_size << "&times;" << in.meta.spec.image_size
+      << " input, " << in.meta.spec.num_classes << " classes)</td></tr>";
   o << "<tr><td>final state from</td><td class=\"l\"><code>" << esc(in.checkpoint) << "</code></td></tr>";
   o << "<tr><td>quantized layers</td><td class=\"l\">" << in.reports.size() << "</td></tr>";
   if (!spans.empty()) o << "<tr><td>stages</td><td class=\"l\">" << stage_list(spans) << "</td></tr>";

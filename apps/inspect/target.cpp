@@ -1,7 +1,10 @@
 // Loading an inspect target: the checkpoint's final state, then the history files beside it.
 #include "apps/inspect/target.h"
 
+#include <toml++/toml.h>
+
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "engine/check.h"
@@ -33,6 +36,37 @@ void read_history(InspectData& d) {
     d.intervals = read_intervals_jsonl((dir / "intervals.jsonl").string(), d.metrics);
 }
 
+// The model named by a run's config.toml ("" when there is none or it names none).
+std::string configured_model(const fs::path& dir) {
+  const fs::path cfg = dir / "config.toml";
+  if (!fs::exists(cfg)) return "";
+  try {
+    return toml::parse_file(cfg.string())["model"].value_or(std::string());
+  } catch (const toml::parse_error& e) {
+    throw engine::Error(engine::str_cat("inspect: ", cfg.string(), ": ", e.description()));
+  }
+}
+
+// A folder of records: each layer's last interval record is its final state, in the order layers first appear.
+void load_records(InspectData& d, bool want_model) {
+  const fs::path dir(d.run_dir);
+  QIL_CHECK(fs::exists(dir / "intervals.jsonl"), "inspect: '", d.target,
+            "' has neither last.ckpt nor intervals.jsonl (is it a run directory?)");
+  QIL_CHECK(!want_model, "inspect: '", d.target, "' has no last.ckpt, only its records: --data needs the network's ",
+            "weights (give a run directory with its checkpoint, or the checkpoint itself)");
+  d.records_only = true;
+  d.checkpoint = (dir / "intervals.jsonl").string();
+  d.meta.model = configured_model(dir);
+  read_history(d);
+  QIL_CHECK(!d.intervals.empty(), "inspect: ", d.checkpoint, " holds no layer record");
+  std::map<std::string, size_t> at;
+  for (const IntervalRecord& r : d.intervals) {
+    auto [it, added] = at.emplace(r.report.name, d.reports.size());
+    if (added) d.reports.push_back(r.report);
+    else d.reports[it->second] = r.report;
+  }
+}
+
 }  // namespace
 
 InspectData load_inspect_data(const std::string& target, std::unique_ptr<layers::Module>* model) {
@@ -42,7 +76,10 @@ InspectData load_inspect_data(const std::string& target, std::unique_ptr<layers:
   if (fs::is_directory(target)) {
     d.run_dir = target;
     d.checkpoint = (fs::path(target) / "last.ckpt").string();
-    QIL_CHECK(fs::exists(d.checkpoint), "inspect: '", target, "' has no last.ckpt (is it a run directory?)");
+    if (!fs::exists(d.checkpoint)) {
+      load_records(d, model != nullptr);
+      return d;
+    }
   }
   QIL_CHECK(fs::exists(d.checkpoint), "inspect: no such file '", d.checkpoint, "'");
   QIL_CHECK(fs::is_regular_file(d.checkpoint), "inspect: '", d.checkpoint, "' is not a file");

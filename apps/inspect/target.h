@@ -18,7 +18,10 @@ namespace apps {
 struct InspectData {
   std::string target;      // what the user named
   std::string run_dir;     // empty for a bare checkpoint
-  std::string checkpoint;  // the file the final state comes from
+  std::string checkpoint;  // the file the final state comes from (intervals.jsonl for a folder of records)
+  // A run's records without its checkpoint (the folders docs/results/runs/ keeps): the final state is each layer's
+  // last record in intervals.jsonl, the model's name comes from config.toml, and there are no weights.
+  bool records_only = false;
   layers::ModelMeta meta;
   std::vector<layers::LayerReport> reports;           // final state of every quantized layer
   std::map<std::string, std::vector<float>> weights;  // final full-precision weight of each reported layer
@@ -27,8 +30,10 @@ struct InspectData {
   std::vector<ActivationStats> activations;  // empty unless measured
   std::string data_name;                     // the data activations were measured on
 };
-// Loads a run directory (last.ckpt plus history when present) or a checkpoint file. The model stays loaded in
-// *model when model is not null (for activation statistics). Errors name the file.
+// Loads a run directory (last.ckpt plus history when present), a run's records without last.ckpt
+// (intervals.jsonl, with metrics.csv and config.toml when present: records_only), or a checkpoint file. The model
+// stays loaded in *model when model is not null (for activation statistics; a folder of records has none, an error
+// naming it). Errors name the file.
 InspectData load_inspect_data(const std::string& target, std::unique_ptr<layers::Module>* model = nullptr);
 
 }  // namespace apps

@@ -210,6 +210,32 @@ TEST_CASE("a short run writes its run directory, eval and inspect read it, a dif
   auto i = run_qil("inspect " + tmp / "run");
   REQUIRE_MESSAGE(i.code == 0, i.out);
   CHECK(i.out.find("fc1") != std::string::npos);
+  {  // The run's records without its checkpoint (what docs/results/runs/ keeps): each layer's last record is
+     // its final state, the checkpoint's.
+    fs::create_directories(tmp / "rec");
+    for (const char* f : {"config.toml", "metrics.csv", "intervals.jsonl"}) fs::copy_file(tmp / (std::string("run/") + f), tmp / (std::string("rec/") + f));
+    auto full = run_qil("inspect " + tmp / "run" + " --json"), rec = run_qil("inspect " + tmp / "rec" + " --json");
+    REQUIRE_MESSAGE(full.code == 0, full.out);
+    REQUIRE_MESSAGE(rec.code == 0, rec.out);
+    const auto a = nlohmann::json::parse(full.out.substr(full.out.find('['))),
+               b = nlohmann::json::parse(rec.out.substr(rec.out.find('[')));
+    REQUIRE(a.size() == 2);  // lenet's conv2 and fc1
+    REQUIRE(b.size() == a.size());
+    for (size_t k = 0; k < a.size(); ++k) {
+      CHECK(a[k].at("layer") == b[k].at("layer"));
+      for (const char* side : {"weight", "activation"})
+        for (const char* p : {"c", "d"})
+          CHECK(b[k].at(side).at(p).get<double>() == doctest::Approx(a[k].at(side).at(p).get<double>()).epsilon(1e-7));
+      CHECK(b[k].at("out_scale").get<double>() == doctest::Approx(a[k].at("out_scale").get<double>()).epsilon(1e-7));
+    }
+    auto t = run_qil("inspect " + tmp / "rec");
+    REQUIRE_MESSAGE(t.code == 0, t.out);
+    CHECK_MESSAGE(t.out.find("lenet, 2 quantized layers, each at its last record") != std::string::npos, t.out);
+    CHECK(run_qil("inspect " + tmp / "rec" + " --html " + tmp / "rec.html").code == 0);
+    expect_error("inspect " + tmp / "rec" + " --data fashion-mnist", "--data needs the network's weights");
+    fs::create_directories(tmp / "nothing");
+    expect_error("inspect " + tmp / "nothing", "has neither last.ckpt nor intervals.jsonl");
+  }
 
   // The saved config reproduces the run's settings.
   std::ifstream cf(tmp / "run/config.toml");
