@@ -195,6 +195,23 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK_MESSAGE(bad.out.find("unknown weight quantizer 'lq'") != std::string::npos, bad.out);
 }
 
+TEST_CASE("bench --int8-forward: training steps with the integer forward, refused without a quantized train step") {
+  const std::string lenet = "bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "
+                            "--warmup 0 --repeat 1 --threads 1 --json";
+  auto r = run_qil(lenet + " --quant 4 --int8-forward");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(nlohmann::json::parse(last_line(r.out)).at("mode") == "train-int8-forward");
+  for (const std::string& bad : {lenet + " --int8-forward", lenet + " --quant 4 --infer --int8-forward"}) {
+    auto b = run_qil(bad);
+    CHECK(b.code != 0);
+    CHECK_MESSAGE(b.out.find("--int8-forward times training steps of a quantized --quant") != std::string::npos, b.out);
+  }
+  // Weights quantized, inputs not: no layer can run integers.
+  auto w = run_qil(lenet + " --quant w4a32 --int8-forward");
+  CHECK(w.code != 0);
+  CHECK_MESSAGE(w.out.find("no layer of lenet at --quant w4a32") != std::string::npos, w.out);
+}
+
 TEST_CASE("parse_loadavg: the 1-minute load and the runnable tasks other than the reader") {
   apps::HostLoad h = apps::parse_loadavg("0.45 1.44 1.49 3/245 12345\n");
   CHECK(h.load1 == doctest::Approx(0.45));
