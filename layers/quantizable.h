@@ -100,8 +100,8 @@ class QuantizableModule : public Module {
   // `qil eval` reports for its checkpoints.
   void set_int8_forward(bool on) { int8_forward_ = on; }
   bool int8_forward() const { return int8_forward_; }
-  // Whether a quantized forward runs in integers: int8_forward(), gradients on (or `training` given true), and
-  // both sides quantized with levels that fit 8 bits.
+  // Whether a quantized forward runs in integers: int8_forward(), a forward that records gradients (`training`;
+  // forward_quantized passes engine::grad_enabled()), and both sides quantized with levels that fit 8 bits.
   bool runs_int8_forward(bool training) const;
 
   // The slots behind layers/observe.h (use observe_inputs there, which names the layer and removes the
