@@ -294,8 +294,12 @@ def execute(run, binary, threads):
         json.dump(prov, f, indent=1)
     open(os.path.join(d, "done"), "w").close()
     record(run)
-    # docs/results.md from the records so far, with this run's qil compare (a failure here loses no run).
-    doc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results_doc.py")], env=dict(os.environ, QIL=exe),
+    # docs/results.md from the records so far (a failure here loses no run), by the working tree's own build when
+    # there is one: its `qil compare` is the one `results_doc.py --check` holds the committed docs to (an older
+    # run's binary labels groups as its own compare did). Else this run's qil.
+    tree_qil = os.path.join(ROOT, "build", "qil")
+    doc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results_doc.py")],
+                         env=dict(os.environ, QIL=tree_qil if os.access(tree_qil, os.X_OK) else exe),
                          capture_output=True, text=True)
     if doc.returncode != 0:
         print(f"results: docs/results.md not rewritten: {doc.stderr.strip()}", file=sys.stderr, flush=True)
