@@ -369,8 +369,13 @@ TEST_CASE("inspecting something that is not a checkpoint names it") {
   const std::string expected = dir.file("notes.txt") + "' is not a readable model checkpoint";
   CHECK_THROWS_WITH_AS(load_inspect_data(dir.file("notes.txt")), doctest::Contains(expected.c_str()), engine::Error);
   CHECK_THROWS_WITH_AS(load_inspect_data(dir.file("missing.ckpt")), doctest::Contains("missing.ckpt"), engine::Error);
-  // A folder without last.ckpt is not a run directory.
-  CHECK_THROWS_WITH_AS(load_inspect_data(dir.path), doctest::Contains("has no last.ckpt"), engine::Error);
+  // A folder with neither last.ckpt nor a run's records is not a run directory.
+  CHECK_THROWS_WITH_AS(load_inspect_data(dir.path), doctest::Contains("has neither last.ckpt nor intervals.jsonl"),
+                       engine::Error);
+  // Records without a single layer record are refused naming the file.
+  std::ofstream(dir.file("intervals.jsonl")) << "\n";
+  CHECK_THROWS_WITH_AS(load_inspect_data(dir.path), doctest::Contains("intervals.jsonl holds no layer record"),
+                       engine::Error);
 }
 
 TEST_CASE("qil inspect on the command line: --html writes the page, --json prints records, bad files fail") {
