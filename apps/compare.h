@@ -2,7 +2,7 @@
 // (config.toml) differ only in the seed form a group; each group gets its mean, sample standard deviation and n;
 // each group is set against a baseline group by the differences of runs paired by seed, with a 95% interval
 // (Student's t). Groups are named by the settings that differ between them. A setting a config.toml lacks (written
-// by a binary from before that flag) counts as the flag's default. Markdown, CSV or JSON.
+// by a binary from before that flag) counts as the flag's current default. Markdown, CSV or JSON.
 // It reads run directories (config.toml, metrics.csv, and provenance.json where a results driver wrote one);
 // it trains and evaluates nothing.
 #pragma once
