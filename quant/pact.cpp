@@ -160,7 +160,7 @@ void clip_level_stats(const Tensor& y, double alpha, int q, bool is_signed, Quan
 // ---- the quantizer ----------------------------------------------------------------------------------------
 
 PactQuantizer::PactQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
-    : bits_(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), clip_(percentile, is_signed),
+    : bits_(bits), is_signed_(is_signed), calib_(calib), clip_(percentile, is_signed),
       alpha_(Tensor::scalar(1.f)) {
   alpha_.set_requires_grad(true);
   pact_levels(bits, is_signed, "PactQuantizer");

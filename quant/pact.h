@@ -70,7 +70,6 @@ class PactQuantizer : public Quantizer {
  private:
   int bits_;
   bool is_signed_;
-  double percentile_;
   ActCalib calib_;
   ActClipObserver clip_;  // what calibration has observed
   Tensor alpha_;  // one element, requires_grad

@@ -203,7 +203,7 @@ QuantStats QilWeightQuantizer::stats(const Tensor& w) const {
 // ---- activations ------------------------------------------------------------------------------------------
 
 QilActQuantizer::QilActQuantizer(int bits, bool is_signed, double percentile, ActCalib calib)
-    : QilQuantizerBase(bits), is_signed_(is_signed), percentile_(percentile), calib_(calib), clip_(percentile, is_signed) {
+    : QilQuantizerBase(bits), is_signed_(is_signed), calib_(calib), clip_(percentile, is_signed) {
   qil_activation_levels(bits, "QilActQuantizer");
   QIL_CHECK(percentile > 0.0 && percentile <= 100.0, "QilActQuantizer: percentile must be in (0, 100], got ",
             percentile);

@@ -101,9 +101,9 @@ class QilWeightQuantizer : public QilQuantizerBase {
 
 // Activations: c, d. Calibration c = d = p/2, p the `percentile`-th percentile of the observed inputs (of |x|
 // when signed), computed per observed batch on a strided subsample of at most kCalibSample values and
-// averaged over the batches; or (ActCalib::mse) the least-squares clip point of up to kMseSample values per
-// batch, pooled over the batches. is_signed: a first conv's input (can be negative), quantized by the
-// weights' symmetric rule with γ = 1.
+// averaged over the batches; or (ActCalib::mse) the least-squares clip point of up to ActClipObserver::kMseSample
+// values per batch, pooled over the batches (ActClipObserver does both). is_signed: a first conv's input (can be
+// negative), quantized by the weights' symmetric rule with γ = 1.
 class QilActQuantizer : public QilQuantizerBase {
  public:
   explicit QilActQuantizer(int bits, bool is_signed = false, double percentile = 99.9,
@@ -127,13 +127,11 @@ class QilActQuantizer : public QilQuantizerBase {
   bool is_signed() const override { return is_signed_; }
   void set_options(const QuantizerOptions& o) override { calib_ = o.act_calib; }
   static constexpr int64_t kCalibSample = kObservedSample;  // observed_percentile's sample
-  static constexpr int64_t kMseSample = ActClipObserver::kMseSample;  // per observed batch, ActCalib::mse
   ActCalib calibration() const { return calib_; }
   void set_calibration(ActCalib calib) { calib_ = calib; }
 
  private:
   bool is_signed_;
-  double percentile_;
   ActCalib calib_;
   ActClipObserver clip_;  // what calibration has observed
 };
