@@ -90,12 +90,13 @@ Tensor QuantizableModule::forward_quantized(const Tensor& x, const Tensor& bias,
   Tensor xin = aq ? (*a_q_)(x) : x;
   Tensor wbar = wq ? (*w_q_)(w) : w;
   if (runs_int8_forward(engine::grad_enabled())) return forward_int(xin, wbar, bias, int_op);
-  if (engine::ops::precision() == engine::ops::Precision::bf16) return forward_levels(xin, wbar, bias, op);
+  if (engine::ops::precision() == engine::ops::Precision::bf16)
+    return forward_levels(xin, wbar, bias, [&](const Tensor& kx, const Tensor& kw) { return op(kx, kw, Tensor()); });
   return op(xin, engine::ops::mul_scalar(wbar, scale_), bias);
 }
 
 Tensor QuantizableModule::forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias,
-                                         const LayerOp& op) const {
+                                         const LevelsOp& op_of_levels) const {
   using engine::ops::mul_scalar;
   const bool wq = spec_.wbits < 32, aq = spec_.abits < 32;
   const double sx = aq ? a_q_->level_step() : 1.0, sw = wq ? w_q_->level_step() : 1.0;
@@ -105,7 +106,7 @@ Tensor QuantizableModule::forward_levels(const Tensor& xbar, const Tensor& wbar,
   const Tensor kx = aq ? mul_scalar(xbar, Tensor::scalar(static_cast<float>(1.0 / sx))) : xbar;
   const Tensor kw = wq ? mul_scalar(wbar, Tensor::scalar(static_cast<float>(1.0 / sw))) : wbar;
   const Tensor c = mul_scalar(scale_, Tensor::scalar(static_cast<float>(sx * sw)));
-  const Tensor y = mul_scalar(op(kx, kw, Tensor()), c);
+  const Tensor y = mul_scalar(op_of_levels(kx, kw), c);
   return bias.defined() ? engine::ops::add_bias(y, bias) : y;
 }
 
@@ -116,7 +117,6 @@ bool QuantizableModule::runs_int8_forward(bool training) const {
 
 Tensor QuantizableModule::forward_int(const Tensor& xbar, const Tensor& wbar, const Tensor& bias,
                                       const IntLayerOp& int_op) const {
-  using engine::ops::mul_scalar;
   const double sx = a_q_->level_step(), sw = w_q_->level_step();
   Tensor kx, kw;
   {
@@ -124,17 +124,13 @@ Tensor QuantizableModule::forward_int(const Tensor& xbar, const Tensor& wbar, co
     kx = a_q_->levels_of(xbar);
     kw = w_q_->levels_of(wbar);
   }
-  if (engine::ops::precision() == engine::ops::Precision::bf16) {
-    // forward_levels' operands and scaling: backward reads the levels (exact in bf16), the scale comes after.
-    const Tensor kxf = mul_scalar(xbar, Tensor::scalar(static_cast<float>(1.0 / sx)));
-    const Tensor kwf = mul_scalar(wbar, Tensor::scalar(static_cast<float>(1.0 / sw)));
-    const Tensor c = mul_scalar(scale_, Tensor::scalar(static_cast<float>(sx * sw)));
-    const Tensor y = mul_scalar(int_op(kxf, kwf, Tensor(), kx, kw, 1.f), c);
-    return bias.defined() ? engine::ops::add_bias(y, bias) : y;
-  }
+  if (engine::ops::precision() == engine::ops::Precision::bf16)  // backward reads the levels (exact in bf16)
+    return forward_levels(xbar, wbar, bias, [&](const Tensor& kxf, const Tensor& kwf) {
+      return int_op(kxf, kwf, Tensor(), kx, kw, 1.f);
+    });
   // x̄·(s·w̄) summed = (s·step_x·step_w)·Σ k_x·k_w; backward reads x̄ and s·w̄ as the float path's conv does.
   const float scale = static_cast<float>(static_cast<double>(scale_.item()) * sx * sw);
-  return int_op(xbar, mul_scalar(wbar, scale_), bias, kx, kw, scale);
+  return int_op(xbar, engine::ops::mul_scalar(wbar, scale_), bias, kx, kw, scale);
 }
 
 int QuantizableModule::add_input_observer(std::function<void(const Tensor&)> fn) {

@@ -126,7 +126,10 @@ class QuantizableModule : public Module {
   // f32 afterwards: y = (s·step_x·step_w)·op(k_x, k_w) + b. The products and their f32 sums are then exact (while
   // K·q_X·q_W < 2^24), so the layer computes in bf16 what an f32 convolution of the levels computes. A side at
   // full precision is fed as is (step 1; op rounds it to bf16).
-  Tensor forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const LayerOp& op) const;
+  // op_of_levels(k_x, k_w) is the layer's op without bias on the levels as f32: op itself, or (forward_int) the
+  // integer op on the same levels.
+  using LevelsOp = std::function<Tensor(const Tensor& kx, const Tensor& kw)>;
+  Tensor forward_levels(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const LevelsOp& op_of_levels) const;
   // The quantized forward in integers (set_int8_forward): the same value and gradients as the float path's.
   Tensor forward_int(const Tensor& xbar, const Tensor& wbar, const Tensor& bias, const IntLayerOp& int_op) const;
 
