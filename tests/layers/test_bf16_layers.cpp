@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "level_fixtures.h"
 #include "train_fixtures.h"
 
 #include "engine/autograd.h"
@@ -17,23 +18,11 @@
 
 using namespace layers;
 using engine::Generator;
+using qiltest::levels_f32;
 using qiltest::randn;
+using qiltest::relu_input;
 
 namespace {
-
-struct Bf16Scope {
-  Bf16Scope() { engine::ops::set_precision(engine::ops::Precision::bf16); }
-  ~Bf16Scope() { engine::ops::set_precision(engine::ops::Precision::f32); }
-};
-
-// The integer levels k of v under q (u8 or s8), as f32.
-Tensor levels_f32(const quant::Quantizer& q, const Tensor& v) {
-  const Tensor k = q.levels(v).plain();
-  Tensor out = Tensor::empty(k.shape());
-  for (int64_t i = 0; i < k.numel(); ++i)
-    out.data()[i] = k.dtype() == engine::DType::s8 ? k.data<int8_t>()[i] : k.data<uint8_t>()[i];
-  return out;
-}
 
 // The layer under bf16 against (1) the f32 op of its levels, scaled as the layer scales, bit for bit, and (2) the
 // f32 layer, within f32 rounding of the largest output. op is the layer's operation without bias.
@@ -43,7 +32,7 @@ void check_layer(QuantizableModule& layer, const Tensor& x, const Tensor& bias, 
   const Tensor y32 = layer.forward(x).plain();
   Tensor ybf;
   {
-    Bf16Scope bf16;
+    qiltest::PrecisionScope bf16(engine::ops::Precision::bf16);
     ybf = layer.forward(x).plain();
   }
   const quant::Quantizer& aq = *layer.active_act_quantizer();
@@ -58,13 +47,6 @@ void check_layer(QuantizableModule& layer, const Tensor& x, const Tensor& bias, 
   double ymax = 0;
   for (int64_t i = 0; i < y32.numel(); ++i) ymax = std::max(ymax, std::fabs(static_cast<double>(y32.data()[i])));
   qiltest::check_close(ybf, y32, 1e-5f, static_cast<float>(1e-5 * ymax), what + ": bf16 vs f32 layer");
-}
-
-// Post-ReLU inputs: max(0, N(0, 1.5²)).
-Tensor relu_input(const engine::Shape& s, Generator& g) {
-  Tensor x = randn(s, g, 1.5f);
-  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);
-  return x;
 }
 
 // 8 -> 16 channels, 3x3, padding 1.

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "level_fixtures.h"
 #include "train_fixtures.h"
 
 #include "engine/autograd.h"
@@ -23,14 +24,12 @@
 
 using namespace layers;
 using engine::Generator;
+using qiltest::abs_of;
+using qiltest::levels_f32;
 using qiltest::randn;
+using qiltest::relu_input;
 
 namespace {
-
-struct PrecisionScope {
-  explicit PrecisionScope(engine::ops::Precision p) { engine::ops::set_precision(p); }
-  ~PrecisionScope() { engine::ops::set_precision(engine::ops::Precision::f32); }
-};
 
 // The layer's output and the gradients of its input and of every parameter, for the output gradient r, with the
 // integer forward on or off.
@@ -55,27 +54,12 @@ bool same_bits(const Tensor& a, const Tensor& b) {
   return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
-Tensor abs_of(const Tensor& t) {
-  Tensor a = t.plain().clone();
-  for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = std::fabs(a.data()[i]);
-  return a;
-}
-
 // |v − k·step|·factor element by element, in double, as f32: how far a quantizer's f32 output is from its level.
 Tensor off_level(const Tensor& v, const Tensor& k, double step, double factor) {
   const Tensor vp = v.plain();
   Tensor out = Tensor::empty(vp.shape());
   for (int64_t i = 0; i < vp.numel(); ++i)
     out.data()[i] = static_cast<float>(std::fabs(static_cast<double>(vp.data()[i]) - k.data()[i] * step) * factor);
-  return out;
-}
-
-// The integer levels k of v under q, as f32.
-Tensor levels_f32(const quant::Quantizer& q, const Tensor& v) {
-  const Tensor k = q.levels(v).plain();
-  Tensor out = Tensor::empty(k.shape());
-  for (int64_t i = 0; i < k.numel(); ++i)
-    out.data()[i] = k.dtype() == engine::DType::s8 ? k.data<int8_t>()[i] : k.data<uint8_t>()[i];
   return out;
 }
 
@@ -98,7 +82,7 @@ void check_layer(QuantizableModule& layer, const Tensor& x, const Tensor& bias, 
     const bool bf16 = p == engine::ops::Precision::bf16;
     const std::string where = what + (bf16 ? " bf16" : " f32");
     CAPTURE(where);
-    PrecisionScope scope(p);
+    qiltest::PrecisionScope scope(p);
     const Pass fl = run(layer, x, r, false), in = run(layer, x, r, true);
     // The gradients: the same operands read by the same backward.
     REQUIRE(fl.grads.size() == in.grads.size());
@@ -145,13 +129,6 @@ void check_layer(QuantizableModule& layer, const Tensor& x, const Tensor& bias, 
     }
     MESSAGE(where << ": " << differ << " of " << yf.size() << " outputs differ in their last bits");
   }
-}
-
-Tensor relu_input(const engine::Shape& s, Generator& g, bool signed_input) {
-  Tensor x = randn(s, g, 1.5f);
-  if (!signed_input)
-    for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::max(0.f, x.data()[i]);
-  return x;
 }
 
 struct ConvCase {

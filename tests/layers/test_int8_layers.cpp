@@ -13,6 +13,7 @@
 #include <string>
 
 #include "gradcheck.h"
+#include "level_fixtures.h"
 #include "train_fixtures.h"
 
 #include "engine/autograd.h"
@@ -22,15 +23,10 @@
 
 using namespace layers;
 using engine::Generator;
+using qiltest::abs_of;
 using qiltest::randn;
 
 namespace {
-
-Tensor abs_of(const Tensor& t) {
-  Tensor a = t.plain().clone();
-  for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = std::fabs(a.data()[i]);
-  return a;
-}
 
 // The layer's output in f32 (fake-quantized) and in int8, and the bound between them, element by element.
 // op(x, w) is the layer's own f32 op; k the number of terms each output sums.
