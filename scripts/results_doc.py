@@ -52,25 +52,38 @@ def compare(prefixes, stage=None):
     return " ".join(short), md, js
 
 
-def verdicts(js, label):
-    """One sentence per compared group with n >= MIN_N on both sides."""
+def prefix_of(g):
+    """The record name a group's runs share (edge-w2-qil-learned for edge-w2-qil-learned-s0..2)."""
+    names = {os.path.basename(r["dir"]).rsplit("-s", 1)[0] for r in g["runs"]}
+    return "/".join(sorted(names))
+
+
+def against(g, base):
+    """`g` named by its records and only the settings in which it differs from `base`."""
+    diff = [f"{k}={v}" for k, v in sorted(g.get("settings", {}).items()) if base.get("settings", {}).get(k) != v]
+    return f"`{prefix_of(g)}`" + (f" ({' '.join(diff)})" if diff and g is not base else "")
+
+
+def verdicts(js):
+    """One sentence per compared group with n >= MIN_N on both sides; each group is named by its records and the
+    settings in which it differs from the baseline."""
     base = next(g for g in js["groups"] if g["baseline"])
     out = []
     for g in js["groups"]:
         p = g.get("paired")
         if not p:
             continue
-        name = label(g)
+        name = against(g, base)
         if p["n"] < MIN_N or base["n"] < MIN_N:
             out.append(f"- {name}: n = {p['n']} paired seeds so far; no verdict before n = {MIN_N}.")
             continue
         says = {"higher": "higher than", "lower": "lower than", "no difference shown": "not distinguishable from"}
-        out.append(f"- {name}: {p['mean']:+.2f} points against {label(base)} (95% interval "
+        out.append(f"- {name}: {p['mean']:+.2f} points against `{prefix_of(base)}` (95% interval "
                    f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}], n = {p['n']}): {says[p['verdict']]} it.")
     return out
 
 
-def section(title, intro, prefixes, label, stage=None):
+def section(title, intro, prefixes, stage=None):
     r = compare(prefixes, stage)
     lines = [f"## {title}", ""] + ([intro, ""] if intro else [])
     if r is None:
@@ -81,7 +94,7 @@ def section(title, intro, prefixes, label, stage=None):
     lines += ["```", cmd, "```", "", md.rstrip(), ""]
     if missing:
         lines += [f"Still running or queued (n < {MIN_N}): {', '.join(p + '-s*' for p in missing)}.", ""]
-    lines += verdicts(js, label) + [""]
+    lines += verdicts(js) + [""]
     return lines
 
 
@@ -169,15 +182,6 @@ def cost_line():
     return "; ".join(parts) + "."
 
 
-def kind_label(g):
-    s = g.get("settings", {})
-    return s.get("quantizer", "?") if "quantizer" in s else g["name"]
-
-
-def name_label(g):
-    return g["name"]
-
-
 def document():
     L = ["# Results: QIL on ResNet-20 / Fashion-MNIST", "",
          "Written by `scripts/results_doc.py` from the run records in `docs/results/runs/` (each run's resolved",
@@ -211,14 +215,14 @@ def document():
     L += section("Does learning the intervals help? QIL learned against frozen at W2A2",
                  "`frozen`: every c, d, γ stays where calibration put it (`--freeze-intervals`); the weights and output "
                  "scales train in both.",
-                 ["edge-w2-qil-learned", "edge-w2-qil-frozen"], name_label)
+                 ["edge-w2-qil-learned", "edge-w2-qil-frozen"])
     L += section("Learned with relative interval steps against frozen (edge, W2A2)",
                  "The same question for QIL's intervals learned with `--quant-grad-scale relative` (c and d step "
                  "relative to the interval's width; the default's 1/sqrt(N·q) leaves the activation intervals within a "
                  "few percent of calibration). Baseline: the frozen intervals.",
-                 ["edge-w2-qil-frozen", "edge-w2-qil-learned", "edge-w2-qil-relative"], name_label)
+                 ["edge-w2-qil-frozen", "edge-w2-qil-learned", "edge-w2-qil-relative"])
     L += section("The same question where the edges stay full precision (std)", "",
-                 ["std-w2-qil-learned", "std-w2-qil-frozen"], name_label)
+                 ["std-w2-qil-learned", "std-w2-qil-frozen"])
     L += ["## How far the learned parameters moved (edge, W2A2)", "",
           "Each learned quantizer parameter's change from calibration to the run's end, |last / calibrated − 1|, "
           "median and largest over every layer and seed (from each run's intervals.jsonl; QIL: c and d, LSQ: the "
@@ -235,12 +239,12 @@ def document():
     L += section("QIL and its peers at W2A2 (edge)",
                  "`--quantizer lsq|pact|dorefa`, each from its own start, same schedule and seeds as QIL's row.",
                  ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned", "edge-w2-pact-mse",
-                  "edge-w2-dorefa-learned"], name_label)
+                  "edge-w2-dorefa-learned"])
     for setting in ("edge", "std"):
         L += section(f"Equal levels at 2 bits: LSQ on QIL's ternary weight grid ({setting})",
                      "`--lsq-symmetric`: LSQ's weights on Q_N = Q_P = 1 (levels −s, 0, s), the 3 levels of QIL's 2-bit "
                      "weights, against QIL and against LSQ's own 4-level grid.",
-                     [f"{setting}-w2-qil-learned", f"{setting}-w2-lsq-sym", f"{setting}-w2-lsq-learned"], name_label)
+                     [f"{setting}-w2-qil-learned", f"{setting}-w2-lsq-sym", f"{setting}-w2-lsq-learned"])
     L += section("QIL's mechanisms, one at a time (edge, W2A2)",
                  "Each row changes one thing in QIL's run: `freeze_intervals` (all c, d, γ at calibration), `fix_gamma` "
                  "(γ = 1), `freeze_act_intervals` (activation intervals at calibration), `freeze_weight_intervals` "
@@ -251,29 +255,28 @@ def document():
                  "under the default the activation intervals end within a few percent of calibration, so this row "
                  "asks whether intervals that move further earn more).",
                  ["edge-w2-qil-learned", "edge-w2-qil-frozen", "edge-w2-qil-gamma1", "edge-w2-qil-actfrozen",
-                  "edge-w2-qil-wfrozen", "edge-w2-qil-noprune", "edge-w2-qil-paper", "edge-w2-qil-relative"],
-                 name_label)
+                  "edge-w2-qil-wfrozen", "edge-w2-qil-noprune", "edge-w2-qil-paper", "edge-w2-qil-relative"])
     for setting in ("edge", "std"):
         for kind in ("qil", "lsq", "pact", "dorefa"):
             L += section(f"Distillation from the FP network: {kind}, W2A2 ({setting})",
                          "`--distill 4 --distill-weight 0.5`: half the loss is the cross-entropy to the FP network's "
                          "softmax at temperature 4 (times T²).",
-                         [f"{setting}-w2-{kind}-learned", f"{setting}-w2-{kind}-distill"], name_label)
+                         [f"{setting}-w2-{kind}-learned", f"{setting}-w2-{kind}-distill"])
     L += section("Integer forward against the float forward (edge, W2A2)",
                  "`--int8-forward`: the quantized layers' training forward in integers (exact int32 sums of the "
                  "levels, docs/int8.md), the backward as before; evaluation is the float path in both. The same "
                  "run otherwise, so any difference is the rounding of the float forward's f32 sums carried through "
                  "training. Its rows run on the commit that adds the flag.",
-                 ["edge-w2-qil-learned", "edge-w2-qil-int8fwd"], name_label)
+                 ["edge-w2-qil-learned", "edge-w2-qil-int8fwd"])
     for bits in (4, 3):
         L += section(f"QIL and its peers at W{bits}A{bits} (std)", "",
-                     [f"std-w{bits}-{k}-learned" for k in ("qil", "lsq", "pact", "dorefa")], kind_label)
+                     [f"std-w{bits}-{k}-learned" for k in ("qil", "lsq", "pact", "dorefa")])
     L += section("QIL and its peers at W3A3 (edge)", "",
-                 [f"edge-w3-{k}-learned" for k in ("qil", "lsq", "pact", "dorefa")], kind_label)
-    L += section("Learned against frozen at W3A3 (edge)", "", ["edge-w3-qil-learned", "edge-w3-qil-frozen"], name_label)
+                 [f"edge-w3-{k}-learned" for k in ("qil", "lsq", "pact", "dorefa")])
+    L += section("Learned against frozen at W3A3 (edge)", "", ["edge-w3-qil-learned", "edge-w3-qil-frozen"])
     L += section("Progressive 5 → 4 → 3 → 2 against direct W2A2 (std)",
                  "The progressive run's W2A2 stage (2 epochs per stage) against 2 epochs of direct fine-tuning.",
-                 ["std-w2-qil-learned", "std-prog-qil-learned"], name_label, stage="w2a2")
+                 ["std-w2-qil-learned", "std-prog-qil-learned"], stage="w2a2")
     L += ["## Earlier results", "",
           "The tables that stood here before this plan mixed two full-precision networks across seeds, mislabelled",
           "two calibration columns and compared LSQ with QIL's old starting rule; they were removed (they remain in",
@@ -285,27 +288,80 @@ QIL_DOC = os.path.join(ROOT, "docs", "qil.md")
 BEGIN, END = "<!-- results: written by scripts/results_doc.py -->", "<!-- end of results -->"
 
 
+# Each single-mechanism variant of QIL's edge W2A2 run, as what it does instead (for the headline of docs/qil.md).
+MECHANISM = {"edge-w2-qil-gamma1": "fixing γ at 1",
+             "edge-w2-qil-actfrozen": "freezing the activation intervals at calibration",
+             "edge-w2-qil-wfrozen": "freezing the weight intervals at calibration",
+             "edge-w2-qil-noprune": "holding the pruning point at 0",
+             "edge-w2-qil-paper": "the paper's recipe (raw interval gradients, output scales fixed)",
+             "edge-w2-qil-relative": "interval steps relative to the interval's width"}
+
+
+def paired(prefixes):
+    """{variant prefix: paired result} of `qil compare` over `prefixes` (the first is the baseline), n >= MIN_N only."""
+    r = compare(prefixes)
+    if r is None:
+        return {}
+    return {prefix_of(g): g["paired"] for g in r[2]["groups"]
+            if g.get("paired") and g["paired"]["n"] >= MIN_N}
+
+
+def headline():
+    """The answer to the question QIL exists for, computed from the paired intervals: has learning the intervals,
+    or any one of QIL's mechanisms, been shown to earn accuracy here?"""
+    iv = lambda p: f"{p['mean']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}], n = {p['n']}"
+    frozen = []
+    for setting in ("edge", "std"):
+        p = paired([f"{setting}-w2-qil-learned", f"{setting}-w2-qil-frozen"]).get(f"{setting}-w2-qil-frozen")
+        if p:
+            frozen.append((setting, p))
+    mech = paired(["edge-w2-qil-learned"] + list(MECHANISM))
+    if not frozen and not mech:
+        return []
+    out = []
+    if frozen:
+        wins = [s for s, p in frozen if p["verdict"] == "lower"]
+        lead = ("- Learning QIL's intervals is shown to beat freezing them at calibration in: " + ", ".join(wins)
+                if wins else
+                "- **A negative result.** In no setting tested has learning QIL's intervals been shown to beat "
+                "freezing them at their least-squares calibration")
+        out.append(lead + " (frozen − learned at W2A2, 95% interval: " +
+                   "; ".join(f"{s} {iv(p)}" for s, p in frozen) + ").")
+    if mech:
+        by = {v: [k for k, p in mech.items() if p["verdict"] == v] for v in ("lower", "no difference shown", "higher")}
+        each = lambda ks: ", ".join(f"{MECHANISM[k]} ({iv(mech[k])})" for k in ks)
+        if by["lower"]:
+            out.append("- Mechanisms shown to earn their keep (edge W2A2, variant − QIL's default): " +
+                       each(by["lower"]) + " cost accuracy.")
+        else:
+            out.append("- No single mechanism of QIL is shown to earn its keep (edge W2A2, variant − QIL's default).")
+        if by["no difference shown"]:
+            out.append("  - No measurable change: " + each(by["no difference shown"]) + ".")
+        if by["higher"]:
+            out.append("  - Higher than QIL's default: " + each(by["higher"]) + ".")
+    return out + [""]
+
+
 def summary():
     """What the evidence says about QIL's own mechanisms, for the top of docs/qil.md."""
     L = [BEGIN, "## What the evidence says", "",
          "From `docs/results.md` (ResNet-20 / Fashion-MNIST, three seeds, each from its own full-precision network,",
          "paired 95% intervals; a mechanism \"earns\" something only where the interval excludes zero). "
-         "What 2 bits cost: " + cost_line(), ""]
+         "What 2 bits cost: " + cost_line(), ""] + headline()
     questions = [
         ("Learning the intervals at all (learned − frozen), edge W2A2", ["edge-w2-qil-learned", "edge-w2-qil-frozen"]),
         ("Learning them with relative steps, against frozen, edge W2A2",
          ["edge-w2-qil-frozen", "edge-w2-qil-relative"]),
         ("Learning the intervals at all, std W2A2", ["std-w2-qil-learned", "std-w2-qil-frozen"]),
         ("Each mechanism alone (edge W2A2; the variant against QIL's default)",
-         ["edge-w2-qil-learned", "edge-w2-qil-gamma1", "edge-w2-qil-actfrozen", "edge-w2-qil-wfrozen",
-          "edge-w2-qil-noprune", "edge-w2-qil-paper", "edge-w2-qil-relative"]),
+         ["edge-w2-qil-learned"] + list(MECHANISM)),
         ("QIL against its peers (edge W2A2)", ["edge-w2-qil-learned", "edge-w2-lsq-learned", "edge-w2-pact-learned",
                                                 "edge-w2-dorefa-learned", "edge-w2-lsq-sym", "edge-w2-pact-mse"]),
     ]
     for title, prefixes in questions:
         r = compare(prefixes)
         L.append(f"**{title}.**")
-        L += verdicts(r[2], name_label) if r else []
+        L += verdicts(r[2]) if r else []
         missing = [p + "-s*" for p in prefixes if not runs_of(p)]
         if missing:
             L.append(f"- not run yet: {', '.join(missing)}.")
