@@ -125,18 +125,23 @@ def plan(seeds):
     q("std", 2)
     q("std", 2, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
     q("std", 2, "lsq", variant="sym", extra=LSQ_SYM, base="learned", delta=LSQ_SYM)
-    # 4. Distillation from the FP network, every quantizer, W2A2, both settings.
+    # 4. Distillation from the FP network, every quantizer, W2A2, both settings; between them, learned against
+    # frozen at W3A3 where the edges are quantized: from 3 bits on the weights have more than one threshold, so
+    # the interval's shape (c, d, γ) reaches the forward, which at 2 bits it does only through one threshold.
     for setting in ("edge", "std"):
         for kind in START:
             q(setting, 2, kind, variant="distill", extra=DISTILL, base="learned", delta=DISTILL)
+        if setting == "edge":
+            q("edge", 3)
+            q("edge", 3, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
     # 5. Peers at every width in the standard setting, then W3A3 where it bites.
     for bits in (4, 3, 2):
         for kind in START:
             if not (bits == 2 and kind == "qil"):
                 q("std", bits, kind)
     for kind in START:
-        q("edge", 3, kind)
-    q("edge", 3, variant="frozen", extra=ABLATIONS["frozen"], base="learned", delta=ABLATIONS["frozen"])
+        if kind != "qil":
+            q("edge", 3, kind)
     # 6. Progressive 5 -> 4 -> 3 -> 2 against direct, standard setting.
     for s in seeds:
         runs.append(dict(name=f"std-prog-qil-learned-s{s}", seed=s, base=None, delta=[],

@@ -311,10 +311,11 @@ def headline():
     or any one of QIL's mechanisms, been shown to earn accuracy here?"""
     iv = lambda p: f"{p['mean']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}], n = {p['n']}"
     frozen = []
-    for setting in ("edge", "std"):
-        p = paired([f"{setting}-w2-qil-learned", f"{setting}-w2-qil-frozen"]).get(f"{setting}-w2-qil-frozen")
+    for setting, bits in (("edge", 2), ("std", 2), ("edge", 3)):
+        p = paired([f"{setting}-w{bits}-qil-learned", f"{setting}-w{bits}-qil-frozen"]).get(
+            f"{setting}-w{bits}-qil-frozen")
         if p:
-            frozen.append((setting, p))
+            frozen.append((f"{setting} W{bits}A{bits}", p))
     mech = paired(["edge-w2-qil-learned"] + list(MECHANISM))
     if not frozen and not mech:
         return []
@@ -325,7 +326,7 @@ def headline():
                 if wins else
                 "- **A negative result.** In no setting tested has learning QIL's intervals been shown to beat "
                 "freezing them at their least-squares calibration")
-        out.append(lead + " (frozen − learned at W2A2, 95% interval: " +
+        out.append(lead + " (frozen − learned, 95% interval: " +
                    "; ".join(f"{s} {iv(p)}" for s, p in frozen) + ").")
     if mech:
         by = {v: [k for k, p in mech.items() if p["verdict"] == v] for v in ("lower", "no difference shown", "higher")}

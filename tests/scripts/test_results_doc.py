@@ -55,24 +55,24 @@ check("no verdict before n = 3" in doc.verdicts({"groups": [base, few]})[0], "n 
 
 
 def headline_with(frozen, mech):
-    """The headline with `paired` answering from the given verdicts: frozen = {setting: result}, mech = {prefix:
-    result}."""
+    """The headline with `paired` answering from the given verdicts: frozen = {"edge-w2": result, ...} (learned
+    against frozen), mech = {prefix: result}."""
     def fake(prefixes):
         if prefixes[0] == "edge-w2-qil-learned" and len(prefixes) > 2:
             return mech
-        setting = prefixes[0].split("-")[0]
-        return {f"{setting}-w2-qil-frozen": frozen[setting]} if setting in frozen else {}
+        key = prefixes[0].rsplit("-qil-", 1)[0]
+        return {f"{key}-qil-frozen": frozen[key]} if key in frozen else {}
     doc.paired = fake
     return "\n".join(doc.headline())
 
 
 none = result(0.3, -0.3, 0.9)
-h = headline_with({"edge": none, "std": result(0.25, -0.01, 0.5)}, {})
-check("A negative result" in h and "edge +0.30 [-0.30, +0.90], n = 3" in h and "std +0.25" in h,
-      f"no setting where learned beats frozen is a negative result, with both intervals: {h}")
-h = headline_with({"edge": result(-0.6, -1.0, -0.2), "std": none}, {})
-check("A negative result" not in h and "beat freezing them at calibration in: edge" in h,
-      f"frozen below learned in one setting names that setting: {h}")
+h = headline_with({"edge-w2": none, "std-w2": result(0.25, -0.01, 0.5), "edge-w3": none}, {})
+check("A negative result" in h and "edge W2A2 +0.30 [-0.30, +0.90], n = 3" in h and "std W2A2 +0.25" in h
+      and "edge W3A3 +0.30" in h, f"no setting where learned beats frozen is a negative result, every interval: {h}")
+h = headline_with({"edge-w2": none, "edge-w3": result(-0.6, -1.0, -0.2)}, {})
+check("A negative result" not in h and "beat freezing them at calibration in: edge W3A3 (" in h,
+      f"frozen below learned in one setting names that setting alone: {h}")
 h = headline_with({}, {"edge-w2-qil-gamma1": result(0.14, 0.13, 0.16), "edge-w2-qil-wfrozen": none,
                        "edge-w2-qil-noprune": result(-0.5, -0.8, -0.2)})
 check("shown to earn their keep" in h and "holding the pruning point at 0 (-0.50" in h.split("earn their keep")[1]
