@@ -199,6 +199,10 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
+// The most bytes tensors held at once (engine::tensor_bytes_peak), in MiB: what the graph keeps, free of the
+// allocator's caching and fragmentation that the resident figure includes.
+double peak_tensor_mib() { return static_cast<double>(engine::tensor_bytes_peak()) / (1024.0 * 1024.0); }
+
 void print_steps(const BenchOptions& o, const training::Stage& st, const StepBench& r) {
   const int world = engine::dist::world_size();
   const std::string mode = world > 1 ? o.allreduce : "none";
@@ -229,6 +233,7 @@ void print_steps(const BenchOptions& o, const training::Stage& st, const StepBen
                                         {"gflops", std::round(gflops * 10) / 10},
                                         {"peak_pct", std::round(1e3 * peak_share) / 10},
                                         {"peak_rss_mib", std::round(peak_rss_mib() * 10) / 10},
+                                        {"peak_tensor_mib", std::round(peak_tensor_mib() * 10) / 10},
                                         {"cpu", cpu_model_name()},
                                         {"simd", cpu_simd_flags()},
                                         {"load_before", r.before.load1},
@@ -243,7 +248,8 @@ void print_steps(const BenchOptions& o, const training::Stage& st, const StepBen
                 100 * peak_share, o.peak_gflops);
   else
     std::printf("%.2f GFLOP per image, %.1f GFLOP/s\n", r.gflop_per_img, gflops);
-  std::printf("peak resident memory %.0f MiB\n", peak_rss_mib());
+  std::printf("peak resident memory %.0f MiB (tensors at most %.0f MiB at once)\n", peak_rss_mib(),
+              peak_tensor_mib());
   std::printf("cpu: %s [%s]; load average %.2f before, %.2f after\n", cpu_model_name().c_str(),
               cpu_simd_flags().c_str(), r.before.load1, r.after.load1);
   if (!r.kernel_isa.empty()) std::printf("quantizer kernels: %s\n", r.kernel_isa.c_str());

@@ -37,7 +37,16 @@ std::shared_ptr<Node> make_node(const char* name, std::vector<Tensor>& inputs) {
   if (!any) return nullptr;
   auto node = std::make_shared<Node>();
   node->name = name;
-  node->inputs = std::move(inputs);
+  node->inputs.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    Edge& e = node->inputs[i];
+    if (!t.requires_grad()) continue;  // nothing flows there: neither its data nor its history is kept
+    e.needs_grad = true;
+    e.shape = t.shape();
+    e.fn = t.grad_fn();
+    if (!e.fn) e.leaf = t;
+  }
   return node;
 }
 }  // namespace
@@ -72,10 +81,10 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (next < node->inputs.size()) {
-      const Tensor& in = node->inputs[next++];
-      Node* child = in.grad_fn().get();
+      const Edge& in = node->inputs[next++];
+      Node* child = in.fn.get();
       if (child && seen.insert(child).second) {
-        keep[child] = in.grad_fn();
+        keep[child] = in.fn;
         stack.emplace_back(child, 0);
       }
     } else {
@@ -86,14 +95,14 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
   return order;
 }
 
-bool is_leaf(const Tensor& t) { return !t.grad_fn() && t.requires_grad(); }
+bool is_leaf(const Edge& e) { return e.needs_grad && !e.fn; }
 
 // How many inputs of the walk's nodes are each leaf (a node that takes a leaf twice counts twice): the leaf is
 // final once that many have been processed.
 std::unordered_map<const void*, int64_t> leaf_uses(const std::vector<std::shared_ptr<Node>>& order) {
   std::unordered_map<const void*, int64_t> uses;
   for (const auto& node : order)
-    for (const Tensor& in : node->inputs)
+    for (const Edge& in : node->inputs)
       if (is_leaf(in)) ++uses[in.id()];
   return uses;
 }
@@ -107,11 +116,11 @@ std::vector<Tensor> input_grads(Node& node, std::unordered_map<Node*, Tensor>& g
   std::vector<Tensor> gx(n);
   if (fresh) fresh->assign(n, false);
   for (size_t i = 0; i < n; ++i) {
-    Tensor& in = node.inputs[i];
-    if (!in.requires_grad()) continue;
-    Tensor& acc = in.grad_fn() ? grads[in.grad_fn().get()] : in.grad();
+    Edge& in = node.inputs[i];
+    if (!in.needs_grad) continue;
+    Tensor& acc = in.fn ? grads[in.fn.get()] : in.leaf.grad();
     if (!acc.defined()) {
-      acc = fresh ? Tensor::empty(in.shape()) : Tensor::zeros(in.shape());
+      acc = fresh ? Tensor::empty(in.shape) : Tensor::zeros(in.shape);
       if (fresh) (*fresh)[i] = true;
       if (fresh && g_poison_fresh.load(std::memory_order_relaxed)) acc.fill_(std::nanf(""));
     }
@@ -178,8 +187,8 @@ void backward(const Tensor& root, const Tensor& seed, const BackwardHooks& hooks
       }
     }
     if (hooks.on_leaf_ready)
-      for (const Tensor& in : node->inputs)
-        if (is_leaf(in) && --uses[in.id()] == 0) hooks.on_leaf_ready(in);
+      for (const Edge& in : node->inputs)
+        if (is_leaf(in) && --uses[in.id()] == 0) hooks.on_leaf_ready(in.leaf);
     node->inputs.clear();  // free the graph as we go
     node->backward = nullptr;
     node->backward_fresh = nullptr;

@@ -22,9 +22,21 @@ using BackwardFn = std::function<void(const Tensor& gy, std::vector<Tensor>& gx)
 // gradient. A buffer another op already wrote is never fresh, so accumulation still works.
 using FreshBackwardFn = std::function<void(const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh)>;
 
+// What the walk needs of one input of a node: where its gradient goes and its shape. It holds no input's data:
+// an intermediate tensor's storage lives only as long as some backward closure captured it (or its owner keeps
+// it), so what no backward reads (a residual add's operands, a reshape's source) is freed after the forward,
+// as PyTorch's saved-tensor rule does.
+struct Edge {
+  bool needs_grad = false;
+  std::shared_ptr<Node> fn;  // the op that made a non-leaf input (null for a leaf)
+  Tensor leaf;               // a leaf that needs a gradient (e.g. a parameter): its grad() receives it
+  Shape shape;               // the input's shape (its gradient buffer's)
+  const void* id() const { return leaf.id(); }
+};
+
 struct Node {
   const char* name = "";
-  std::vector<Tensor> inputs;
+  std::vector<Edge> inputs;
   BackwardFn backward;             // one of the two is set
   FreshBackwardFn backward_fresh;
 };

@@ -1,6 +1,7 @@
 // Tensor storage, metadata and the backward walk's entry point.
 #include "engine/tensor.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -51,12 +52,28 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+namespace {
+std::atomic<int64_t> g_live_bytes{0}, g_peak_bytes{0};
+size_t allocated(size_t b) { return b ? (b + 63) / 64 * 64 : 64; }
+}  // namespace
+
+int64_t tensor_bytes_live() { return g_live_bytes.load(std::memory_order_relaxed); }
+int64_t tensor_bytes_peak() { return g_peak_bytes.load(std::memory_order_relaxed); }
+void reset_tensor_bytes_peak() { g_peak_bytes.store(tensor_bytes_live(), std::memory_order_relaxed); }
+
 Storage::Storage(size_t b) : bytes(b) {
-  size_t rounded = (b + 63) / 64 * 64;
-  ptr = std::aligned_alloc(64, rounded ? rounded : 64);
+  ptr = std::aligned_alloc(64, allocated(b));
   if (!ptr) throw Error(str_cat("tensor: out of memory allocating ", b, " bytes"));
+  const int64_t live = g_live_bytes.fetch_add(static_cast<int64_t>(allocated(b)), std::memory_order_relaxed) +
+                       static_cast<int64_t>(allocated(b));
+  int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !g_peak_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
 }
-Storage::~Storage() { std::free(ptr); }
+Storage::~Storage() {
+  std::free(ptr);
+  g_live_bytes.fetch_sub(static_cast<int64_t>(allocated(bytes)), std::memory_order_relaxed);
+}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Layout layout) {
   if (layout == Layout::blocked) {

@@ -168,9 +168,10 @@ Tensor mul_scalar(const Tensor& x, const Tensor& s) {
   const int64_t n = x.numel();
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * sv;
-  // A fresh dx (record_fresh) is written, not zero-filled by autograd and then added to.
+  // A fresh dx (record_fresh) is written, not zero-filled by autograd and then added to. x is kept for ds only
+  // when s needs a gradient (a constant scale keeps no copy of its operand alive).
   return record_fresh("mul_scalar", y, {x, s},
-                      [xs = x.detach(), sv](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
+                      [xs = s.requires_grad() ? x.detach() : Tensor(), sv](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
                         OpTimer timer("mul_scalar.bwd");
                         const float* g = gy.data();
                         const int64_t n = gy.numel();

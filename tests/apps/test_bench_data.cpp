@@ -166,19 +166,23 @@ TEST_CASE("bench --json: one object with the documented keys") {
   CHECK(j.at("gflops").get<double>() > 0);  // lenet's convolutions and linear layers at 28x28
   CHECK(j.at("peak_pct") == 0);              // no --peak-gflops given
   CHECK(j.at("peak_rss_mib").get<double>() > 0);  // the process's high-water mark
+  // The tensors' own high-water mark: below the process's, which also holds the binary and the allocator's caches.
+  CHECK(j.at("peak_tensor_mib").get<double>() > 0);
+  CHECK(j.at("peak_tensor_mib").get<double>() < j.at("peak_rss_mib").get<double>());
   CHECK(j.at("precision") == "fp32");
   CHECK(j.at("cpu").is_string());                // /proc/cpuinfo's model name, "unknown" where unreadable
   CHECK(j.at("simd").is_string());               // avx2 fma avx512* amx*
   CHECK(j.at("load_before").get<double>() >= 0);  // /proc/loadavg's 1-minute figure
   CHECK(j.at("load_after").get<double>() >= 0);
   CHECK(j.at("others_running").get<int>() >= 0);
-  CHECK(j.size() == 26);
+  CHECK(j.size() == 27);
   // A network whose step holds hundreds of MiB of activations has a higher mark than a LeNet on two images.
   auto big = run_qil("bench --model resnet20 --batch 64 --image-size 32 --num-classes 10 --steps 1 --warmup 0 "
                      "--repeat 1 --threads 1 --json");
   REQUIRE_MESSAGE(big.code == 0, big.out);
-  CHECK(nlohmann::json::parse(last_line(big.out)).at("peak_rss_mib").get<double>() >
-        j.at("peak_rss_mib").get<double>() + 50);
+  const nlohmann::json jb = nlohmann::json::parse(last_line(big.out));
+  CHECK(jb.at("peak_rss_mib").get<double>() > j.at("peak_rss_mib").get<double>() + 50);
+  CHECK(jb.at("peak_tensor_mib").get<double>() > j.at("peak_tensor_mib").get<double>() + 50);
   // Each quantizer runs the benchmark; a full-precision run names none.
   for (const char* kind : {"lsq", "pact", "dorefa"}) {
     auto k = run_qil("bench --model lenet --batch 2 --image-size 28 --in-channels 1 --num-classes 10 --steps 1 "

@@ -239,3 +239,49 @@ TEST_CASE("add(x, x) with a fresh buffer: the gradient is 2 gy") {
   ops::add(x, x).backward(Tensor::from_vector({0.5f, 1.f, -4.f}, {3}));
   CHECK(x.grad().to_vector() == std::vector<float>{1.f, 2.f, -8.f});
 }
+
+// What a graph keeps alive: only what some backward reads. add's backward reads neither operand and a constant
+// scale's mul_scalar does not read its operand, so those intermediates are freed once the forward drops them;
+// mul_scalar with a learned scale reads its operand for ds and keeps it. tensor_bytes_live() counts every
+// storage (rounded to 64 bytes), so the kept bytes are measured, not inferred.
+TEST_CASE("the graph keeps an intermediate alive only where a backward reads it") {
+  const int64_t n = 1 << 16;  // 256 KiB of f32 per tensor, far above the scalars' 64-byte storages
+  const int64_t bytes = n * 4;
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(i % 7) - 3.f;
+  Tensor x = Tensor::from_vector(v, {n}).set_requires_grad(true);
+  Tensor two = Tensor::scalar(2.f);
+
+  SUBCASE("add's operands") {
+    const int64_t before = tensor_bytes_live();
+    Tensor y;
+    {
+      Tensor t = ops::mul_scalar(x, two);  // an intermediate only add's node refers to once t goes
+      y = ops::add(t, x);
+    }
+    // y alone: t's storage is gone (a node that held its inputs would keep it: 2·bytes).
+    CHECK(tensor_bytes_live() - before == bytes);
+    y.backward(Tensor::full({n}, 1.f));
+    for (float g : x.grad().to_vector()) REQUIRE(g == 3.f);  // d(2x + x)/dx: the graph still reaches x through t
+  }
+  SUBCASE("mul_scalar's operand: dropped under a constant scale, kept under a learned one") {
+    Tensor s = Tensor::scalar(0.5f).set_requires_grad(true);
+    const int64_t before = tensor_bytes_live();
+    Tensor y_const, y_learned;
+    {
+      Tensor t = ops::mul_scalar(x, two);
+      y_const = ops::mul_scalar(t, Tensor::scalar(3.f));
+    }
+    CHECK(tensor_bytes_live() - before == bytes);  // y_const
+    {
+      Tensor t = ops::mul_scalar(x, two);
+      y_learned = ops::mul_scalar(t, s);
+    }
+    CHECK(tensor_bytes_live() - before == 3 * bytes);  // + y_learned + the t its ds reads
+    ops::add(y_const, y_learned).backward(Tensor::full({n}, 1.f));
+    for (float g : x.grad().to_vector()) REQUIRE(g == 2.f * 3.f + 2.f * 0.5f);
+    double ds = 0;
+    for (float xi : v) ds += 2.0 * xi;  // Σ gy·t, t = 2x
+    CHECK(s.grad().item() == doctest::Approx(ds).epsilon(1e-6));
+  }
+}
