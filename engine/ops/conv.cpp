@@ -179,8 +179,14 @@ Tensor conv2d_int_forward(const Tensor& x, const Tensor& w, const Tensor& b, con
   const dt op = precision() == Precision::bf16 && !emulate ? dt::bf16 : dt::f32;
   const Tensor xv = emulate ? round_bf16(x) : x, wv = emulate ? round_bf16(w) : w;  // the operands backward reads
   const memory::desc x_md = act_md(xv), y_md = act_md(y);
-  // Backward-weights reorders x_m into its own layout (converting to bf16 on the native path) when it needs to.
-  ConvSaved saved{xv.detach(), wv.detach(), wrap(xv, x_md), x_md, y_md, d, b.defined(), op, emulate};
+  // Backward-weights reorders x_m into its own layout when it needs to. On the native bf16 path x is kept as
+  // conv2d keeps it, converted to the bf16 source its forward would have read, so the f32 x is not held until
+  // backward (half the bytes; the conversion backward would otherwise do, done here).
+  memory x_m = wrap(xv, x_md);
+  if (op == dt::bf16)
+    x_m = to_layout(x_m, conv_fwd_pd(d, b.defined(), dnnl::prop_kind::forward_training, op).src_desc());
+  const bool aliases = x_m.get_data_handle() == xv.bytes();
+  ConvSaved saved{aliases ? xv.detach() : Tensor(), wv.detach(), x_m, x_md, y_md, d, b.defined(), op, emulate};
   return record_fresh("conv2d_int_forward", y, {x, w, b},
                       [saved](const Tensor& gy, std::vector<Tensor>& gx, const std::vector<bool>& fresh) {
                         conv_backward(saved, gy, gx, fresh);
