@@ -247,6 +247,19 @@ Comparison compare_runs(const std::vector<RunRecord>& runs, const std::string& b
     g.sd = sd_of(v);
   }
   const RunGroup& base = c.groups[c.baseline];
+  for (RunGroup& g : c.groups) {
+    if (&g == &base) {
+      g.label = g.name;
+      continue;
+    }
+    for (const std::string& key : c.differing) {
+      const auto it = g.settings.find(key);
+      const auto b = base.settings.find(key);
+      const std::string v = it == g.settings.end() ? "(unset)" : it->second;
+      if (v != (b == base.settings.end() ? "(unset)" : b->second))
+        g.label += (g.label.empty() ? "" : " ") + key + "=" + v;
+    }
+  }
   for (size_t gi = 0; gi < c.groups.size(); ++gi) {
     if (gi == c.baseline) continue;
     RunGroup& g = c.groups[gi];
@@ -278,7 +291,7 @@ std::string comparison_markdown(const Comparison& c) {
   os << "|---|---|---|---|---|---|---|\n";
   for (size_t gi = 0; gi < c.groups.size(); ++gi) {
     const RunGroup& g = c.groups[gi];
-    os << "| " << g.name << (gi == c.baseline ? " (baseline)" : "") << " | " << g.runs.size() << " | "
+    os << "| " << g.label << (gi == c.baseline ? " (baseline)" : "") << " | " << g.runs.size() << " | "
        << seeds_text(g) << " | " << fixed(g.mean) << (g.runs.size() > 1 ? " ± " + fixed(g.sd) : "") << " | ";
     if (!g.paired) {
       os << "— | — | — |\n";
@@ -305,7 +318,7 @@ std::string comparison_csv(const Comparison& c) {
   os << "runs,baseline,n,seeds,mean,sd,paired_n,paired_mean,paired_sd,ci_low,ci_high,verdict\n";
   for (size_t gi = 0; gi < c.groups.size(); ++gi) {
     const RunGroup& g = c.groups[gi];
-    os << '"' << g.name << "\"," << (gi == c.baseline ? 1 : 0) << ',' << g.runs.size() << ",\"" << seeds_text(g)
+    os << '"' << g.label << "\"," << (gi == c.baseline ? 1 : 0) << ',' << g.runs.size() << ",\"" << seeds_text(g)
        << "\"," << fixed(g.mean, 4) << ',' << fixed(g.sd, 4) << ',';
     if (g.paired && g.paired->n >= 2)
       os << g.paired->n << ',' << fixed(g.paired->mean, 4) << ',' << fixed(g.paired->sd, 4) << ','
@@ -327,6 +340,7 @@ std::string comparison_json(const Comparison& c) {
     const RunGroup& g = c.groups[gi];
     nlohmann::json e;
     e["name"] = g.name;
+    e["label"] = g.label;
     e["baseline"] = gi == c.baseline;
     e["n"] = g.runs.size();
     e["mean"] = g.mean;
@@ -352,7 +366,9 @@ std::string comparison_json(const Comparison& c) {
 
 void add_compare_flags(CLI::App& app, CompareOptions& o) {
   app.add_option("runs", o.runs, "run directories (each with config.toml and metrics.csv)")->required();
-  app.add_option("--baseline", o.baseline, "a run directory: its group is the baseline (default: the first group)");
+  app.add_option("--baseline", o.baseline,
+                 "a run directory: its group is the baseline (default: the first group); the tables name every other "
+                 "group by the settings in which it differs from the baseline");
   app.add_option("--metric", o.metric, "metrics.csv column compared (default test_top1)");
   app.add_option("--stage", o.stage, "read the last epoch of this stage (e.g. w4a4; default: each run's last row)");
   app.add_option("--format", o.format, "markdown | csv | json")->check(CLI::IsMember({"markdown", "csv", "json"}));

@@ -46,6 +46,9 @@ struct PairedDiff {
 
 struct RunGroup {
   std::string name;  // the differing settings, "key=value ..."; "all runs" when nothing differs
+  // What the tables print: for the baseline its name, for any other group only the settings in which it differs
+  // from the baseline's (a one-flag variant reads as that flag, however many settings vary across the groups).
+  std::string label;
   std::map<std::string, std::string> settings;
   std::vector<RunRecord> runs;  // sorted by seed
   double mean = 0, sd = 0;      // sd: sample standard deviation (n − 1); 0 for n = 1

@@ -63,6 +63,10 @@ TEST_CASE("compare: groups, mean ± sample sd, paired 95% intervals and verdicts
   CHECK(c.differing == std::vector<std::string>{"lr", "quantizer"});
   CHECK(c.groups[0].name == "lr=0.01 quantizer=qil");
   CHECK(c.groups[3].name == "lr=0.05 quantizer=lsq");
+  // The tables' labels: the baseline by its name, the others by what differs from it alone.
+  CHECK(c.groups[0].label == "lr=0.01 quantizer=qil");
+  CHECK(c.groups[1].label == "quantizer=lsq");
+  CHECK(c.groups[3].label == "lr=0.05 quantizer=lsq");
   // qil: mean 91.1667; squared deviations 1.3611 + 0.0278 + 1.7778 = 3.1667, / 2 -> sd 1.2583.
   CHECK(c.groups[0].mean == doctest::Approx(91.16667).epsilon(1e-6));
   CHECK(c.groups[0].sd == doctest::Approx(1.258306).epsilon(1e-5));
@@ -86,6 +90,8 @@ TEST_CASE("compare: groups, mean ± sample sd, paired 95% intervals and verdicts
   const apps::Comparison b = apps::compare_runs(runs, tmp / "lsq1");
   CHECK(b.baseline == 1);
   CHECK(b.groups[0].paired->verdict == "lower");
+  CHECK(b.groups[0].label == "quantizer=qil");
+  CHECK(b.groups[3].label == "lr=0.05");  // lsq at another lr differs from the lsq baseline in lr only
   CHECK(b.groups[0].paired->high == doctest::Approx(-0.253845).epsilon(1e-4));
   CHECK_THROWS_WITH_AS(apps::compare_runs(runs, tmp / "nowhere"), doctest::Contains("not one of the runs"),
                        engine::Error);
