@@ -7,25 +7,10 @@ bucket its verdict says.
 Usage: test_results_doc.py. Prints 'N passed, N failed'; exits non-zero on a failure. Standard library only; no
 qil binary (the comparisons are given, not run).
 """
-import importlib.util
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-spec = importlib.util.spec_from_file_location("results_doc", os.path.join(ROOT, "scripts", "results_doc.py"))
-doc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(doc)
+from script_checks import check, finish, load
 
-passed, failed = 0, 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAILED: {what}")
+doc = load("results_doc")
 
 
 def result(mean, lo, hi, n=3):
@@ -84,5 +69,4 @@ h = headline_with({}, {"edge-w2-qil-gamma1": none})
 check("No single mechanism of QIL is shown to earn its keep" in h, f"nothing lower: none earns: {h}")
 check(headline_with({}, {}) == "", "nothing compared yet: no headline")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

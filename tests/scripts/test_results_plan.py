@@ -5,27 +5,13 @@ network, the setting in a run's name is the one its flags set, and every flag is
 
 Usage: test_results_plan.py QIL_BINARY. Prints 'N passed, N failed'; exits non-zero on a failure.
 """
-import importlib.util
-import os
 import re
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-spec = importlib.util.spec_from_file_location("results", os.path.join(ROOT, "scripts", "results.py"))
-results = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(results)
+from script_checks import check, finish, load
 
-passed, failed = 0, 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAILED: {what}")
+results = load("results")
 
 
 def flags_of(args):
@@ -75,5 +61,4 @@ for v, fl in results.ABLATIONS.items():
         if f"-{v}-s" in r["name"] and v != "learned":
             check(all(f in r["args"] for f in fl if f.startswith("--")), f"{r['name']}: has {v}'s flags {fl}")
 check(sum(1 for r in runs if r["name"].startswith("fp-")) == len(seeds), "one FP network per seed")
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()
