@@ -125,6 +125,8 @@ RunRecord read_run(const std::string& dir, const std::string& metric, const std:
   static const std::map<std::string, std::string> kDefaults = [] {
     std::map<std::string, std::string> d;
     flatten(toml::parse(to_toml(TrainConfig{})), "", d);
+    // A run records what auto resolved to, never auto; binaries from before the flag ran the float forward.
+    d["int8_forward"] = "false";
     return d;
   }();
   for (const auto& [key, v] : kDefaults) r.settings.emplace(key, v);

@@ -31,6 +31,7 @@ struct Field {
   FieldPtr ptr;
   const char* help;
   std::optional<CLI::Validator> check = std::nullopt;  // applied to each value (each list element)
+  const char* bare = nullptr;  // a string flag given without a value takes this one (`--int8-forward` = true)
 };
 
 CLI::Validator at_least(const char* flag, double min) {
@@ -99,8 +100,11 @@ std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
       {"model", &c.model, "model name (see `qil models`)"},
       {"precision", &c.precision, kPrecisionHelp, one_of("precision", {"fp32", "bf16"})},
       {"int8-forward", &c.int8_forward,
-       "quantized layers (weights and input quantized) compute their training forward in integers: levels in, exact "
-       "int32 sums, one scale out; backward stays float (docs/performance.md)"},
+       "auto | true | false. Quantized layers (weights and input quantized) compute their training "
+       "forward in integers: levels in, exact int32 sums, one scale out; backward stays float (docs/int8.md). auto "
+       "(the default): on where it was measured faster, fp32 on a CPU whose int8 kernels have VNNI with images of "
+       "224 pixels or more a side; the run's log and config.toml say what auto chose",
+       one_of("int8-forward", {"auto", "true", "false"}), "true"},
       {"data", &c.data, "training data: fashion-mnist | idx | cifar10 | cifar100 | imagenet"},
       {"data-dir", &c.data_dir, "folder of the training data (fashion-mnist default: /usr/share/datasets/fashion-mnist)"},
       {"eval-data", &c.eval_data, "evaluation data kind (default: the training data's own test split)"},
@@ -278,6 +282,11 @@ void add_train_flags(CLI::App& app, TrainConfig& cfg) {
                 ->delimiter(',')
                 ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
                 ->capture_default_str();
+          } else if (f.bare) {  // `--flag` alone means f.bare; the help text names the default
+            return app.add_option(flag, *p, f.help)
+                ->expected(0, 1)
+                ->default_str(f.bare)
+                ->option_text(str_cat("TEXT (default ", *p, "; alone: ", f.bare, ")"));
           } else {
             return app.add_option(flag, *p, f.help)->capture_default_str();
           }
@@ -372,7 +381,8 @@ void check_toml_type(const Field& f, const toml::node& n, const std::string& key
           if (!list) return;  // set_from_file says "takes one value, got a list"
           for (const toml::node& e : *a) ok = ok && fits(e);
         } else {
-          ok = fits(n) || (list && n.is_string());
+          // A flag-like string (`bare`: auto | true | false) also reads a boolean, as older files wrote it.
+          ok = fits(n) || (list && n.is_string()) || (f.bare && n.is_boolean());
         }
         QIL_CHECK(ok, "config ", path, ": key '", key, "' must be ", want, list ? " or a list of them" : "",
                   ", got ", toml_text(n));

@@ -92,7 +92,9 @@ struct TrainConfig {
   int64_t stop_after_steps = 0;   // stop as if interrupted after N steps of this process (resume testing)
   int64_t checkpoint_every_steps = 0;  // also save last.ckpt every N optimizer steps (0 = only every 10 minutes)
   std::string precision = "fp32";  // fp32 | bf16: convolutions and linear layers (engine::ops::Precision)
-  bool int8_forward = false;  // quantized layers' training forward in integers (layers::set_int8_forward)
+  // Quantized layers' training forward in integers (layers::set_int8_forward): auto | true | false. A run records
+  // what auto resolved to (resolve_int8_forward), so a resumed run keeps the forward it started with.
+  std::string int8_forward = "auto";
   std::string on_nan = "stop";         // stop | skip: a non-finite loss or gradient stops the run, or skips the step
   // Several processes (mpirun).
   int64_t rank_check_every = 100;   // optimizer steps between cross-rank parameter checks (0 = epoch ends only)

@@ -14,6 +14,7 @@
 #include "apps/training/stage_runner.h"
 #include "engine/check.h"
 #include "engine/dist.h"
+#include "engine/ops.h"
 #include "engine/serialize.h"
 
 namespace apps {
@@ -185,6 +186,17 @@ DataOptions data_options(const TrainConfig& cfg) {
   return d;
 }
 
+Int8ForwardChoice resolve_int8_forward(const std::string& mode, const std::string& precision, int64_t image_side,
+                                       bool vnni) {
+  if (mode != "auto") return {mode == "true", str_cat("--int8-forward ", mode)};
+  auto off = [](const std::string& why) { return Int8ForwardChoice{false, "--int8-forward auto: off (" + why + ")"}; };
+  if (precision != "fp32") return off(str_cat("--precision ", precision, ": the float forward is faster there"));
+  if (!vnni) return off("no VNNI in the int8 kernels of every rank: not measured faster there");
+  if (image_side < kInt8ForwardMinSide)
+    return off(str_cat(image_side, "-pixel images: measured faster from ", kInt8ForwardMinSide, " up"));
+  return {true, str_cat("--int8-forward auto: on (fp32, VNNI, ", image_side, "-pixel images: measured faster)")};
+}
+
 training::RunOptions run_options(const TrainConfig& cfg) {
   training::RunOptions o;
   o.quant = quant_plan(cfg.quantizer, cfg.first_last, cfg.weight_calib, cfg.act_calib);
@@ -195,7 +207,7 @@ training::RunOptions run_options(const TrainConfig& cfg) {
   o.quant.recalibrate_weights = cfg.recalibrate_weights;
   o.quant.recalibrate_activations = cfg.recalibrate_activations;
   o.quant.overrides = cfg.layers;
-  o.int8_forward = cfg.int8_forward;
+  o.int8_forward = cfg.int8_forward == "true";  // run_train resolves auto first
   o.freeze_weights = cfg.freeze_weights;
   o.freeze_weight_intervals = cfg.freeze_intervals || cfg.freeze_weight_intervals;
   o.freeze_act_intervals = cfg.freeze_intervals || cfg.freeze_act_intervals;
@@ -279,6 +291,11 @@ int run_train(TrainConfig cfg) {
     if (!run.lead()) state.clear_epoch_sums();
   }
 
+  // The integer forward's auto resolved once, the same on every rank, and recorded: a resumed run keeps it.
+  const bool vnni = engine::dist::allreduce_sum_i64(engine::ops::int8_kernels_have_vnni() ? 1 : 0) == run.world;
+  const bool int8_auto = cfg.int8_forward == "auto";
+  const Int8ForwardChoice int8 = resolve_int8_forward(cfg.int8_forward, cfg.precision, run.data.image_size, vnni);
+  cfg.int8_forward = int8.on ? "true" : "false";
   run.config_toml = to_toml(cfg);
   // Atomic: a kill while writing it must not leave a half config for the next --resume to read.
   if (run.lead()) engine::write_file_atomic((fs::path(run.dir) / "config.toml").string(), run.config_toml, "config");
@@ -293,6 +310,7 @@ int run_train(TrainConfig cfg) {
     log.line(str_cat("no last.ckpt in ", run.dir, ": the run stopped before its first checkpoint; starting it again"));
   }
   log.line(run_header(cfg, run));
+  if (int8_auto) log.line(int8.why);  // what auto chose and why (config.toml records the choice)
   if (!layout_note.empty()) log.line(layout_note);
   if (const std::string hint = wait_policy_hint(load); !hint.empty()) log.line(hint);
   training::install_stop_signals();

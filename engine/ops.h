@@ -37,6 +37,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 Tensor conv2d_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale, const Conv2dGeom& g);
 // xk (N, in) u8/s8, wk (out, in) s8, b (out) f32 or undefined -> (N, out) f32; the same arithmetic.
 Tensor linear_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale);
+// Whether oneDNN's int8 kernels here multiply-add u8×s8 in one instruction (VNNI: avx512_core_vnni, avx2_vnni or
+// later, as oneDNN detects the CPU; DNNL_MAX_CPU_ISA can lower it). Without it they are about half as fast.
+bool int8_kernels_have_vnni();
 
 // Integer forward in training (`qil train --int8-forward`): the forward of conv2d_int8(xk, wk, b, scale, g), the
 // gradients of conv2d(x, w, b, g) (x, w and b receive them; xk and wk none). The caller's contract: x and w hold

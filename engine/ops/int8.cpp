@@ -133,6 +133,8 @@ void check_int8(const char* op, const Tensor& xk, const Tensor& wk, const Tensor
 
 }  // namespace
 
+bool int8_kernels_have_vnni() { return cpu_has_vnni(); }
+
 // y[n,o,i,j] = scale · Σ_{c in group(o), p, q} xk[n, c, i*s - pad + p*dil, j*s - pad + q*dil] · wk[o, c', p, q]
 //              + b[o], the sum exact in s32.
 Tensor conv2d_int8(const Tensor& xk, const Tensor& wk, const Tensor& b, float scale, const Conv2dGeom& g) {

@@ -110,6 +110,9 @@ TEST_CASE("compare: a setting a run's config lacks counts as the flag's default"
     runs.push_back(apps::read_run(dir, "test_top1", ""));
   }
   CHECK(runs[0].settings.at("pact_calib") == "percentile");
+  // --int8-forward's default is auto, which a run never records (it records what auto chose): a file without the
+  // key is from a binary that ran the float forward, and groups with the runs that record false.
+  CHECK(runs[0].settings.at("int8_forward") == "false");
   const apps::Comparison c = apps::compare_runs(runs, "");
   REQUIRE(c.groups.size() == 2);
   CHECK(c.groups[0].runs.size() == 3);  // the old runs and the new percentile one

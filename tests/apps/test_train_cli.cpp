@@ -345,10 +345,14 @@ TEST_CASE("--int8-forward: a run trains with integer forwards, says where, recor
   REQUIRE_MESSAGE(i.code == 0, i.out);
   CHECK_MESSAGE(i.out.find("stage w4a4: integer forward in 4 of 4 quantized layers") != std::string::npos, i.out);
   CHECK(f.out.find("integer forward") == std::string::npos);
-  {
-    std::ifstream cf(tmp / "i/config.toml");
+  // The default, auto, on 28-pixel images: the float forward, said with the reason, and recorded as chosen.
+  CHECK_MESSAGE(f.out.find("--int8-forward auto: off (") != std::string::npos, f.out);
+  CHECK(i.out.find("--int8-forward auto") == std::string::npos);  // an explicit choice needs no note
+  for (const char* run : {"i", "f"}) {
+    std::ifstream cf(tmp / (std::string(run) + "/config.toml"));
     const std::string text((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
-    CHECK_MESSAGE(text.find("int8_forward = true") != std::string::npos, text);
+    const std::string want = std::string("int8_forward = '") + (run[0] == 'i' ? "true'" : "false'");
+    CHECK_MESSAGE(text.find(want) != std::string::npos, text);
   }
   // The full-precision stage is the same run; the quantized stage's forward differs in the last bits of its sums.
   const auto lf = csv_column(tmp / "f/metrics.csv", "train_loss"), li = csv_column(tmp / "i/metrics.csv", "train_loss");

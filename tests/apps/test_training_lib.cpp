@@ -182,3 +182,37 @@ TEST_CASE("train's options: the data flags' defaults are DataOptions', run_optio
   CHECK(p.quant.overrides.at("fc1").exclude);
   CHECK_FALSE(apps::data_options(c.cfg).crop);
 }
+
+TEST_CASE("--int8-forward: auto | true | false, alone true, a file's boolean read, auto on only where measured faster") {
+  CHECK(TrainCli().cfg.int8_forward == "auto");
+  CHECK(TrainCli({"--int8-forward"}).cfg.int8_forward == "true");
+  CHECK(TrainCli({"--int8-forward", "false"}).cfg.int8_forward == "false");
+  CHECK(TrainCli({"--int8-forward", "--seed", "3"}).cfg.seed == 3);  // alone, it does not swallow the next flag
+  const std::string bad = error_of([] { TrainCli({"--int8-forward", "yes"}); });
+  CHECK_MESSAGE((bad.find("--int8-forward") != std::string::npos && bad.find("yes") != std::string::npos), bad);
+  // config.toml files written before auto existed hold a TOML boolean.
+  ScratchDir tmp;
+  std::ofstream(tmp / "old.toml") << "int8_forward = true\n";
+  TrainCli f;
+  apps::read_config_file(tmp / "old.toml", f.app, f.cfg);
+  CHECK(f.cfg.int8_forward == "true");
+  CHECK(apps::run_options(f.cfg).int8_forward);
+  CHECK_FALSE(apps::run_options(TrainCli({"--int8-forward", "false"}).cfg).int8_forward);
+
+  using apps::resolve_int8_forward;
+  const int64_t big = apps::kInt8ForwardMinSide;
+  CHECK(resolve_int8_forward("auto", "fp32", big, true).on);  // ResNet-18 @224 on VNNI: measured 1.27x
+  const apps::Int8ForwardChoice small = resolve_int8_forward("auto", "fp32", 32, true);
+  CHECK_FALSE(small.on);  // ResNet-20 @32: no faster
+  CHECK_MESSAGE(small.why.find("32-pixel images") != std::string::npos, small.why);
+  const apps::Int8ForwardChoice bf16 = resolve_int8_forward("auto", "bf16", big, true);
+  CHECK_FALSE(bf16.on);  // the bf16 float forward is faster
+  CHECK_MESSAGE(bf16.why.find("--precision bf16") != std::string::npos, bf16.why);
+  const apps::Int8ForwardChoice avx2 = resolve_int8_forward("auto", "fp32", big, false);
+  CHECK_FALSE(avx2.on);  // not measured faster without VNNI
+  CHECK_MESSAGE(avx2.why.find("VNNI") != std::string::npos, avx2.why);
+  CHECK_FALSE(resolve_int8_forward("auto", "fp32", big - 1, true).on);
+  // An explicit choice is kept whatever the machine and data.
+  CHECK(resolve_int8_forward("true", "bf16", 28, false).on);
+  CHECK_FALSE(resolve_int8_forward("false", "fp32", 512, true).on);
+}
