@@ -24,8 +24,8 @@ using FreshBackwardFn = std::function<void(const Tensor& gy, std::vector<Tensor>
 
 // What the walk needs of one input of a node: where its gradient goes and its shape. It holds no input's data:
 // an intermediate tensor's storage lives only as long as some backward closure captured it (or its owner keeps
-// it), so what no backward reads (a residual add's operands, a reshape's source) is freed after the forward,
-// as PyTorch's saved-tensor rule does.
+// it), so what no backward reads (a residual add's operands, an input that needs no gradient) is freed after the
+// forward, as PyTorch's saved-tensor rule does.
 struct Edge {
   bool needs_grad = false;
   std::shared_ptr<Node> fn;  // the op that made a non-leaf input (null for a leaf)

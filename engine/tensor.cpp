@@ -59,7 +59,6 @@ size_t allocated(size_t b) { return b ? (b + 63) / 64 * 64 : 64; }
 
 int64_t tensor_bytes_live() { return g_live_bytes.load(std::memory_order_relaxed); }
 int64_t tensor_bytes_peak() { return g_peak_bytes.load(std::memory_order_relaxed); }
-void reset_tensor_bytes_peak() { g_peak_bytes.store(tensor_bytes_live(), std::memory_order_relaxed); }
 
 Storage::Storage(size_t b) : bytes(b) {
   ptr = std::aligned_alloc(64, allocated(b));

@@ -32,9 +32,8 @@ struct Node;  // autograd.h
 // Bytes held by every tensor storage alive in the process (allocations rounded up to 64), for memory tests and
 // reports: what a graph keeps alive shows here without reading the allocator's state.
 int64_t tensor_bytes_live();
-// The most tensor_bytes_live() has been since the process started (or since the last reset).
+// The most tensor_bytes_live() has been since the process started.
 int64_t tensor_bytes_peak();
-void reset_tensor_bytes_peak();  // to tensor_bytes_live()
 
 // Owns one aligned allocation.
 struct Storage {
