@@ -58,12 +58,6 @@ def prefix_of(g):
     return "/".join(sorted(names))
 
 
-def against(g, base):
-    """`g` named by its records and only the settings in which it differs from `base`."""
-    diff = [f"{k}={v}" for k, v in sorted(g.get("settings", {}).items()) if base.get("settings", {}).get(k) != v]
-    return f"`{prefix_of(g)}`" + (f" ({' '.join(diff)})" if diff and g is not base else "")
-
-
 def verdicts(js):
     """One sentence per compared group with n >= MIN_N on both sides; each group is named by its records and the
     settings in which it differs from the baseline."""
@@ -73,7 +67,7 @@ def verdicts(js):
         p = g.get("paired")
         if not p:
             continue
-        name = against(g, base)
+        name = f"`{prefix_of(g)}` ({g['label']})"  # qil compare's label: what differs from the baseline
         if p["n"] < MIN_N or base["n"] < MIN_N:
             out.append(f"- {name}: n = {p['n']} paired seeds so far; no verdict before n = {MIN_N}.")
             continue

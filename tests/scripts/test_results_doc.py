@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The sentences scripts/results_doc.py writes follow from the paired intervals they are given: a group is named by
-its records and only the settings in which it differs from the baseline; the headline of docs/qil.md calls the
+its records and `qil compare`'s label (the settings in which it differs from the baseline); the headline of docs/qil.md calls the
 result negative only when no setting shows learned intervals beating frozen ones, and puts each mechanism in the
 bucket its verdict says.
 
@@ -18,24 +18,26 @@ def result(mean, lo, hi, n=3):
     return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": n, "verdict": verdict}
 
 
-def group(prefix, settings, paired=None, baseline=False):
-    g = {"baseline": baseline, "settings": settings, "n": 3,
+def group(prefix, settings, paired=None, baseline=False, label=None):
+    """A group as `qil compare --json` gives it; label: its settings that differ from the baseline's."""
+    g = {"baseline": baseline, "settings": settings, "n": 3, "label": label or "",
          "runs": [{"dir": f"docs/results/runs/{prefix}-s{s}"} for s in (0, 1, 2)]}
     if paired:
         g["paired"] = paired
     return g
 
 
-# Naming: only the settings that differ from the baseline, behind the records' name.
+# Naming: qil compare's label (only what differs from the baseline), behind the records' name.
 base = group("edge-w2-qil-learned", {"fix_gamma": "false", "no_pruning": "false"}, baseline=True)
-var = group("edge-w2-qil-gamma1", {"fix_gamma": "true", "no_pruning": "false"}, result(0.14, 0.13, 0.16))
+var = group("edge-w2-qil-gamma1", {"fix_gamma": "true", "no_pruning": "false"}, result(0.14, 0.13, 0.16),
+            label="fix_gamma=true")
 lines = doc.verdicts({"groups": [base, var]})
 check(len(lines) == 1, f"one sentence per compared group: {lines}")
 check(lines[0].startswith("- `edge-w2-qil-gamma1` (fix_gamma=true): +0.14 points against `edge-w2-qil-learned`"),
       f"named by records and the one differing setting: {lines[0]}")
 check("no_pruning" not in lines[0], f"a setting equal to the baseline's is not named: {lines[0]}")
 check(lines[0].endswith("higher than it."), f"interval above zero reads 'higher': {lines[0]}")
-few = group("edge-w2-qil-gamma1", {"fix_gamma": "true"}, result(0.1, -1, 1, n=2))
+few = group("edge-w2-qil-gamma1", {"fix_gamma": "true"}, result(0.1, -1, 1, n=2), label="fix_gamma=true")
 check("no verdict before n = 3" in doc.verdicts({"groups": [base, few]})[0], "n = 2 gives no verdict")
 
 
