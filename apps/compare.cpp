@@ -120,13 +120,12 @@ RunRecord read_run(const std::string& dir, const std::string& metric, const std:
   flatten(t, "", r.settings);
   // A setting the file lacks is one the binary that wrote it did not have yet: that binary behaved as the flag's
   // default does (a new flag defaults to the old behaviour), so it counts as the default, and runs from before and
-  // after a flag was added group together while they ran alike. The default is today's: were a flag's default ever
+  // after a flag was added group together while they ran alike (absent_key_config: a default resolved at start,
+  // like int8_forward's auto, reads as the old behaviour). The default is today's: were a flag's default ever
   // changed, a file from before the flag existed would be read with the new one.
   static const std::map<std::string, std::string> kDefaults = [] {
     std::map<std::string, std::string> d;
-    flatten(toml::parse(to_toml(TrainConfig{})), "", d);
-    // A run records what auto resolved to, never auto; binaries from before the flag ran the float forward.
-    d["int8_forward"] = "false";
+    flatten(toml::parse(to_toml(absent_key_config())), "", d);
     return d;
   }();
   for (const auto& [key, v] : kDefaults) r.settings.emplace(key, v);

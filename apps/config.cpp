@@ -32,6 +32,9 @@ struct Field {
   const char* help;
   std::optional<CLI::Validator> check = std::nullopt;  // applied to each value (each list element)
   const char* bare = nullptr;  // a string flag given without a value takes this one (`--int8-forward` = true)
+  // What a config.toml without this key ran as, where that is not the default: a default resolved when the run
+  // starts (auto) is recorded as what it resolved to, so a file from before the key means the old behaviour.
+  const char* absent = nullptr;
 };
 
 CLI::Validator at_least(const char* flag, double min) {
@@ -104,7 +107,7 @@ std::vector<Field> data_and_optimizer_fields(TrainConfig& c) {
        "forward in integers: levels in, exact int32 sums, one scale out; backward stays float (docs/int8.md). auto "
        "(the default): on where it was measured faster, fp32 on a CPU whose int8 kernels have VNNI with images of "
        "224 pixels or more a side; the run's log and config.toml say what auto chose",
-       one_of("int8-forward", {"auto", "true", "false"}), "true"},
+       one_of("int8-forward", {"auto", "true", "false"}), "true", "false"},
       {"data", &c.data, "training data: fashion-mnist | idx | cifar10 | cifar100 | imagenet"},
       {"data-dir", &c.data_dir, "folder of the training data (fashion-mnist default: /usr/share/datasets/fashion-mnist)"},
       {"eval-data", &c.eval_data, "evaluation data kind (default: the training data's own test split)"},
@@ -516,6 +519,13 @@ void validate(const TrainConfig& c) {
             penalty_readers, " (or a layer with quantizer = \"", penalty_readers, "\" in the config file), got "
             "--quantizer ", c.quantizer);
   c.stage_list();
+}
+
+TrainConfig absent_key_config() {
+  TrainConfig c;
+  for (const Field& f : fields(c))
+    if (f.absent) *std::get<std::string*>(f.ptr) = f.absent;
+  return c;
 }
 
 std::string to_toml(const TrainConfig& cfg) {

@@ -125,5 +125,9 @@ void validate(const TrainConfig& cfg);
 // The resolved configuration as TOML (every field but --config, --resume and --stop-after-steps), loadable
 // with --config.
 std::string to_toml(const TrainConfig& cfg);
+// The configuration a config.toml's missing keys stand for (qil compare): the defaults, except a setting whose
+// default is resolved when a run starts, which reads as what binaries from before the key did (int8_forward:
+// false).
+TrainConfig absent_key_config();
 
 }  // namespace apps
